@@ -1,0 +1,376 @@
+//! The event catalog: the envelope every event travels in, the aggregates they belong to,
+//! and every event type with its lowercase dotted name (documented in `schemas/events/`).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::inventory::RunningService;
+use crate::names::{DatabaseName, EnvName, ReleaseId, ServiceName};
+use crate::plan::{Plan, Refusal, StepId};
+use crate::release::Change;
+
+/// Version of the envelope and event payload format.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The aggregate an event belongs to; each has its own subject `railyard.events.<aggregate>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AggregateId {
+    /// `release.<id>`.
+    Release(ReleaseId),
+    /// `inventory.<env>`.
+    Inventory(EnvName),
+    /// `signal.<service>`: CI signals about a service's changes.
+    Signal(ServiceName),
+    /// `incident.<env>`.
+    Incident(EnvName),
+    /// `catalog`.
+    Catalog,
+}
+
+/// An aggregate id that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not an aggregate id: expected release.<id>, inventory.<env>, signal.<service>, incident.<env> or catalog"
+)]
+pub struct InvalidAggregate(pub String);
+
+impl fmt::Display for AggregateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AggregateId::Release(id) => write!(f, "release.{id}"),
+            AggregateId::Inventory(env) => write!(f, "inventory.{env}"),
+            AggregateId::Signal(svc) => write!(f, "signal.{svc}"),
+            AggregateId::Incident(env) => write!(f, "incident.{env}"),
+            AggregateId::Catalog => f.write_str("catalog"),
+        }
+    }
+}
+
+impl std::str::FromStr for AggregateId {
+    type Err = InvalidAggregate;
+    fn from_str(s: &str) -> Result<AggregateId, InvalidAggregate> {
+        let bad = || InvalidAggregate(s.to_owned());
+        if s == "catalog" {
+            return Ok(AggregateId::Catalog);
+        }
+        let (kind, id) = s.split_once('.').ok_or_else(bad)?;
+        match kind {
+            "release" => id.parse().map(AggregateId::Release).map_err(|_| bad()),
+            "inventory" => id.parse().map(AggregateId::Inventory).map_err(|_| bad()),
+            "signal" => id.parse().map(AggregateId::Signal).map_err(|_| bad()),
+            "incident" => id.parse().map(AggregateId::Incident).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for AggregateId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AggregateId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AggregateId, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for AggregateId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AggregateId".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(catalog|release\\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}|(inventory|signal|incident)\\.[a-z0-9][a-z0-9-]{0,62})$"
+        })
+    }
+}
+
+/// Metadata every event carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Unique id of this event (UUIDv7, time-ordered).
+    pub event_id: Uuid,
+    /// The aggregate it belongs to.
+    pub aggregate: AggregateId,
+    /// When it happened (read from the clock).
+    pub occurred_at: DateTime<Utc>,
+    /// The authenticated identity or service that caused it.
+    pub actor: String,
+    /// The event or input that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Shared by every event of one flow (one release).
+    pub correlation_id: Uuid,
+    /// Payload format version.
+    pub schema_version: u32,
+    /// The event itself.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Envelope {
+    /// A new envelope for `event`, correlated with itself.
+    pub fn new(
+        aggregate: AggregateId,
+        actor: impl Into<String>,
+        occurred_at: DateTime<Utc>,
+        event: Event,
+    ) -> Envelope {
+        let event_id = Uuid::now_v7();
+        Envelope {
+            event_id,
+            aggregate,
+            occurred_at,
+            actor: actor.into(),
+            causation_id: None,
+            correlation_id: event_id,
+            schema_version: SCHEMA_VERSION,
+            event,
+        }
+    }
+
+    /// The same envelope, caused by `cause` and sharing its correlation id.
+    pub fn caused_by(mut self, cause: &Envelope) -> Envelope {
+        self.causation_id = Some(cause.event_id);
+        self.correlation_id = cause.correlation_id;
+        self
+    }
+}
+
+/// Every event Railyard records, tagged by its lowercase dotted type name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    /// A release was asked for.
+    #[serde(rename = "release.requested")]
+    ReleaseRequested(ReleaseRequested),
+    /// The planner ordered it.
+    #[serde(rename = "release.planned")]
+    ReleasePlanned(ReleasePlanned),
+    /// The planner refused it.
+    #[serde(rename = "release.rejected")]
+    ReleaseRejected(ReleaseRejected),
+    /// An operator cancelled it.
+    #[serde(rename = "release.cancelled")]
+    ReleaseCancelled(Reasoned),
+    /// It stopped and waits for an operator.
+    #[serde(rename = "release.held")]
+    ReleaseHeld(ReleaseHeld),
+    /// An operator resumed it.
+    #[serde(rename = "release.resumed")]
+    ReleaseResumed(Reasoned),
+    /// Every step succeeded.
+    #[serde(rename = "release.completed")]
+    ReleaseCompleted(ReleaseCompleted),
+    /// It was rolled back.
+    #[serde(rename = "release.rolled_back")]
+    ReleaseRolledBack(ReleaseRolledBack),
+    /// A worker started a step.
+    #[serde(rename = "step.started")]
+    StepStarted(StepStarted),
+    /// A gate of a verify step was evaluated.
+    #[serde(rename = "gate.evaluated")]
+    GateEvaluated(GateEvaluated),
+    /// A step succeeded.
+    #[serde(rename = "step.succeeded")]
+    StepSucceeded(StepOutcome),
+    /// A step failed.
+    #[serde(rename = "step.failed")]
+    StepFailed(StepOutcome),
+    /// A step was undone.
+    #[serde(rename = "step.rolled_back")]
+    StepRolledBack(StepOutcome),
+    /// An approval is awaited.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested(ApprovalRequested),
+    /// An approver approved.
+    #[serde(rename = "approval.granted")]
+    ApprovalGranted(ApprovalDecision),
+    /// An approver denied.
+    #[serde(rename = "approval.denied")]
+    ApprovalDenied(ApprovalDecision),
+    /// A service now runs a version in an environment (inventory).
+    #[serde(rename = "service.deployed")]
+    ServiceDeployed(ServiceDeployed),
+    /// A service loaded a catalog different from the last one.
+    #[serde(rename = "catalog.applied")]
+    CatalogApplied(CatalogApplied),
+}
+
+impl Event {
+    /// The lowercase dotted type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::ReleaseRequested(_) => "release.requested",
+            Event::ReleasePlanned(_) => "release.planned",
+            Event::ReleaseRejected(_) => "release.rejected",
+            Event::ReleaseCancelled(_) => "release.cancelled",
+            Event::ReleaseHeld(_) => "release.held",
+            Event::ReleaseResumed(_) => "release.resumed",
+            Event::ReleaseCompleted(_) => "release.completed",
+            Event::ReleaseRolledBack(_) => "release.rolled_back",
+            Event::StepStarted(_) => "step.started",
+            Event::GateEvaluated(_) => "gate.evaluated",
+            Event::StepSucceeded(_) => "step.succeeded",
+            Event::StepFailed(_) => "step.failed",
+            Event::StepRolledBack(_) => "step.rolled_back",
+            Event::ApprovalRequested(_) => "approval.requested",
+            Event::ApprovalGranted(_) => "approval.granted",
+            Event::ApprovalDenied(_) => "approval.denied",
+            Event::ServiceDeployed(_) => "service.deployed",
+            Event::CatalogApplied(_) => "catalog.applied",
+        }
+    }
+}
+
+/// `release.requested`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseRequested {
+    /// The release id.
+    pub release: ReleaseId,
+    /// Who asked (from the token or CI actor, never from the file).
+    pub requested_by: String,
+    /// The changes.
+    pub changes: Vec<Change>,
+}
+
+/// `release.planned`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleasePlanned {
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// `release.rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseRejected {
+    /// Hash of the catalog the decision was made from.
+    pub catalog_hash: String,
+    /// Every reason, each with its remedy.
+    pub reasons: Vec<Refusal>,
+}
+
+/// An event whose payload is a reason given by a human or a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reasoned {
+    /// Why.
+    pub reason: String,
+}
+
+/// `release.held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseHeld {
+    /// Why it stopped.
+    pub reason: String,
+    /// The step it stopped at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
+    /// Who must act (the service owner from the catalog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// `release.completed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub struct ReleaseCompleted {}
+
+/// `release.rolled_back`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseRolledBack {
+    /// Why.
+    pub reason: String,
+    /// The steps undone, in the order they were undone.
+    #[serde(default)]
+    pub undone: Vec<StepId>,
+}
+
+/// `step.started`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StepStarted {
+    /// The step.
+    pub step: StepId,
+    /// The worker that holds its lease.
+    pub worker: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// `gate.evaluated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GateEvaluated {
+    /// The verify step.
+    pub step: StepId,
+    /// Which gate (`http`, `prometheus`, ... with its index).
+    pub gate: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was observed.
+    pub observed: String,
+    /// What was expected.
+    pub expected: String,
+}
+
+/// `step.succeeded`, `step.failed`, `step.rolled_back`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StepOutcome {
+    /// The step.
+    pub step: StepId,
+    /// What happened, in words (for failures: why).
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// `approval.requested`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalRequested {
+    /// The approve step.
+    pub step: StepId,
+    /// Environment.
+    pub env: EnvName,
+    /// Who may approve.
+    pub approvers: Vec<String>,
+}
+
+/// `approval.granted`, `approval.denied` (the approver is the envelope's actor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalDecision {
+    /// The approve step.
+    pub step: StepId,
+    /// Why, as the approver wrote it.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// `service.deployed`: an environment's inventory changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceDeployed {
+    /// Environment.
+    pub env: EnvName,
+    /// Service.
+    pub service: ServiceName,
+    /// What runs now; `None` when the service was removed.
+    pub running: Option<RunningService>,
+    /// Database versions that changed with it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub databases: std::collections::BTreeMap<DatabaseName, u32>,
+    /// The release that did it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
+}
+
+/// `catalog.applied`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogApplied {
+    /// `sha256:<hex>` of the catalog.
+    pub hash: String,
+}

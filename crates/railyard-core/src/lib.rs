@@ -1,0 +1,27 @@
+//! Railyard's domain, with no IO: validated names, the contract model, the catalog, release
+//! and inventory files, the plan as data, the event catalog and the release aggregate's fold.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod clock;
+pub mod contract;
+pub mod duration;
+pub mod event;
+pub mod inventory;
+pub mod names;
+pub mod parse;
+pub mod plan;
+pub mod release;
+pub mod release_state;
+
+pub use catalog::Catalog;
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use contract::{Range, Version};
+pub use event::{AggregateId, Envelope, Event};
+pub use inventory::Inventory;
+pub use names::{ApiName, DatabaseName, EnvName, QueueName, ReleaseId, ServiceName};
+pub use parse::ParseError;
+pub use plan::{Action, Edge, Plan, Refusal, Step, StepId};
+pub use release::{Change, Migration, ReleaseFile};
+pub use release_state::{ReleaseState, Status, TransitionError};

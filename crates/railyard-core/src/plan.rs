@@ -1,0 +1,120 @@
+//! The plan as data (INTERFACES §11): steps, explained edges, waves and the critical path.
+//! The planner crate builds it; events carry it; workers execute it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{EnvName, ReleaseId};
+
+/// What a step does.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Run a database migration.
+    Migrate,
+    /// Deploy a service.
+    Deploy,
+    /// Check a service's gates.
+    Verify,
+    /// Wait for an approval.
+    Approve,
+}
+
+impl Action {
+    /// The lowercase name used in step ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Migrate => "migrate",
+            Action::Deploy => "deploy",
+            Action::Verify => "verify",
+            Action::Approve => "approve",
+        }
+    }
+}
+
+/// A step id, `<env>:<action>:<target>` (`production:deploy:orders-api`,
+/// `staging:migrate:orders-db@43`, `production:approve:rel-42`).
+pub type StepId = String;
+
+/// Builds the stable id of a step.
+pub fn step_id(env: &EnvName, action: Action, target: &str) -> StepId {
+    format!("{env}:{}:{target}", action.as_str())
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    /// Stable id.
+    pub id: StepId,
+    /// Environment.
+    pub env: EnvName,
+    /// What it does.
+    pub action: Action,
+    /// Service, `database@version`, or release id for approvals.
+    pub target: String,
+    /// The version deployed, for deploy and verify steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// An ordering between two steps and why it exists.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct Edge {
+    /// The step that goes first.
+    pub from: StepId,
+    /// The step that waits.
+    pub to: StepId,
+    /// The rule that added it (`environment-order`, `queue`, `api`, `schema`, `cross-release`,
+    /// `explicit`, `step-order`).
+    pub rule: String,
+    /// Why, in words a release manager understands.
+    pub reason: String,
+}
+
+/// A plan for one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    /// The release planned.
+    pub release: ReleaseId,
+    /// Hash of the catalog the plan was made from.
+    pub catalog_hash: String,
+    /// Every step.
+    pub steps: Vec<Step>,
+    /// Every ordering with its reason.
+    pub edges: Vec<Edge>,
+    /// Steps that can run together, in order.
+    pub waves: Vec<Vec<StepId>>,
+    /// The longest chain of steps.
+    pub critical_path: Vec<StepId>,
+}
+
+impl Plan {
+    /// The step with id `id`.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// Ids of the steps `id` waits for.
+    pub fn predecessors<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a StepId> + 'a {
+        self.edges
+            .iter()
+            .filter(move |e| e.to == id)
+            .map(|e| &e.from)
+    }
+}
+
+/// Why a release was refused, with the remedy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct Refusal {
+    /// The rule whose invariant would break (`queue`, `api`, `schema`, `cycle`, `unknown`).
+    pub rule: String,
+    /// The environment, when the refusal is specific to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvName>,
+    /// What would break, naming who and what.
+    pub reason: String,
+    /// What to add or change so the release can be planned.
+    pub remedy: String,
+}

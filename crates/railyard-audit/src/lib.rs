@@ -1,14 +1,4 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Audit projection and read side (issue 5, not built yet): a hash-chained record of every
+//! event, release status, live events and compliance queries. This crate holds no code
+//! until that issue lands.
+#![forbid(unsafe_code)]

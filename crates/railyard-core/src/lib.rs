@@ -14,6 +14,7 @@ pub mod parse;
 pub mod plan;
 pub mod release;
 pub mod release_state;
+pub mod schema;
 
 pub use catalog::Catalog;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};

@@ -80,7 +80,7 @@ pub struct Migration {
 impl ReleaseFile {
     /// Parses a release file. `requested_by` is refused: the server sets it from the token.
     pub fn from_toml(text: &str) -> Result<ReleaseFile, ParseError> {
-        if let Ok(toml::Value::Table(t)) = text.parse::<toml::Value>() {
+        if let Ok(t) = text.parse::<toml::Table>() {
             if t.contains_key("requested_by") {
                 return Err(ParseError::at(
                     "release.requested_by",

@@ -32,6 +32,20 @@ pub enum Status {
     Cancelled,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Requested => "requested",
+            Status::Planned => "planned",
+            Status::Held => "held",
+            Status::Completed => "completed",
+            Status::RolledBack => "rolled back",
+            Status::Rejected => "rejected",
+            Status::Cancelled => "cancelled",
+        })
+    }
+}
+
 impl Status {
     /// Whether nothing can happen to the release any more.
     pub fn is_final(self) -> bool {
@@ -185,7 +199,7 @@ pub enum TransitionError {
         event_type: String,
     },
     /// The event is not allowed in the release's status.
-    #[error("release {release} is {status:?}: {event_type} is not allowed ({hint})")]
+    #[error("release {release} is {status}: {event_type} is not allowed ({hint})")]
     IllegalInStatus {
         /// The release.
         release: String,
@@ -422,7 +436,7 @@ impl ReleaseState {
                 self.require(
                     &[Planned],
                     ty,
-                    "steps start only while the release is under way (resume it first)",
+                    "steps start only while the release is under way: resume it first",
                 )?;
                 let current = self.step_status(&s.step)?;
                 match current {

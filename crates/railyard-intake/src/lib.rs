@@ -1,14 +1,4 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Trigger intake (issue 3, not built yet): the front door for CI systems — CDEvents over
+//! CloudEvents HTTP and NATS, GitHub and GitLab webhooks — validated, de-duplicated and
+//! turned into `release.requested` events. This crate holds no code until that issue lands.
+#![forbid(unsafe_code)]

@@ -1,14 +1,4 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Promotion workers (issue 6, not built yet): carry out `release.planned` step by step
+//! behind gates, with leases, deploy adapters, rollback, holds, approvals and freezes.
+//! This crate holds no code until that issue lands.
+#![forbid(unsafe_code)]

@@ -1,14 +1,33 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Railyard's bus, the only crate that speaks NATS: the JetStream topology, the event store
+//! (append with optimistic concurrency and dedupe, load), durable consumers with confirmed acks
+//! and backoff, dead letters, the work queue, external delivery ids, leases, the rejection log,
+//! and W3C trace context in headers.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod append;
+mod bus;
+mod config;
+mod consumer;
+mod direct;
+mod dlq;
+mod error;
+mod kv;
+pub mod names;
+mod rejected;
+mod topology;
+mod trace;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use append::{Appended, Expected, Loaded, message_id};
+pub use bus::Bus;
+pub use config::BusConfig;
+pub use consumer::{ConsumerSpec, DeliverFrom, Delivery, EventConsumer, WorkConsumer, WorkItem};
+pub use dlq::{DeadLetter, run_dlq_forwarder};
+pub use error::{Actual, AppendError, BoxError, BusError};
+pub use kv::{Lease, LeaseRecord};
+pub use names::event_subject;
+pub use rejected::{Rejection, StoredRejection};
+pub use trace::{extract_trace, inject_context, inject_trace};
+
+/// The NATS header map used by [`inject_trace`] and [`extract_trace`].
+pub use async_nats::HeaderMap;

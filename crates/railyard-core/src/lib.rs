@@ -23,6 +23,6 @@ pub use event::{AggregateId, Envelope, Event};
 pub use inventory::Inventory;
 pub use names::{ApiName, DatabaseName, EnvName, QueueName, ReleaseId, ServiceName};
 pub use parse::ParseError;
-pub use plan::{Action, Edge, Plan, Refusal, Step, StepId};
+pub use plan::{Action, Edge, ExternalEdge, Plan, Refusal, Step, StepId};
 pub use release::{Change, Migration, ReleaseFile};
 pub use release_state::{ReleaseState, Status, TransitionError};

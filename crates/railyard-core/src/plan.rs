@@ -88,6 +88,25 @@ pub struct Plan {
     pub waves: Vec<Vec<StepId>>,
     /// The longest chain of steps.
     pub critical_path: Vec<StepId>,
+    /// Steps of this plan that wait for steps of other in-flight releases (`cross-release`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_edges: Vec<ExternalEdge>,
+}
+
+/// An ordering on a step of another in-flight release: `to` (a step of this plan) starts only
+/// once `from` (a step of `release`) has finished, or once that release has ended.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct ExternalEdge {
+    /// The other release.
+    pub release: ReleaseId,
+    /// Its step that goes first.
+    pub from: StepId,
+    /// The step of this plan that waits.
+    pub to: StepId,
+    /// The rule that added it (`cross-release`).
+    pub rule: String,
+    /// Why, in words a release manager understands.
+    pub reason: String,
 }
 
 impl Plan {

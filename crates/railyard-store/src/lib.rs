@@ -1,14 +1,20 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The only crate that touches sled: read models (projections) of the event stream, each in
+//! its own sled tree, with the last applied stream sequence committed in the same atomic
+//! batch as the writes it caused, so a redelivery, a replay or a crash applies nothing twice
+//! and loses nothing half-way. [`run_projection`] drives a projection from the bus;
+//! [`rebuild`] drops it and replays the stream into it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod error;
+pub mod key;
+mod layout;
+mod projection;
+mod run;
+mod store;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::{BoxError, ProjectionError, StoreError, display_key};
+pub use key::{KeyBuf, KeyError, KeyReader, u64_from_key, u64_key};
+pub use projection::{Applied, Entry, Projection, Update};
+pub use run::{RunError, RunOptions, RunReport, rebuild, run_projection};
+pub use store::{ProjectionStore, Store, StoreConfig};

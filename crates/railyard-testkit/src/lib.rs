@@ -1,14 +1,15 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Real NATS for Railyard's tests: [`NatsServer`] runs one `nats-server -js` on a dynamic
+//! loopback port with a temporary store, [`NatsCluster`] runs a 3-node JetStream cluster, and
+//! both kill and reap their processes on drop. Every wait is bounded.
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod binary;
+mod cluster;
+mod process;
+mod server;
+mod wait;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use binary::{NATS_SERVER_BIN, locate_nats_server};
+pub use cluster::NatsCluster;
+pub use server::NatsServer;
+pub use wait::{STARTUP_TIMEOUT, wait_for_jetstream, wait_until};

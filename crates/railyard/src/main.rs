@@ -1,3 +1,41 @@
-fn main() {
-    println!("Hello, world!");
+//! The one Railyard binary: `railyard <service>` runs a service, `railyard dev` runs every
+//! service in one process with an embedded NATS, and the rest is the operator CLI. Thin by
+//! design: parse arguments, set up logging, call the library, map errors to exit codes.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod demo;
+mod dev;
+mod embedded_nats;
+mod logging;
+mod ops;
+mod plan_cmd;
+mod stack;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(error) = logging::init(cli.log_format, cli.command.default_log_filter()) {
+        eprintln!("error: cannot set up logging: {error:#}");
+        return std::process::ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("railyard")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }

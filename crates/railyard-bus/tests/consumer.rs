@@ -1,0 +1,238 @@
+//! Durable consumers and replay: order, confirmed acks, redelivery of what a dead consumer
+//! never acknowledged, subject filters, and reading the whole stream again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WAIT, bus, event, next, reasons, release};
+use railyard_bus::{ConsumerSpec, DeliverFrom, Expected};
+use railyard_core::AggregateId;
+use railyard_testkit::NatsServer;
+
+#[tokio::test]
+async fn a_durable_consumer_gets_every_append_in_order_and_acked_ones_stay_acked()
+-> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let (a, b) = (release("a"), release("b"));
+    let first = bus
+        .append(&a, Expected::NoEvents, &[event(&a, "a1"), event(&a, "a2")])
+        .await?;
+    let second = bus
+        .append(&b, Expected::NoEvents, &[event(&b, "b1")])
+        .await?;
+    let third = bus
+        .append(&a, Expected::Sequence(first.sequence), &[event(&a, "a3")])
+        .await?;
+
+    let mut consumer = bus.durable(ConsumerSpec::new("projection")).await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, first.sequence);
+    assert_eq!(delivery.subject, "railyard.events.release.a");
+    assert_eq!(delivery.aggregate(), Some(a.clone()));
+    assert_eq!(reasons(&delivery.envelopes), ["a1", "a2"]);
+    assert_eq!(delivery.delivered, 1);
+    assert_eq!(delivery.pending, 2);
+    delivery.ack().await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, second.sequence);
+    delivery.ack().await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, third.sequence);
+    assert_eq!(delivery.pending, 0);
+    delivery.ack().await?;
+    drop(consumer);
+
+    // The service restarts: the same durable resumes after what it acknowledged.
+    let fourth = bus
+        .append(&b, Expected::Sequence(second.sequence), &[event(&b, "b2")])
+        .await?;
+    let mut consumer = bus.durable(ConsumerSpec::new("projection")).await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, fourth.sequence);
+    assert_eq!(reasons(&delivery.envelopes), ["b2"]);
+    delivery.ack().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_its_consumer_dropped_without_ack_is_delivered_again() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let rel = release("crashy");
+    let appended = bus
+        .append(&rel, Expected::NoEvents, &[event(&rel, "work")])
+        .await?;
+
+    let mut consumer = bus.durable(ConsumerSpec::new("worker")).await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.delivered, 1);
+    // The process dies mid-handling: neither the delivery nor the consumer says anything.
+    drop(delivery);
+    drop(consumer);
+
+    let mut consumer = bus.durable(ConsumerSpec::new("worker")).await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, appended.sequence);
+    assert_eq!(delivery.delivered, 2, "the same message, second attempt");
+    assert_eq!(reasons(&delivery.envelopes), ["work"]);
+    delivery.ack().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_nak_redelivers_after_the_backoff() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let rel = release("flaky");
+    bus.append(&rel, Expected::NoEvents, &[event(&rel, "try")])
+        .await?;
+    let mut consumer = bus.durable(ConsumerSpec::new("flaky-worker")).await?;
+    let delivery = next(&mut consumer).await?;
+    delivery.nak("deploy target answered 503").await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.delivered, 2);
+    delivery.ack().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn filters_select_the_aggregates_a_consumer_reads() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let rel = release("filtered");
+    let inventory: AggregateId = "inventory.production".parse()?;
+    bus.append(
+        &inventory,
+        Expected::NoEvents,
+        &[event(&inventory, "inventory")],
+    )
+    .await?;
+    let wanted = bus
+        .append(&rel, Expected::NoEvents, &[event(&rel, "release")])
+        .await?;
+    bus.append(
+        &AggregateId::Catalog,
+        Expected::Any,
+        &[event(&AggregateId::Catalog, "catalog")],
+    )
+    .await?;
+
+    let mut consumer = bus
+        .durable(ConsumerSpec::new("releases-only").filter("railyard.events.release.>"))
+        .await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, wanted.sequence);
+    assert_eq!(delivery.pending, 0, "nothing else matches the filter");
+    delivery.ack().await?;
+
+    let error = bus
+        .durable(ConsumerSpec::new("bad").filter("orders.>"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("orders.>"), "{error}");
+    let error = bus
+        .durable(ConsumerSpec::new("bad.name"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("A-Z a-z 0-9 - _"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_durable_can_start_at_new_messages_or_a_sequence() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let rel = release("starts");
+    let first = bus
+        .append(&rel, Expected::NoEvents, &[event(&rel, "old")])
+        .await?;
+    let second = bus
+        .append(
+            &rel,
+            first.sequence.into_expected(),
+            &[event(&rel, "middle")],
+        )
+        .await?;
+
+    let mut from_second = bus
+        .durable(ConsumerSpec::new("from-second").deliver(DeliverFrom::Sequence(second.sequence)))
+        .await?;
+    let mut only_new = bus
+        .durable(ConsumerSpec::new("only-new").deliver(DeliverFrom::New))
+        .await?;
+    let third = bus
+        .append(&rel, second.sequence.into_expected(), &[event(&rel, "new")])
+        .await?;
+    assert_eq!(
+        next(&mut from_second).await?.stream_sequence,
+        second.sequence
+    );
+    assert_eq!(next(&mut only_new).await?.stream_sequence, third.sequence);
+    Ok(())
+}
+
+#[tokio::test]
+async fn replay_reads_the_stream_in_order_from_a_sequence() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let mut appended = Vec::new();
+    for index in 0..5 {
+        let rel = release(&format!("r{index}"));
+        appended.push(
+            bus.append(&rel, Expected::NoEvents, &[event(&rel, &index.to_string())])
+                .await?,
+        );
+    }
+    let last = bus.stream_last_sequence().await?;
+    assert_eq!(last, appended[4].sequence);
+
+    let mut replay = bus.replay(appended[2].sequence).await?;
+    let mut seen = Vec::new();
+    loop {
+        let delivery = next(&mut replay).await?;
+        seen.push(reasons(&delivery.envelopes).concat());
+        let done = delivery.stream_sequence >= last;
+        delivery.ack().await?; // a no-op for replays
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen, ["2", "3", "4"]);
+
+    // It keeps following the stream.
+    let rel = release("later");
+    bus.append(&rel, Expected::NoEvents, &[event(&rel, "later")])
+        .await?;
+    let delivery = tokio::time::timeout(WAIT, replay.next())
+        .await??
+        .expect("open");
+    assert_eq!(reasons(&delivery.envelopes), ["later"]);
+
+    let mut everything = bus.replay(0).await?;
+    assert_eq!(next(&mut everything).await?.stream_sequence, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn closing_the_bus_ends_consumers() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let mut consumer = bus.durable(ConsumerSpec::new("closing")).await?;
+    let waiting = tokio::spawn(async move { consumer.next().await });
+    bus.close().await?;
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiting).await??;
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
+    Ok(())
+}
+
+trait IntoExpected {
+    fn into_expected(self) -> Expected;
+}
+
+impl IntoExpected for u64 {
+    fn into_expected(self) -> Expected {
+        Expected::Sequence(self)
+    }
+}

@@ -1,0 +1,128 @@
+//! Intake dedupe, leases and the rejection log: a delivery id is a duplicate until forgotten,
+//! a lease is exclusive until it expires on the bus's clock (no sleeping: the test moves a
+//! manual clock), and refused inputs are kept and listed.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{bus_with, fast_config};
+use railyard_bus::{BusConfig, BusError, Rejection};
+use railyard_core::{Clock, ManualClock};
+use railyard_testkit::NatsServer;
+
+#[tokio::test]
+async fn a_delivery_id_is_new_once_and_again_after_it_is_forgotten() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = common::bus(&server.url()).await?;
+    let id = "https://github.com/acme/orders-api#7f1c2e00-1a2b-11ef-8f00-0123456789ab";
+    assert!(bus.remember_delivery(id).await?);
+    assert!(!bus.remember_delivery(id).await?);
+    assert!(bus.remember_delivery("another").await?);
+
+    let racers = futures::future::join_all((0..8).map(|_| bus.remember_delivery("raced"))).await;
+    let firsts = racers
+        .into_iter()
+        .filter(|result| matches!(result, Ok(true)))
+        .count();
+    assert_eq!(firsts, 1, "exactly one intake sees a delivery first");
+
+    bus.forget_delivery(id).await?;
+    assert!(bus.remember_delivery(id).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_is_exclusive_until_it_expires_and_then_moves() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
+    let config = BusConfig {
+        lease_ttl: Duration::from_secs(60),
+        clock: clock.shared(),
+        ..fast_config()
+    };
+    let bus = bus_with(&server.url(), config).await?;
+    let step = "production:deploy:orders-api";
+
+    let mut first = bus.acquire_lease(step, "worker-1").await?.expect("free");
+    assert_eq!(first.key(), step);
+    assert_eq!(
+        first.record().expires_at,
+        clock.now() + chrono::Duration::seconds(60)
+    );
+    assert!(bus.acquire_lease(step, "worker-2").await?.is_none());
+    assert_eq!(
+        bus.lease_holder(step)
+            .await?
+            .map(|record| record.holder)
+            .as_deref(),
+        Some("worker-1")
+    );
+
+    // Renewed in time, it stays.
+    clock.advance(Duration::from_secs(45));
+    first.renew().await?;
+    clock.advance(Duration::from_secs(45));
+    assert!(bus.acquire_lease(step, "worker-2").await?.is_none());
+
+    // Worker 1 stops renewing: once expired, worker 2 takes over and worker 1 finds out.
+    clock.advance(Duration::from_secs(16));
+    assert!(bus.lease_holder(step).await?.is_none());
+    let second = bus.acquire_lease(step, "worker-2").await?.expect("expired");
+    let error = first.renew().await.unwrap_err();
+    assert!(matches!(error, BusError::LeaseLost { .. }), "{error:?}");
+    assert!(first.release().await.is_err());
+
+    // Released, it is free at once.
+    second.release().await?;
+    assert!(bus.lease_holder(step).await?.is_none());
+    let third = bus
+        .acquire_lease(step, "worker-3")
+        .await?
+        .expect("released");
+    assert_eq!(third.record().holder, "worker-3");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rejections_are_kept_and_listed_in_order() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = common::bus(&server.url()).await?;
+    let first = bus
+        .record_rejection(&Rejection::new(
+            "github",
+            "203.0.113.7",
+            "bad signature",
+            b"{}",
+        ))
+        .await?;
+    let huge = vec![b'x'; 200 * 1024];
+    bus.record_rejection(&Rejection::new(
+        "cdevents",
+        "ci.example",
+        "unknown service",
+        &huge,
+    ))
+    .await?;
+    let listed = bus.rejections(1, 10).await?;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].sequence, first);
+    assert_eq!(listed[0].rejection.reason, "bad signature");
+    assert_eq!(listed[1].rejection.source, "cdevents");
+    assert_eq!(listed[1].rejection.body.len(), 64 * 1024);
+    assert_eq!(bus.rejections(first + 1, 10).await?.len(), 1);
+    assert_eq!(bus.rejections(1, 1).await?.len(), 1);
+
+    let error = bus
+        .record_rejection(&Rejection::new("git hub", "x", "y", b""))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, BusError::InvalidName { .. }), "{error:?}");
+    let error = bus
+        .publish_work("railyard.work.>", Bytes::new(), "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, BusError::InvalidName { .. }), "{error:?}");
+    Ok(())
+}

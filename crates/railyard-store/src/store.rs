@@ -1,0 +1,542 @@
+//! The sled-backed store: a [`Store`] is one sled database per process, a
+//! [`ProjectionStore`] is one projection over its own tree in it. Every sled call runs on
+//! tokio's blocking pool, so the async API never blocks the runtime.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use railyard_core::Envelope;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info};
+
+use crate::error::{BoxError, ProjectionError, StoreError, display_key};
+use crate::layout;
+use crate::projection::{Applied, Entry, Projection, Update, Writes};
+
+/// Where and how to open the sled database.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    path: PathBuf,
+    temporary: bool,
+    cache_capacity: Option<u64>,
+    flush_every: Option<Duration>,
+}
+
+impl StoreConfig {
+    /// A database in directory `path` (created when missing).
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            temporary: false,
+            cache_capacity: None,
+            flush_every: Some(Duration::from_millis(500)),
+        }
+    }
+
+    /// Removes the directory when the store is dropped (tests, benchmarks).
+    pub fn temporary(mut self, temporary: bool) -> StoreConfig {
+        self.temporary = temporary;
+        self
+    }
+
+    /// The page cache size in bytes (sled's default is 1 GiB).
+    pub fn cache_capacity(mut self, bytes: u64) -> StoreConfig {
+        self.cache_capacity = Some(bytes);
+        self
+    }
+
+    /// How often sled flushes in the background (default 500 ms; `None`: only on
+    /// [`ProjectionStore::flush`]). Whatever was committed since the last flush is lost on a
+    /// crash, always as whole deliveries with their checkpoint, so the stream redelivers them.
+    pub fn flush_every(mut self, every: Option<Duration>) -> StoreConfig {
+        self.flush_every = every;
+        self
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sled(&self) -> sled::Config {
+        let mut config = sled::Config::new()
+            .path(&self.path)
+            .temporary(self.temporary)
+            .flush_every_ms(
+                self.flush_every
+                    .map(|every| u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1)),
+            );
+        if let Some(bytes) = self.cache_capacity {
+            config = config.cache_capacity(bytes);
+        }
+        config
+    }
+}
+
+/// One sled database, shared by the projections of a process. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    db: sled::Db,
+    path: PathBuf,
+    /// Names of the projections open on this store, so none is opened twice.
+    open: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database, recovering it after a crash.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let path = config.path.clone();
+        let open_error = |source: BoxError| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let db = tokio::task::spawn_blocking(move || config.sled().open())
+            .await
+            .map_err(|source| open_error(Box::new(source)))?
+            .map_err(|source| open_error(Box::new(source)))?;
+        info!(path = %path.display(), recovered = db.was_recovered(), "store opened");
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                db,
+                path,
+                open: Mutex::new(BTreeSet::new()),
+            }),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Opens `projection` over its tree, `projection:<name>`, creating it when missing.
+    pub async fn projection<P: Projection>(
+        &self,
+        projection: P,
+    ) -> Result<ProjectionStore<P>, StoreError> {
+        let name = projection.name().to_owned();
+        if !layout::valid_name(&name) {
+            return Err(StoreError::InvalidName(name));
+        }
+        if !self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone())
+        {
+            return Err(StoreError::AlreadyOpen(name));
+        }
+        let claim = NameClaim {
+            store: self.clone(),
+            name: name.clone(),
+        };
+        let db = self.inner.db.clone();
+        let tree_name = layout::tree_name(&name);
+        let opened = tokio::task::spawn_blocking(move || db.open_tree(tree_name))
+            .await
+            .map_err(|source| StoreError::Task {
+                projection: name.clone(),
+                operation: "open tree",
+                source,
+            })?;
+        let tree = opened.map_err(|source| StoreError::Storage {
+            projection: name.clone(),
+            operation: "open tree",
+            source: Box::new(source),
+        })?;
+        let store = ProjectionStore {
+            inner: Arc::new(Inner {
+                tree,
+                projection: Mutex::new(projection),
+                driven: AtomicBool::new(false),
+                claim,
+            }),
+        };
+        let checkpoint = store.checkpoint().await?;
+        info!(projection = %name, checkpoint, "projection opened");
+        Ok(store)
+    }
+}
+
+/// Holds a projection's name in its store's open set until the projection is dropped.
+struct NameClaim {
+    store: Store,
+    name: String,
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        self.store
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.name);
+    }
+}
+
+/// One projection over its tree: applies deliveries with their checkpoint, answers reads.
+/// Cheap to clone; clones share the projection.
+pub struct ProjectionStore<P> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P> Clone for ProjectionStore<P> {
+    fn clone(&self) -> ProjectionStore<P> {
+        ProjectionStore {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<P> std::fmt::Debug for ProjectionStore<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionStore")
+            .field("projection", &self.inner.claim.name)
+            .finish()
+    }
+}
+
+struct Inner<P> {
+    tree: sled::Tree,
+    /// The projection; its lock also serializes `apply` and `reset`, so the checkpoint read
+    /// and the batch that moves it cannot interleave with another writer.
+    projection: Mutex<P>,
+    /// Whether a `run_projection` or `rebuild` drives this projection.
+    driven: AtomicBool,
+    claim: NameClaim,
+}
+
+impl<P> Inner<P> {
+    fn name(&self) -> &str {
+        &self.claim.name
+    }
+
+    fn storage(&self, operation: &'static str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Storage {
+            projection: self.name().to_owned(),
+            operation,
+            source: Box::new(source),
+        }
+    }
+
+    fn checkpoint(&self) -> Result<u64, StoreError> {
+        match self
+            .tree
+            .get(layout::CHECKPOINT)
+            .map_err(self.storage("read checkpoint"))?
+        {
+            None => Ok(0),
+            Some(bytes) => {
+                crate::key::u64_from_key(&bytes).ok_or_else(|| StoreError::CorruptCheckpoint {
+                    projection: self.name().to_owned(),
+                    len: bytes.len(),
+                })
+            }
+        }
+    }
+}
+
+impl<P: Projection> Inner<P> {
+    /// Applies `deliveries` in order and commits every applied one's writes with the last
+    /// applied sequence in one sled batch. Per delivery: skipped when at or below the
+    /// checkpoint, committed, or refused by the projection (its writes dropped, the others
+    /// unaffected). A storage failure fails the whole call and commits nothing.
+    fn apply_many(
+        &self,
+        deliveries: &[(u64, Vec<Envelope>)],
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        let mut projection = self
+            .projection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = self.checkpoint()?;
+        let mut checkpoint = start;
+        let mut pending = Writes::new();
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for (sequence, envelopes) in deliveries {
+            let sequence = *sequence;
+            if sequence <= checkpoint {
+                debug!(projection = %self.name(), sequence, checkpoint, "delivery skipped: already applied");
+                outcomes.push(Ok(Applied::Skipped {
+                    sequence,
+                    checkpoint,
+                }));
+                continue;
+            }
+            let mut update = Update::new(&self.tree, &pending);
+            match projection.apply(&mut update, sequence, envelopes) {
+                Ok(()) => {
+                    let writes = update.into_writes();
+                    outcomes.push(Ok(Applied::Committed {
+                        sequence,
+                        writes: writes.len(),
+                    }));
+                    pending.extend(writes);
+                    checkpoint = sequence;
+                }
+                Err(ProjectionError::Read { source }) => {
+                    return Err(StoreError::Storage {
+                        projection: self.name().to_owned(),
+                        operation: "read during apply",
+                        source,
+                    });
+                }
+                Err(source) => outcomes.push(Err(StoreError::Projection {
+                    projection: self.name().to_owned(),
+                    sequence,
+                    source,
+                })),
+            }
+        }
+        if checkpoint > start {
+            let writes = pending.len();
+            let mut batch = sled::Batch::default();
+            for (key, value) in pending {
+                let key = layout::data_key(&key);
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+            }
+            batch.insert(layout::CHECKPOINT, &crate::key::u64_key(checkpoint));
+            self.tree
+                .apply_batch(batch)
+                .map_err(self.storage("commit"))?;
+            debug!(projection = %self.name(), checkpoint, writes, deliveries = deliveries.len(), "committed");
+        }
+        Ok(outcomes)
+    }
+
+    fn reset(&self) -> Result<usize, StoreError> {
+        let _projection = self
+            .projection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // One batch, not `Tree::clear` (which removes key by key): a crash mid-reset must not
+        // leave a checkpoint over partly removed data, or data without its checkpoint.
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.tree.iter().keys() {
+            batch.remove(key.map_err(self.storage("list keys for reset"))?);
+            removed += 1;
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("reset"))?;
+        info!(projection = %self.name(), removed, "projection reset");
+        Ok(removed)
+    }
+}
+
+impl<P: Projection> ProjectionStore<P> {
+    /// Opens `projection` on a store of its own at `config` (a process with several
+    /// projections opens one [`Store`] and calls [`Store::projection`] for each).
+    pub async fn open(
+        config: StoreConfig,
+        projection: P,
+    ) -> Result<ProjectionStore<P>, StoreError> {
+        Store::open(config).await?.projection(projection).await
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The store it lives in.
+    pub fn store(&self) -> &Store {
+        &self.inner.claim.store
+    }
+
+    async fn blocking<T, F>(&self, operation: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner<P>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|source| StoreError::Task {
+                projection: self.name().to_owned(),
+                operation,
+                source,
+            })?
+    }
+
+    /// The stream sequence of the last applied delivery; 0 when none was.
+    pub async fn checkpoint(&self) -> Result<u64, StoreError> {
+        self.blocking("read checkpoint", Inner::checkpoint).await
+    }
+
+    /// Applies the delivery at stream `sequence`: when `sequence` is above the checkpoint,
+    /// the projection's writes and the new checkpoint are committed in one atomic batch;
+    /// otherwise nothing happens and the result is [`Applied::Skipped`]. A projection error
+    /// ([`StoreError::Projection`]) writes nothing. Committed is not yet durable: see
+    /// [`ProjectionStore::flush`].
+    pub async fn apply(
+        &self,
+        sequence: u64,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Applied, StoreError> {
+        let deliveries = vec![(sequence, envelopes)];
+        self.blocking("apply", move |inner| {
+            inner
+                .apply_many(&deliveries)?
+                .pop()
+                .expect("one outcome per delivery")
+        })
+        .await
+    }
+
+    /// Applies `deliveries` (in stream order) in one blocking call and one atomic batch that
+    /// ends with the checkpoint of the last applied one: how a replay goes fast. Each delivery
+    /// has its own outcome, as [`ProjectionStore::apply`] would give it: skipped at or below
+    /// the checkpoint, committed, or refused by the projection, in which case its writes are
+    /// dropped and the deliveries after it still apply (as on the live path, which
+    /// dead-letters the refused one). A storage error, including a failed read inside the
+    /// projection ([`ProjectionError::Read`]), fails the whole call and commits nothing.
+    pub async fn apply_many(
+        &self,
+        deliveries: Vec<(u64, Vec<Envelope>)>,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        self.blocking("apply", move |inner| inner.apply_many(&deliveries))
+            .await
+    }
+
+    /// The value at `key`.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = layout::data_key(key.as_ref());
+        self.blocking("get", move |inner| {
+            Ok(inner
+                .tree
+                .get(key)
+                .map_err(inner.storage("get"))?
+                .map(|value| value.to_vec()))
+        })
+        .await
+    }
+
+    /// The JSON value at `key`, decoded.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = key.as_ref();
+        self.get(key)
+            .await?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+                    projection: self.name().to_owned(),
+                    key: display_key(key),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub async fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<Entry>, StoreError> {
+        self.scan_page(prefix, None::<&[u8]>, usize::MAX).await
+    }
+
+    /// At most `limit` entries whose key starts with `prefix`, in key order, beginning just
+    /// after key `after` when given: cursor pagination, with the last key as the cursor.
+    pub async fn scan_page(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        after: Option<impl AsRef<[u8]>>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let prefix = layout::data_key(prefix.as_ref());
+        let after = after.map(|key| layout::data_key(key.as_ref()));
+        self.blocking("scan", move |inner| {
+            let start = match &after {
+                Some(after) if *after >= prefix => Bound::Excluded(after.as_slice()),
+                _ => Bound::Included(prefix.as_slice()),
+            };
+            let entries = inner.tree.range::<&[u8], _>((start, Bound::Unbounded));
+            let mut page = Vec::new();
+            for entry in entries {
+                let (key, value) = entry.map_err(inner.storage("scan"))?;
+                if !key.starts_with(&prefix) || page.len() == limit {
+                    break;
+                }
+                page.push((layout::user_key(&key).to_vec(), value.to_vec()));
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    /// Every stored entry of the tree, metadata (the checkpoint) included, as sled holds
+    /// them: for comparing two builds of a projection byte for byte.
+    pub async fn raw_entries(&self) -> Result<Vec<Entry>, StoreError> {
+        self.blocking("export", |inner| {
+            inner
+                .tree
+                .iter()
+                .map(|entry| {
+                    entry
+                        .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                        .map_err(inner.storage("export"))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Removes everything, checkpoint included, in one atomic batch, so the projection can be
+    /// rebuilt by replaying the stream from sequence 1. Returns how many keys were removed.
+    pub async fn reset(&self) -> Result<usize, StoreError> {
+        self.blocking("reset", Inner::reset).await
+    }
+
+    /// Makes everything committed so far durable (sled's flush, an fsync). Returns the
+    /// number of bytes written.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        self.blocking("flush", |inner| {
+            inner.tree.flush().map_err(inner.storage("flush"))
+        })
+        .await
+    }
+
+    /// Claims the right to drive this projection from the stream; `None` when a
+    /// `run_projection` or `rebuild` already holds it.
+    pub(crate) fn try_drive(&self) -> Result<DriveGuard<P>, StoreError> {
+        if self.inner.driven.swap(true, Ordering::AcqRel) {
+            return Err(StoreError::Busy(self.name().to_owned()));
+        }
+        Ok(DriveGuard {
+            store: self.clone(),
+        })
+    }
+}
+
+/// Held while a `run_projection` or `rebuild` drives a projection.
+pub(crate) struct DriveGuard<P> {
+    store: ProjectionStore<P>,
+}
+
+impl<P> Drop for DriveGuard<P> {
+    fn drop(&mut self) {
+        self.store.inner.driven.store(false, Ordering::Release);
+    }
+}

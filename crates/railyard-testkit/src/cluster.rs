@@ -1,0 +1,118 @@
+//! [`NatsCluster`]: a JetStream cluster of `nats-server` nodes on loopback, with routes between
+//! all of them, distinct server names and stores; nodes can be killed and restarted.
+
+use std::net::TcpListener;
+
+use anyhow::Context as _;
+
+use crate::binary::locate_nats_server;
+use crate::server::NatsServer;
+use crate::wait::{STARTUP_TIMEOUT, wait_for_jetstream};
+
+/// How often cluster start is retried when a reserved route port was taken in the meantime.
+const START_ATTEMPTS: usize = 3;
+
+/// A JetStream cluster whose nodes are killed and reaped on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (3 for R3 streams) and waits until every node knows a JetStream meta
+    /// leader, so JetStream is usable through any of them.
+    pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        anyhow::ensure!(size >= 1, "a cluster needs at least one node");
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            match NatsCluster::try_start(size).await {
+                Ok(cluster) => return Ok(cluster),
+                // Route ports are reserved by binding and releasing them; another process may
+                // take one before nats-server binds it. Start over with new ports.
+                Err(error) if format!("{error:#}").contains("address already in use") => {
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("no attempt was made"))
+            .context(format!("cannot start a {size}-node cluster")))
+    }
+
+    async fn try_start(size: usize) -> anyhow::Result<NatsCluster> {
+        let bin = locate_nats_server()?;
+        let route_ports = reserve_ports(size)?;
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::with_capacity(size);
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let args = vec![
+                "--server_name".to_owned(),
+                format!("n{index}"),
+                "--cluster_name".to_owned(),
+                "railyard-test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{route_port}"),
+                "--routes".to_owned(),
+                routes.clone(),
+            ];
+            let node = NatsServer::start_with(bin.clone(), args, None)
+                .await
+                .with_context(|| format!("cannot start cluster node n{index}"))?;
+            nodes.push(node);
+        }
+        for node in &nodes {
+            wait_for_jetstream(&node.url(), STARTUP_TIMEOUT).await?;
+        }
+        Ok(NatsCluster { nodes })
+    }
+
+    /// How many nodes it has.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Every node's client URL, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// Every node's client URL joined with commas, as `Bus::connect` accepts it.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Node `index`.
+    pub fn node(&self, index: usize) -> &NatsServer {
+        &self.nodes[index]
+    }
+
+    /// Kills node `index` (SIGKILL); its port and store are kept for [`NatsCluster::restart`].
+    pub async fn kill(&mut self, index: usize) {
+        self.nodes[index].stop().await;
+    }
+
+    /// Brings node `index` back (killing it first if it runs) on the same ports and store, and
+    /// waits until it knows the meta leader again.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[index];
+        node.restart().await?;
+        wait_for_jetstream(&node.url(), STARTUP_TIMEOUT).await
+    }
+}
+
+/// Picks `count` free loopback ports by binding port 0 and releasing it.
+fn reserve_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot reserve loopback ports for cluster routes")?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}

@@ -1,0 +1,130 @@
+//! [`NatsServer`]: one `nats-server -js` on `127.0.0.1`, a dynamic port and a temporary store,
+//! which can be stopped, started again and restarted on the same port and store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tempfile::TempDir;
+
+use crate::binary::locate_nats_server;
+use crate::process::ServerProcess;
+use crate::wait::STARTUP_TIMEOUT;
+
+/// A real `nats-server` with JetStream, killed and reaped on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    // Declared first so it is dropped (killed) before its store is removed.
+    process: Option<ServerProcess>,
+    bin: PathBuf,
+    store: TempDir,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts `nats-server -js -a 127.0.0.1 -p -1` with a fresh temporary store and waits until
+    /// it accepts connections.
+    pub async fn start() -> anyhow::Result<NatsServer> {
+        NatsServer::start_with(locate_nats_server()?, Vec::new(), None).await
+    }
+
+    /// Starts a server with `extra_args` after the standard ones, on `port` (or a dynamic one).
+    pub(crate) async fn start_with(
+        bin: PathBuf,
+        extra_args: Vec<String>,
+        port: Option<u16>,
+    ) -> anyhow::Result<NatsServer> {
+        let store = tempfile::Builder::new()
+            .prefix("railyard-nats-")
+            .tempdir()
+            .context("cannot create a temporary directory for the JetStream store")?;
+        let mut server = NatsServer {
+            process: None,
+            bin,
+            store,
+            port: port.unwrap_or(0),
+            extra_args,
+        };
+        server.spawn(port).await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self, port: Option<u16>) -> anyhow::Result<()> {
+        let mut args = vec![
+            "-js".to_owned(),
+            "-a".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.map_or_else(|| "-1".to_owned(), |port| port.to_string()),
+            "-sd".to_owned(),
+            self.store.path().display().to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        let process = ServerProcess::spawn(&self.bin, &args, STARTUP_TIMEOUT).await?;
+        self.port = process.client_port();
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port; it stays the same across [`NatsServer::restart`].
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory (`-sd`); it stays the same across restarts and is removed
+    /// on drop.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Whether the process is running (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::pid)
+    }
+
+    /// The last lines the server logged (empty while stopped).
+    pub fn log_tail(&self) -> String {
+        self.process
+            .as_ref()
+            .map(ServerProcess::log_tail)
+            .unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL) and reaps it; the port and the store are kept for
+    /// [`NatsServer::start_again`]. Does nothing when it is already stopped.
+    pub async fn stop(&mut self) {
+        if let Some(process) = self.process.take() {
+            // Reaping blocks for the moment the kernel needs to tear the process down.
+            let _ = tokio::task::spawn_blocking(move || drop(process)).await;
+        }
+    }
+
+    /// Starts the stopped server again on the same port with the same store.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.process.is_none(),
+            "nats-server on port {} is still running: stop() it first",
+            self.port
+        );
+        self.spawn(Some(self.port))
+            .await
+            .with_context(|| format!("cannot start nats-server again on port {}", self.port))
+    }
+
+    /// Kills the server and brings it back on the same port and store: a JetStream restart, after
+    /// which every acknowledged message is still there.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        self.start_again().await
+    }
+}

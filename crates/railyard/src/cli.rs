@@ -1,0 +1,68 @@
+//! Command-line surface: subcommands, their flags and their exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// Railyard: derives the order of a release from its contracts and carries it out safely.
+#[derive(Debug, Parser)]
+#[command(name = "railyard", version, about)]
+pub struct Cli {
+    /// Log format on stderr (`RUST_LOG` sets the filter).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every service in one process, with an embedded NATS unless --nats-url is given.
+    Dev(DevArgs),
+    /// Play the example estate through what Railyard does today, then exit.
+    Demo(crate::demo::DemoArgs),
+    /// Dry run: print the plan of a release, or why it is refused (exit 2). No NATS.
+    Plan(crate::plan_cmd::PlanArgs),
+}
+
+impl Command {
+    /// The log filter when `RUST_LOG` is not set: commands whose output is the point log
+    /// only warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Dev(_) => "info",
+            Command::Demo(_) | Command::Plan(_) => "warn",
+        }
+    }
+}
+
+/// Flags of `railyard dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Use this NATS server instead of starting one.
+    #[arg(long, env = "RAILYARD_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Where the embedded NATS and the read models keep their data.
+    #[arg(long, default_value = ".railyard")]
+    pub data_dir: PathBuf,
+    /// HTTP listener for every route.
+    #[arg(long, default_value = "127.0.0.1:7800")]
+    pub listen: SocketAddr,
+    /// Port of the embedded NATS (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub nats_port: u16,
+}
+
+/// Runs the chosen subcommand and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Dev(args) => crate::dev::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => crate::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Plan(args) => crate::plan_cmd::run(args),
+    }
+}

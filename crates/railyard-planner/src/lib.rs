@@ -8,7 +8,7 @@
 //! plan is still safe against what runs now. [`render`] and [`render_refusals`] print plans
 //! and refusals as text, JSON, Mermaid or DOT, byte-identical for the same input.
 //!
-//! The rules are described with examples in `RULES.md` beside this crate.
+//! The rules are described with examples in `docs/planning-rules.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -22,6 +22,7 @@ mod refusal;
 mod render;
 mod revalidate;
 mod rule;
+pub mod service;
 
 pub use fix::{ContractKey, Fix, Remedy, apply_fixes};
 pub use input::{InFlight, PlanInput};

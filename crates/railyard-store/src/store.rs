@@ -166,10 +166,12 @@ impl Store {
                 tree,
                 projection: Mutex::new(projection),
                 driven: AtomicBool::new(false),
+                committed: tokio::sync::watch::channel(0).0,
                 claim,
             }),
         };
         let checkpoint = store.checkpoint().await?;
+        store.inner.committed.send_replace(checkpoint);
         info!(projection = %name, checkpoint, "projection opened");
         Ok(store)
     }
@@ -221,6 +223,8 @@ struct Inner<P> {
     projection: Mutex<P>,
     /// Whether a `run_projection` or `rebuild` drives this projection.
     driven: AtomicBool,
+    /// The checkpoint after the last commit or reset, for readers that follow the projection.
+    committed: tokio::sync::watch::Sender<u64>,
     claim: NameClaim,
 }
 
@@ -321,6 +325,7 @@ impl<P: Projection> Inner<P> {
                 .apply_batch(batch)
                 .map_err(self.storage("commit"))?;
             debug!(projection = %self.name(), checkpoint, writes, deliveries = deliveries.len(), "committed");
+            self.committed.send_replace(checkpoint);
         }
         Ok(outcomes)
     }
@@ -342,6 +347,7 @@ impl<P: Projection> Inner<P> {
             .apply_batch(batch)
             .map_err(self.storage("reset"))?;
         info!(projection = %self.name(), removed, "projection reset");
+        self.committed.send_replace(0);
         Ok(removed)
     }
 }
@@ -379,6 +385,13 @@ impl<P: Projection> ProjectionStore<P> {
                 operation,
                 source,
             })?
+    }
+
+    /// Follows the checkpoint: the receiver sees every commit's new checkpoint (and 0 after a
+    /// reset), so a reader can wait until the projection has applied a given stream sequence
+    /// without polling.
+    pub fn watch_checkpoint(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.subscribe()
     }
 
     /// The stream sequence of the last applied delivery; 0 when none was.

@@ -1,7 +1,5 @@
 //! Command-line surface: subcommands, their flags and their exit codes.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +21,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every service in one process, with an embedded NATS unless --nats-url is given.
-    Dev(DevArgs),
+    Dev(crate::dev::DevArgs),
     /// Play the example estate through what Railyard does today, then exit.
     Demo(crate::demo::DemoArgs),
     /// Dry run: print the plan of a release, or why it is refused (exit 2). No NATS.
     Plan(crate::plan_cmd::PlanArgs),
+    /// Run the planner service against a NATS server or cluster.
+    Planner(crate::planner_cmd::PlannerArgs),
 }
 
 impl Command {
@@ -35,27 +35,10 @@ impl Command {
     /// only warnings.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Dev(_) => "info",
+            Command::Dev(_) | Command::Planner(_) => "info",
             Command::Demo(_) | Command::Plan(_) => "warn",
         }
     }
-}
-
-/// Flags of `railyard dev`.
-#[derive(Debug, clap::Args)]
-pub struct DevArgs {
-    /// Use this NATS server instead of starting one.
-    #[arg(long, env = "RAILYARD_NATS_URL")]
-    pub nats_url: Option<String>,
-    /// Where the embedded NATS and the read models keep their data.
-    #[arg(long, default_value = ".railyard")]
-    pub data_dir: PathBuf,
-    /// HTTP listener for every route.
-    #[arg(long, default_value = "127.0.0.1:7800")]
-    pub listen: SocketAddr,
-    /// Port of the embedded NATS (0 picks a free one).
-    #[arg(long, default_value_t = 0)]
-    pub nats_port: u16,
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -64,5 +47,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => crate::dev::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => crate::demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => crate::plan_cmd::run(args),
+        Command::Planner(args) => crate::planner_cmd::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }

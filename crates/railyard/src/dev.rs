@@ -2,53 +2,102 @@
 //! `--nats-url` is given — on one HTTP listener. Ctrl-C (or SIGTERM) stops the services
 //! first, then drains NATS, then stops the embedded server and reaps it.
 
-use anyhow::Context;
-use tokio_util::sync::CancellationToken;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::cli::DevArgs;
+use anyhow::Context;
+use railyard_core::{Catalog, SystemClock};
+
+use crate::services::Services;
 use crate::stack::Stack;
+
+/// Flags of `railyard dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Use this NATS server instead of starting one.
+    #[arg(long, env = "RAILYARD_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The catalog every service uses.
+    #[arg(long, env = "RAILYARD_CATALOG", default_value = "railyard.toml")]
+    pub catalog: PathBuf,
+    /// Where the embedded NATS and the read models keep their data.
+    #[arg(long, default_value = ".railyard")]
+    pub data_dir: PathBuf,
+    /// HTTP listener for every route.
+    #[arg(long, default_value = "127.0.0.1:7800")]
+    pub listen: SocketAddr,
+    /// Port of the embedded NATS (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub nats_port: u16,
+}
+
+/// Reads and checks the catalog file.
+pub fn load_catalog(path: &std::path::Path) -> anyhow::Result<Catalog> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the catalog {}: pass --catalog or set RAILYARD_CATALOG",
+            path.display()
+        )
+    })?;
+    Catalog::from_toml(&text).with_context(|| path.display().to_string())
+}
+
+/// The planner service as a task body.
+pub fn planner_task(
+    catalog: Catalog,
+    store: PathBuf,
+    bus: railyard_bus::Bus,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let config = railyard_planner::service::PlannerConfig {
+        catalog,
+        store,
+        clock: SystemClock::shared(),
+        catch_up_timeout: Duration::from_secs(30),
+    };
+    async move {
+        railyard_planner::service::run(config, bus, shutdown)
+            .await
+            .context("planner")
+    }
+}
 
 /// Runs the development stack until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let catalog = load_catalog(&args.catalog)?;
     let stack = Stack::start(args.nats_url.as_deref(), &args.data_dir, args.nats_port).await?;
-    let served = serve(&args, &stack).await;
+    let served = serve(&args, catalog, &stack).await;
     let stopped = stack.stop().await;
     served.and(stopped)
 }
 
-async fn serve(args: &DevArgs, stack: &Stack) -> anyhow::Result<()> {
-    let bus = &stack.bus;
-    let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another railyard running? pass --listen",
-                args.listen
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    let app = crate::ops::router(bus.clone());
+async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Result<()> {
+    let bus = stack.bus.clone();
+    let mut services = Services::new();
+    let stop = services.shutdown();
 
-    let mut tasks = tokio::task::JoinSet::new();
     {
-        let bus = bus.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        services.spawn("dead-letters", async move {
             railyard_bus::run_dlq_forwarder(bus, stop.cancelled_owned())
                 .await
-                .context("dead-letter forwarder stopped")
+                .context("dead-letter forwarder")
         });
     }
-    {
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .context("http listener stopped")
-        });
-    }
+    services.spawn(
+        "planner",
+        planner_task(
+            catalog,
+            args.data_dir.join("planner"),
+            bus.clone(),
+            stop.clone(),
+        ),
+    );
+
+    let metrics = railyard_http::Metrics::default();
+    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
+    let addr = services.serve_http(args.listen, app).await?;
     // One line a script can wait for.
     println!(
         "railyard dev ready: http://{addr} nats={}{}",
@@ -58,27 +107,5 @@ async fn serve(args: &DevArgs, stack: &Stack) -> anyhow::Result<()> {
             .map(|p| format!(" nats_pid={p}"))
             .unwrap_or_default()
     );
-
-    let outcome = tokio::select! {
-        signal = wait_for_signal() => signal,
-        Some(done) = tasks.join_next() => {
-            done.context("a service panicked")?.and_then(|()| anyhow::bail!("a service stopped unexpectedly"))
-        }
-    };
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    while let Some(done) = tasks.join_next().await {
-        if let Err(error) = done.context("a service panicked").and_then(|r| r) {
-            tracing::warn!(error = %format!("{error:#}"), "service stopped with an error");
-        }
-    }
-    outcome
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot listen for Ctrl-C"),
-        _ = term.recv() => Ok(()),
-    }
+    services.run_until_signal().await
 }

@@ -8,8 +8,9 @@ mod demo;
 mod dev;
 mod embedded_nats;
 mod logging;
-mod ops;
 mod plan_cmd;
+mod planner_cmd;
+mod services;
 mod stack;
 
 use clap::Parser;

@@ -56,7 +56,9 @@ fn nats_bin() -> std::path::PathBuf {
 fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--catalog"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/railyard.toml"))
+        .arg("--data-dir")
         .arg(data.path())
         .env("NATS_SERVER_BIN", nats_bin())
         .env("RUST_LOG", "warn")

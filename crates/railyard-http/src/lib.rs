@@ -1,0 +1,13 @@
+//! What every Railyard HTTP surface shares: bearer-token authentication and roles
+//! (INTERFACES §7), the error body `{error, detail, path}` with its status codes (§6), and
+//! the ops routes `/healthz`, `/readyz`, `/metrics` with one Prometheus registry per process.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod error;
+pub mod ops;
+
+pub use auth::{Authenticated, Identity, Role, TokenEntry, Tokens, TokensError, generate_token};
+pub use error::ApiError;
+pub use ops::{Metrics, ops_router};

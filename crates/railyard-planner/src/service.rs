@@ -1,0 +1,394 @@
+//! The planner service: the IO shell around the pure core. It keeps a sled projection of
+//! what it needs to decide — each environment's inventory (from `service.deployed`), the
+//! releases in flight with their remaining steps, and the releases requested but not yet
+//! decided — and, for each undecided release in request order, folds the release from the
+//! stream, plans it against the projection, and appends `release.planned` or
+//! `release.rejected` with optimistic concurrency. Undecided releases live in the
+//! projection, so a crash between a request and its decision loses nothing: on restart the
+//! decision is made then.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use railyard_bus::{AppendError, Bus, Expected};
+use railyard_core::event::{CatalogApplied, ReleasePlanned, ReleaseRejected};
+use railyard_core::inventory::EnvInventory;
+use railyard_core::{
+    AggregateId, Catalog, Change, EnvName, Envelope, Event, Inventory, ReleaseId, ReleaseState,
+    SharedClock, Status, StepId,
+};
+use railyard_store::{
+    Projection, ProjectionError, ProjectionStore, RunOptions, Store, StoreConfig, Update,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::input::{InFlight, PlanInput};
+
+/// The actor of the planner's events.
+pub const ACTOR: &str = "railyard-planner";
+
+/// How the planner service runs.
+#[derive(Debug, Clone)]
+pub struct PlannerConfig {
+    /// The catalog in force.
+    pub catalog: Catalog,
+    /// Where the planner's read model lives (a sled directory).
+    pub store: PathBuf,
+    /// The clock events are stamped with.
+    pub clock: SharedClock,
+    /// How long a decision waits for the projection to catch up with the previous one.
+    pub catch_up_timeout: Duration,
+}
+
+/// Why the planner service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The read model failed.
+    #[error(transparent)]
+    Store(#[from] railyard_store::StoreError),
+    /// Following the stream failed.
+    #[error(transparent)]
+    Run(#[from] railyard_store::RunError),
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] railyard_bus::BusError),
+    /// Recording a decision failed for another reason than a conflict.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A release's events do not fold.
+    #[error("release {release}: {source}")]
+    Fold {
+        /// The release.
+        release: ReleaseId,
+        /// Why.
+        source: railyard_core::TransitionError,
+    },
+    /// The projection did not catch up with a decision in time.
+    #[error(
+        "the planner's read model did not reach stream sequence {sequence} within {waited:?}: check that its projection runs"
+    )]
+    Behind {
+        /// The sequence waited for.
+        sequence: u64,
+        /// How long.
+        waited: Duration,
+    },
+}
+
+/// What the planner remembers of a release that has not ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Tracked {
+    sequence: u64,
+    changes: Vec<Change>,
+    remaining: BTreeSet<StepId>,
+    decided: bool,
+}
+
+/// The planner's read model.
+#[derive(Debug, Default)]
+pub struct PlannerView;
+
+const INVENTORY: &str = "inventory/";
+const RELEASE: &str = "release/";
+const PENDING: &str = "pending/";
+const CATALOG: &str = "catalog";
+
+fn pending_key(sequence: u64, release: &ReleaseId) -> String {
+    // Zero-padded so keys sort in request order.
+    format!("{PENDING}{sequence:020}/{release}")
+}
+
+impl Projection for PlannerView {
+    fn name(&self) -> &str {
+        "planner"
+    }
+
+    fn apply(
+        &mut self,
+        update: &mut Update<'_>,
+        sequence: u64,
+        envelopes: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        for envelope in envelopes {
+            let release = match &envelope.aggregate {
+                AggregateId::Release(id) => Some(id),
+                _ => None,
+            };
+            let key = release.map(|id| format!("{RELEASE}{id}"));
+            match &envelope.event {
+                Event::ServiceDeployed(d) => {
+                    let key = format!("{INVENTORY}{}", d.env);
+                    let mut env: EnvInventory = update.get_json(&key)?.unwrap_or_default();
+                    match &d.running {
+                        Some(running) => {
+                            env.services.insert(d.service.clone(), running.clone());
+                        }
+                        None => {
+                            env.services.remove(&d.service);
+                        }
+                    }
+                    env.databases
+                        .extend(d.databases.iter().map(|(k, v)| (k.clone(), *v)));
+                    update.put_json(key, &env)?;
+                }
+                Event::CatalogApplied(c) => update.put_json(CATALOG, &c.hash)?,
+                Event::ReleaseRequested(r) => {
+                    let tracked = Tracked {
+                        sequence,
+                        changes: r.changes.clone(),
+                        remaining: BTreeSet::new(),
+                        decided: false,
+                    };
+                    update.put_json(format!("{RELEASE}{}", r.release), &tracked)?;
+                    update.put(pending_key(sequence, &r.release), r.release.as_str());
+                }
+                Event::ReleasePlanned(p) => {
+                    let key = key.expect("a release event has a release aggregate");
+                    if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
+                        update.remove(pending_key(tracked.sequence, &p.plan.release));
+                        tracked.remaining = p.plan.steps.iter().map(|s| s.id.clone()).collect();
+                        tracked.decided = true;
+                        update.put_json(key, &tracked)?;
+                    }
+                }
+                Event::StepSucceeded(o) => {
+                    let key = key.expect("a release event has a release aggregate");
+                    if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
+                        tracked.remaining.remove(&o.step);
+                        update.put_json(key, &tracked)?;
+                    }
+                }
+                Event::ReleaseRejected(_)
+                | Event::ReleaseCancelled(_)
+                | Event::ReleaseCompleted(_)
+                | Event::ReleaseRolledBack(_) => {
+                    let key = key.expect("a release event has a release aggregate");
+                    if let Some(tracked) = update.get_json::<Tracked>(&key)? {
+                        let id = release.expect("checked above");
+                        update.remove(pending_key(tracked.sequence, id));
+                        update.remove(key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the planner until `shutdown`: the projection follows the stream, the decider plans
+/// every undecided release in request order.
+pub async fn run(
+    config: PlannerConfig,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let store = Store::open(StoreConfig::new(&config.store)).await?;
+    let view = store.projection(PlannerView).await?;
+    record_catalog(&config, &bus).await?;
+
+    let follower = {
+        let (bus, view, stop) = (bus.clone(), view.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            railyard_store::run_projection(
+                &bus,
+                &view,
+                &RunOptions::default(),
+                stop.cancelled_owned(),
+            )
+            .await
+        })
+    };
+    let decided = decide_loop(&config, &bus, &view, &shutdown).await;
+    shutdown.cancel();
+    let followed = follower
+        .await
+        .expect("the planner projection task does not panic");
+    view.flush().await?;
+    decided?;
+    followed?;
+    Ok(())
+}
+
+/// Appends `catalog.applied` when the catalog differs from the last one recorded.
+async fn record_catalog(config: &PlannerConfig, bus: &Bus) -> Result<(), ServiceError> {
+    let hash = config.catalog.hash();
+    let loaded = bus.load(&AggregateId::Catalog).await?;
+    let last = loaded.events.iter().rev().find_map(|e| match &e.event {
+        Event::CatalogApplied(c) => Some(c.hash.as_str()),
+        _ => None,
+    });
+    if last == Some(hash.as_str()) {
+        return Ok(());
+    }
+    let event = Envelope::new(
+        AggregateId::Catalog,
+        ACTOR,
+        config.clock.now(),
+        Event::CatalogApplied(CatalogApplied { hash: hash.clone() }),
+    );
+    match bus
+        .append(&AggregateId::Catalog, loaded.expected(), &[event])
+        .await
+    {
+        Ok(_) => info!(%hash, "catalog applied"),
+        // Another planner recorded a catalog meanwhile; the projection will show which.
+        Err(AppendError::Conflict { .. }) => {
+            warn!(%hash, "another process recorded a catalog at the same time")
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+async fn decide_loop(
+    config: &PlannerConfig,
+    bus: &Bus,
+    view: &ProjectionStore<PlannerView>,
+    shutdown: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let mut committed = view.watch_checkpoint();
+    loop {
+        let pending = view.scan_prefix(PENDING).await?;
+        for entry in pending {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let Ok(id) = ReleaseId::new(String::from_utf8_lossy(&entry.1).into_owned()) else {
+                continue;
+            };
+            if let Some(sequence) = decide(config, bus, view, &id).await? {
+                wait_for(view, sequence, config.catch_up_timeout).await?;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = committed.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}
+
+async fn wait_for(
+    view: &ProjectionStore<PlannerView>,
+    sequence: u64,
+    timeout: Duration,
+) -> Result<(), ServiceError> {
+    let mut committed = view.watch_checkpoint();
+    let reached = tokio::time::timeout(timeout, committed.wait_for(|c| *c >= sequence)).await;
+    match reached {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ServiceError::Behind {
+            sequence,
+            waited: timeout,
+        }),
+    }
+}
+
+/// Decides one release; returns the stream sequence of the decision when one was appended.
+async fn decide(
+    config: &PlannerConfig,
+    bus: &Bus,
+    view: &ProjectionStore<PlannerView>,
+    id: &ReleaseId,
+) -> Result<Option<u64>, ServiceError> {
+    let aggregate = AggregateId::Release(id.clone());
+    loop {
+        let loaded = bus.load(&aggregate).await?;
+        let state = ReleaseState::fold(&loaded.events).map_err(|source| ServiceError::Fold {
+            release: id.clone(),
+            source,
+        })?;
+        let Some(state) = state else { return Ok(None) };
+        if state.status != Status::Requested {
+            return Ok(None); // decided already; the projection will catch up.
+        }
+        let requested = loaded
+            .events
+            .iter()
+            .find(|e| matches!(e.event, Event::ReleaseRequested(_)))
+            .expect("a requested release has its request");
+        let Event::ReleaseRequested(request) = &requested.event else {
+            unreachable!()
+        };
+
+        let inventory = read_inventory(view).await?;
+        let in_flight = read_in_flight(view, id).await?;
+        let input = PlanInput {
+            catalog: &config.catalog,
+            release: request,
+            inventory: &inventory,
+            in_flight: &in_flight,
+        };
+        let decision = match crate::plan(&input) {
+            Ok(plan) => {
+                info!(release = %id, steps = plan.steps.len(), waves = plan.waves.len(), "planned");
+                Event::ReleasePlanned(ReleasePlanned { plan })
+            }
+            Err(refusals) => {
+                info!(release = %id, reasons = refusals.reasons.len(), "refused");
+                Event::ReleaseRejected(ReleaseRejected {
+                    catalog_hash: refusals.catalog_hash.clone(),
+                    reasons: refusals.refusals(),
+                })
+            }
+        };
+        let event = Envelope::new(aggregate.clone(), ACTOR, config.clock.now(), decision)
+            .caused_by(requested);
+        match bus
+            .append(
+                &aggregate,
+                Expected::Sequence(loaded.last_sequence),
+                &[event],
+            )
+            .await
+        {
+            Ok(appended) => return Ok(Some(appended.sequence)),
+            Err(AppendError::Conflict { .. }) => continue, // re-read and decide again
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+async fn read_inventory(view: &ProjectionStore<PlannerView>) -> Result<Inventory, ServiceError> {
+    let mut inventory = BTreeMap::new();
+    for entry in view.scan_prefix(INVENTORY).await? {
+        let name = String::from_utf8_lossy(&entry.0[INVENTORY.len()..]).into_owned();
+        let (Ok(env), Ok(value)) = (EnvName::new(name), serde_json::from_slice(&entry.1)) else {
+            continue;
+        };
+        inventory.insert(env, value);
+    }
+    Ok(Inventory(inventory))
+}
+
+/// Every release requested before `id` that has not ended, in request order.
+async fn read_in_flight(
+    view: &ProjectionStore<PlannerView>,
+    id: &ReleaseId,
+) -> Result<Vec<InFlight>, ServiceError> {
+    let own: Option<Tracked> = view.get_json(format!("{RELEASE}{id}")).await?;
+    let before = own.map_or(u64::MAX, |t| t.sequence);
+    let mut out = Vec::new();
+    for entry in view.scan_prefix(RELEASE).await? {
+        let name = String::from_utf8_lossy(&entry.0[RELEASE.len()..]).into_owned();
+        let (Ok(release), Ok(tracked)) = (
+            ReleaseId::new(name),
+            serde_json::from_slice::<Tracked>(&entry.1),
+        ) else {
+            continue;
+        };
+        if tracked.sequence < before {
+            out.push(InFlight {
+                release,
+                sequence: tracked.sequence,
+                changes: tracked.changes,
+                remaining: tracked.remaining,
+            });
+        }
+    }
+    out.sort_by_key(|f| f.sequence);
+    Ok(out)
+}

@@ -1,0 +1,242 @@
+//! The planner service over a real nats-server: it plans requested releases against the
+//! inventory it projects from `service.deployed`, refuses unsafe ones with reasons, decides
+//! releases requested while it was down, and never decides a release twice — not after a
+//! restart, not with two planners racing.
+
+use std::time::Duration;
+
+use railyard_bus::{Bus, BusConfig, Expected};
+use railyard_core::event::{ReleaseRequested, ServiceDeployed};
+use railyard_core::inventory::RunningService;
+use railyard_core::{AggregateId, Catalog, Envelope, Event, ReleaseFile, ReleaseId, SystemClock};
+use railyard_planner::service::{PlannerConfig, run};
+use railyard_testkit::{NatsServer, wait_until};
+use tokio_util::sync::CancellationToken;
+
+const CATALOG: &str = r#"
+[[environments]]
+name = "staging"
+
+[[environments]]
+name = "production"
+after = "staging"
+
+[services.orders-api]
+deploy = { kind = "simulated" }
+
+[services.email-worker]
+deploy = { kind = "simulated" }
+
+[queues.orders-events]
+producers = ["orders-api"]
+consumers = ["email-worker"]
+"#;
+
+fn running(version: &str, produces: u32, consumes: &str) -> RunningService {
+    let mut service: RunningService =
+        serde_json::from_value(serde_json::json!({"version": version})).unwrap();
+    if produces > 0 {
+        service
+            .produces
+            .insert("orders-events".parse().unwrap(), produces);
+    }
+    if !consumes.is_empty() {
+        service
+            .consumes
+            .insert("orders-events".parse().unwrap(), consumes.parse().unwrap());
+    }
+    service
+}
+
+async fn seed_inventory(bus: &Bus) -> anyhow::Result<()> {
+    for env in ["staging", "production"] {
+        for (service, run) in [
+            ("orders-api", running("1.0.0", 2, "")),
+            ("email-worker", running("3.1.0", 0, "1..=2")),
+        ] {
+            let aggregate = AggregateId::Inventory(env.parse()?);
+            let event = Event::ServiceDeployed(ServiceDeployed {
+                env: env.parse()?,
+                service: service.parse()?,
+                running: Some(run),
+                databases: Default::default(),
+                release: None,
+            });
+            let envelope = Envelope::new(aggregate.clone(), "operator", chrono::Utc::now(), event);
+            bus.append(&aggregate, Expected::Any, &[envelope]).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn request(bus: &Bus, release_toml: &str) -> anyhow::Result<ReleaseId> {
+    let file = ReleaseFile::from_toml(release_toml)?;
+    let aggregate = AggregateId::Release(file.id.clone());
+    let event = Event::ReleaseRequested(ReleaseRequested {
+        release: file.id.clone(),
+        requested_by: "carol".into(),
+        changes: file.changes,
+    });
+    let envelope = Envelope::new(aggregate.clone(), "carol", chrono::Utc::now(), event);
+    bus.append(&aggregate, Expected::NoEvents, &[envelope])
+        .await?;
+    Ok(file.id)
+}
+
+/// The release's events once it has been decided (bounded wait).
+async fn decided(bus: &Bus, id: &ReleaseId) -> anyhow::Result<Vec<Envelope>> {
+    let aggregate = AggregateId::Release(id.clone());
+    wait_until(
+        &format!("release {id} decided"),
+        Duration::from_secs(20),
+        || async {
+            let loaded = bus.load(&aggregate).await?;
+            Ok((loaded.events.len() >= 2).then_some(loaded.events))
+        },
+    )
+    .await
+}
+
+fn start_planner(
+    url: &str,
+    store: &std::path::Path,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let stop = CancellationToken::new();
+    let config = PlannerConfig {
+        catalog: Catalog::from_toml(CATALOG).unwrap(),
+        store: store.to_owned(),
+        clock: SystemClock::shared(),
+        catch_up_timeout: Duration::from_secs(10),
+    };
+    let url = url.to_owned();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let bus = Bus::connect(&url, BusConfig::default()).await?;
+        run(config, bus, token).await?;
+        Ok(())
+    });
+    (stop, task)
+}
+
+const SAFE: &str = r#"
+id = "orders-v3"
+[[changes]]
+service = "orders-api"
+version = "2.0.0"
+produces = { orders-events = 3 }
+[[changes]]
+service = "email-worker"
+version = "3.2.0"
+consumes = { orders-events = "2..=3" }
+"#;
+
+const UNSAFE: &str = r#"
+id = "orders-v4"
+[[changes]]
+service = "orders-api"
+version = "2.1.0"
+produces = { orders-events = 4 }
+"#;
+
+#[tokio::test]
+async fn plans_safe_releases_refuses_unsafe_ones_and_catches_up_after_downtime()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let bus = Bus::connect(&nats.url(), BusConfig::default()).await?;
+    bus.ensure_topology().await?;
+    seed_inventory(&bus).await?;
+    let store = tempfile::tempdir()?;
+
+    // Requested while no planner runs: decided once it starts.
+    let safe = request(&bus, SAFE).await?;
+    let (stop, task) = start_planner(&nats.url(), store.path());
+    let events = decided(&bus, &safe).await?;
+    let Event::ReleasePlanned(planned) = &events[1].event else {
+        panic!("expected a plan, got {:?}", events[1].event)
+    };
+    assert_eq!(events[1].causation_id, Some(events[0].event_id));
+    assert_eq!(events[1].correlation_id, events[0].correlation_id);
+    let queue_edge = planned
+        .plan
+        .edges
+        .iter()
+        .find(|e| e.rule == "queue" && e.to == "staging:deploy:orders-api")
+        .expect("the consumer goes before the producer");
+    assert_eq!(queue_edge.from, "staging:verify:email-worker");
+
+    // Requested while it runs: refused, because email-worker (even the new one) cannot read 4.
+    let unsafe_release = request(&bus, UNSAFE).await?;
+    let events = decided(&bus, &unsafe_release).await?;
+    let Event::ReleaseRejected(rejected) = &events[1].event else {
+        panic!("expected a refusal, got {:?}", events[1].event)
+    };
+    assert!(
+        rejected.reasons.iter().all(|r| r.rule == "queue"),
+        "{:?}",
+        rejected.reasons
+    );
+    assert!(
+        rejected
+            .reasons
+            .iter()
+            .any(|r| r.reason.contains("email-worker")),
+        "{:?}",
+        rejected.reasons
+    );
+
+    // A restart decides nothing twice.
+    stop.cancel();
+    task.await??;
+    let (stop, task) = start_planner(&nats.url(), store.path());
+    let catalog = bus.load(&AggregateId::Catalog).await?;
+    assert_eq!(catalog.events.len(), 1, "the same catalog is recorded once");
+    let third = request(&bus, &SAFE.replace("orders-v3", "orders-v3b")).await?;
+    decided(&bus, &third).await?;
+    for id in [&safe, &unsafe_release] {
+        assert_eq!(
+            bus.load(&AggregateId::Release(id.clone()))
+                .await?
+                .events
+                .len(),
+            2,
+            "{id} decided once"
+        );
+    }
+    stop.cancel();
+    task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_planners_racing_decide_each_release_once() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let bus = Bus::connect(&nats.url(), BusConfig::default()).await?;
+    bus.ensure_topology().await?;
+    seed_inventory(&bus).await?;
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(request(&bus, &SAFE.replace("orders-v3", &format!("rel-{i}"))).await?);
+    }
+    let (stop_a, task_a) = start_planner(&nats.url(), a.path());
+    let (stop_b, task_b) = start_planner(&nats.url(), b.path());
+    for id in &ids {
+        decided(&bus, id).await?;
+    }
+    stop_a.cancel();
+    stop_b.cancel();
+    task_a.await??;
+    task_b.await??;
+    for id in &ids {
+        let events = bus.load(&AggregateId::Release(id.clone())).await?.events;
+        assert_eq!(
+            events.len(),
+            2,
+            "{id}: one request, one decision, whatever the race"
+        );
+    }
+    Ok(())
+}

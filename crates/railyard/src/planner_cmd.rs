@@ -1,0 +1,61 @@
+//! `railyard planner`: the planner service on its own, against a NATS cluster — consumes
+//! `release.requested`, appends `release.planned` or `release.rejected`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use railyard_bus::{Bus, BusConfig};
+
+use crate::services::Services;
+
+/// Flags of `railyard planner`.
+#[derive(Debug, clap::Args)]
+pub struct PlannerArgs {
+    /// The NATS server or cluster.
+    #[arg(
+        long,
+        env = "RAILYARD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// The catalog.
+    #[arg(long, env = "RAILYARD_CATALOG", default_value = "railyard.toml")]
+    pub catalog: PathBuf,
+    /// Where the planner's read model lives.
+    #[arg(long, default_value = ".railyard/planner")]
+    pub store: PathBuf,
+    /// HTTP listener for /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "127.0.0.1:7810")]
+    pub listen: SocketAddr,
+}
+
+/// Runs the planner until Ctrl-C or SIGTERM.
+pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
+    let catalog = crate::dev::load_catalog(&args.catalog)?;
+    let bus = Bus::connect(&args.nats_url, BusConfig::default())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+    bus.ensure_topology()
+        .await
+        .context("cannot create Railyard's streams and buckets")?;
+    let mut services = Services::new();
+    services.spawn(
+        "planner",
+        crate::dev::planner_task(
+            catalog,
+            args.store.clone(),
+            bus.clone(),
+            services.shutdown(),
+        ),
+    );
+    let app: axum::Router =
+        railyard_http::ops_router(bus.clone(), railyard_http::Metrics::default());
+    let addr = services.serve_http(args.listen, app).await?;
+    tracing::info!(%addr, "planner serving ops routes");
+    let result = services.run_until_signal().await;
+    bus.close()
+        .await
+        .context("cannot flush and close the NATS connection")?;
+    result
+}

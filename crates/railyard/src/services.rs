@@ -1,0 +1,98 @@
+//! Runs a set of services in one process: each is a named task that stops when the shared
+//! cancellation token fires; the HTTP routes of all of them share one listener. `railyard
+//! dev` and the single-service commands (`railyard planner`, ...) are built from this.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Named service tasks sharing one shutdown.
+pub struct Services {
+    shutdown: CancellationToken,
+    tasks: JoinSet<(String, anyhow::Result<()>)>,
+}
+
+impl Services {
+    /// An empty set.
+    pub fn new() -> Services {
+        Services {
+            shutdown: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// The token every service stops on.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts `service` as the task `name`.
+    pub fn spawn<F>(&mut self, name: &str, service: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let name = name.to_owned();
+        self.tasks.spawn(async move {
+            let result = service.await;
+            (name, result)
+        });
+    }
+
+    /// Binds `listen` and serves `router` until shutdown; returns the bound address.
+    pub async fn serve_http(
+        &mut self,
+        listen: SocketAddr,
+        router: axum::Router,
+    ) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {listen}: is another railyard running? pass --listen")
+            })?;
+        let addr = listener.local_addr()?;
+        let stop = self.shutdown.clone();
+        self.spawn("http", async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("http listener")
+        });
+        Ok(addr)
+    }
+
+    /// Waits for Ctrl-C, SIGTERM or a service ending, then stops every service and waits for
+    /// them. A service that ends on its own (or fails) is an error.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            signal = wait_for_signal() => signal,
+            Some(done) = self.tasks.join_next() => match done {
+                Ok((name, Ok(()))) => Err(anyhow::anyhow!("service {name} stopped on its own")),
+                Ok((name, Err(error))) => Err(error.context(format!("service {name} failed"))),
+                Err(error) => Err(anyhow::anyhow!("a service panicked: {error}")),
+            },
+        };
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        while let Some(done) = self.tasks.join_next().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(error))) => {
+                    tracing::warn!(service = %name, error = %format!("{error:#}"), "service stopped with an error")
+                }
+                Err(error) => tracing::warn!(error = %error, "a service panicked while stopping"),
+            }
+        }
+        outcome
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot listen for Ctrl-C"),
+        _ = term.recv() => Ok(()),
+    }
+}

@@ -63,6 +63,24 @@ pub fn planner_task(
     }
 }
 
+/// One token per role for the development stack (INTERFACES §6): identities `dev-<role>`,
+/// printed once at start; only their hashes are kept.
+pub fn dev_tokens() -> (
+    railyard_http::Tokens,
+    Vec<(railyard_http::Role, String, String)>,
+) {
+    let mut entries = Vec::new();
+    let mut printed = Vec::new();
+    for role in railyard_http::Role::ALL {
+        let identity = format!("dev-{}", role.as_str());
+        let (token, entry) = railyard_http::generate_token(&identity, [role].into(), Vec::new());
+        printed.push((role, identity, token));
+        entries.push(entry);
+    }
+    let tokens = railyard_http::Tokens::from_entries(entries).expect("generated hashes are valid");
+    (tokens, printed)
+}
+
 /// Runs the development stack until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let catalog = load_catalog(&args.catalog)?;
@@ -95,6 +113,7 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
         ),
     );
 
+    let (_tokens, printed) = dev_tokens();
     let metrics = railyard_http::Metrics::default();
     let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
     let addr = services.serve_http(args.listen, app).await?;
@@ -107,5 +126,8 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             .map(|p| format!(" nats_pid={p}"))
             .unwrap_or_default()
     );
+    for (role, identity, token) in printed {
+        println!("  token for {identity} ({}): {token}", role.as_str());
+    }
     services.run_until_signal().await
 }

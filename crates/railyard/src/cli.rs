@@ -28,6 +28,8 @@ pub enum Command {
     Plan(crate::plan_cmd::PlanArgs),
     /// Run the planner service against a NATS server or cluster.
     Planner(crate::planner_cmd::PlannerArgs),
+    /// Run the Slack notifier against a NATS server or cluster.
+    Notify(crate::notify_cmd::NotifyArgs),
 }
 
 impl Command {
@@ -35,7 +37,7 @@ impl Command {
     /// only warnings.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Dev(_) | Command::Planner(_) => "info",
+            Command::Dev(_) | Command::Planner(_) | Command::Notify(_) => "info",
             Command::Demo(_) | Command::Plan(_) => "warn",
         }
     }
@@ -48,6 +50,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => crate::demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => crate::plan_cmd::run(args),
         Command::Planner(args) => crate::planner_cmd::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Notify(args) => crate::notify_cmd::run(args)
             .await
             .map(|()| ExitCode::SUCCESS),
     }

@@ -30,6 +30,9 @@ pub struct DevArgs {
     /// Port of the embedded NATS (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub nats_port: u16,
+    /// Slack: the notifier runs when one of these is set.
+    #[command(flatten)]
+    pub slack: crate::notify_cmd::SlackArgs,
 }
 
 /// Reads and checks the catalog file.
@@ -106,7 +109,7 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
     services.spawn(
         "planner",
         planner_task(
-            catalog,
+            catalog.clone(),
             args.data_dir.join("planner"),
             bus.clone(),
             stop.clone(),
@@ -115,6 +118,23 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
 
     let (_tokens, printed) = dev_tokens();
     let metrics = railyard_http::Metrics::default();
+    match args.slack.transport()? {
+        Some(transport) => {
+            let task = crate::notify_cmd::notify_task(
+                catalog.clone(),
+                transport,
+                &args.slack,
+                args.data_dir.join("notify"),
+                metrics.clone(),
+                bus.clone(),
+                stop.clone(),
+            );
+            services.spawn("notify", task);
+        }
+        None => tracing::info!(
+            "slack is not configured (RAILYARD_SLACK_TOKEN or --slack-webhook): the notifier does not run"
+        ),
+    }
     let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
     let addr = services.serve_http(args.listen, app).await?;
     // One line a script can wait for.

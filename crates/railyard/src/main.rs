@@ -8,6 +8,7 @@ mod demo;
 mod dev;
 mod embedded_nats;
 mod logging;
+mod notify_cmd;
 mod plan_cmd;
 mod planner_cmd;
 mod services;

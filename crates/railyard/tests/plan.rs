@@ -28,16 +28,37 @@ fn plan(release: &str, format: &str) -> Output {
 fn a_safe_release_is_planned_identically_every_time() {
     for format in ["text", "json", "mermaid", "dot"] {
         let first = plan("release-orders-v3.toml", format);
-        assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+        assert_eq!(
+            first.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
         let second = plan("release-orders-v3.toml", format);
-        assert_eq!(first.stdout, second.stdout, "{format} output is byte-identical");
+        assert_eq!(
+            first.stdout, second.stdout,
+            "{format} output is byte-identical"
+        );
     }
-    let json: serde_json::Value = serde_json::from_slice(&plan("release-orders-v3.toml", "json").stdout).unwrap();
-    for key in ["release", "catalog_hash", "steps", "edges", "waves", "critical_path"] {
+    let json: serde_json::Value =
+        serde_json::from_slice(&plan("release-orders-v3.toml", "json").stdout).unwrap();
+    for key in [
+        "release",
+        "catalog_hash",
+        "steps",
+        "edges",
+        "waves",
+        "critical_path",
+    ] {
         assert!(json.get(key).is_some(), "the JSON plan has {key}");
     }
     let edges = json["edges"].as_array().unwrap();
-    assert!(edges.iter().all(|e| !e["reason"].as_str().unwrap().is_empty()), "every edge says why");
+    assert!(
+        edges
+            .iter()
+            .all(|e| !e["reason"].as_str().unwrap().is_empty()),
+        "every edge says why"
+    );
     assert!(
         edges.iter().any(|e| e["rule"] == "queue"
             && e["from"] == "staging:verify:billing-worker"
@@ -52,8 +73,14 @@ fn an_unsafe_release_is_refused_with_remedies_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("is refused"), "{text}");
-    assert!(text.contains("email-worker 3.1.0 runs in production and reads orders-events 1..=2"), "{text}");
-    assert!(text.contains("remedy: ship an email-worker that reads orders-events"), "{text}");
+    assert!(
+        text.contains("email-worker 3.1.0 runs in production and reads orders-events 1..=2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("remedy: ship an email-worker that reads orders-events"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -71,12 +98,22 @@ fn an_unreadable_input_exits_1_naming_the_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("release.id: release id \"rel 1\" is not valid"), "{stderr}");
+    assert!(
+        stderr.contains("release.id: release id \"rel 1\" is not valid"),
+        "{stderr}"
+    );
     let missing = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(["plan", "--catalog", "/nonexistent/railyard.toml", "--release"])
+        .args([
+            "plan",
+            "--catalog",
+            "/nonexistent/railyard.toml",
+            "--release",
+        ])
         .arg(&bad)
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/railyard.toml"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/railyard.toml")
+    );
 }

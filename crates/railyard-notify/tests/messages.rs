@@ -1,0 +1,163 @@
+//! The message sequence Slack receives for a full release, a rolled-back one, a held one and
+//! a refused one, as the planner and the promoter would append their events: snapshots of
+//! the exact JSON of every call the stand-in accepted (Web API transport, two channels with
+//! `all` and `changes` verbosity).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use railyard_core::Event;
+use railyard_core::SystemClock;
+use railyard_core::event::{
+    Reasoned, ReleaseHeld, ReleaseRejected, ReleaseRolledBack, StepOutcome,
+};
+use railyard_testkit::NatsServer;
+
+async fn request_and_plan(bus: &railyard_bus::Bus, id: &str) -> anyhow::Result<u64> {
+    play(bus, id, common::request_and_plan(id)).await
+}
+
+/// Runs `scenario` against a fresh nats-server, stand-in and notifier; returns what the
+/// stand-in accepted.
+async fn run_scenario<F, Fut>(scenario: F) -> anyhow::Result<serde_json::Value>
+where
+    F: FnOnce(railyard_bus::Bus) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let nats = NatsServer::start().await?;
+    let bus = bus(&nats).await?;
+    let slack = FakeSlack::start().await?;
+    let store = tempfile::tempdir()?;
+    let mut notifier = start_notifier(
+        &nats,
+        slack.web_api(),
+        store.path(),
+        SystemClock::shared(),
+        Duration::ZERO,
+    );
+    let last = scenario(bus).await?;
+    notifier.wait_handled(last).await?;
+    notifier.stop().await?;
+    let refused: Vec<_> = slack
+        .received()
+        .into_iter()
+        .filter(|r| r.status != 200 || r.error.is_some())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the stand-in refused calls: {refused:#?}"
+    );
+    Ok(accepted_json(&slack))
+}
+
+fn snapshot(name: &str, calls: &serde_json::Value) {
+    insta::assert_json_snapshot!(name, calls, {
+        "[].body.ts" => "[ts]",
+        "[].body.thread_ts" => "[ts]",
+    });
+}
+
+#[tokio::test]
+async fn a_full_release() -> anyhow::Result<()> {
+    let calls =
+        run_scenario(|bus| async move { play(&bus, "rel-full", full_release("rel-full")).await })
+            .await?;
+    snapshot("full_release", &calls);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rolled_back_release() -> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-rollback";
+        let b = &bus;
+        request_and_plan(b, id).await?;
+        let p = plan(id);
+        let s: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        append(b, id, "railyard-promoter", vec![started(s[0])]).await?;
+        append(b, id, "railyard-promoter", vec![succeeded(s[0])]).await?;
+        append(b, id, "railyard-promoter", vec![started(s[1])]).await?;
+        append(b, id, "railyard-promoter", vec![gate_failed(s[1]), failed(s[1], "gate http#0 failed")]).await?;
+        append(b, id, "railyard-promoter", vec![
+            Event::StepRolledBack(StepOutcome { step: s[0].into(), detail: "orders-api back to 2.3.0".into() }),
+            Event::ReleaseRolledBack(ReleaseRolledBack {
+                reason: "gate http#0 failed on staging:verify:orders-api and staging rolls back on failure".into(),
+                undone: vec![s[0].into()],
+            }),
+        ]).await
+    })
+    .await?;
+    snapshot("rolled_back_release", &calls);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_held_release() -> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-held";
+        let b = &bus;
+        request_and_plan(b, id).await?;
+        let p = plan(id);
+        let s: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        append(b, id, "railyard-promoter", vec![started(s[0])]).await?;
+        append(b, id, "railyard-promoter", vec![succeeded(s[0])]).await?;
+        append(b, id, "railyard-promoter", vec![started(s[1])]).await?;
+        append(
+            b,
+            id,
+            "railyard-promoter",
+            vec![
+                gate_failed(s[1]),
+                failed(s[1], "gate http#0 failed"),
+                Event::ReleaseHeld(ReleaseHeld {
+                    reason:
+                        "gate http#0 failed on staging:verify:orders-api; staging holds on failure"
+                            .into(),
+                    step: Some(s[1].into()),
+                    owner: Some("team-orders".into()),
+                }),
+            ],
+        )
+        .await?;
+        append(
+            b,
+            id,
+            "bob",
+            vec![Event::ReleaseResumed(Reasoned {
+                reason: "the health check was flaky".into(),
+            })],
+        )
+        .await
+    })
+    .await?;
+    snapshot("held_release", &calls);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_release() -> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-refused";
+        let b = &bus;
+        append(b, id, "carol", vec![requested(id, vec![
+            change("orders-api", "2.4.0", "d4e5f6a7b8"),
+            change("billing-worker", "1.4.1", "0f0e0d0c"),
+        ])]).await?;
+        append(b, id, "railyard-planner", vec![Event::ReleaseRejected(ReleaseRejected {
+            catalog_hash: "sha256:test".into(),
+            reasons: vec![
+                refusal("queue", Some("production"),
+                    "billing-worker 1.4.0 runs in production and reads orders-events 1..=2, but orders-api 2.4.0 in this release emits orders-events 3",
+                    "ship a billing-worker that reads orders-events 2..=3 before this release, or add one to it; or keep orders-api emitting a version in 1..=2"),
+                refusal("cycle", None,
+                    "orders-api must go after billing-worker (queue) and billing-worker after orders-api (explicit)",
+                    "remove `after = [\"orders-api\"]` from billing-worker in the catalog"),
+            ],
+        })]).await
+    })
+    .await?;
+    snapshot("refused_release", &calls);
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Slack settings shared by `railyard notify` and `railyard dev`, and the notifier as a
+//! service task. The bot token comes from `RAILYARD_SLACK_TOKEN` or a file, never from
+//! the catalog or a flag.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use railyard_bus::{Bus, BusConfig};
+use railyard_core::Catalog;
+use railyard_notify::{BotToken, NotifyConfig, Transport};
+
+use crate::services::Services;
+
+/// How the notifier reaches Slack.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SlackArgs {
+    /// Slack Web API base URL (threads and status updates); the bot token comes from
+    /// RAILYARD_SLACK_TOKEN or --slack-token-file.
+    #[arg(long, env = "RAILYARD_SLACK_API_URL")]
+    pub slack_api_url: Option<String>,
+    /// A file holding the bot token (xoxb-…), when RAILYARD_SLACK_TOKEN is not set.
+    #[arg(long)]
+    pub slack_token_file: Option<PathBuf>,
+    /// Incoming webhooks instead of the Web API: `#channel=https://hooks.slack.com/…`,
+    /// repeated per channel.
+    #[arg(long = "slack-webhook", value_name = "CHANNEL=URL")]
+    pub slack_webhooks: Vec<String>,
+    /// Railyard UI base URL for links in approval requests.
+    #[arg(long, env = "RAILYARD_UI_URL")]
+    pub ui_url: Option<String>,
+}
+
+impl SlackArgs {
+    /// The transport, or `None` when Slack is not configured.
+    pub fn transport(&self) -> anyhow::Result<Option<Transport>> {
+        if !self.slack_webhooks.is_empty() {
+            let mut urls = BTreeMap::new();
+            for entry in &self.slack_webhooks {
+                let (channel, url) = entry.split_once('=').with_context(|| {
+                    format!(
+                        "--slack-webhook {entry:?}: write it as #channel=https://hooks.slack.com/…"
+                    )
+                })?;
+                urls.insert(channel.to_owned(), url.to_owned());
+            }
+            return Ok(Some(Transport::Webhooks { urls }));
+        }
+        let token_given =
+            std::env::var_os("RAILYARD_SLACK_TOKEN").is_some() || self.slack_token_file.is_some();
+        if self.slack_api_url.is_none() && !token_given {
+            return Ok(None);
+        }
+        let token =
+            BotToken::from_env_or_file("RAILYARD_SLACK_TOKEN", self.slack_token_file.as_deref())?;
+        let base_url = self
+            .slack_api_url
+            .clone()
+            .unwrap_or_else(|| railyard_notify::SLACK_API.to_owned());
+        Ok(Some(Transport::WebApi { base_url, token }))
+    }
+}
+
+/// The notifier as a service task.
+pub fn notify_task(
+    catalog: Catalog,
+    transport: Transport,
+    slack: &SlackArgs,
+    store: PathBuf,
+    metrics: railyard_http::Metrics,
+    bus: Bus,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let mut config = NotifyConfig::new(catalog, transport, store);
+    config.ui_url = slack.ui_url.clone();
+    config.metrics = Some(metrics);
+    async move {
+        railyard_notify::run(config, bus, shutdown)
+            .await
+            .context("notify")
+    }
+}
+
+/// Flags of `railyard notify`.
+#[derive(Debug, clap::Args)]
+pub struct NotifyArgs {
+    /// The NATS server or cluster.
+    #[arg(
+        long,
+        env = "RAILYARD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// The catalog.
+    #[arg(long, env = "RAILYARD_CATALOG", default_value = "railyard.toml")]
+    pub catalog: PathBuf,
+    /// Where the notifier's ledger lives.
+    #[arg(long, default_value = ".railyard/notify")]
+    pub store: PathBuf,
+    /// HTTP listener for /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "127.0.0.1:7814")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub slack: SlackArgs,
+}
+
+/// Runs the notifier until Ctrl-C or SIGTERM.
+pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
+    let catalog = crate::dev::load_catalog(&args.catalog)?;
+    let transport = args.slack.transport()?.context(
+        "Slack is not configured: set RAILYARD_SLACK_TOKEN (Web API) or pass --slack-webhook #channel=URL",
+    )?;
+    let bus = Bus::connect(&args.nats_url, BusConfig::default())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+    bus.ensure_topology()
+        .await
+        .context("cannot create Railyard's streams and buckets")?;
+    let metrics = railyard_http::Metrics::default();
+    let mut services = Services::new();
+    let task = notify_task(
+        catalog,
+        transport,
+        &args.slack,
+        args.store.clone(),
+        metrics.clone(),
+        bus.clone(),
+        services.shutdown(),
+    );
+    services.spawn("notify", task);
+    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
+    services.serve_http(args.listen, app).await?;
+    let result = services.run_until_signal().await;
+    bus.close()
+        .await
+        .context("cannot flush and close the NATS connection")?;
+    result
+}

@@ -1,4 +1,33 @@
-//! Audit projection and read side (issue 5, not built yet): a hash-chained record of every
-//! event, release status, live events and compliance queries. This crate holds no code
-//! until that issue lands.
+//! The audit projection and the read side (issue 5): every event of `RAILYARD_EVENTS`
+//! becomes one hash-chained record in sled, indexed by release, service, environment, actor,
+//! type and time; release status and live events (SSE) for operators; compliance queries and
+//! the production change report for auditors; and `verify`, which names the first record that
+//! was altered, removed or reordered.
+//!
+//! Wiring (the binary does this): open an [`Audit`] with an [`AuditConfig`], serve
+//! [`router`] (merged with the ops routes), and spawn [`Audit::run`]; the [`cli`] module has
+//! the `railyard audit ...` and `railyard release status|watch` subcommands.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+mod error;
+pub mod format;
+mod http;
+pub mod items;
+mod keys;
+mod projection;
+pub mod queries;
+mod query;
+pub mod record;
+pub mod report;
+mod service;
+pub mod status;
+pub mod verify;
+
+pub use error::AuditError;
+pub use http::{DEFAULT_LIMIT, router};
+pub use projection::{AuditProjection, Deployment, Head, PROJECTION_NAME};
+pub use query::{Filter, MAX_LIMIT, Page, Reader, parse_time};
+pub use service::{Audit, AuditConfig, open_store, run};
+pub use verify::{Problem, ProblemKind, VerifyReport, verify};

@@ -205,6 +205,21 @@ pub enum Event {
     /// A service loaded a catalog different from the last one.
     #[serde(rename = "catalog.applied")]
     CatalogApplied(CatalogApplied),
+    /// CI published the artifact of a change (on `signal.<service>`).
+    #[serde(rename = "change.artifact_published")]
+    ArtifactPublished(ArtifactPublished),
+    /// A test suite or pipeline finished for a change (on `signal.<service>`).
+    #[serde(rename = "change.suite_finished")]
+    SuiteFinished(SuiteFinished),
+    /// Commits were pushed to a protected branch (on `signal.<service>`).
+    #[serde(rename = "change.commits_pushed")]
+    CommitsPushed(CommitsPushed),
+    /// An incident was opened in an environment (on `incident.<env>`).
+    #[serde(rename = "incident.opened")]
+    IncidentOpened(IncidentOpened),
+    /// An incident was resolved (on `incident.<env>`).
+    #[serde(rename = "incident.resolved")]
+    IncidentResolved(IncidentResolved),
 }
 
 impl Event {
@@ -229,6 +244,11 @@ impl Event {
             Event::ApprovalDenied(_) => "approval.denied",
             Event::ServiceDeployed(_) => "service.deployed",
             Event::CatalogApplied(_) => "catalog.applied",
+            Event::ArtifactPublished(_) => "change.artifact_published",
+            Event::SuiteFinished(_) => "change.suite_finished",
+            Event::CommitsPushed(_) => "change.commits_pushed",
+            Event::IncidentOpened(_) => "incident.opened",
+            Event::IncidentResolved(_) => "incident.resolved",
         }
     }
 }
@@ -373,4 +393,123 @@ pub struct ServiceDeployed {
 pub struct CatalogApplied {
     /// `sha256:<hex>` of the catalog.
     pub hash: String,
+}
+
+/// Where an external input came from: the door, its delivery or event id, and its source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Origin {
+    /// The door: `cdevents`, `github`, `gitlab`.
+    pub door: String,
+    /// The external id: CDEvent `context.id`, `X-GitHub-Delivery`, GitLab event UUID.
+    pub id: String,
+    /// The CDEvent `context.source`, or the repository URL of a webhook.
+    pub source: String,
+}
+
+/// `change.artifact_published`: the artifact of a change exists; its contracts come from
+/// `customData.railyard` (INTERFACES §4 fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactPublished {
+    /// The change, `artifact` set.
+    pub change: Change,
+    /// The release it belongs to, when CI groups changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
+    /// The services whose changes the release waits for (CI grouping).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_changes: Vec<ServiceName>,
+    /// The CDEvents `chainId`, which test results may share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
+    /// The repository URL, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// `change.suite_finished`: a test suite (or pipeline, workflow, check suite) finished.
+/// It attaches to a change by version, chain id or commit, whichever it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SuiteFinished {
+    /// The suite name (`testSuite.id`, pipeline name, workflow name, check-suite app slug).
+    pub suite: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// The outcome as reported (`success`, `failure`, `pass`, `fail`, ...).
+    pub outcome: String,
+    /// The change's version, when the sender named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The CDEvents `chainId` shared with the artifact event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
+    /// The commit it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The branch it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// One commit of a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PushedCommit {
+    /// The commit id.
+    pub id: String,
+    /// Its author's name or login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The first line of its message.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `change.commits_pushed`: commits reached a protected branch (for commit ranges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitsPushed {
+    /// The branch.
+    pub branch: String,
+    /// The commit the branch pointed at before.
+    pub before: String,
+    /// The commit it points at now.
+    pub after: String,
+    /// The commits pushed, oldest first.
+    #[serde(default)]
+    pub commits: Vec<PushedCommit>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// `incident.opened`: gates of type `incident` fail while one is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentOpened {
+    /// The incident's id at its source.
+    pub incident: String,
+    /// The environment.
+    pub env: EnvName,
+    /// The service it concerns, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceName>,
+    /// What happened.
+    #[serde(default)]
+    pub description: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// `incident.resolved`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentResolved {
+    /// The incident's id at its source.
+    pub incident: String,
+    /// The environment.
+    pub env: EnvName,
+    /// The service it concerned, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceName>,
+    /// Where it came from.
+    pub origin: Origin,
 }

@@ -575,7 +575,13 @@ impl ReleaseState {
                 };
                 self.approvals.insert(d.step.clone(), next);
             }
-            Event::ServiceDeployed(_) | Event::CatalogApplied(_) => {
+            Event::ServiceDeployed(_)
+            | Event::CatalogApplied(_)
+            | Event::ArtifactPublished(_)
+            | Event::SuiteFinished(_)
+            | Event::CommitsPushed(_)
+            | Event::IncidentOpened(_)
+            | Event::IncidentResolved(_) => {
                 return Err(TransitionError::NotAReleaseEvent {
                     event_type: ty.to_owned(),
                 });
@@ -586,5 +592,14 @@ impl ReleaseState {
 }
 
 fn is_release_event(event: &Event) -> bool {
-    !matches!(event, Event::ServiceDeployed(_) | Event::CatalogApplied(_))
+    !matches!(
+        event,
+        Event::ServiceDeployed(_)
+            | Event::CatalogApplied(_)
+            | Event::ArtifactPublished(_)
+            | Event::SuiteFinished(_)
+            | Event::CommitsPushed(_)
+            | Event::IncidentOpened(_)
+            | Event::IncidentResolved(_)
+    )
 }

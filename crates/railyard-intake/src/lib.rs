@@ -1,4 +1,35 @@
-//! Trigger intake (issue 3, not built yet): the front door for CI systems — CDEvents over
-//! CloudEvents HTTP and NATS, GitHub and GitLab webhooks — validated, de-duplicated and
-//! turned into `release.requested` events. This crate holds no code until that issue lands.
+//! Trigger intake, the front door for CI systems and operators: CDEvents (v0.4.1 and v0.5.1)
+//! over the CloudEvents HTTP binding and NATS request/reply, GitHub and GitLab webhooks, and
+//! release submissions. Inputs are authenticated, validated against the official schemas,
+//! de-duplicated by their delivery id, mapped to signal, inventory and incident events, and
+//! turned into exactly one `release.requested` once a change (or a group of changes) is ready
+//! (INTERFACES §6–§8). Refused inputs go to the rejection log, never to the event stream.
+//!
+//! The binary wires it: build an [`Intake`] from an [`IntakeConfig`] and a `Bus`, merge
+//! [`router`] with `railyard_http::ops_router`, and run [`serve_nats`] beside it (or [`run`],
+//! which does both halves' NATS part from a config).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod answer;
+mod cdevents;
+pub mod cli;
+mod config;
+mod error;
+mod github;
+mod gitlab;
+mod glob;
+mod http;
+mod intake;
+mod mapped;
+mod nats;
+pub mod policy;
+mod schemas;
+
+pub use answer::{Answer, Outcome, Refused};
+pub use config::{DEFAULT_BODY_LIMIT, IntakeConfig, Secret};
+pub use error::{ConfigError, IntakeError};
+pub use github::sign as github_signature;
+pub use http::router;
+pub use intake::{Door, Headers, Intake};
+pub use nats::{INTAKE_SUBJECT, run, serve_nats};

@@ -1,4 +1,32 @@
-//! Promotion workers (issue 6, not built yet): carry out `release.planned` step by step
-//! behind gates, with leases, deploy adapters, rollback, holds, approvals and freezes.
-//! This crate holds no code until that issue lands.
+//! Promotion workers (issue 6): carry a `release.planned` out step by step. Ready steps are
+//! offered on `RAILYARD_WORK`; a worker takes one only by winning its lease (KV with TTL,
+//! renewed on the clock while it runs) and appending `step.started` with optimistic
+//! concurrency, so no step runs twice under two live workers and a dead worker's step is
+//! resumed by another. Deploy adapters (`simulated`, `command`, `http`), gates (`http`,
+//! `prometheus`, `command`, `soak`, `incident`), strategies (rolling, canary, blue-green),
+//! the failure policies (`rollback`, `hold`), re-validation against the live inventory, and the
+//! operator and approver routes with their CLI live here.
+//!
+//! The binary wires [`run`] (a worker), [`router`] (the routes of INTERFACES §6) and [`cli`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod adapter;
+pub mod cli;
+mod config;
+pub mod decide;
+mod dispatch;
+mod error;
+mod exec;
+pub mod gate;
+pub mod inventory;
+mod rollback;
+mod routes;
+pub mod view;
+pub mod work;
+mod worker;
+
+pub use config::{PromoterConfig, Secrets};
+pub use error::PromoterError;
+pub use routes::{CommandAnswer, CommandBody, RouteState, router};
+pub use worker::run;

@@ -30,6 +30,30 @@ pub enum Command {
     Planner(crate::planner_cmd::PlannerArgs),
     /// Run the Slack notifier against a NATS server or cluster.
     Notify(crate::notify_cmd::NotifyArgs),
+    /// Run one promotion worker against a NATS server or cluster.
+    Promoter(crate::promoter_cmd::PromoterArgs),
+    /// Run trigger intake (HTTP and NATS) against a NATS server or cluster.
+    Intake(crate::intake_cmd::IntakeArgs),
+    /// Create API tokens.
+    Token(railyard_intake::cli::TokenArgs),
+    /// Submit a release, see where it is, follow it live.
+    #[command(subcommand)]
+    Release(crate::audit_cmd::ReleaseCmd),
+    /// The audit record: serve it, query it, verify it, rebuild it.
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCmd),
+    /// Record what runs now, from an inventory file, as events.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    #[command(flatten)]
+    Operator(railyard_promoter::cli::OperatorCommand),
+}
+
+/// `railyard inventory ...`.
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Record an inventory file (INTERFACES §5) as `service.deployed` events.
+    Import(crate::inventory_cmd::ImportArgs),
 }
 
 impl Command {
@@ -37,23 +61,44 @@ impl Command {
     /// only warnings.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Dev(_) | Command::Planner(_) | Command::Notify(_) => "info",
-            Command::Demo(_) | Command::Plan(_) => "warn",
+            Command::Dev(_)
+            | Command::Intake(_)
+            | Command::Planner(_)
+            | Command::Notify(_)
+            | Command::Promoter(_) => "info",
+            Command::Demo(_)
+            | Command::Plan(_)
+            | Command::Token(_)
+            | Command::Release(_)
+            | Command::Audit(_)
+            | Command::Operator(_)
+            | Command::Inventory(_) => "warn",
         }
     }
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ok = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Dev(args) => crate::dev::run(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Demo(args) => crate::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Dev(args) => crate::dev::run(args).await.map(ok),
+        Command::Demo(args) => crate::demo::run(args).await.map(ok),
         Command::Plan(args) => crate::plan_cmd::run(args),
-        Command::Planner(args) => crate::planner_cmd::run(args)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Notify(args) => crate::notify_cmd::run(args)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Planner(args) => crate::planner_cmd::run(args).await.map(ok),
+        Command::Notify(args) => crate::notify_cmd::run(args).await.map(ok),
+        Command::Promoter(args) => crate::promoter_cmd::run(args).await.map(ok),
+        Command::Intake(args) => crate::intake_cmd::run(args).await.map(ok),
+        Command::Token(args) => match &args.command {
+            railyard_intake::cli::TokenCommand::Create(create) => {
+                print!("{}", create.run()?);
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Release(command) => crate::audit_cmd::run_release(command).await,
+        Command::Audit(command) => crate::audit_cmd::run_audit(command).await,
+        Command::Inventory(InventoryCommand::Import(args)) => {
+            crate::inventory_cmd::run(args).await.map(ok)
+        }
+        Command::Operator(command) => crate::promoter_cmd::operator(command).await,
     }
 }

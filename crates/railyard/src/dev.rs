@@ -116,7 +116,17 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
         ),
     );
 
-    let (_tokens, printed) = dev_tokens();
+    let (tokens, printed) = dev_tokens();
+    services.spawn(
+        "promoter",
+        crate::promoter_cmd::promoter_task(
+            catalog.clone(),
+            crate::promoter_cmd::default_worker_id(),
+            args.data_dir.join("promoter"),
+            bus.clone(),
+            stop.clone(),
+        ),
+    );
     let metrics = railyard_http::Metrics::default();
     match args.slack.transport()? {
         Some(transport) => {
@@ -135,7 +145,27 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             "slack is not configured (RAILYARD_SLACK_TOKEN or --slack-webhook): the notifier does not run"
         ),
     }
-    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
+    let mut intake = railyard_intake::IntakeConfig::from_env(&args.catalog)
+        .with_context(|| args.catalog.display().to_string())?;
+    intake.tokens = tokens.clone();
+    intake.metrics = metrics.clone();
+    let intake_routes = crate::intake_cmd::start(&mut services, intake, bus.clone());
+    let audit_routes = crate::audit_cmd::start(
+        &mut services,
+        args.data_dir.join("audit"),
+        tokens.clone(),
+        metrics.clone(),
+        bus.clone(),
+    )
+    .await?;
+    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics)
+        .merge(intake_routes)
+        .merge(audit_routes)
+        .merge(crate::promoter_cmd::promoter_routes(
+            bus.clone(),
+            catalog.clone(),
+            tokens.clone(),
+        ));
     let addr = services.serve_http(args.listen, app).await?;
     // One line a script can wait for.
     println!(

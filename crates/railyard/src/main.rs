@@ -3,14 +3,18 @@
 //! design: parse arguments, set up logging, call the library, map errors to exit codes.
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod cli;
 mod demo;
 mod dev;
 mod embedded_nats;
+mod intake_cmd;
+mod inventory_cmd;
 mod logging;
 mod notify_cmd;
 mod plan_cmd;
 mod planner_cmd;
+mod promoter_cmd;
 mod services;
 mod stack;
 

@@ -1,0 +1,292 @@
+//! The read side over HTTP (INTERFACES §6–7): `GET /v1/releases/{id}` (status, any valid
+//! token), `GET /v1/releases/{id}/events` (Server-Sent Events: the release's history, then
+//! live; the SSE id is the record number, so `Last-Event-ID` resumes), `GET
+//! /v1/audit/{query}` (auditor; JSON pages with a cursor, or `format=csv`) and `POST
+//! /v1/audit/verify` (auditor).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use railyard_core::ReleaseId;
+use railyard_http::{ApiError, Authenticated, Role, Tokens};
+use serde::Deserialize;
+use tracing::warn;
+
+use crate::error::AuditError;
+use crate::format::{OutputFormat, csv};
+use crate::items::EventItem;
+use crate::queries::{Answer, QueryKind, run_query};
+use crate::query::{Filter, parse_time};
+use crate::record::Record;
+use crate::service::Audit;
+use crate::status::release_status;
+
+/// Default page size of audit queries.
+pub const DEFAULT_LIMIT: usize = 100;
+
+impl FromRef<Audit> for Tokens {
+    fn from_ref(audit: &Audit) -> Tokens {
+        audit.config().tokens.clone()
+    }
+}
+
+/// The routes of `railyard audit serve` (the ops routes are merged by the binary).
+pub fn router(audit: Audit) -> Router {
+    Router::new()
+        .route("/v1/releases/{id}", get(status))
+        .route("/v1/releases/{id}/events", get(events))
+        .route("/v1/audit/verify", post(verify))
+        .route("/v1/audit/{query}", get(query))
+        .with_state(audit)
+}
+
+impl From<AuditError> for ApiError {
+    fn from(error: AuditError) -> ApiError {
+        match error {
+            AuditError::InvalidQuery { field, problem } => ApiError::invalid(problem, field),
+            AuditError::NotFound(detail) => ApiError::not_found(detail, ""),
+            AuditError::Bus(error) => ApiError::unavailable(format!(
+                "{error}: the audit service cannot reach NATS; retry later"
+            )),
+            other => {
+                warn!(error = %other, "audit request failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    other.to_string(),
+                    "",
+                )
+            }
+        }
+    }
+}
+
+fn release_id(id: &str) -> Result<ReleaseId, ApiError> {
+    ReleaseId::new(id).map_err(|error| ApiError::invalid(error.to_string(), "id"))
+}
+
+async fn status(
+    State(audit): State<Audit>,
+    Authenticated(_): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = release_id(&id)?;
+    let records = audit.reader().release_records(id.as_str(), None).await?;
+    match release_status(&records) {
+        Some(status) => Ok(Json(status).into_response()),
+        None => Err(ApiError::not_found(
+            format!(
+                "release {id} has no events in the audit record: check the id, or wait for the projection to catch up"
+            ),
+            "id",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsParams {
+    /// Resume after this record number (as `Last-Event-ID` does).
+    after: Option<u64>,
+}
+
+async fn events(
+    State(audit): State<Audit>,
+    Authenticated(_): Authenticated,
+    Path(id): Path<String>,
+    Query(params): Query<EventsParams>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = release_id(&id)?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::malformed(
+                        "Last-Event-ID must be the id of an event this stream sent (a record number)",
+                        "Last-Event-ID",
+                    )
+                })?,
+        ),
+    };
+    let after = last_event_id.or(params.after).unwrap_or(0);
+    Ok(Sse::new(release_stream(audit, id.to_string(), after)))
+}
+
+struct Follow {
+    audit: Audit,
+    release: String,
+    after: u64,
+    pending: VecDeque<Record>,
+    committed: tokio::sync::watch::Receiver<u64>,
+    ended: bool,
+}
+
+fn sse_event(record: &Record) -> Event {
+    let item = EventItem::from(record);
+    Event::default()
+        .id(record.n.to_string())
+        .event(item.kind.clone())
+        .json_data(&item)
+        .unwrap_or_else(|_| Event::default().comment("an event that does not serialize"))
+}
+
+/// The release's records after `after`, then each new one as the projection commits it.
+fn release_stream(
+    audit: Audit,
+    release: String,
+    after: u64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let committed = audit.reader().store().watch_checkpoint();
+    let state = Follow {
+        audit,
+        release,
+        after,
+        pending: VecDeque::new(),
+        committed,
+        ended: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.ended {
+            return None;
+        }
+        loop {
+            if let Some(record) = s.pending.pop_front() {
+                s.after = record.n;
+                return Some((Ok(sse_event(&record)), s));
+            }
+            // Mark the current checkpoint seen before reading, so a commit that lands
+            // after the read wakes the wait below.
+            s.committed.borrow_and_update();
+            match s
+                .audit
+                .reader()
+                .release_records(&s.release, Some(s.after))
+                .await
+            {
+                Ok(records) if !records.is_empty() => {
+                    s.pending.extend(records);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(release = %s.release, error = %error, "event stream stopped");
+                    s.ended = true;
+                    let event = Event::default()
+                        .event("error")
+                        .data(format!("{error}: reconnect with Last-Event-ID to resume"));
+                    return Some((Ok(event), s));
+                }
+            }
+            let keep_alive = s.audit.config().clock.sleep(s.audit.config().keep_alive);
+            let shutdown = s.audit.shutdown().clone();
+            tokio::select! {
+                changed = s.committed.changed() => if changed.is_err() { return None },
+                () = shutdown.cancelled() => return None,
+                () = keep_alive => return Some((Ok(Event::default().comment("keep-alive")), s)),
+            }
+        }
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct QueryParams {
+    release: Option<String>,
+    service: Option<String>,
+    env: Option<String>,
+    actor: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    family: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    format: Option<String>,
+}
+
+impl QueryParams {
+    fn filter(&self) -> Result<Filter, AuditError> {
+        Ok(Filter {
+            release: self.release.clone(),
+            service: self.service.clone(),
+            env: self.env.clone(),
+            actor: self.actor.clone(),
+            kind: self.kind.clone(),
+            family: self.family.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(|t| parse_time("since", t))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|t| parse_time("until", t))
+                .transpose()?,
+        })
+    }
+}
+
+async fn query(
+    State(audit): State<Audit>,
+    Authenticated(who): Authenticated,
+    Path(name): Path<String>,
+    params: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    who.require(Role::Auditor)?;
+    let Query(params) = params.map_err(|error| ApiError::malformed(error.body_text(), "query"))?;
+    let kind = QueryKind::parse(&name)?;
+    let format = match params.format.as_deref() {
+        None | Some("json") => OutputFormat::Json,
+        Some("csv") => OutputFormat::Csv,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("format {other:?} is not served: use json or csv"),
+                "format",
+            ));
+        }
+    };
+    let filter = params.filter()?;
+    let answer = run_query(
+        &audit,
+        kind,
+        filter,
+        params.cursor.as_deref(),
+        params.limit.unwrap_or(DEFAULT_LIMIT),
+    )
+    .await?;
+    if format == OutputFormat::Json {
+        return Ok(Json(answer).into_response());
+    }
+    let (body, next) = match answer {
+        Answer::Events(page) => (csv(&page.items), page.next_cursor),
+        Answer::Approvals(page) => (csv(&page.items), page.next_cursor),
+        Answer::Gates(page) => (csv(&page.items), page.next_cursor),
+        Answer::Rejections(page) => (csv(&page.items), page.next_cursor),
+        Answer::Report(page) => (csv(&page.items), page.next_cursor),
+    };
+    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+    if let Some(next) = next.and_then(|next| HeaderValue::from_str(&next).ok()) {
+        response.headers_mut().insert("railyard-next-cursor", next);
+    }
+    Ok(response)
+}
+
+async fn verify(
+    State(audit): State<Audit>,
+    Authenticated(who): Authenticated,
+) -> Result<Response, ApiError> {
+    who.require(Role::Auditor)?;
+    Ok(Json(audit.verify().await?).into_response())
+}

@@ -1,0 +1,218 @@
+//! The named audit queries (INTERFACES §6 `GET /v1/audit/<query>`), shared by HTTP and the
+//! CLI: which filters each needs, which index it reads, and what items it answers with.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuditError;
+use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
+use crate::query::{Filter, MAX_LIMIT, Page};
+use crate::record::Record;
+use crate::report::{ReportRow, report_row};
+use crate::service::Audit;
+
+/// A named query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKind {
+    /// Any records, every filter optional.
+    Events,
+    /// A release's timeline (needs `release`).
+    Timeline,
+    /// Everything that touched a service or an environment (needs one of them).
+    Changes,
+    /// Everything an actor did (needs `actor`).
+    Actor,
+    /// Approval requests and decisions: who, when, why.
+    Approvals,
+    /// Gate results.
+    Gates,
+    /// Refused inputs from the rejection log.
+    Rejections,
+    /// The production change report: one row per deployment (`env` defaults to production).
+    Report,
+}
+
+impl QueryKind {
+    /// Every query, by its URL name.
+    pub const ALL: [QueryKind; 8] = [
+        QueryKind::Events,
+        QueryKind::Timeline,
+        QueryKind::Changes,
+        QueryKind::Actor,
+        QueryKind::Approvals,
+        QueryKind::Gates,
+        QueryKind::Rejections,
+        QueryKind::Report,
+    ];
+
+    /// The URL name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryKind::Events => "events",
+            QueryKind::Timeline => "timeline",
+            QueryKind::Changes => "changes",
+            QueryKind::Actor => "actor",
+            QueryKind::Approvals => "approvals",
+            QueryKind::Gates => "gates",
+            QueryKind::Rejections => "rejections",
+            QueryKind::Report => "report",
+        }
+    }
+
+    /// The query named `name`.
+    pub fn parse(name: &str) -> Result<QueryKind, AuditError> {
+        QueryKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| {
+                AuditError::NotFound(format!(
+                    "there is no audit query {name:?}: use one of events, timeline, changes, actor, approvals, gates, rejections, report"
+                ))
+            })
+    }
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// Records as events.
+    Events(Page<EventItem>),
+    /// Approvals.
+    Approvals(Page<ApprovalItem>),
+    /// Gate results.
+    Gates(Page<GateItem>),
+    /// Refused inputs.
+    Rejections(Page<RejectionItem>),
+    /// Report rows.
+    Report(Page<ReportRow>),
+}
+
+/// Runs query `kind` with `filter`, one page of at most `limit` after `cursor`.
+pub async fn run_query(
+    audit: &Audit,
+    kind: QueryKind,
+    mut filter: Filter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Answer, AuditError> {
+    let reader = audit.reader();
+    let limit = limit.clamp(1, MAX_LIMIT);
+    match kind {
+        QueryKind::Events => Ok(Answer::Events(
+            reader
+                .records(&filter, cursor, limit)
+                .await?
+                .map(|r| EventItem::from(&r)),
+        )),
+        QueryKind::Timeline | QueryKind::Changes | QueryKind::Actor => {
+            let missing = match kind {
+                QueryKind::Timeline if filter.release.is_none() => {
+                    Some(("release", "a timeline needs release=<id>"))
+                }
+                QueryKind::Changes if filter.service.is_none() && filter.env.is_none() => Some((
+                    "service",
+                    "changes need service=<name> or env=<name> (or both)",
+                )),
+                QueryKind::Actor if filter.actor.is_none() => {
+                    Some(("actor", "this query needs actor=<identity>"))
+                }
+                _ => None,
+            };
+            if let Some((field, problem)) = missing {
+                return Err(AuditError::invalid(field, problem));
+            }
+            Ok(Answer::Events(
+                reader
+                    .records(&filter, cursor, limit)
+                    .await?
+                    .map(|r| EventItem::from(&r)),
+            ))
+        }
+        QueryKind::Approvals => {
+            filter.family = Some("approval".into());
+            Ok(Answer::Approvals(
+                reader
+                    .records(&filter, cursor, limit)
+                    .await?
+                    .map(|r| ApprovalItem::from_record(&r)),
+            ))
+        }
+        QueryKind::Gates => {
+            filter.kind = Some("gate.evaluated".into());
+            Ok(Answer::Gates(
+                reader
+                    .records(&filter, cursor, limit)
+                    .await?
+                    .map(|r| GateItem::from_record(&r)),
+            ))
+        }
+        QueryKind::Rejections => rejections(audit, &filter, cursor, limit).await,
+        QueryKind::Report => {
+            let env = filter
+                .env
+                .clone()
+                .unwrap_or_else(|| audit.config().report_env.clone());
+            let page = reader.deployments(&env, &filter, cursor, limit).await?;
+            let mut releases: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+            let mut rows = Vec::with_capacity(page.items.len());
+            for deployment in &page.items {
+                if !releases.contains_key(&deployment.release) {
+                    let records = reader.release_records(&deployment.release, None).await?;
+                    releases.insert(deployment.release.clone(), records);
+                }
+                rows.push(report_row(deployment, &releases[&deployment.release]));
+            }
+            Ok(Answer::Report(Page {
+                items: rows,
+                next_cursor: page.next_cursor,
+            }))
+        }
+    }
+}
+
+async fn rejections(
+    audit: &Audit,
+    filter: &Filter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Answer, AuditError> {
+    let from = match cursor {
+        None => 1,
+        Some(cursor) => cursor.parse::<u64>().map_err(|_| {
+            AuditError::invalid(
+                "cursor",
+                "a rejections cursor is a sequence number: pass back next_cursor",
+            )
+        })?,
+    };
+    let mut items = Vec::new();
+    let mut next = from;
+    loop {
+        let batch = audit.bus().rejections(next, limit).await?;
+        let full = batch.len() == limit;
+        for stored in batch {
+            next = stored.sequence + 1;
+            let item = RejectionItem::from(stored);
+            let wanted = filter.since.is_none_or(|since| item.received_at >= since)
+                && filter.until.is_none_or(|until| item.received_at < until);
+            if wanted {
+                items.push(item);
+                if items.len() == limit {
+                    return Ok(Answer::Rejections(Page {
+                        items,
+                        next_cursor: Some(next.to_string()),
+                    }));
+                }
+            }
+        }
+        if !full {
+            return Ok(Answer::Rejections(Page {
+                items,
+                next_cursor: None,
+            }));
+        }
+    }
+}

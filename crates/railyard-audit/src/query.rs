@@ -1,0 +1,350 @@
+//! Reading the audit tree: [`Reader`] finds records through the most selective index for a
+//! [`Filter`], applies the rest of the filter to each record's facets, and pages with an
+//! opaque cursor (the last index key read), so every query is a bounded range scan.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use railyard_store::{ProjectionStore, display_key};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuditError;
+use crate::keys;
+use crate::projection::{AuditProjection, Deployment, Head};
+use crate::record::{Facets, Record};
+
+/// Index entries read per store call.
+const CHUNK: usize = 256;
+/// The most items one page may hold.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Which records a query wants; every field narrows it. The same filters serve the CLI and
+/// HTTP (`?release=&service=&env=&actor=&type=&family=&since=&until=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Records of this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Records concerning this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Records concerning this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Records caused by this actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Records of this event type (`gate.evaluated`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Records of this type family (`approval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// At or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    /// Whether a record with `facets` passes every field.
+    pub fn matches(&self, facets: &Facets) -> bool {
+        let has = |wanted: &Option<String>, values: &[String]| {
+            wanted
+                .as_ref()
+                .is_none_or(|wanted| values.iter().any(|value| value == wanted))
+        };
+        self.release
+            .as_ref()
+            .is_none_or(|release| facets.release.as_ref() == Some(release))
+            && has(&self.service, &facets.services)
+            && has(&self.env, &facets.envs)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|actor| &facets.actor == actor)
+            && self.kind.as_ref().is_none_or(|kind| &facets.kind == kind)
+            && self
+                .family
+                .as_ref()
+                .is_none_or(|family| &facets.family == family)
+            && self.since.is_none_or(|since| facets.at >= since)
+            && self.until.is_none_or(|until| facets.at < until)
+    }
+}
+
+/// Parses a time bound: RFC 3339 (`2026-03-01T12:00:00Z`) or a date (`2026-03-01`, midnight
+/// UTC).
+pub fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, AuditError> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc())
+        .ok_or_else(|| {
+            AuditError::invalid(
+                field,
+                format!(
+                    "{text:?} is not a time: use RFC 3339 (2026-03-01T12:00:00Z) or a date (2026-03-01)"
+                ),
+            )
+        })
+}
+
+/// One page of results and the cursor of the next, if there may be one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass it back as `cursor` for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The same page with every item mapped.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
+    }
+}
+
+/// Reads the audit tree. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    store: ProjectionStore<AuditProjection>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, AuditError> {
+    serde_json::from_slice(bytes).map_err(|source| AuditError::Corrupt {
+        key: display_key(key),
+        source,
+    })
+}
+
+fn cursor_key(cursor: Option<&str>, prefix: &[u8]) -> Result<Option<Vec<u8>>, AuditError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    match hex::decode(cursor) {
+        Ok(key) if key.starts_with(prefix) => Ok(Some(key)),
+        _ => Err(AuditError::invalid(
+            "cursor",
+            "this cursor does not belong to this query: pass back the next_cursor of the previous page with the same filters",
+        )),
+    }
+}
+
+impl Reader {
+    /// A reader over the audit projection's store.
+    pub fn new(store: ProjectionStore<AuditProjection>) -> Reader {
+        Reader { store }
+    }
+
+    /// The store it reads.
+    pub fn store(&self) -> &ProjectionStore<AuditProjection> {
+        &self.store
+    }
+
+    /// The end of the chain.
+    pub async fn head(&self) -> Result<Head, AuditError> {
+        let key = keys::head();
+        match self.store.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes),
+            None => Ok(Head::default()),
+        }
+    }
+
+    /// Record `n`, if it exists.
+    pub async fn record(&self, n: u64) -> Result<Option<Record>, AuditError> {
+        let key = keys::record(n);
+        match self.store.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records matching `filter`, oldest first (by time, then stream order; a release's by
+    /// stream order), at most `limit`, after `cursor`.
+    pub async fn records(
+        &self,
+        filter: &Filter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Record>, AuditError> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let (prefix, by_time) = match filter {
+            Filter {
+                release: Some(release),
+                ..
+            } => (keys::release_index(release), false),
+            Filter {
+                service: Some(service),
+                env: Some(env),
+                ..
+            } => (keys::time_index("service-env", &[service, env]), true),
+            Filter {
+                service: Some(service),
+                ..
+            } => (keys::time_index("service", &[service]), true),
+            Filter { env: Some(env), .. } => (keys::time_index("env", &[env]), true),
+            Filter {
+                actor: Some(actor), ..
+            } => (keys::time_index("actor", &[actor]), true),
+            Filter {
+                kind: Some(kind), ..
+            } => (keys::time_index("type", &[kind]), true),
+            Filter {
+                family: Some(family),
+                ..
+            } => (keys::time_index("family", &[family]), true),
+            _ => (keys::time_index("time", &[]), true),
+        };
+        let prefix = prefix.into_vec();
+        let mut after = cursor_key(cursor, &prefix)?;
+        if after.is_none() && by_time {
+            if let Some(since) = filter.since {
+                let mut start = prefix.clone();
+                start.extend_from_slice(
+                    railyard_store::KeyBuf::new()
+                        .i64(since.timestamp_micros())
+                        .as_bytes(),
+                );
+                after = Some(start);
+            }
+        }
+        let until = filter.until.map(|until| until.timestamp_micros());
+        let mut items = Vec::new();
+        loop {
+            let page = self.store.scan_page(&prefix, after.as_ref(), CHUNK).await?;
+            let exhausted = page.len() < CHUNK;
+            for (key, _) in page {
+                let n = if by_time {
+                    let Some((at, n)) = keys::time_tail(&key, prefix.len()) else {
+                        continue;
+                    };
+                    if until.is_some_and(|until| at >= until) {
+                        return Ok(Page {
+                            items,
+                            next_cursor: None,
+                        });
+                    }
+                    n
+                } else {
+                    match keys::n_tail(&key, prefix.len()) {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                };
+                match self.record(n).await? {
+                    Some(record) if filter.matches(&record.facets) => items.push(record),
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(record = n, index = %display_key(&key), "index entry names a missing record; run `railyard audit verify`");
+                    }
+                }
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(hex::encode(&key)),
+                    });
+                }
+                after = Some(key);
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+
+    /// A release's records after record `after` (all when `None`), in stream order.
+    pub async fn release_records(
+        &self,
+        release: &str,
+        after: Option<u64>,
+    ) -> Result<Vec<Record>, AuditError> {
+        let prefix = keys::release_index(release);
+        let cursor = after.map(|n| hex::encode(prefix.clone().u64(n).as_bytes()));
+        let filter = Filter {
+            release: Some(release.to_owned()),
+            ..Filter::default()
+        };
+        let mut records = Vec::new();
+        let mut cursor = cursor;
+        loop {
+            let page = self.records(&filter, cursor.as_deref(), MAX_LIMIT).await?;
+            records.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Deployments to `env` that started in the filter's time range (and of its service and
+    /// release, when given), oldest first.
+    pub async fn deployments(
+        &self,
+        env: &str,
+        filter: &Filter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Deployment>, AuditError> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let prefix = keys::deployments(env);
+        let mut after = cursor_key(cursor, prefix.as_bytes())?;
+        if after.is_none() {
+            if let Some(since) = filter.since {
+                after = Some(prefix.clone().i64(since.timestamp_micros()).into_vec());
+            }
+        }
+        let until = filter.until.map(|until| until.timestamp_micros());
+        let prefix = prefix.into_vec();
+        let mut items = Vec::new();
+        loop {
+            let page = self.store.scan_page(&prefix, after.as_ref(), CHUNK).await?;
+            let exhausted = page.len() < CHUNK;
+            for (key, value) in page {
+                if let Some((at, _)) = keys::time_tail(&key, prefix.len()) {
+                    if until.is_some_and(|until| at >= until) {
+                        return Ok(Page {
+                            items,
+                            next_cursor: None,
+                        });
+                    }
+                }
+                let deployment: Deployment = decode(&key, &value)?;
+                let wanted = filter
+                    .service
+                    .as_ref()
+                    .is_none_or(|service| &deployment.service == service)
+                    && filter
+                        .release
+                        .as_ref()
+                        .is_none_or(|release| &deployment.release == release);
+                if wanted {
+                    items.push(deployment);
+                }
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(hex::encode(&key)),
+                    });
+                }
+                after = Some(key);
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+}

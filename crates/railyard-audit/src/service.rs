@@ -1,0 +1,265 @@
+//! The audit service: [`AuditConfig`], and [`Audit`], which owns the audit store and the bus
+//! handle that the projection task ([`Audit::run`]) and the HTTP routes
+//! ([`crate::router`]) share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use railyard_bus::Bus;
+use railyard_core::{SharedClock, SystemClock};
+use railyard_http::{Metrics, Tokens};
+use railyard_store::{
+    ProjectionStore, RunError, RunOptions, RunReport, StoreConfig, StoreError, rebuild,
+    run_projection,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::AuditError;
+use crate::projection::AuditProjection;
+use crate::query::Reader;
+use crate::verify::{VerifyReport, verify};
+
+/// How the audit service runs.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The sled directory of the audit store.
+    pub store: PathBuf,
+    /// Who may read.
+    pub tokens: Tokens,
+    /// Where time comes from (waits between retries, keep-alives, verify stamps).
+    pub clock: SharedClock,
+    /// The process's metrics registry.
+    pub metrics: Metrics,
+    /// The environment the change report covers when none is asked for.
+    pub report_env: String,
+    /// How the projection reads and batches the stream.
+    pub run: RunOptions,
+    /// First pause before following the stream again after a failure (doubles up to
+    /// `retry_max`).
+    pub retry_initial: Duration,
+    /// Longest pause between attempts.
+    pub retry_max: Duration,
+    /// How often an idle event stream (SSE) sends a keep-alive comment.
+    pub keep_alive: Duration,
+    /// How often the store flushes in the background (`None`: only on shutdown).
+    pub flush_every: Option<Duration>,
+}
+
+impl AuditConfig {
+    /// Defaults for a store at `store`, read with `tokens`.
+    pub fn new(store: impl Into<PathBuf>, tokens: Tokens) -> AuditConfig {
+        AuditConfig {
+            store: store.into(),
+            tokens,
+            clock: SystemClock::shared(),
+            metrics: Metrics::default(),
+            report_env: "production".into(),
+            run: RunOptions::default(),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(15),
+            flush_every: Some(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The audit service: its store, its reader and the bus. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: AuditConfig,
+    bus: Bus,
+    reader: Reader,
+    shutdown: CancellationToken,
+    checkpoint: Gauge<i64, AtomicI64>,
+    records: Gauge<i64, AtomicI64>,
+}
+
+/// Opens the audit projection's store at `config.store`.
+pub async fn open_store(
+    path: impl Into<PathBuf>,
+    flush_every: Option<Duration>,
+) -> Result<ProjectionStore<AuditProjection>, StoreError> {
+    ProjectionStore::open(
+        StoreConfig::new(path).flush_every(flush_every),
+        AuditProjection,
+    )
+    .await
+}
+
+impl Audit {
+    /// Opens the store. `shutdown` ends [`Audit::run`] and every open event stream.
+    pub async fn open(
+        config: AuditConfig,
+        bus: Bus,
+        shutdown: CancellationToken,
+    ) -> Result<Audit, AuditError> {
+        let store = open_store(&config.store, config.flush_every).await?;
+        Ok(Audit::with_store(config, bus, store, shutdown))
+    }
+
+    /// The service over an already opened store.
+    pub fn with_store(
+        config: AuditConfig,
+        bus: Bus,
+        store: ProjectionStore<AuditProjection>,
+        shutdown: CancellationToken,
+    ) -> Audit {
+        let checkpoint = config.metrics.register(
+            "audit_checkpoint",
+            "Last stream sequence applied to the audit record.",
+            Gauge::<i64, AtomicI64>::default(),
+        );
+        let records = config.metrics.register(
+            "audit_records",
+            "Records in the audit chain.",
+            Gauge::<i64, AtomicI64>::default(),
+        );
+        Audit {
+            inner: Arc::new(Inner {
+                config,
+                bus,
+                reader: Reader::new(store),
+                shutdown,
+                checkpoint,
+                records,
+            }),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &AuditConfig {
+        &self.inner.config
+    }
+
+    /// The reader over the audit store.
+    pub fn reader(&self) -> &Reader {
+        &self.inner.reader
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// The token that stops the service.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Follows the event stream until shutdown: see [`Audit::follow`].
+    pub async fn run(self) -> Result<(), AuditError> {
+        let stop = self.inner.shutdown.child_token();
+        self.follow(&stop).await
+    }
+
+    /// Keeps the projection following the stream from its checkpoint until `stop` or the
+    /// service's shutdown, following again (with a doubling pause) after a bus or store
+    /// failure. Returns an error only when another task already drives the projection.
+    pub async fn follow(&self, stop: &CancellationToken) -> Result<(), AuditError> {
+        let config = &self.inner.config;
+        let store = self.inner.reader.store();
+        let mut pause = config.retry_initial;
+        let gauges = self.track_progress(stop.clone());
+        let outcome = loop {
+            if stop.is_cancelled() || self.inner.shutdown.is_cancelled() {
+                break Ok(());
+            }
+            let stopped = async {
+                tokio::select! {
+                    () = stop.cancelled() => {},
+                    () = self.inner.shutdown.cancelled() => {},
+                }
+            };
+            match run_projection(&self.inner.bus, store, &config.run, stopped).await {
+                Ok(report) => {
+                    info!(
+                        checkpoint = report.checkpoint,
+                        committed = report.committed,
+                        "audit projection stopped"
+                    );
+                    break Ok(());
+                }
+                Err(RunError::Store(error @ StoreError::Busy(_))) => break Err(error.into()),
+                Err(error) => {
+                    warn!(error = %error, retry_in = ?pause, "audit projection failed; following the stream again");
+                    tokio::select! {
+                        () = config.clock.sleep(pause) => {},
+                        () = stop.cancelled() => break Ok(()),
+                        () = self.inner.shutdown.cancelled() => break Ok(()),
+                    }
+                    pause = (pause * 2).min(config.retry_max);
+                }
+            }
+        };
+        gauges.abort();
+        // Wait for the task to drop its handle on the store, so the caller can close it.
+        let _ = gauges.await;
+        outcome
+    }
+
+    /// Keeps the checkpoint and record gauges current while the projection runs.
+    fn track_progress(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let audit = self.clone();
+        let mut committed = self.inner.reader.store().watch_checkpoint();
+        tokio::spawn(async move {
+            loop {
+                let checkpoint = *committed.borrow_and_update();
+                audit
+                    .inner
+                    .checkpoint
+                    .set(i64::try_from(checkpoint).unwrap_or(i64::MAX));
+                if let Ok(head) = audit.inner.reader.head().await {
+                    audit
+                        .inner
+                        .records
+                        .set(i64::try_from(head.n).unwrap_or(i64::MAX));
+                }
+                tokio::select! {
+                    changed = committed.changed() => if changed.is_err() { break },
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    /// Verifies the chain and cross-checks it with the stream.
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        verify(
+            &self.inner.reader,
+            Some(&self.inner.bus),
+            self.inner.config.clock.now(),
+        )
+        .await
+    }
+
+    /// Drops the projection and replays the stream into it. Refused while [`Audit::run`]
+    /// follows the stream.
+    pub async fn rebuild(&self) -> Result<RunReport, AuditError> {
+        Ok(rebuild(
+            &self.inner.bus,
+            self.inner.reader.store(),
+            &self.inner.config.run,
+        )
+        .await?)
+    }
+}
+
+/// Opens the audit store at `config.store` and follows the event stream until `shutdown`:
+/// the projection alone, for a process that serves no HTTP. A process that also serves the
+/// routes opens an [`Audit`] and gives clones to [`crate::router`] and [`Audit::run`].
+pub async fn run(
+    config: AuditConfig,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<(), AuditError> {
+    Audit::open(config, bus, shutdown).await?.run().await
+}

@@ -1,0 +1,394 @@
+//! Tamper evidence: [`verify`] walks the records from the first to the head, recomputes each
+//! record's hash, its link to the previous one, its position and its facets, and (with a
+//! bus) compares each record's event with the event at its stream sequence, so a record that
+//! was altered, removed, reordered or inserted is named — the first one found, in record
+//! order. Records written after the head was read are left for the next run.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use railyard_bus::{Bus, EventConsumer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::AuditError;
+use crate::keys;
+use crate::projection::Head;
+use crate::query::Reader;
+use crate::record::{
+    GENESIS, Record, ReleaseScope, canonical_bytes, derive_facets, record_hash,
+    release_of_aggregate,
+};
+
+/// Records read per store call.
+const CHUNK: usize = 1024;
+
+/// What is wrong with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Its content changed (or it no longer decodes).
+    Altered,
+    /// It is missing.
+    Removed,
+    /// It is not where the chain says it should be.
+    Reordered,
+    /// It has no counterpart in the stream.
+    Inserted,
+}
+
+/// The first bad record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The record's position in the chain.
+    pub n: u64,
+    /// The stream sequence concerned, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// What kind of tampering it looks like.
+    pub kind: ProblemKind,
+    /// What was found, in words.
+    pub detail: String,
+}
+
+/// The answer of `railyard audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// No problem found.
+    pub ok: bool,
+    /// Records checked.
+    pub records: u64,
+    /// The head verified up to.
+    pub head: Head,
+    /// Whether every record was compared with the stream.
+    pub stream_checked: bool,
+    /// The first bad record.
+    pub first_bad: Option<Problem>,
+    /// When the check ran.
+    pub verified_at: DateTime<Utc>,
+}
+
+/// How long verify waits for a stream message it knows exists.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+
+/// The stream's events in order, one per (sequence, index).
+struct StreamSide {
+    consumer: EventConsumer,
+    buffer: VecDeque<(u64, u32, Vec<u8>)>,
+    read_up_to: u64,
+    target: u64,
+}
+
+impl StreamSide {
+    async fn open(bus: &Bus, target: u64) -> Result<StreamSide, AuditError> {
+        Ok(StreamSide {
+            consumer: bus.replay_as("audit-verify", 1).await?,
+            buffer: VecDeque::new(),
+            read_up_to: 0,
+            target,
+        })
+    }
+
+    /// The next event at or below the target, `None` past it.
+    async fn peek(&mut self) -> Result<Option<&(u64, u32, Vec<u8>)>, AuditError> {
+        while self.buffer.is_empty() && self.read_up_to < self.target {
+            let delivery = match tokio::time::timeout(STREAM_WAIT, self.consumer.next()).await {
+                Ok(next) => next?.ok_or_else(|| {
+                    AuditError::NotFound(
+                        "the NATS connection closed while verifying: verify again".into(),
+                    )
+                })?,
+                Err(_) => {
+                    return Err(AuditError::NotFound(format!(
+                        "the event stream gave nothing after sequence {} within {STREAM_WAIT:?} although it holds up to {}: check NATS, then verify again",
+                        self.read_up_to, self.target
+                    )));
+                }
+            };
+            self.read_up_to = delivery.stream_sequence;
+            if delivery.stream_sequence > self.target {
+                break;
+            }
+            for (index, envelope) in delivery.envelopes.iter().enumerate() {
+                let value =
+                    serde_json::to_value(envelope).map_err(|source| AuditError::Corrupt {
+                        key: format!("stream sequence {}", delivery.stream_sequence),
+                        source,
+                    })?;
+                self.buffer.push_back((
+                    delivery.stream_sequence,
+                    index as u32,
+                    canonical_bytes(&value),
+                ));
+            }
+        }
+        Ok(self.buffer.front())
+    }
+
+    fn pop(&mut self) {
+        self.buffer.pop_front();
+    }
+}
+
+fn problem(
+    n: u64,
+    sequence: Option<u64>,
+    kind: ProblemKind,
+    detail: impl Into<String>,
+) -> Option<Problem> {
+    Some(Problem {
+        n,
+        sequence,
+        kind,
+        detail: detail.into(),
+    })
+}
+
+/// Verifies the chain in `reader`'s store up to its current head, and against the stream when
+/// `bus` is given.
+pub async fn verify(
+    reader: &Reader,
+    bus: Option<&Bus>,
+    now: DateTime<Utc>,
+) -> Result<VerifyReport, AuditError> {
+    let head = reader.head().await?;
+    let mut stream = match bus {
+        Some(bus) if head.sequence > 0 => Some(StreamSide::open(bus, head.sequence).await?),
+        _ => None,
+    };
+    let mut checker = Checker {
+        expected: 1,
+        prev: GENESIS.to_owned(),
+        scopes: BTreeMap::new(),
+    };
+    let prefix = keys::records_prefix();
+    let mut after: Option<Vec<u8>> = None;
+    let mut first_bad = None;
+    'scan: loop {
+        let page = reader
+            .store()
+            .scan_page(&prefix, after.as_ref(), CHUNK)
+            .await?;
+        let exhausted = page.len() < CHUNK;
+        for (key, bytes) in page {
+            let Some(at) = keys::n_tail(&key, prefix.len()) else {
+                first_bad = problem(
+                    checker.expected,
+                    None,
+                    ProblemKind::Inserted,
+                    format!(
+                        "a record key that is not a record number was found after record {}",
+                        checker.expected - 1
+                    ),
+                );
+                break 'scan;
+            };
+            if at > head.n {
+                break 'scan;
+            }
+            if let Some(found) = checker.check(at, &bytes, stream.as_mut()).await? {
+                first_bad = Some(found);
+                break 'scan;
+            }
+            after = Some(key);
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let checked = checker.expected - 1;
+    if first_bad.is_none() && checked < head.n {
+        first_bad = problem(
+            checker.expected,
+            None,
+            ProblemKind::Removed,
+            format!(
+                "record {} is missing: the chain's head is record {} but the records end at {checked}",
+                checker.expected, head.n
+            ),
+        );
+    }
+    if first_bad.is_none() && checker.prev != head.hash {
+        first_bad = problem(
+            head.n,
+            Some(head.sequence),
+            ProblemKind::Altered,
+            format!(
+                "the chain's head names hash {} but record {} hashes to {}",
+                head.hash, head.n, checker.prev
+            ),
+        );
+    }
+    if first_bad.is_none() {
+        if let Some(stream) = stream.as_mut() {
+            if let Some((sequence, index, _)) = stream.peek().await? {
+                first_bad = problem(
+                    checked + 1,
+                    Some(*sequence),
+                    ProblemKind::Removed,
+                    format!(
+                        "event {index} of stream sequence {sequence} has no record: a record after {checked} was removed"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(VerifyReport {
+        ok: first_bad.is_none(),
+        records: checked,
+        head,
+        stream_checked: stream.is_some(),
+        first_bad,
+        verified_at: now,
+    })
+}
+
+struct Checker {
+    /// The record number expected next.
+    expected: u64,
+    /// The hash of the last good record.
+    prev: String,
+    /// Release scopes, rebuilt as the projection built them.
+    scopes: BTreeMap<String, ReleaseScope>,
+}
+
+impl Checker {
+    async fn check(
+        &mut self,
+        at: u64,
+        bytes: &[u8],
+        stream: Option<&mut StreamSide>,
+    ) -> Result<Option<Problem>, AuditError> {
+        let n = self.expected;
+        if at != n {
+            return Ok(problem(
+                n,
+                None,
+                ProblemKind::Removed,
+                format!(
+                    "record {n} is missing: record {at} follows record {}",
+                    n - 1
+                ),
+            ));
+        }
+        let Some((value, record)) = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|value| Some((value.clone(), serde_json::from_value::<Record>(value).ok()?)))
+        else {
+            return Ok(problem(
+                n,
+                None,
+                ProblemKind::Altered,
+                format!("record {n} is not a valid record any more"),
+            ));
+        };
+        let sequence = Some(record.sequence);
+        if record.n != n {
+            return Ok(problem(
+                n,
+                sequence,
+                ProblemKind::Reordered,
+                format!("position {n} holds record {}", record.n),
+            ));
+        }
+        if record_hash(&value) != record.hash {
+            return Ok(problem(
+                n,
+                sequence,
+                ProblemKind::Altered,
+                format!("record {n}'s content does not match its hash"),
+            ));
+        }
+        if record.prev != self.prev {
+            return Ok(problem(
+                n,
+                sequence,
+                ProblemKind::Reordered,
+                format!(
+                    "record {n} does not follow record {}: its previous hash is not that record's hash",
+                    n - 1
+                ),
+            ));
+        }
+        let own_release = release_of_aggregate(&record.facets.aggregate).map(str::to_owned);
+        let scope = own_release
+            .as_ref()
+            .map(|release| self.scopes.entry(release.clone()).or_default().clone());
+        let facets = derive_facets(&record.envelope, scope.as_ref());
+        if facets != record.facets {
+            return Ok(problem(
+                n,
+                sequence,
+                ProblemKind::Altered,
+                format!("record {n}'s index facets do not match its event"),
+            ));
+        }
+        if let Some(release) = own_release {
+            self.scopes.entry(release).or_default().widen(&facets);
+        }
+        if let Some(stream) = stream {
+            if let Some(found) = compare_with_stream(n, &record, stream).await? {
+                return Ok(Some(found));
+            }
+        }
+        self.prev = record.hash;
+        self.expected += 1;
+        Ok(None)
+    }
+}
+
+async fn compare_with_stream(
+    n: u64,
+    record: &Record,
+    stream: &mut StreamSide,
+) -> Result<Option<Problem>, AuditError> {
+    let position = (record.sequence, record.index);
+    let Some((sequence, index, bytes)) = stream.peek().await? else {
+        return Ok(problem(
+            n,
+            Some(record.sequence),
+            ProblemKind::Inserted,
+            format!(
+                "record {n} claims event {} of stream sequence {}, which the stream does not hold",
+                record.index, record.sequence
+            ),
+        ));
+    };
+    let at = (*sequence, *index);
+    if at < position {
+        return Ok(problem(
+            n,
+            Some(at.0),
+            ProblemKind::Removed,
+            format!(
+                "event {} of stream sequence {} has no record: it was removed before record {n}",
+                at.1, at.0
+            ),
+        ));
+    }
+    if at > position {
+        return Ok(problem(
+            n,
+            Some(record.sequence),
+            ProblemKind::Inserted,
+            format!(
+                "record {n} claims event {} of stream sequence {}, which the stream does not hold",
+                record.index, record.sequence
+            ),
+        ));
+    }
+    if *bytes != canonical_bytes(&record.envelope) {
+        return Ok(problem(
+            n,
+            Some(record.sequence),
+            ProblemKind::Altered,
+            format!(
+                "record {n} differs from event {} of stream sequence {}",
+                record.index, record.sequence
+            ),
+        ));
+    }
+    stream.pop();
+    Ok(None)
+}

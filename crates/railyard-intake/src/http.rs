@@ -1,0 +1,150 @@
+//! The intake routes (INTERFACES §6): `POST /v1/cdevents`, `/v1/webhooks/github`,
+//! `/v1/webhooks/gitlab` and `/v1/releases`. Each reads the body itself (so an oversize body
+//! is a 413 in the house error format and lands in the rejection log), then hands it to
+//! [`Intake`]. The ops routes are not here: the binary merges `railyard_http::ops_router`.
+//! The operator routes `/v1/releases/{id}/approve|deny|hold|resume|rollback|cancel|retry`
+//! belong to the promoter and are not served by this router.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use railyard_http::Role;
+
+use crate::intake::{Door, Headers, Intake, read_body};
+
+/// Every intake route over `intake`.
+pub fn router(intake: Intake) -> Router {
+    Router::new()
+        .route("/v1/cdevents", post(cdevents))
+        .route("/v1/webhooks/github", post(github))
+        .route("/v1/webhooks/gitlab", post(gitlab))
+        .route("/v1/releases", post(releases))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(intake)
+}
+
+/// Where a request came from: the peer address when the server records it, else the first
+/// `X-Forwarded-For` hop, else `unknown`.
+fn origin(request: &Request) -> String {
+    if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        return addr.to_string();
+    }
+    request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn authorization(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Reads the body or answers 413/400 (recorded in the rejection log).
+async fn body(
+    intake: &Intake,
+    door: Door,
+    origin: &str,
+    request: Request,
+) -> Result<(Headers, bytes::Bytes), Response> {
+    let headers = Headers::from_http(request.headers());
+    let declared = declared_length(&request);
+    match read_body(request.into_body(), declared, intake.config().body_limit).await {
+        Ok(bytes) => Ok((headers, bytes)),
+        Err(refused) => Err(intake
+            .refuse(door, origin, b"", refused)
+            .await
+            .into_response()),
+    }
+}
+
+async fn cdevents(State(intake): State<Intake>, request: Request) -> Response {
+    let origin = origin(&request);
+    let authorization = authorization(&request);
+    let identity = match intake
+        .authenticate(
+            Door::CdEvents,
+            &origin,
+            authorization.as_deref(),
+            Role::Publisher,
+        )
+        .await
+    {
+        Ok(identity) => identity,
+        Err(refused) => return refused.into_response(),
+    };
+    let (headers, bytes) = match body(&intake, Door::CdEvents, &origin, request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    intake
+        .cdevent(Door::CdEvents, &identity, &origin, &headers, &bytes)
+        .await
+        .into_response()
+}
+
+async fn github(State(intake): State<Intake>, request: Request) -> Response {
+    let origin = origin(&request);
+    let (headers, bytes) = match body(&intake, Door::GitHub, &origin, request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    intake
+        .github(&origin, &headers, &bytes)
+        .await
+        .into_response()
+}
+
+async fn gitlab(State(intake): State<Intake>, request: Request) -> Response {
+    let origin = origin(&request);
+    let (headers, bytes) = match body(&intake, Door::GitLab, &origin, request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    intake
+        .gitlab(&origin, &headers, &bytes)
+        .await
+        .into_response()
+}
+
+async fn releases(State(intake): State<Intake>, request: Request) -> Response {
+    let origin = origin(&request);
+    let authorization = authorization(&request);
+    let identity = match intake
+        .authenticate(
+            Door::Releases,
+            &origin,
+            authorization.as_deref(),
+            Role::Publisher,
+        )
+        .await
+    {
+        Ok(identity) => identity,
+        Err(refused) => return refused.into_response(),
+    };
+    let (headers, bytes) = match body(&intake, Door::Releases, &origin, request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    intake
+        .submit_release(&identity, &origin, &headers, &bytes)
+        .await
+        .into_response()
+}

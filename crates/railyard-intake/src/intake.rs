@@ -1,0 +1,928 @@
+//! [`Intake`]: the door-independent core shared by HTTP and NATS. It authenticates and parses
+//! an input, records a refusal in the rejection log, de-duplicates by delivery id, appends
+//! the mapped event, and — when a signal completes a change or a group — appends
+//! `release.requested` exactly once (`Expected::NoEvents` on the release aggregate).
+//!
+//! Each service's signal state is a memo of the fold of `signal.<service>`: it is loaded from
+//! the stream on first use, and every signal append expects the memo's last sequence, so a
+//! conflict (another intake appended) reloads it. Nothing lives only in memory.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use railyard_bus::{AppendError, Bus, BusError, Expected, Rejection};
+use railyard_core::event::{ReleaseRequested, ServiceDeployed};
+use railyard_core::inventory::RunningService;
+use railyard_core::{AggregateId, Envelope, Event, ReleaseFile, ReleaseId, ServiceName};
+use railyard_http::Role;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::oneshot;
+
+use crate::answer::{Answer, Refused};
+use crate::config::IntakeConfig;
+use crate::mapped::{Mapped, Parsed, Resolver, Running, Signal};
+use crate::policy::{SignalState, release_for};
+use crate::{cdevents, github, gitlab};
+
+/// How often a signal append is retried after conflicts with other intakes.
+const APPEND_ATTEMPTS: usize = 8;
+/// Most signals appended in one message.
+const MAX_BATCH: usize = 32;
+
+/// Request headers with lowercase names, from HTTP or NATS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// Headers from `(name, value)` pairs (names are lowercased).
+    pub fn new<N: AsRef<str>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Headers {
+        Headers(
+            pairs
+                .into_iter()
+                .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// From an HTTP header map (values that are not visible ASCII are dropped).
+    pub fn from_http(map: &axum::http::HeaderMap) -> Headers {
+        Headers::new(
+            map.iter()
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?.to_owned()))),
+        )
+    }
+
+    /// From NATS message headers.
+    pub fn from_nats(map: &railyard_bus::HeaderMap) -> Headers {
+        Headers::new(map.iter().flat_map(|(n, values)| {
+            let name: &str = n.as_ref();
+            values
+                .iter()
+                .map(move |v| (name.to_owned(), v.as_str().to_owned()))
+        }))
+    }
+
+    /// The first value of `name` (lowercase).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The media type of `content-type`, lowercase, without parameters.
+    pub fn content_type(&self) -> String {
+        self.get("content-type")
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The door an input came through; names its rejection-log subject and its metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `POST /v1/cdevents`.
+    CdEvents,
+    /// `railyard.intake.cdevents`.
+    Nats,
+    /// `POST /v1/webhooks/github`.
+    GitHub,
+    /// `POST /v1/webhooks/gitlab`.
+    GitLab,
+    /// `POST /v1/releases`.
+    Releases,
+}
+
+impl Door {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::CdEvents => "cdevents",
+            Door::Nats => "nats",
+            Door::GitHub => "github",
+            Door::GitLab => "gitlab",
+            Door::Releases => "releases",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SignalMemo {
+    loaded: bool,
+    last_sequence: u64,
+    state: SignalState,
+}
+
+/// A signal waiting to be appended, and where its outcome goes (the versions it touched).
+struct Pending {
+    envelope: Envelope,
+    done: oneshot::Sender<Result<BTreeSet<String>, String>>,
+}
+
+/// One service's memo and its queue of signals to append. Concurrent signals of a service are
+/// appended together, as one message (group commit): whoever holds the memo appends every
+/// queued signal, so a busy service costs one round trip per batch, not per signal.
+struct ServiceSlot {
+    memo: AsyncMutex<SignalMemo>,
+    pending: Mutex<Vec<Pending>>,
+}
+
+type Labels = Vec<(String, String)>;
+
+struct Inner {
+    bus: Bus,
+    config: IntakeConfig,
+    signals: Mutex<HashMap<ServiceName, Arc<ServiceSlot>>>,
+    requested: Mutex<HashSet<ReleaseId>>,
+    answers: Family<Labels, Counter>,
+}
+
+/// Trigger intake over one bus; cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake")
+            .field("bus", &self.inner.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Refused {
+    Refused::unavailable(format!(
+        "nats did not store the event ({error}): retry the delivery"
+    ))
+}
+
+impl Intake {
+    /// Intake over `bus` (whose topology must exist: `Bus::ensure_topology`).
+    pub fn new(config: IntakeConfig, bus: Bus) -> Intake {
+        let answers = config.metrics.register(
+            "intake_answers",
+            "Inputs answered by intake, by door and outcome or status",
+            Family::<Labels, Counter>::default(),
+        );
+        Intake {
+            inner: Arc::new(Inner {
+                bus,
+                config,
+                signals: Mutex::new(HashMap::new()),
+                requested: Mutex::new(HashSet::new()),
+                answers,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IntakeConfig {
+        &self.inner.config
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    fn resolver(&self) -> Resolver<'_> {
+        Resolver::new(&self.inner.config.catalog)
+    }
+
+    /// A CDEvent from a publisher (HTTP, `actor` is the token's identity) or from NATS.
+    pub async fn cdevent(
+        &self,
+        door: Door,
+        actor: &str,
+        origin: &str,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Answer, Refused> {
+        let parsed = cdevents::parse(&self.resolver(), headers, body);
+        self.finish(door, actor, origin, body, parsed).await
+    }
+
+    /// A GitHub delivery: signature first, then parsing.
+    pub async fn github(
+        &self,
+        origin: &str,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Answer, Refused> {
+        let parsed = match &self.inner.config.github_secret {
+            None => Err(Refused::unauthenticated(
+                "github webhooks are not enabled here: set RAILYARD_GITHUB_WEBHOOK_SECRET (or _FILE) on intake",
+                "X-Hub-Signature-256",
+            )),
+            Some(secret) => github::verify_signature(
+                secret.expose(),
+                body,
+                headers.get(github::SIGNATURE_HEADER),
+            )
+            .and_then(|()| github::parse(&self.resolver(), headers, body)),
+        };
+        self.finish(Door::GitHub, "github", origin, body, parsed)
+            .await
+    }
+
+    /// A GitLab delivery: token first, then parsing.
+    pub async fn gitlab(
+        &self,
+        origin: &str,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Answer, Refused> {
+        let parsed = match &self.inner.config.gitlab_token {
+            None => Err(Refused::unauthenticated(
+                "gitlab webhooks are not enabled here: set RAILYARD_GITLAB_WEBHOOK_TOKEN (or _FILE) on intake",
+                "X-Gitlab-Token",
+            )),
+            Some(token) => gitlab::verify_token(token.expose(), headers.get("x-gitlab-token"))
+                .and_then(|()| gitlab::parse(&self.resolver(), headers, body)),
+        };
+        self.finish(Door::GitLab, "gitlab", origin, body, parsed)
+            .await
+    }
+
+    /// Checks a bearer token for `role`; a refusal is recorded in the rejection log.
+    pub async fn authenticate(
+        &self,
+        door: Door,
+        origin: &str,
+        authorization: Option<&str>,
+        role: Role,
+    ) -> Result<String, Refused> {
+        let checked = self
+            .inner
+            .config
+            .tokens
+            .authenticate(authorization)
+            .and_then(|identity| identity.require(role).map(|()| identity.name));
+        match checked {
+            Ok(name) => Ok(name),
+            Err(error) => Err(self.refuse(door, origin, b"", Refused(error)).await),
+        }
+    }
+
+    /// Records a refusal (4xx) in the rejection log and counts it; returns it for answering.
+    pub async fn refuse(&self, door: Door, origin: &str, body: &[u8], refused: Refused) -> Refused {
+        self.count(door, &refused.status().to_string());
+        if refused.is_client_error() {
+            tracing::info!(door = door.as_str(), %origin, status = refused.status(), error = %refused, "input refused");
+            let rejection = Rejection::new(door.as_str(), origin, refused.to_string(), body);
+            if let Err(error) = self.inner.bus.record_rejection(&rejection).await {
+                tracing::warn!(door = door.as_str(), %error, "cannot record a rejection");
+            }
+        } else {
+            tracing::warn!(door = door.as_str(), %origin, error = %refused, "input not stored");
+        }
+        refused
+    }
+
+    fn count(&self, door: Door, outcome: &str) {
+        self.inner
+            .answers
+            .get_or_create(&vec![
+                ("door".to_owned(), door.as_str().to_owned()),
+                ("outcome".to_owned(), outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    async fn finish(
+        &self,
+        door: Door,
+        actor: &str,
+        origin: &str,
+        body: &[u8],
+        parsed: Result<Parsed, Refused>,
+    ) -> Result<Answer, Refused> {
+        let result = match parsed {
+            Ok(parsed) => self.apply(parsed, actor).await,
+            Err(refused) => Err(refused),
+        };
+        match result {
+            Ok(answer) => {
+                self.count(door, answer.outcome.as_str());
+                tracing::debug!(door = door.as_str(), %origin, outcome = answer.outcome.as_str(), reason = %answer.reason, "input answered");
+                Ok(answer)
+            }
+            Err(refused) => Err(self.refuse(door, origin, body, refused).await),
+        }
+    }
+
+    /// Submits a release file (TOML, or JSON when `content_type` says so) as `identity`.
+    pub async fn submit_release(
+        &self,
+        identity: &str,
+        origin: &str,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Answer, Refused> {
+        let result = self.release_from(identity, headers, body).await;
+        match result {
+            Ok(answer) => {
+                self.count(Door::Releases, answer.outcome.as_str());
+                Ok(answer)
+            }
+            Err(refused) => Err(self.refuse(Door::Releases, origin, body, refused).await),
+        }
+    }
+
+    async fn release_from(
+        &self,
+        identity: &str,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Answer, Refused> {
+        let text = std::str::from_utf8(body).map_err(|error| {
+            Refused::malformed(
+                format!(
+                    "the body is not valid utf-8 (at byte {}): send the release file as utf-8",
+                    error.valid_up_to()
+                ),
+                "",
+            )
+        })?;
+        let json =
+            headers.content_type() == "application/json" || text.trim_start().starts_with('{');
+        let parsed = if json {
+            ReleaseFile::from_json(text)
+        } else {
+            ReleaseFile::from_toml(text)
+        };
+        let release = parsed.map_err(|error| {
+            let detail = error.to_string();
+            if error.path == "release" && error.position.is_some() {
+                Refused::malformed(
+                    format!("{detail}: send a release file (INTERFACES §4)"),
+                    error.path,
+                )
+            } else {
+                Refused::invalid(detail, error.path)
+            }
+        })?;
+        if release.changes.is_empty() {
+            return Err(Refused::invalid(
+                "a release needs at least one change: add a [[changes]] entry",
+                "release.changes",
+            ));
+        }
+        let resolver = self.resolver();
+        for (i, change) in release.changes.iter().enumerate() {
+            resolver.named(
+                change.service.as_str(),
+                &format!("release.changes[{i}].service"),
+            )?;
+        }
+        let delivery = headers
+            .get("idempotency-key")
+            .filter(|k| !k.is_empty())
+            .map(|k| format!("release:{identity}:{k}"));
+        if let Some(key) = &delivery {
+            if !self
+                .inner
+                .bus
+                .remember_delivery(key)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(Answer::duplicate(key));
+            }
+        }
+        let aggregate = AggregateId::Release(release.id.clone());
+        let requested = ReleaseRequested {
+            release: release.id.clone(),
+            requested_by: identity.to_owned(),
+            changes: release.changes,
+        };
+        let envelope = Envelope::new(
+            aggregate.clone(),
+            identity,
+            self.inner.config.clock.now(),
+            Event::ReleaseRequested(requested),
+        );
+        let outcome = match self
+            .inner
+            .bus
+            .append(
+                &aggregate,
+                Expected::NoEvents,
+                std::slice::from_ref(&envelope),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.inner
+                    .requested
+                    .lock()
+                    .expect("requested lock")
+                    .insert(release.id.clone());
+                tracing::info!(release = %release.id, requested_by = identity, "release submitted");
+                Ok(Answer::accepted(
+                    envelope.event_id,
+                    format!("release {} requested by {identity}", release.id),
+                ))
+            }
+            Err(AppendError::Conflict { .. }) => Err(Refused::conflict(
+                format!(
+                    "release {} already exists: submit it under a new id",
+                    release.id
+                ),
+                "release.id",
+            )),
+            Err(error) => Err(unavailable(error)),
+        };
+        if outcome.is_err() {
+            if let Some(key) = &delivery {
+                self.forget(key).await;
+            }
+        }
+        outcome
+    }
+
+    async fn forget(&self, key: &str) {
+        if let Err(error) = self.inner.bus.forget_delivery(key).await {
+            tracing::warn!(delivery = key, %error, "cannot forget a delivery; its redelivery will be answered duplicate");
+        }
+    }
+
+    /// Records what a parsed input means: dedupe, append, trigger policy.
+    async fn apply(&self, parsed: Parsed, actor: &str) -> Result<Answer, Refused> {
+        let mapped = match parsed.mapped {
+            Mapped::Ignored(reason) => return Ok(Answer::ignored(reason)),
+            Mapped::ChainSuite(suite) => {
+                let chain = suite.chain_id.clone().unwrap_or_default();
+                match self.service_of_chain(&chain).await.map_err(unavailable)? {
+                    Some(service) => Mapped::Signal {
+                        service,
+                        signal: Signal::Suite(suite),
+                    },
+                    None => {
+                        return Ok(Answer::ignored(format!(
+                            "no artifact event with chainId {chain:?} has arrived, so the service of suite {:?} is unknown: send the artifact event first, or customData.railyard.{{service, version}} with the result",
+                            suite.suite
+                        )));
+                    }
+                }
+            }
+            other => other,
+        };
+        if let Some(key) = &parsed.delivery {
+            if !self
+                .inner
+                .bus
+                .remember_delivery(key)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(Answer::duplicate(key));
+            }
+        }
+        let result = self.record(mapped, actor).await;
+        if result.is_err() {
+            if let Some(key) = &parsed.delivery {
+                self.forget(key).await;
+            }
+        }
+        result
+    }
+
+    async fn record(&self, mapped: Mapped, actor: &str) -> Result<Answer, Refused> {
+        match mapped {
+            Mapped::Signal { service, signal } => self.record_signal(service, signal, actor).await,
+            Mapped::Deployed {
+                env,
+                service,
+                running,
+            } => {
+                let running = match running {
+                    Some(running) => Some(
+                        self.running_service(&service, running)
+                            .await
+                            .map_err(unavailable)?,
+                    ),
+                    None => None,
+                };
+                let reason = match &running {
+                    Some(r) => format!("inventory of {env}: {service} runs {}", r.version),
+                    None => format!("inventory of {env}: {service} removed"),
+                };
+                let aggregate = AggregateId::Inventory(env.clone());
+                let event = Event::ServiceDeployed(ServiceDeployed {
+                    env,
+                    service,
+                    running,
+                    databases: Default::default(),
+                    release: None,
+                });
+                self.append_any(aggregate, actor, event, reason).await
+            }
+            Mapped::IncidentOpened(opened) => {
+                let reason = format!("incident {} opened in {}", opened.incident, opened.env);
+                let aggregate = AggregateId::Incident(opened.env.clone());
+                self.append_any(aggregate, actor, Event::IncidentOpened(opened), reason)
+                    .await
+            }
+            Mapped::IncidentResolved(resolved) => {
+                let reason = format!(
+                    "incident {} resolved in {}",
+                    resolved.incident, resolved.env
+                );
+                let aggregate = AggregateId::Incident(resolved.env.clone());
+                self.append_any(aggregate, actor, Event::IncidentResolved(resolved), reason)
+                    .await
+            }
+            Mapped::Ignored(reason) => Ok(Answer::ignored(reason)),
+            Mapped::ChainSuite(suite) => Ok(Answer::ignored(format!(
+                "the result of suite {:?} names no service: send customData.railyard.{{service, version}}",
+                suite.suite
+            ))),
+        }
+    }
+
+    async fn append_any(
+        &self,
+        aggregate: AggregateId,
+        actor: &str,
+        event: Event,
+        reason: String,
+    ) -> Result<Answer, Refused> {
+        let envelope = Envelope::new(
+            aggregate.clone(),
+            actor,
+            self.inner.config.clock.now(),
+            event,
+        );
+        self.inner
+            .bus
+            .append(&aggregate, Expected::Any, std::slice::from_ref(&envelope))
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(aggregate = %aggregate, event = envelope.event.type_name(), "input recorded");
+        Ok(Answer::accepted(envelope.event_id, reason))
+    }
+
+    /// What runs, with the contracts of the change it matches when intake knows it.
+    async fn running_service(
+        &self,
+        service: &ServiceName,
+        running: Running,
+    ) -> Result<RunningService, BusError> {
+        let slot = self.slot(service);
+        let mut memo = slot.memo.lock().await;
+        self.ensure_loaded(service, &mut memo).await?;
+        let known = running
+            .version
+            .as_deref()
+            .and_then(|v| memo.state.artifact(v))
+            .or_else(|| {
+                running
+                    .commit
+                    .as_deref()
+                    .and_then(|c| memo.state.artifact_for_commit(c))
+            });
+        Ok(match known {
+            Some(signal) => {
+                let mut service = RunningService::from(&signal.artifact.change);
+                if running.artifact.is_some() {
+                    service.artifact = running.artifact;
+                }
+                service
+            }
+            None => RunningService {
+                version: running
+                    .version
+                    .clone()
+                    .or_else(|| running.commit.clone())
+                    .or_else(|| running.artifact.clone())
+                    .unwrap_or_else(|| "unknown".to_owned()),
+                artifact: running.artifact,
+                commit: running.commit,
+                consumes: Default::default(),
+                produces: Default::default(),
+                provides: Default::default(),
+                requires: Default::default(),
+                schema: Default::default(),
+            },
+        })
+    }
+
+    fn slot(&self, service: &ServiceName) -> Arc<ServiceSlot> {
+        self.inner
+            .signals
+            .lock()
+            .expect("signals lock")
+            .entry(service.clone())
+            .or_insert_with(|| {
+                Arc::new(ServiceSlot {
+                    memo: AsyncMutex::new(SignalMemo {
+                        loaded: false,
+                        last_sequence: 0,
+                        state: SignalState::new(service.clone()),
+                    }),
+                    pending: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    async fn ensure_loaded(
+        &self,
+        service: &ServiceName,
+        memo: &mut SignalMemo,
+    ) -> Result<(), BusError> {
+        if !memo.loaded {
+            self.reload(service, memo).await?;
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, service: &ServiceName, memo: &mut SignalMemo) -> Result<(), BusError> {
+        let loaded = self
+            .inner
+            .bus
+            .load(&AggregateId::Signal(service.clone()))
+            .await?;
+        memo.state = SignalState::fold(service.clone(), &loaded.events);
+        memo.last_sequence = loaded.last_sequence;
+        memo.loaded = true;
+        Ok(())
+    }
+
+    /// The service whose artifact carried `chain`: from the memos, else after reloading every
+    /// catalog service's signals.
+    async fn service_of_chain(&self, chain: &str) -> Result<Option<ServiceName>, BusError> {
+        let services: Vec<ServiceName> =
+            self.inner.config.catalog.services.keys().cloned().collect();
+        for refresh in [false, true] {
+            for service in &services {
+                let slot = self.slot(service);
+                let mut memo = slot.memo.lock().await;
+                if refresh {
+                    self.reload(service, &mut memo).await?;
+                } else if !memo.loaded {
+                    continue;
+                }
+                if memo.state.version_for_chain(chain).is_some() {
+                    return Ok(Some(service.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn record_signal(
+        &self,
+        service: ServiceName,
+        signal: Signal,
+        actor: &str,
+    ) -> Result<Answer, Refused> {
+        let event = match signal {
+            Signal::Artifact(artifact) => Event::ArtifactPublished(*artifact),
+            Signal::Suite(suite) => Event::SuiteFinished(suite),
+            Signal::Commits(commits) => Event::CommitsPushed(commits),
+        };
+        let aggregate = AggregateId::Signal(service.clone());
+        let envelope = Envelope::new(aggregate, actor, self.inner.config.clock.now(), event);
+        let touched = self.append_signal(&service, envelope.clone()).await?;
+        tracing::info!(%service, event = envelope.event.type_name(), event_id = %envelope.event_id, "signal recorded");
+        let mut reasons = vec![format!(
+            "{} recorded for {service}",
+            envelope.event.type_name()
+        )];
+        for version in touched {
+            reasons.push(
+                self.decide(&service, &version, &envelope)
+                    .await
+                    .map_err(unavailable)?,
+            );
+        }
+        Ok(Answer::accepted(envelope.event_id, reasons.join("; ")))
+    }
+
+    /// Appends `envelope` to `signal.<service>`, in one message with whatever other signals of
+    /// the service are queued, expecting the memo's last sequence (a conflict reloads the memo
+    /// from the stream and retries). Returns the versions whose readiness it may change.
+    async fn append_signal(
+        &self,
+        service: &ServiceName,
+        envelope: Envelope,
+    ) -> Result<BTreeSet<String>, Refused> {
+        // In its own task, so that a caller that goes away (a closed connection) never leaves
+        // a batch it leads half done.
+        let this = self.clone();
+        let service = service.clone();
+        tokio::spawn(async move { this.append_signal_now(&service, envelope).await })
+            .await
+            .map_err(|error| unavailable(format!("the append task failed: {error}")))?
+    }
+
+    async fn append_signal_now(
+        &self,
+        service: &ServiceName,
+        envelope: Envelope,
+    ) -> Result<BTreeSet<String>, Refused> {
+        let slot = self.slot(service);
+        let (done, mut outcome) = oneshot::channel();
+        slot.pending
+            .lock()
+            .expect("pending lock")
+            .push(Pending { envelope, done });
+        loop {
+            let mut memo = tokio::select! {
+                biased;
+                result = &mut outcome => return result.map_err(|_| unavailable("the batch was dropped"))?.map_err(unavailable),
+                memo = slot.memo.lock() => memo,
+            };
+            let batch: Vec<Pending> = {
+                let mut pending = slot.pending.lock().expect("pending lock");
+                let take = pending.len().min(MAX_BATCH);
+                pending.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                // Another holder took ours into its batch; its outcome is on the way.
+                drop(memo);
+                return outcome
+                    .await
+                    .map_err(|_| unavailable("the batch was dropped"))?
+                    .map_err(unavailable);
+            }
+            let envelopes: Vec<Envelope> = batch.iter().map(|p| p.envelope.clone()).collect();
+            let aggregate = AggregateId::Signal(service.clone());
+            let mut attempt = 0;
+            let stored = loop {
+                attempt += 1;
+                if let Err(error) = self.ensure_loaded(service, &mut memo).await {
+                    break Err(error.to_string());
+                }
+                match self
+                    .inner
+                    .bus
+                    .append(&aggregate, Expected::after(memo.last_sequence), &envelopes)
+                    .await
+                {
+                    Ok(appended) => break Ok(appended.sequence),
+                    Err(AppendError::Conflict { .. }) if attempt < APPEND_ATTEMPTS => {
+                        tracing::debug!(%service, attempt, "signal append conflicted; reloading");
+                        memo.loaded = false;
+                    }
+                    Err(error) => break Err(error.to_string()),
+                }
+            };
+            match stored {
+                Ok(sequence) => {
+                    memo.last_sequence = sequence;
+                    for pending in batch {
+                        let touched = memo.state.apply(&pending.envelope);
+                        let _ = pending.done.send(Ok(touched));
+                    }
+                }
+                Err(error) => {
+                    for pending in batch {
+                        let _ = pending.done.send(Err(error.clone()));
+                    }
+                }
+            }
+            drop(memo);
+        }
+    }
+
+    /// Requests the release of `service`'s change `version` when it (and its group) is ready;
+    /// says what it waits for otherwise.
+    async fn decide(
+        &self,
+        service: &ServiceName,
+        version: &str,
+        cause: &Envelope,
+    ) -> Result<String, AppendError> {
+        let catalog = &self.inner.config.catalog;
+        let (readiness, artifact) = {
+            let slot = self.slot(service);
+            let memo = slot.memo.lock().await;
+            (
+                memo.state.readiness(catalog, version),
+                memo.state.artifact(version).cloned(),
+            )
+        };
+        let Some(artifact) = artifact.filter(|_| readiness.is_ready()) else {
+            return Ok(format!("{service} {version}: {}", readiness.describe()));
+        };
+        let (release, members) = release_for(service, &artifact.artifact);
+        if self
+            .inner
+            .requested
+            .lock()
+            .expect("requested lock")
+            .contains(&release)
+        {
+            return Ok(format!("release {release} was already requested"));
+        }
+        let mut changes = vec![artifact.artifact.change.clone()];
+        let mut waiting = Vec::new();
+        for member in members.iter().filter(|m| *m != service) {
+            let slot = self.slot(member);
+            let mut memo = slot.memo.lock().await;
+            // A fresh read: another intake may have recorded the member's last signal.
+            self.reload(member, &mut memo).await?;
+            match memo.state.member_of(&release) {
+                None => waiting.push(format!("{member} (no artifact for release {release} yet)")),
+                Some(signal) => {
+                    let ready = memo
+                        .state
+                        .readiness(catalog, &signal.artifact.change.version);
+                    if ready.is_ready() {
+                        changes.push(signal.artifact.change.clone());
+                    } else {
+                        waiting.push(format!(
+                            "{member} {} ({})",
+                            signal.artifact.change.version,
+                            ready.describe()
+                        ));
+                    }
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            return Ok(format!(
+                "{service} {version} is ready; release {release} waits for {}",
+                waiting.join(", ")
+            ));
+        }
+        changes.sort_by(|a, b| a.service.cmp(&b.service));
+        let aggregate = AggregateId::Release(release.clone());
+        let requested = ReleaseRequested {
+            release: release.clone(),
+            requested_by: artifact.actor.clone(),
+            changes,
+        };
+        let envelope = Envelope::new(
+            aggregate.clone(),
+            cause.actor.clone(),
+            self.inner.config.clock.now(),
+            Event::ReleaseRequested(requested),
+        )
+        .caused_by(cause);
+        let reason = match self
+            .inner
+            .bus
+            .append(
+                &aggregate,
+                Expected::NoEvents,
+                std::slice::from_ref(&envelope),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%release, services = ?members, "release requested");
+                format!("release {release} requested")
+            }
+            Err(AppendError::Conflict { .. }) => format!("release {release} was already requested"),
+            Err(error) => return Err(error),
+        };
+        self.inner
+            .requested
+            .lock()
+            .expect("requested lock")
+            .insert(release);
+        Ok(reason)
+    }
+}
+
+/// Reads a request body of at most `limit` bytes: 413 when over, 400 when it breaks off.
+pub async fn read_body(
+    body: axum::body::Body,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Bytes, Refused> {
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Refused::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        // http-body-util's LengthLimitError says "length limit exceeded" somewhere in the chain.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut over = false;
+        while let Some(current) = source {
+            over |= current.to_string().contains("length limit exceeded");
+            source = current.source();
+        }
+        if over {
+            Refused::too_large(limit)
+        } else {
+            Refused::malformed(
+                format!("the body could not be read ({error}): send it again"),
+                "",
+            )
+        }
+    })
+}

@@ -1,0 +1,572 @@
+//! Deploy adapters (INTERFACES §3): `simulated` (a duration on the clock, failure by version or
+//! by a seeded draw), `command` (argv with placeholders and `RAILYARD_*` variables, a timeout,
+//! the exit code decides, the output's tail is kept) and `http` (POST JSON, 2xx accepts, an
+//! optional status URL polled until done). Every form is desired-state: running it twice is
+//! harmless. Secrets expand from [`Secrets`] and never reach a log or an event.
+
+use std::future::Future;
+use std::process::Stdio;
+use std::time::Duration;
+
+use railyard_core::catalog::Deploy;
+use railyard_core::{EnvName, ReleaseId, SharedClock, StepId};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tracing::{debug, info};
+
+use crate::config::Secrets;
+
+/// Default time limit of a command or http deploy without a `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a step acts on: the values its placeholders expand to.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// `{release}`.
+    pub release: Option<ReleaseId>,
+    /// The step id (not a placeholder; sent to http adapters).
+    pub step: StepId,
+    /// `{env}`.
+    pub env: Option<EnvName>,
+    /// Attempt number of the step.
+    pub attempt: u32,
+    /// `{service}`.
+    pub service: Option<String>,
+    /// `{version}`.
+    pub version: Option<String>,
+    /// `{artifact}`.
+    pub artifact: Option<String>,
+    /// `{to}` (migrations).
+    pub to: Option<u32>,
+    /// `{weight}` (canary; 100 otherwise).
+    pub weight: u8,
+    /// `{colour}` (blue-green).
+    pub colour: Option<String>,
+}
+
+impl Target {
+    fn values(&self) -> Vec<(&'static str, String)> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        vec![
+            ("service", text(&self.service)),
+            ("version", text(&self.version)),
+            ("artifact", text(&self.artifact)),
+            (
+                "env",
+                self.env
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+            ("weight", self.weight.to_string()),
+            ("colour", text(&self.colour)),
+            ("to", self.to.map(|t| t.to_string()).unwrap_or_default()),
+            (
+                "release",
+                self.release
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+        ]
+    }
+}
+
+/// Which form of an adapter to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Deploy (or migrate).
+    Run,
+    /// The rollback form.
+    Rollback,
+    /// The remove form (a service new to the environment).
+    Remove,
+}
+
+impl Form {
+    fn as_str(self) -> &'static str {
+        match self {
+            Form::Run => "deploy",
+            Form::Rollback => "rollback",
+            Form::Remove => "remove",
+        }
+    }
+}
+
+/// How an adapter run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened, in words, with the output's tail for commands.
+    pub detail: String,
+}
+
+impl Outcome {
+    fn ok(detail: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    fn failed(detail: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Runs adapters and gates' commands and requests: the clock, secrets and HTTP client they share.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// The clock every wait reads.
+    pub clock: SharedClock,
+    /// `{secret:NAME}` values.
+    pub secrets: Secrets,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// How often a status URL is polled.
+    pub poll_interval: Duration,
+    /// Bytes of output kept.
+    pub tail_bytes: usize,
+    /// Seed of simulated failure draws.
+    pub seed: u64,
+}
+
+/// Expands `{service}`-style placeholders and `{secret:NAME}`; unknown placeholders stay as they
+/// are. A missing secret is an error naming the variable to set.
+pub fn expand(template: &str, target: &Target, secrets: &Secrets) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    let values = target.values();
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return Ok(out);
+        };
+        let name = &after[..close];
+        if let Some(secret) = name.strip_prefix("secret:") {
+            let value = secrets.get(secret).ok_or_else(|| {
+                format!(
+                    "secret {secret} is not set: export RAILYARD_SECRET_{secret} for the promoter"
+                )
+            })?;
+            out.push_str(value);
+        } else if let Some((_, value)) = values.iter().find(|(key, _)| *key == name) {
+            out.push_str(value);
+        } else {
+            out.push('{');
+            out.push_str(name);
+            out.push('}');
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Runs `future` until it ends or `limit` passes on `clock`.
+pub async fn within<T>(
+    clock: &SharedClock,
+    limit: Duration,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        value = future => Some(value),
+        () = clock.sleep(limit) => None,
+    }
+}
+
+/// SplitMix64: a tiny, seedable generator for reproducible failure draws.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn draw(seed: u64, target: &Target) -> f64 {
+    let mut x = seed ^ u64::from(target.attempt);
+    for byte in target.step.bytes().chain(
+        target
+            .release
+            .as_ref()
+            .map(|r| r.as_str().bytes().collect::<Vec<_>>())
+            .unwrap_or_default(),
+    ) {
+        x = splitmix(x ^ u64::from(byte));
+    }
+    (splitmix(x) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn tail(bytes: &[u8], limit: usize, secrets: &Secrets) -> String {
+    let text = secrets.redact(&String::from_utf8_lossy(bytes));
+    let text = text.trim_end();
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut start = text.len() - limit;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+impl Runner {
+    /// Runs `form` of `deploy` for `target`.
+    pub async fn deploy(&self, deploy: &Deploy, form: Form, target: &Target) -> Outcome {
+        match deploy {
+            Deploy::Simulated {
+                duration,
+                fail_versions,
+                fail_rate,
+            } => {
+                if let Some(duration) = duration {
+                    self.clock.sleep(duration.0).await;
+                }
+                if form != Form::Run {
+                    return Outcome::ok(format!("simulated {} done", form.as_str()));
+                }
+                let version = target.version.clone().unwrap_or_default();
+                if fail_versions.contains(&version) {
+                    return Outcome::failed(format!(
+                        "simulated deploy of version {version} fails (it is listed in fail_versions)"
+                    ));
+                }
+                if let Some(rate) = fail_rate {
+                    if draw(self.seed, target) < *rate {
+                        return Outcome::failed(format!(
+                            "simulated deploy failed (fail_rate {rate})"
+                        ));
+                    }
+                }
+                Outcome::ok(format!("simulated deploy of {version} done"))
+            }
+            Deploy::Command {
+                run,
+                rollback,
+                remove,
+                timeout,
+            } => {
+                let argv = match form {
+                    Form::Run => run,
+                    Form::Rollback => match rollback {
+                        Some(argv) => argv,
+                        None => return Outcome::failed("the adapter has no rollback command"),
+                    },
+                    Form::Remove => match remove {
+                        Some(argv) => argv,
+                        None => return Outcome::failed("the adapter has no remove command"),
+                    },
+                };
+                let limit = timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+                self.command(argv, target, limit).await
+            }
+            Deploy::Http {
+                url,
+                status_url,
+                rollback_url,
+                timeout,
+            } => {
+                let url = match form {
+                    Form::Run => url,
+                    Form::Rollback => match rollback_url {
+                        Some(url) => url,
+                        None => return Outcome::failed("the adapter has no rollback_url"),
+                    },
+                    Form::Remove => return Outcome::failed("http adapters have no remove form"),
+                };
+                let limit = timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+                let status_url = if form == Form::Run {
+                    status_url.as_deref()
+                } else {
+                    None
+                };
+                match within(
+                    &self.clock,
+                    limit,
+                    self.http_deploy(url, status_url, form, target),
+                )
+                .await
+                {
+                    Some(outcome) => outcome,
+                    None => Outcome::failed(format!(
+                        "the deploy API at {url} did not finish within {}",
+                        humanize(limit)
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Runs `argv` (placeholders expanded) with the `RAILYARD_*` variables; the exit code
+    /// decides. The output's tail (secrets redacted) is in the detail.
+    pub async fn command(&self, argv: &[String], target: &Target, limit: Duration) -> Outcome {
+        let Some((program, args)) = argv.split_first() else {
+            return Outcome::failed("the command is empty: give run = [\"program\", \"args\"...]");
+        };
+        let expand_all = || -> Result<Vec<String>, String> {
+            std::iter::once(program)
+                .chain(args)
+                .map(|a| expand(a, target, &self.secrets))
+                .collect()
+        };
+        let expanded = match expand_all() {
+            Ok(expanded) => expanded,
+            Err(error) => return Outcome::failed(error),
+        };
+        // Log the template, never the expanded argv: it may hold secrets.
+        info!(step = %target.step, command = ?argv, "running command");
+        let mut command = tokio::process::Command::new(&expanded[0]);
+        command
+            .args(&expanded[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in target.values() {
+            command.env(format!("RAILYARD_{}", key.to_uppercase()), value);
+        }
+        command.env("RAILYARD_STEP", &target.step);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                return Outcome::failed(format!(
+                    "cannot run {program:?}: {error} (check the path and that it is executable)"
+                ));
+            }
+        };
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let run = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.read_to_end(&mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_end(&mut err).await;
+                }
+            };
+            let ((), (), status) = tokio::join!(read_out, read_err, child.wait());
+            (status, out, err)
+        };
+        match within(&self.clock, limit, run).await {
+            None => Outcome::failed(format!(
+                "{program} did not finish within {} and was killed",
+                humanize(limit)
+            )),
+            Some((Err(error), _, _)) => Outcome::failed(format!("waiting for {program}: {error}")),
+            Some((Ok(status), out, err)) => {
+                let mut detail = match status.code() {
+                    Some(code) => format!("{program} exited with {code}"),
+                    None => format!("{program} was killed by a signal"),
+                };
+                let out = tail(&out, self.tail_bytes, &self.secrets);
+                let err = tail(&err, self.tail_bytes, &self.secrets);
+                if !out.is_empty() {
+                    detail.push_str(&format!("\nstdout: {out}"));
+                }
+                if !err.is_empty() {
+                    detail.push_str(&format!("\nstderr: {err}"));
+                }
+                Outcome {
+                    ok: status.success(),
+                    detail,
+                }
+            }
+        }
+    }
+
+    async fn http_deploy(
+        &self,
+        url: &str,
+        status_url: Option<&str>,
+        form: Form,
+        target: &Target,
+    ) -> Outcome {
+        let url = match expand(url, target, &self.secrets) {
+            Ok(url) => url,
+            Err(error) => return Outcome::failed(error),
+        };
+        let body = json!({
+            "action": form.as_str(),
+            "release": target.release,
+            "step": target.step,
+            "env": target.env,
+            "service": target.service,
+            "version": target.version,
+            "artifact": target.artifact,
+            "to": target.to,
+            "weight": target.weight,
+            "colour": target.colour,
+        });
+        let shown = self.secrets.redact(&url);
+        let response = match self.http.post(&url).json(&body).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                return Outcome::failed(format!(
+                    "the deploy API at {shown} cannot be reached: {}",
+                    self.secrets.redact(&error_chain(&error))
+                ));
+            }
+        };
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Outcome::failed(format!(
+                "the deploy API at {shown} answered {status}: {}",
+                tail(text.as_bytes(), self.tail_bytes, &self.secrets)
+            ));
+        }
+        let Some(status_url) = status_url else {
+            return Outcome::ok(format!("the deploy API at {shown} accepted it ({status})"));
+        };
+        let status_url = match expand(status_url, target, &self.secrets) {
+            Ok(url) => url,
+            Err(error) => return Outcome::failed(error),
+        };
+        let shown = self.secrets.redact(&status_url);
+        loop {
+            match self.http.get(&status_url).send().await {
+                Ok(response) => {
+                    let code = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    let state = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| {
+                            v.get("state")
+                                .or_else(|| v.get("status"))
+                                .and_then(|s| s.as_str().map(str::to_lowercase))
+                        });
+                    match (code.as_u16(), state.as_deref()) {
+                        (_, Some("failed" | "failure" | "error")) => {
+                            return Outcome::failed(format!(
+                                "the deploy status at {shown} says it failed: {}",
+                                tail(text.as_bytes(), self.tail_bytes, &self.secrets)
+                            ));
+                        }
+                        (200, None | Some("done" | "succeeded" | "success" | "complete")) => {
+                            return Outcome::ok(format!("the deploy status at {shown} says done"));
+                        }
+                        (200..=299, _) => debug!(step = %target.step, "deploy still in progress"),
+                        (code, _) => {
+                            return Outcome::failed(format!(
+                                "the deploy status at {shown} answered {code}: {}",
+                                tail(text.as_bytes(), self.tail_bytes, &self.secrets)
+                            ));
+                        }
+                    }
+                }
+                Err(error) => {
+                    return Outcome::failed(format!(
+                        "the deploy status at {shown} cannot be reached: {}",
+                        self.secrets.redact(&error_chain(&error))
+                    ));
+                }
+            }
+            self.clock.sleep(self.poll_interval).await;
+        }
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A duration as `30s`, `10m`.
+pub fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_millis() != 0 || secs == 0 {
+        format!("{}ms", duration.as_millis())
+    } else if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            release: Some(ReleaseId::new("rel-1").unwrap()),
+            step: "production:deploy:orders-api".into(),
+            env: Some("production".parse().unwrap()),
+            attempt: 1,
+            service: Some("orders-api".into()),
+            version: Some("2.4.0".into()),
+            artifact: Some("pkg:oci/orders-api@sha256%3A0b".into()),
+            to: None,
+            weight: 10,
+            colour: Some("green".into()),
+        }
+    }
+
+    #[test]
+    fn placeholders_expand_and_unknown_ones_stay() {
+        let mut secrets = Secrets::default();
+        secrets.insert("TOKEN", "t0k");
+        assert_eq!(
+            expand(
+                "deploy {service}@{version} to {env} at {weight}% {colour} {release} {to} {other} {secret:TOKEN}",
+                &target(),
+                &secrets
+            )
+            .unwrap(),
+            "deploy orders-api@2.4.0 to production at 10% green rel-1  {other} t0k"
+        );
+        assert_eq!(
+            expand("{secret:MISSING}", &target(), &secrets).unwrap_err(),
+            "secret MISSING is not set: export RAILYARD_SECRET_MISSING for the promoter"
+        );
+        assert_eq!(expand("a {b", &target(), &secrets).unwrap(), "a {b");
+    }
+
+    #[test]
+    fn failure_draws_are_reproducible_and_spread() {
+        let t = target();
+        assert_eq!(draw(7, &t), draw(7, &t));
+        let mut below = 0;
+        for attempt in 0..1000 {
+            let t = Target {
+                attempt,
+                ..target()
+            };
+            if draw(7, &t) < 0.3 {
+                below += 1;
+            }
+        }
+        assert!((200..400).contains(&below), "{below}");
+    }
+
+    #[test]
+    fn output_tails_are_cut_and_redacted() {
+        let mut secrets = Secrets::default();
+        secrets.insert("T", "hunter2");
+        assert_eq!(tail(b"password hunter2\n", 100, &secrets), "password ***");
+        assert_eq!(tail(b"0123456789", 4, &secrets), "…6789");
+    }
+}

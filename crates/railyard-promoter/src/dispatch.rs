@@ -1,0 +1,129 @@
+//! The dispatcher: looks at a release after each of its events (and at every release in flight
+//! on each sweep) and does what [`decide::next`] says — offers ready steps on `RAILYARD_WORK`,
+//! records `release.completed`, or offers the rollback of an environment. Offers carry message
+//! ids derived from the state they answer, so every worker may dispatch and each offer is stored
+//! once; sweeps also re-offer steps whose worker died (their lease is free) and lost work.
+
+use std::sync::Arc;
+
+use railyard_core::event::ReleaseCompleted;
+use railyard_core::release_state::StepStatus;
+use railyard_core::{Action, Event, ReleaseId, Status};
+use tracing::{debug, info};
+
+use crate::decide::{self, Next};
+use crate::error::PromoterError;
+use crate::exec::{Ctx, append_at, external_done, external_states};
+use crate::work::{WorkOrder, step_lease};
+
+/// Looks at `release` and acts; `sweep` (a tick number) also re-offers orphaned work.
+pub(crate) async fn evaluate(
+    ctx: &Arc<Ctx>,
+    release: &ReleaseId,
+    sweep: Option<i64>,
+) -> Result<(), PromoterError> {
+    loop {
+        let Some(current) = ctx.load(release).await? else {
+            return Ok(());
+        };
+        let state = &current.state;
+        let externals = external_states(ctx, state).await?;
+        let tick = sweep.map(|t| format!("/sweep-{t}")).unwrap_or_default();
+        match decide::next(state, &ctx.config.catalog, &external_done(&externals)) {
+            Next::Wait => {}
+            Next::Complete => {
+                let event = ctx.envelope(release, Event::ReleaseCompleted(ReleaseCompleted {}));
+                if append_at(ctx, release, current.sequence, &[event])
+                    .await?
+                    .is_none()
+                {
+                    continue;
+                }
+                info!(release = %release, "release completed");
+                return Ok(());
+            }
+            Next::Offer(steps) => {
+                for step in steps {
+                    let attempts = decide::attempts(&current.events, &step);
+                    let id = format!("{release}/{step}/{attempts}{tick}");
+                    offer(
+                        ctx,
+                        WorkOrder::Step {
+                            release: release.clone(),
+                            step,
+                        },
+                        &id,
+                    )
+                    .await?;
+                }
+            }
+            Next::RollBack { env, reason } => {
+                let id = format!("{release}/rollback/{env}/{}{tick}", current.sequence);
+                offer(
+                    ctx,
+                    WorkOrder::Rollback {
+                        release: release.clone(),
+                        env,
+                        reason,
+                        actor: ctx.worker().to_owned(),
+                    },
+                    &id,
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+        if sweep.is_some() && state.status == Status::Planned {
+            resume_orphans(ctx, &current, &tick).await?;
+        }
+        return Ok(());
+    }
+}
+
+/// Re-offers running steps whose lease is free: their worker died.
+async fn resume_orphans(
+    ctx: &Arc<Ctx>,
+    current: &crate::exec::Current,
+    tick: &str,
+) -> Result<(), PromoterError> {
+    let state = &current.state;
+    let Some(plan) = &state.plan else {
+        return Ok(());
+    };
+    for step in &plan.steps {
+        if !matches!(state.steps.get(&step.id), Some(StepStatus::Running { .. })) {
+            continue;
+        }
+        if step.action == Action::Approve && state.approvals.contains_key(&step.id) {
+            continue; // waits for an approver, not for a worker
+        }
+        if ctx
+            .bus
+            .lease_holder(&step_lease(&state.id, &step.id))
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        let attempts = decide::attempts(&current.events, &step.id);
+        let id = format!("{}/{}/{attempts}/resume{tick}", state.id, step.id);
+        debug!(release = %state.id, step = %step.id, "re-offering a step whose worker is gone");
+        offer(
+            ctx,
+            WorkOrder::Step {
+                release: state.id.clone(),
+                step: step.id.clone(),
+            },
+            &id,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn offer(ctx: &Ctx, order: WorkOrder, id: &str) -> Result<(), PromoterError> {
+    ctx.bus
+        .publish_work(&order.subject(), order.payload(), id)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,967 @@
+//! Taking and running one step. A worker takes a step only by winning its lease and appending
+//! `step.started` against the release's last sequence; it renews the lease on the clock while
+//! the step runs and records every result (`gate.evaluated`, then `step.succeeded` or
+//! `step.failed`, with `release.held` under a `hold` policy) only while the fold still says the
+//! step is its own. A conflict re-reads the release and decides again.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use railyard_bus::{AppendError, Bus, BusError, Expected, Lease};
+use railyard_core::catalog::{Gate, OnFailure, Strategy};
+use railyard_core::event::{
+    ApprovalRequested, GateEvaluated, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
+};
+use railyard_core::inventory::RunningService;
+use railyard_core::release_state::StepStatus;
+use railyard_core::{
+    Action, AggregateId, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step,
+    StepId,
+};
+use tracing::{debug, info, warn};
+
+use crate::adapter::{Form, Outcome, Runner, Target, humanize};
+use crate::config::PromoterConfig;
+use crate::decide;
+use crate::error::PromoterError;
+use crate::gate::{GateCheck, kind};
+use crate::inventory;
+use crate::work::step_lease;
+
+/// What every task of one worker shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) config: PromoterConfig,
+    pub(crate) bus: Bus,
+    pub(crate) runner: Runner,
+    claimed: Mutex<HashSet<String>>,
+}
+
+/// A release as read from the stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    pub(crate) state: ReleaseState,
+    pub(crate) events: Vec<Envelope>,
+    pub(crate) sequence: u64,
+}
+
+/// This worker's claim on a lease key: while it lives, no other task of the worker takes it.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    ctx: Arc<Ctx>,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut claimed) = self.ctx.claimed.lock() {
+            claimed.remove(&self.key);
+        }
+    }
+}
+
+impl Ctx {
+    pub(crate) fn new(config: PromoterConfig, bus: Bus) -> Arc<Ctx> {
+        let runner = Runner {
+            clock: config.clock.clone(),
+            secrets: config.secrets.clone(),
+            http: reqwest::Client::new(),
+            poll_interval: config.poll_interval,
+            tail_bytes: config.output_tail_bytes,
+            seed: config.simulation_seed,
+        };
+        Arc::new(Ctx {
+            config,
+            bus,
+            runner,
+            claimed: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub(crate) fn worker(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    /// Claims `key` for one task of this worker; `None` when another task has it.
+    pub(crate) fn claim(self: &Arc<Ctx>, key: &str) -> Option<Claim> {
+        let mut claimed = self.claimed.lock().ok()?;
+        claimed.insert(key.to_owned()).then(|| Claim {
+            ctx: Arc::clone(self),
+            key: key.to_owned(),
+        })
+    }
+
+    /// The release's state, events and last sequence; `None` when it has no events.
+    pub(crate) async fn load(&self, id: &ReleaseId) -> Result<Option<Current>, PromoterError> {
+        let loaded = self.bus.load(&AggregateId::Release(id.clone())).await?;
+        let state = ReleaseState::fold(&loaded.events).map_err(|source| PromoterError::Fold {
+            release: id.clone(),
+            source,
+        })?;
+        Ok(state.map(|state| Current {
+            state,
+            events: loaded.events,
+            sequence: loaded.last_sequence,
+        }))
+    }
+
+    pub(crate) fn envelope(&self, id: &ReleaseId, event: Event) -> Envelope {
+        Envelope::new(
+            AggregateId::Release(id.clone()),
+            self.worker(),
+            self.config.clock.now(),
+            event,
+        )
+    }
+
+    /// The owner the catalog names for a step's service, if any.
+    pub(crate) fn owner(&self, step: &Step) -> Option<String> {
+        match step.action {
+            Action::Deploy | Action::Verify => self
+                .config
+                .catalog
+                .services
+                .iter()
+                .find(|(name, _)| name.as_str() == step.target)
+                .and_then(|(_, s)| s.owner.clone()),
+            Action::Migrate | Action::Approve => None,
+        }
+    }
+}
+
+/// The states of the other releases a plan waits for (`None`: unknown release).
+pub(crate) async fn external_states(
+    ctx: &Ctx,
+    state: &ReleaseState,
+) -> Result<BTreeMap<ReleaseId, Option<ReleaseState>>, PromoterError> {
+    let mut out = BTreeMap::new();
+    for other in decide::waits_on(state) {
+        let current = ctx.load(&other).await?;
+        out.insert(other, current.map(|c| c.state));
+    }
+    Ok(out)
+}
+
+/// Whether an external edge is satisfied given the other releases' states.
+pub(crate) fn external_done(
+    states: &BTreeMap<ReleaseId, Option<ReleaseState>>,
+) -> impl Fn(&ExternalEdge) -> bool + '_ {
+    move |edge| match states.get(&edge.release) {
+        Some(Some(other)) => {
+            other.status.is_final() || other.steps.get(&edge.from) == Some(&StepStatus::Succeeded)
+        }
+        // A release that was never requested holds nothing up.
+        _ => true,
+    }
+}
+
+/// A step this worker started: the lease it holds and what it needs to run the step.
+#[derive(Debug)]
+pub(crate) struct Started {
+    lease: Lease,
+    _claim: Claim,
+    release: ReleaseId,
+    step: Step,
+    attempt: u32,
+    cause: Envelope,
+    current: Current,
+}
+
+/// Why a step was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotTaken {
+    /// Nothing to do: the reason is logged.
+    Skip(String),
+}
+
+/// Takes `step` of `release` if it may start (or resume) and this worker wins its lease.
+pub(crate) async fn take_step(
+    ctx: &Arc<Ctx>,
+    release: &ReleaseId,
+    step_id: &str,
+) -> Result<Result<Started, NotTaken>, PromoterError> {
+    let skip = |why: String| Ok(Err(NotTaken::Skip(why)));
+    let key = step_lease(release, step_id);
+    let Some(claim) = ctx.claim(&key) else {
+        return skip("this worker is running it".to_owned());
+    };
+    let mut lease: Option<Lease> = None;
+    loop {
+        let Some(current) = ctx.load(release).await? else {
+            return skip("the release has no events".to_owned());
+        };
+        let state = &current.state;
+        if state.status != Status::Planned {
+            return release_then(lease, skip(format!("the release is {}", state.status))).await;
+        }
+        let Some(step) = state.plan.as_ref().and_then(|p| p.step(step_id)).cloned() else {
+            return release_then(lease, skip("the step is not in the plan".to_owned())).await;
+        };
+        let fresh = match state.steps.get(step_id) {
+            Some(StepStatus::Pending) => true,
+            Some(StepStatus::Failed { .. })
+                if decide::on_failure(&ctx.config.catalog, &step.env) == OnFailure::Hold =>
+            {
+                true
+            }
+            Some(StepStatus::Running { .. })
+                if step.action == Action::Approve && state.approvals.contains_key(step_id) =>
+            {
+                return release_then(lease, skip("it waits for an approval".to_owned())).await;
+            }
+            Some(StepStatus::Running { .. }) => false,
+            Some(other) => {
+                return release_then(lease, skip(format!("the step is {other:?}"))).await;
+            }
+            None => return release_then(lease, skip("unknown step".to_owned())).await,
+        };
+        if fresh {
+            let externals = external_states(ctx, state).await?;
+            if !decide::ready(state, step_id, &external_done(&externals)) {
+                return release_then(lease, skip("it waits for other steps".to_owned())).await;
+            }
+        }
+        if lease.is_none() {
+            match ctx.bus.acquire_lease(&key, ctx.worker()).await? {
+                Some(won) => lease = Some(won),
+                None => return skip("another worker holds its lease".to_owned()),
+            }
+            continue; // re-read: the state may have moved while we took the lease
+        }
+        if fresh && (decide::env_untouched(state, &step.env) || step.action == Action::Migrate) {
+            if let Some(reason) = revalidate(ctx, &current, &step).await? {
+                let held = Event::ReleaseHeld(ReleaseHeld {
+                    reason: reason.clone(),
+                    step: Some(step.id.clone()),
+                    owner: ctx.owner(&step),
+                });
+                let envelope = ctx.envelope(release, held);
+                match append(ctx, release, current.sequence, &[envelope]).await? {
+                    true => {
+                        warn!(release = %release, step = %step.id, %reason, "release held: the rest of the plan is no longer safe");
+                        return release_then(lease, skip("held after re-validation".to_owned()))
+                            .await;
+                    }
+                    false => continue,
+                }
+            }
+        }
+        let attempt = decide::attempts(&current.events, step_id) + 1;
+        let mut events = vec![ctx.envelope(
+            release,
+            Event::StepStarted(StepStarted {
+                step: step.id.clone(),
+                worker: ctx.worker().to_owned(),
+                attempt,
+            }),
+        )];
+        if step.action == Action::Approve {
+            let approvers = ctx
+                .config
+                .catalog
+                .environment(&step.env)
+                .and_then(|e| e.approval.as_ref())
+                .map(|a| a.approvers.clone())
+                .unwrap_or_default();
+            events.push(ctx.envelope(
+                release,
+                Event::ApprovalRequested(ApprovalRequested {
+                    step: step.id.clone(),
+                    env: step.env.clone(),
+                    approvers,
+                }),
+            ));
+        }
+        let cause = events[0].clone();
+        let Some(sequence) = append_at(ctx, release, current.sequence, &events).await? else {
+            continue; // someone else moved the release: decide again
+        };
+        info!(release = %release, step = %step.id, attempt, worker = ctx.worker(), "step started");
+        let lease = lease.expect("taken above");
+        if step.action == Action::Approve {
+            // Nothing runs while an approval is awaited: the route completes the step.
+            let _ = lease.release().await;
+            return skip("approval requested".to_owned());
+        }
+        let mut after = current.clone();
+        for event in &events {
+            after.state = ReleaseState::apply(Some(after.state), event).map_err(|source| {
+                PromoterError::Fold {
+                    release: release.clone(),
+                    source,
+                }
+            })?;
+        }
+        after.sequence = sequence;
+        after.events.extend(events);
+        return Ok(Ok(Started {
+            lease,
+            _claim: claim,
+            release: release.clone(),
+            step,
+            attempt,
+            cause,
+            current: after,
+        }));
+    }
+}
+
+async fn release_then<T>(lease: Option<Lease>, then: T) -> T {
+    if let Some(lease) = lease {
+        if let Err(error) = lease.release().await {
+            debug!(%error, "lease already gone");
+        }
+    }
+    then
+}
+
+/// Appends `events` expecting `sequence`; `false` on a conflict.
+async fn append(
+    ctx: &Ctx,
+    release: &ReleaseId,
+    sequence: u64,
+    events: &[Envelope],
+) -> Result<bool, PromoterError> {
+    Ok(append_at(ctx, release, sequence, events).await?.is_some())
+}
+
+/// Appends `events` expecting `sequence`; the new sequence, or `None` on a conflict.
+pub(crate) async fn append_at(
+    ctx: &Ctx,
+    release: &ReleaseId,
+    sequence: u64,
+    events: &[Envelope],
+) -> Result<Option<u64>, PromoterError> {
+    match ctx
+        .bus
+        .append(
+            &AggregateId::Release(release.clone()),
+            Expected::after(sequence),
+            events,
+        )
+        .await
+    {
+        Ok(appended) => Ok(Some(appended.sequence)),
+        Err(AppendError::Conflict { .. }) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Asks the planner core whether the rest of the plan is still safe against the live
+/// inventory; the hold reason when it is not.
+async fn revalidate(
+    ctx: &Ctx,
+    current: &Current,
+    step: &Step,
+) -> Result<Option<String>, PromoterError> {
+    let Some(plan) = &current.state.plan else {
+        return Ok(None);
+    };
+    let Some(requested) = current.events.iter().find_map(|e| match &e.event {
+        Event::ReleaseRequested(r) => Some(r),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let inventory = inventory::live_inventory(&ctx.bus, &ctx.config.catalog).await?;
+    let remaining: BTreeSet<StepId> = current
+        .state
+        .steps
+        .iter()
+        .filter(|(_, s)| **s != StepStatus::Succeeded)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let input = railyard_planner::PlanInput {
+        catalog: &ctx.config.catalog,
+        release: requested,
+        inventory: &inventory,
+        in_flight: &[],
+    };
+    Ok(railyard_planner::revalidate(&input, plan, &remaining)
+        .err()
+        .map(|refusals| {
+            let what = if step.action == Action::Migrate {
+                format!("before migration {}", step.id)
+            } else {
+                format!("before entering {}", step.env)
+            };
+            let reasons: Vec<String> = refusals
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    format!(
+                        "{}. [{}] {} (remedy: {})",
+                        i + 1,
+                        r.rule,
+                        r.reason,
+                        r.remedy
+                    )
+                })
+                .collect();
+            format!(
+                "{what}, the rest of the plan is no longer safe against what runs now: {}; {}",
+                reasons.join("; "),
+                decide::operator_commands(&current.state.id, None)
+            )
+        }))
+}
+
+/// Records events about a running step, only while the fold says the step is this worker's.
+pub(crate) struct Recorder<'a> {
+    ctx: &'a Ctx,
+    release: ReleaseId,
+    step: StepId,
+    attempt: u32,
+    cause: Envelope,
+    known: Option<Current>,
+}
+
+impl Recorder<'_> {
+    fn ours(&self, state: &ReleaseState) -> bool {
+        matches!(
+            state.steps.get(&self.step),
+            Some(StepStatus::Running { worker, attempt })
+                if worker == self.ctx.worker() && *attempt == self.attempt
+        )
+    }
+
+    /// Appends the events `build` makes from the current state; `false` when the step is no
+    /// longer this worker's (taken over, release ended) or `build` declines.
+    pub(crate) async fn record(
+        &mut self,
+        build: impl Fn(&ReleaseState) -> Option<Vec<Event>>,
+    ) -> Result<bool, PromoterError> {
+        loop {
+            let current = match self.known.take() {
+                Some(known) => known,
+                None => match self.ctx.load(&self.release).await? {
+                    Some(current) => current,
+                    None => return Ok(false),
+                },
+            };
+            if !self.ours(&current.state) {
+                return Ok(false);
+            }
+            let Some(events) = build(&current.state) else {
+                return Ok(false);
+            };
+            let envelopes: Vec<Envelope> = events
+                .into_iter()
+                .map(|e| self.ctx.envelope(&self.release, e).caused_by(&self.cause))
+                .collect();
+            let mut after = current.state.clone();
+            for envelope in &envelopes {
+                match ReleaseState::apply(Some(after), envelope) {
+                    Ok(next) => after = next,
+                    Err(error) => {
+                        warn!(release = %self.release, step = %self.step, %error, "not recording: the release no longer allows it");
+                        return Ok(false);
+                    }
+                }
+            }
+            match append_at(self.ctx, &self.release, current.sequence, &envelopes).await? {
+                Some(sequence) => {
+                    let mut events = current.events;
+                    events.extend(envelopes);
+                    self.known = Some(Current {
+                        state: after,
+                        events,
+                        sequence,
+                    });
+                    return Ok(true);
+                }
+                None => continue,
+            }
+        }
+    }
+
+    async fn gate(&mut self, check: &GateCheck) -> Result<bool, PromoterError> {
+        let event = Event::GateEvaluated(GateEvaluated {
+            step: self.step.clone(),
+            gate: check.name.clone(),
+            passed: check.passed,
+            observed: check.observed.clone(),
+            expected: check.expected.clone(),
+        });
+        self.record(|_| Some(vec![event.clone()])).await
+    }
+}
+
+/// The step is no longer this worker's.
+#[derive(Debug)]
+struct Lost;
+
+/// Runs `work` while renewing `lease` on the clock; `None` when the lease was lost.
+pub(crate) async fn guarded<T>(
+    ctx: &Ctx,
+    lease: &mut Lease,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            value = &mut work => return Some(value),
+            () = ctx.config.clock.sleep(ctx.config.lease_renew_interval) => {
+                match lease.renew().await {
+                    Ok(()) => {}
+                    Err(error @ BusError::LeaseLost { .. }) => {
+                        warn!(lease = lease.key(), %error, "lease lost; stopping the work it guarded");
+                        return None;
+                    }
+                    Err(error) => warn!(lease = lease.key(), %error, "cannot renew the lease; trying again"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs a started step to its end and records the outcome.
+pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), PromoterError> {
+    let Started {
+        mut lease,
+        _claim,
+        release,
+        step,
+        attempt,
+        cause,
+        current,
+    } = started;
+    let mut recorder = Recorder {
+        ctx: &ctx,
+        release: release.clone(),
+        step: step.id.clone(),
+        attempt,
+        cause: cause.clone(),
+        known: Some(current.clone()),
+    };
+    let target = target_for(&current.state, &step, attempt);
+    let body = run_body(&ctx, &current, &step, &target, &mut recorder);
+    let outcome = match guarded(&ctx, &mut lease, body).await {
+        None => return Ok(()), // another worker resumes it
+        Some(Err(Lost)) => {
+            info!(release = %release, step = %step.id, "step no longer ours; stopping");
+            let _ = lease.release().await;
+            return Ok(());
+        }
+        Some(Ok(Err(error))) => {
+            let _ = lease.release().await;
+            return Err(error);
+        }
+        Some(Ok(Ok(outcome))) => outcome,
+    };
+    if outcome.ok {
+        if let Err(error) = record_inventory(&ctx, &current, &step, &target, &cause).await {
+            warn!(release = %release, step = %step.id, %error, "cannot record the inventory change; the step will be resumed");
+            let _ = lease.release().await;
+            return Ok(());
+        }
+        let detail = outcome.detail.clone();
+        let id = step.id.clone();
+        recorder
+            .record(|_| {
+                Some(vec![Event::StepSucceeded(StepOutcome {
+                    step: id.clone(),
+                    detail: detail.clone(),
+                })])
+            })
+            .await?;
+        info!(release = %release, step = %step.id, attempt, "step succeeded");
+    } else {
+        let policy = decide::on_failure(&ctx.config.catalog, &step.env);
+        let owner = ctx.owner(&step);
+        let detail = outcome.detail.clone();
+        let id = step.id.clone();
+        recorder
+            .record(|state| {
+                let mut events = vec![Event::StepFailed(StepOutcome {
+                    step: id.clone(),
+                    detail: detail.clone(),
+                })];
+                if policy == OnFailure::Hold && state.status == Status::Planned {
+                    let who = owner
+                        .as_ref()
+                        .map(|o| format!("{o} (owner of {}) should look at it; ", step.target))
+                        .unwrap_or_default();
+                    events.push(Event::ReleaseHeld(ReleaseHeld {
+                        reason: format!(
+                            "{id} failed in {}, whose policy is to hold: {detail}. {who}{}",
+                            step.env,
+                            decide::operator_commands(&state.id, Some(&id))
+                        ),
+                        step: Some(id.clone()),
+                        owner: owner.clone(),
+                    }));
+                }
+                Some(events)
+            })
+            .await?;
+        warn!(release = %release, step = %step.id, attempt, detail = %outcome.detail, ?policy, "step failed");
+    }
+    if let Err(error) = lease.release().await {
+        debug!(%error, "lease already gone");
+    }
+    Ok(())
+}
+
+/// The placeholder values of a step.
+pub(crate) fn target_for(state: &ReleaseState, step: &Step, attempt: u32) -> Target {
+    let mut target = Target {
+        release: Some(state.id.clone()),
+        step: step.id.clone(),
+        env: Some(step.env.clone()),
+        attempt,
+        weight: 100,
+        ..Target::default()
+    };
+    match step.action {
+        Action::Deploy | Action::Verify => {
+            let change = state
+                .changes
+                .iter()
+                .find(|c| c.service.as_str() == step.target);
+            target.service = Some(step.target.clone());
+            target.version = step
+                .version
+                .clone()
+                .or_else(|| change.map(|c| c.version.clone()));
+            target.artifact = change.and_then(|c| c.artifact.clone());
+        }
+        Action::Migrate => {
+            target.to = step
+                .target
+                .rsplit_once('@')
+                .and_then(|(_, to)| to.parse().ok());
+        }
+        Action::Approve => {}
+    }
+    target
+}
+
+fn fail(detail: impl Into<String>) -> Outcome {
+    Outcome {
+        ok: false,
+        detail: detail.into(),
+    }
+}
+
+type BodyResult = Result<Result<Outcome, PromoterError>, Lost>;
+
+async fn run_body(
+    ctx: &Ctx,
+    current: &Current,
+    step: &Step,
+    target: &Target,
+    recorder: &mut Recorder<'_>,
+) -> BodyResult {
+    let catalog = &ctx.config.catalog;
+    match step.action {
+        Action::Migrate => {
+            let database = step.target.split('@').next().unwrap_or_default();
+            let Some(db) = catalog
+                .databases
+                .iter()
+                .find(|(name, _)| name.as_str() == database)
+                .map(|(_, db)| db)
+            else {
+                return Ok(Ok(fail(format!(
+                    "database {database} is not in the catalog: add [databases.{database}] with a migrate adapter"
+                ))));
+            };
+            Ok(Ok(ctx.runner.deploy(&db.migrate, Form::Run, target).await))
+        }
+        Action::Deploy => {
+            let Some(service) = catalog
+                .services
+                .iter()
+                .find(|(name, _)| name.as_str() == step.target)
+                .map(|(_, s)| s)
+            else {
+                return Ok(Ok(fail(format!(
+                    "service {} is not in the catalog: add [services.{}]",
+                    step.target, step.target
+                ))));
+            };
+            let deploy = service.deploy_in(&step.env);
+            match service.strategy_in(&step.env) {
+                Strategy::Rolling => Ok(Ok(ctx.runner.deploy(deploy, Form::Run, target).await)),
+                Strategy::Canary { steps } => {
+                    let gates: Vec<(usize, &Gate)> = service
+                        .gates_in(&step.env)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
+                        .collect();
+                    let mut details = Vec::new();
+                    for weight in steps {
+                        let at = Target {
+                            weight: *weight,
+                            ..target.clone()
+                        };
+                        let outcome = ctx.runner.deploy(deploy, Form::Run, &at).await;
+                        if !outcome.ok {
+                            return Ok(Ok(fail(format!(
+                                "canary at {weight}%: {}",
+                                outcome.detail
+                            ))));
+                        }
+                        details.push(format!("{weight}%"));
+                        if *weight < 100 {
+                            for (i, gate) in &gates {
+                                let name = format!("canary {weight}%: {}[{i}]", kind(gate));
+                                let check = ctx.runner.gate(gate, &name, &at, &ctx.bus).await;
+                                if !recorder.gate(&check).await.map_err(|_| Lost)? {
+                                    return Err(Lost);
+                                }
+                                if !check.passed {
+                                    return Ok(Ok(fail(gate_failure(&check))));
+                                }
+                            }
+                        }
+                    }
+                    Ok(Ok(Outcome {
+                        ok: true,
+                        detail: format!("canary through {}", details.join(", ")),
+                    }))
+                }
+                Strategy::BlueGreen { switch } => {
+                    let colour = idle_colour(ctx, step).await;
+                    let at = Target {
+                        colour: Some(colour.clone()),
+                        ..target.clone()
+                    };
+                    let outcome = ctx.runner.deploy(deploy, Form::Run, &at).await;
+                    if !outcome.ok {
+                        return Ok(Ok(fail(format!(
+                            "deploying the idle colour {colour}: {}",
+                            outcome.detail
+                        ))));
+                    }
+                    for (i, gate) in service
+                        .gates_in(&step.env)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
+                    {
+                        let name = format!("{colour} before switch: {}[{i}]", kind(gate));
+                        let check = ctx.runner.gate(gate, &name, &at, &ctx.bus).await;
+                        if !recorder.gate(&check).await.map_err(|_| Lost)? {
+                            return Err(Lost);
+                        }
+                        if !check.passed {
+                            return Ok(Ok(fail(gate_failure(&check))));
+                        }
+                    }
+                    let switched = ctx
+                        .runner
+                        .command(switch, &at, crate::adapter::DEFAULT_TIMEOUT)
+                        .await;
+                    if !switched.ok {
+                        return Ok(Ok(fail(format!(
+                            "switching traffic to {colour}: {}",
+                            switched.detail
+                        ))));
+                    }
+                    Ok(Ok(Outcome {
+                        ok: true,
+                        detail: format!(
+                            "deployed to {colour} and switched traffic to it; the other colour stays until the release completes"
+                        ),
+                    }))
+                }
+            }
+        }
+        Action::Verify => verify(ctx, step, target, recorder).await,
+        Action::Approve => Ok(Ok(Outcome {
+            ok: current.state.approvals.contains_key(&step.id),
+            detail: "approvals are decided by approvers".to_owned(),
+        })),
+    }
+}
+
+fn gate_failure(check: &GateCheck) -> String {
+    format!(
+        "gate {} failed: observed {}, expected {}",
+        check.name, check.observed, check.expected
+    )
+}
+
+/// The colour a blue-green deploy goes to: they alternate, starting with blue.
+async fn idle_colour(ctx: &Ctx, step: &Step) -> String {
+    let deploys = ctx
+        .bus
+        .load(&AggregateId::Inventory(step.env.clone()))
+        .await
+        .map(|loaded| {
+            loaded
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(&e.event, Event::ServiceDeployed(d)
+                        if d.service.as_str() == step.target && d.running.is_some())
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    if deploys % 2 == 0 { "blue" } else { "green" }.to_owned()
+}
+
+async fn verify(
+    ctx: &Ctx,
+    step: &Step,
+    target: &Target,
+    recorder: &mut Recorder<'_>,
+) -> BodyResult {
+    let Some(service) = ctx
+        .config
+        .catalog
+        .services
+        .iter()
+        .find(|(name, _)| name.as_str() == step.target)
+        .map(|(_, s)| s)
+    else {
+        return Ok(Ok(fail(format!(
+            "service {} is not in the catalog: add [services.{}]",
+            step.target, step.target
+        ))));
+    };
+    let gates = service.gates_in(&step.env);
+    let checks: Vec<(usize, &Gate)> = gates
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
+        .collect();
+    for (i, gate) in &checks {
+        let name = format!("{}[{i}]", kind(gate));
+        let check = ctx.runner.gate(gate, &name, target, &ctx.bus).await;
+        if !recorder.gate(&check).await.map_err(|_| Lost)? {
+            return Err(Lost);
+        }
+        if !check.passed {
+            return Ok(Ok(fail(gate_failure(&check))));
+        }
+    }
+    for (i, gate) in gates.iter().enumerate() {
+        let Gate::Soak { duration, interval } = gate else {
+            continue;
+        };
+        let duration = duration.0;
+        let interval = interval
+            .map(|i| i.0)
+            .unwrap_or(duration / 10)
+            .max(std::time::Duration::from_millis(1));
+        let mut elapsed = std::time::Duration::ZERO;
+        let mut rounds = 0u32;
+        while elapsed < duration {
+            let pause = interval.min(duration - elapsed);
+            ctx.config.clock.sleep(pause).await;
+            elapsed += pause;
+            rounds += 1;
+            for (j, other) in &checks {
+                let name = format!(
+                    "soak[{i}] after {}: {}[{j}]",
+                    humanize(elapsed),
+                    kind(other)
+                );
+                let check = ctx.runner.gate(other, &name, target, &ctx.bus).await;
+                if !check.passed {
+                    if !recorder.gate(&check).await.map_err(|_| Lost)? {
+                        return Err(Lost);
+                    }
+                    return Ok(Ok(fail(gate_failure(&check))));
+                }
+            }
+        }
+        let check = GateCheck {
+            name: format!("soak[{i}]"),
+            passed: true,
+            observed: format!(
+                "{rounds} re-checks of {} gate(s) over {} all passed",
+                checks.len(),
+                humanize(duration)
+            ),
+            expected: format!("every gate passes for {}", humanize(duration)),
+        };
+        if !recorder.gate(&check).await.map_err(|_| Lost)? {
+            return Err(Lost);
+        }
+    }
+    Ok(Ok(Outcome {
+        ok: true,
+        detail: if gates.is_empty() {
+            "no gates configured".to_owned()
+        } else {
+            format!("{} gate(s) passed", gates.len())
+        },
+    }))
+}
+
+/// After a deploy or migration succeeded: `service.deployed` on `inventory.<env>`.
+async fn record_inventory(
+    ctx: &Ctx,
+    current: &Current,
+    step: &Step,
+    target: &Target,
+    cause: &Envelope,
+) -> Result<(), PromoterError> {
+    let state = &current.state;
+    let change = match step.action {
+        Action::Deploy => {
+            let Some(change) = state
+                .changes
+                .iter()
+                .find(|c| c.service.as_str() == step.target)
+            else {
+                return Ok(());
+            };
+            ServiceDeployed {
+                env: step.env.clone(),
+                service: change.service.clone(),
+                running: Some(RunningService::from(change)),
+                databases: BTreeMap::new(),
+                release: Some(state.id.clone()),
+            }
+        }
+        Action::Migrate => {
+            let (Some(database), Some(to)) = (step.target.split('@').next(), target.to) else {
+                return Ok(());
+            };
+            // The planner's inventory reads database versions from service.deployed: record
+            // the migration on the change that brought it, keeping what that service runs.
+            let Some(change) = state.changes.iter().find(|c| {
+                c.migrations
+                    .iter()
+                    .any(|m| m.database.as_str() == database && m.to == to)
+            }) else {
+                return Ok(());
+            };
+            let now = inventory::env_inventory(&ctx.bus, &step.env, None).await?;
+            let Some(db) = change
+                .migrations
+                .iter()
+                .find(|m| m.database.as_str() == database)
+                .map(|m| m.database.clone())
+            else {
+                return Ok(());
+            };
+            ServiceDeployed {
+                env: step.env.clone(),
+                service: change.service.clone(),
+                running: inventory::running(&now, change.service.as_str()).cloned(),
+                databases: BTreeMap::from([(db, to)]),
+                release: Some(state.id.clone()),
+            }
+        }
+        Action::Verify | Action::Approve => return Ok(()),
+    };
+    inventory::record(
+        &ctx.bus,
+        ctx.worker(),
+        ctx.config.clock.now(),
+        cause,
+        1,
+        change,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Rolling a release back in one environment: the failed step first, then every step the
+//! release applied there in reverse plan order, each with the adapter's rollback form, else by
+//! redeploying what the inventory had before, else (a service new to the environment) its
+//! remove form — or the release is held for an operator. Migrations are undone only when their
+//! adapter has a rollback form. Ends in `release.rolled_back` naming what was undone. The work
+//! is guarded by a lease and resumable: each undone step is recorded as it happens.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use railyard_core::catalog::Deploy;
+use railyard_core::event::{ReleaseHeld, ReleaseRolledBack, ServiceDeployed, StepOutcome};
+use railyard_core::release_state::StepStatus;
+use railyard_core::{Action, EnvName, Event, ReleaseId, Status, Step, StepId};
+use tracing::{info, warn};
+
+use crate::adapter::{Form, Target};
+use crate::decide;
+use crate::error::PromoterError;
+use crate::exec::{Ctx, append_at, guarded, target_for};
+use crate::inventory;
+use crate::work::{rollback_lease, step_lease};
+
+/// How a rollback order ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RollbackEnd {
+    /// Finished (rolled back, held, or nothing to do any more).
+    Done,
+    /// Steps of the environment are still running under a live lease: try again later.
+    Busy(String),
+}
+
+enum Undo {
+    Undone {
+        detail: String,
+        inventory: Option<Box<ServiceDeployed>>,
+    },
+    Hold(String),
+}
+
+/// Rolls `release` back in `env`.
+pub(crate) async fn roll_back(
+    ctx: &Arc<Ctx>,
+    release: &ReleaseId,
+    env: &EnvName,
+    reason: &str,
+) -> Result<RollbackEnd, PromoterError> {
+    let key = rollback_lease(release);
+    let Some(_claim) = ctx.claim(&key) else {
+        return Ok(RollbackEnd::Done);
+    };
+    let Some(mut lease) = ctx.bus.acquire_lease(&key, ctx.worker()).await? else {
+        return Ok(RollbackEnd::Done); // another worker is rolling it back
+    };
+    let result = guarded(ctx, &mut lease, undo_all(ctx, release, env, reason)).await;
+    let _ = lease.release().await;
+    result.unwrap_or(Ok(RollbackEnd::Done))
+}
+
+fn migration_has_rollback(ctx: &Ctx, step: &Step) -> bool {
+    let database = step.target.split('@').next().unwrap_or_default();
+    ctx.config
+        .catalog
+        .databases
+        .iter()
+        .find(|(name, _)| name.as_str() == database)
+        .is_some_and(|(_, db)| db.migrate.has_rollback())
+}
+
+async fn undo_all(
+    ctx: &Ctx,
+    release: &ReleaseId,
+    env: &EnvName,
+    reason: &str,
+) -> Result<RollbackEnd, PromoterError> {
+    loop {
+        let Some(current) = ctx.load(release).await? else {
+            return Ok(RollbackEnd::Done);
+        };
+        let state = &current.state;
+        if !matches!(state.status, Status::Planned | Status::Held) {
+            return Ok(RollbackEnd::Done);
+        }
+        let plan = state.plan.as_ref().expect("a planned release has a plan");
+        for s in plan.steps.iter().filter(|s| &s.env == env) {
+            let waiting_approval = s.action == Action::Approve;
+            if matches!(state.steps.get(&s.id), Some(StepStatus::Running { .. }))
+                && !waiting_approval
+                && ctx
+                    .bus
+                    .lease_holder(&step_lease(release, &s.id))
+                    .await?
+                    .is_some()
+            {
+                return Ok(RollbackEnd::Busy(format!(
+                    "{} is still running; the rollback waits for it",
+                    s.id
+                )));
+            }
+        }
+        let (order, kept): (Vec<StepId>, Vec<StepId>) = decide::rollback_order(state, env)
+            .into_iter()
+            .partition(|id| {
+                plan.step(id)
+                    .is_some_and(|s| s.action != Action::Migrate || migration_has_rollback(ctx, s))
+            });
+        let Some(next) = order.first() else {
+            let undone: Vec<StepId> = current
+                .events
+                .iter()
+                .filter_map(|e| match &e.event {
+                    Event::StepRolledBack(o)
+                        if plan.step(&o.step).is_some_and(|s| &s.env == env) =>
+                    {
+                        Some(o.step.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut text = format!("{reason}; undone in {env}, in this order: ");
+            text.push_str(&if undone.is_empty() {
+                "nothing".to_owned()
+            } else {
+                undone.join(", ")
+            });
+            for id in &kept {
+                text.push_str(&format!(
+                    "; {id} was not rolled back: its database has no rollback form, so the schema stays migrated"
+                ));
+            }
+            let event = ctx.envelope(
+                release,
+                Event::ReleaseRolledBack(ReleaseRolledBack {
+                    reason: text.clone(),
+                    undone,
+                }),
+            );
+            if append_at(ctx, release, current.sequence, &[event])
+                .await?
+                .is_some()
+            {
+                info!(release = %release, env = %env, reason = %text, "release rolled back");
+                return Ok(RollbackEnd::Done);
+            }
+            continue;
+        };
+        let step = plan.step(next).expect("ordered from the plan").clone();
+        match undo(ctx, &current.state, &step).await? {
+            Undo::Undone {
+                detail,
+                inventory: change,
+            } => {
+                let event = ctx.envelope(
+                    release,
+                    Event::StepRolledBack(StepOutcome {
+                        step: step.id.clone(),
+                        detail: detail.clone(),
+                    }),
+                );
+                if let Some(change) = change {
+                    inventory::record(
+                        &ctx.bus,
+                        ctx.worker(),
+                        ctx.config.clock.now(),
+                        &event,
+                        2,
+                        *change,
+                    )
+                    .await?;
+                }
+                if append_at(ctx, release, current.sequence, &[event])
+                    .await?
+                    .is_some()
+                {
+                    info!(release = %release, step = %step.id, %detail, "step rolled back");
+                }
+            }
+            Undo::Hold(why) => {
+                if state.status == Status::Planned {
+                    let event = ctx.envelope(
+                        release,
+                        Event::ReleaseHeld(ReleaseHeld {
+                            reason: why.clone(),
+                            step: Some(step.id.clone()),
+                            owner: ctx.owner(&step),
+                        }),
+                    );
+                    if append_at(ctx, release, current.sequence, &[event])
+                        .await?
+                        .is_none()
+                    {
+                        continue;
+                    }
+                }
+                warn!(release = %release, step = %step.id, reason = %why, "rollback stopped; release held");
+                return Ok(RollbackEnd::Done);
+            }
+        }
+    }
+}
+
+async fn undo(
+    ctx: &Ctx,
+    state: &railyard_core::ReleaseState,
+    step: &Step,
+) -> Result<Undo, PromoterError> {
+    let release = &state.id;
+    let attempt = decide_attempt(state, &step.id);
+    let target = target_for(state, step, attempt);
+    let before = inventory::env_inventory(&ctx.bus, &step.env, Some(release)).await?;
+    let hold_after = |what: String| {
+        Undo::Hold(format!(
+            "{what}; fix it by hand, then run `railyard rollback {release}` again (or `railyard resume {release}` to go on)"
+        ))
+    };
+    match step.action {
+        Action::Approve | Action::Verify => Ok(Undo::Undone {
+            detail: format!("nothing to undo for a {} step", step.action.as_str()),
+            inventory: None,
+        }),
+        Action::Deploy => {
+            let Some((name, service)) = ctx
+                .config
+                .catalog
+                .services
+                .iter()
+                .find(|(name, _)| name.as_str() == step.target)
+            else {
+                return Ok(hold_after(format!(
+                    "cannot roll back {}: it is not in the catalog",
+                    step.target
+                )));
+            };
+            let deploy = service.deploy_in(&step.env);
+            let previous = inventory::running(&before, &step.target).cloned();
+            let (form, at, how) = match (&previous, deploy.has_rollback(), deploy) {
+                (_, true, _) => {
+                    let mut at = target.clone();
+                    if let Some(prev) = &previous {
+                        at.version = Some(prev.version.clone());
+                        at.artifact = prev.artifact.clone();
+                    }
+                    (
+                        Form::Rollback,
+                        at,
+                        "with the adapter's rollback form".to_owned(),
+                    )
+                }
+                (Some(prev), false, _) => {
+                    let at = Target {
+                        version: Some(prev.version.clone()),
+                        artifact: prev.artifact.clone(),
+                        ..target.clone()
+                    };
+                    (Form::Run, at, format!("by redeploying {}", prev.version))
+                }
+                (
+                    None,
+                    false,
+                    Deploy::Command {
+                        remove: Some(_), ..
+                    },
+                ) => (
+                    Form::Remove,
+                    target.clone(),
+                    "with the remove form (it is new here)".to_owned(),
+                ),
+                (None, false, _) => {
+                    return Ok(hold_after(format!(
+                        "cannot roll back {} in {}: it did not run there before this release and its deploy adapter has no rollback or remove form",
+                        step.target, step.env
+                    )));
+                }
+            };
+            let outcome = ctx.runner.deploy(deploy, form, &at).await;
+            if !outcome.ok {
+                return Ok(hold_after(format!(
+                    "rolling back {} in {} failed: {}",
+                    step.target, step.env, outcome.detail
+                )));
+            }
+            let version = previous
+                .as_ref()
+                .map_or_else(|| "nothing (removed)".to_owned(), |p| p.version.clone());
+            Ok(Undo::Undone {
+                detail: format!(
+                    "{} back to {version} {how}: {}",
+                    step.target, outcome.detail
+                ),
+                inventory: Some(Box::new(ServiceDeployed {
+                    env: step.env.clone(),
+                    service: name.clone(),
+                    running: previous,
+                    databases: BTreeMap::new(),
+                    release: Some(release.clone()),
+                })),
+            })
+        }
+        Action::Migrate => {
+            let database = step.target.split('@').next().unwrap_or_default();
+            let Some((db_name, db)) = ctx
+                .config
+                .catalog
+                .databases
+                .iter()
+                .find(|(name, _)| name.as_str() == database)
+            else {
+                return Ok(hold_after(format!(
+                    "cannot roll back {}: database {database} is not in the catalog",
+                    step.id
+                )));
+            };
+            let previous = before.databases.get(db_name).copied();
+            let at = Target {
+                to: previous,
+                ..target.clone()
+            };
+            let outcome = ctx.runner.deploy(&db.migrate, Form::Rollback, &at).await;
+            if !outcome.ok {
+                return Ok(hold_after(format!(
+                    "rolling back migration {} failed: {}",
+                    step.id, outcome.detail
+                )));
+            }
+            let owner_change = state.changes.iter().find(|c| {
+                c.migrations
+                    .iter()
+                    .any(|m| &m.database == db_name && Some(m.to) == target.to)
+            });
+            let inventory = match (owner_change, previous) {
+                (Some(change), Some(previous)) => {
+                    let now = inventory::env_inventory(&ctx.bus, &step.env, None).await?;
+                    Some(Box::new(ServiceDeployed {
+                        env: step.env.clone(),
+                        service: change.service.clone(),
+                        running: inventory::running(&now, change.service.as_str()).cloned(),
+                        databases: BTreeMap::from([(db_name.clone(), previous)]),
+                        release: Some(release.clone()),
+                    }))
+                }
+                _ => None,
+            };
+            Ok(Undo::Undone {
+                detail: format!(
+                    "{database} back to {}: {}",
+                    previous.map_or_else(|| "its previous version".to_owned(), |p| p.to_string()),
+                    outcome.detail
+                ),
+                inventory,
+            })
+        }
+    }
+}
+
+fn decide_attempt(state: &railyard_core::ReleaseState, step: &str) -> u32 {
+    match state.steps.get(step) {
+        Some(StepStatus::Running { attempt, .. }) => *attempt,
+        _ => 1,
+    }
+}

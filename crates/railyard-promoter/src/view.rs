@@ -1,0 +1,115 @@
+//! The worker's read model: the releases in flight (planned and not ended), with the stream
+//! sequence of their last event and the releases they wait for, plus who waits on whom.
+//! Applying a delivery also hints the dispatcher which releases to look at again; the hint
+//! is only a hint — the dispatcher decides from the release's own events.
+
+use std::collections::BTreeSet;
+
+use railyard_core::{AggregateId, Envelope, Event, ReleaseId};
+use railyard_store::{Projection, ProjectionError, ProjectionStore, StoreError, Update};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+const ACTIVE: &str = "active/";
+const WAITERS: &str = "waiters/";
+
+/// A release in flight as the worker tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    /// Stream sequence of its last event.
+    pub sequence: u64,
+    /// Releases its plan waits for.
+    pub waits_on: BTreeSet<ReleaseId>,
+}
+
+/// The projection.
+#[derive(Debug)]
+pub struct PromoterView {
+    hints: Option<UnboundedSender<ReleaseId>>,
+}
+
+impl PromoterView {
+    /// A view that sends the releases each delivery touches to `hints`.
+    pub fn new(hints: Option<UnboundedSender<ReleaseId>>) -> PromoterView {
+        PromoterView { hints }
+    }
+
+    fn hint(&self, release: &ReleaseId) {
+        if let Some(hints) = &self.hints {
+            // The dispatcher is gone only while the worker stops.
+            let _ = hints.send(release.clone());
+        }
+    }
+}
+
+impl Projection for PromoterView {
+    fn name(&self) -> &str {
+        "promoter"
+    }
+
+    fn apply(
+        &mut self,
+        update: &mut Update<'_>,
+        sequence: u64,
+        envelopes: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        for envelope in envelopes {
+            let AggregateId::Release(id) = &envelope.aggregate else {
+                continue;
+            };
+            let key = format!("{ACTIVE}{id}");
+            match &envelope.event {
+                Event::ReleasePlanned(p) => {
+                    let waits_on: BTreeSet<ReleaseId> = p
+                        .plan
+                        .external_edges
+                        .iter()
+                        .map(|e| e.release.clone())
+                        .collect();
+                    for other in &waits_on {
+                        update.put(format!("{WAITERS}{other}/{id}"), id.as_str());
+                    }
+                    update.put_json(key, &Active { sequence, waits_on })?;
+                }
+                Event::ReleaseCompleted(_)
+                | Event::ReleaseRolledBack(_)
+                | Event::ReleaseCancelled(_)
+                | Event::ReleaseRejected(_) => {
+                    if let Some(active) = update.get_json::<Active>(&key)? {
+                        for other in &active.waits_on {
+                            update.remove(format!("{WAITERS}{other}/{id}"));
+                        }
+                        update.remove(key);
+                    }
+                }
+                _ => {
+                    if let Some(mut active) = update.get_json::<Active>(&key)? {
+                        active.sequence = sequence;
+                        update.put_json(key, &active)?;
+                    }
+                }
+            }
+            self.hint(id);
+            for (_, waiter) in update.scan_prefix(format!("{WAITERS}{id}/"))? {
+                if let Ok(waiter) = ReleaseId::new(String::from_utf8_lossy(&waiter).into_owned()) {
+                    self.hint(&waiter);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every release in flight.
+pub async fn active(
+    view: &ProjectionStore<PromoterView>,
+) -> Result<Vec<(ReleaseId, Active)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, value) in view.scan_prefix(ACTIVE).await? {
+        let name = String::from_utf8_lossy(&key[ACTIVE.len()..]).into_owned();
+        if let (Ok(id), Ok(active)) = (ReleaseId::new(name), serde_json::from_slice(&value)) {
+            out.push((id, active));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,65 @@
+//! The work items promotion workers share on `RAILYARD_WORK`: run one step, or roll a release
+//! back in one environment. Subjects, payloads, message ids (which make repeated offers of the
+//! same state no-ops) and lease keys live here.
+
+use bytes::Bytes;
+use railyard_core::{EnvName, ReleaseId, StepId};
+use serde::{Deserialize, Serialize};
+
+/// The durable work consumer every promotion worker shares.
+pub const WORK_CONSUMER: &str = "railyard-promoter";
+/// The work subjects promotion workers read.
+pub const WORK_FILTER: &str = "railyard.work.promoter.>";
+
+/// A unit of work offered to promotion workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkOrder {
+    /// Start (or resume) one step.
+    Step {
+        /// The release.
+        release: ReleaseId,
+        /// The step.
+        step: StepId,
+    },
+    /// Undo what the release applied in one environment.
+    Rollback {
+        /// The release.
+        release: ReleaseId,
+        /// The environment.
+        env: EnvName,
+        /// Why, in words.
+        reason: String,
+        /// Who asked for it (an operator) or the worker that saw the failure.
+        actor: String,
+    },
+}
+
+impl WorkOrder {
+    /// The release it concerns.
+    pub fn release(&self) -> &ReleaseId {
+        match self {
+            WorkOrder::Step { release, .. } | WorkOrder::Rollback { release, .. } => release,
+        }
+    }
+
+    /// `railyard.work.promoter.<release>`.
+    pub fn subject(&self) -> String {
+        format!("railyard.work.promoter.{}", self.release())
+    }
+
+    /// The JSON payload.
+    pub fn payload(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("a work order always serializes"))
+    }
+}
+
+/// The lease that guards a step.
+pub fn step_lease(release: &ReleaseId, step: &str) -> String {
+    format!("step.{release}.{step}")
+}
+
+/// The lease that guards a release's rollback.
+pub fn rollback_lease(release: &ReleaseId) -> String {
+    format!("rollback.{release}")
+}

@@ -1,0 +1,164 @@
+//! Approvals over the HTTP routes and the CLI, against a real nats-server: production waits for
+//! an approval; a non-approver, an operator without the approver role, the requester and a
+//! change's author (through an alias) are refused with a 403 saying why; a listed approver
+//! (through a group) approves and the release completes; a denial cancels the release.
+
+mod common;
+
+use common::*;
+use railyard_core::release_state::ApprovalState;
+use railyard_core::{Event, Status};
+use railyard_promoter::cli::{OperatorCommand, Target};
+use serde_json::json;
+
+fn approval_catalog() -> String {
+    estate(
+        r#"{ kind = "simulated" }"#,
+        r#"approval = { required = true, approvers = ["carol", "github:dave", "group:release-managers"] }"#,
+    )
+}
+
+async fn awaiting_approval(h: &Harness) -> anyhow::Result<railyard_core::ReleaseId> {
+    let id = h.submit(RELEASE, &inventory()).await?;
+    h.drive_until(
+        &id,
+        std::time::Duration::from_millis(500),
+        "approval requested",
+        |s| !s.approvals.is_empty(),
+    )
+    .await?;
+    Ok(id)
+}
+
+#[tokio::test]
+async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
+-> anyhow::Result<()> {
+    let h = Harness::start(&approval_catalog()).await?;
+    h.seed(&inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = awaiting_approval(&h).await?;
+    let state = h.state(&id).await?;
+    assert_eq!(
+        state.approvals["production:approve:rel-1"],
+        ApprovalState::Requested {
+            approvers: vec![
+                "carol".into(),
+                "github:dave".into(),
+                "group:release-managers".into()
+            ]
+        }
+    );
+    // Staging ran; production waits.
+    assert!(state.steps.iter().all(|(s, st)| !s.starts_with("staging:")
+        || *st == railyard_core::release_state::StepStatus::Succeeded));
+
+    let refused = [
+        (
+            "eve",
+            403,
+            "eve may not decide production:approve:rel-1: the approvers are carol, github:dave, group:release-managers",
+        ),
+        ("ops", 403, "ops does not have the approver role"),
+        (
+            "carol",
+            403,
+            "carol requested release rel-1 and may not approve it",
+        ),
+        (
+            "dave",
+            403,
+            "dave authored orders-api 2.0.0 in release rel-1 and may not approve it",
+        ),
+    ];
+    for (who, status, detail) in refused {
+        let (got, body) = api
+            .command(who, &id, "approve", json!({"comment": "lgtm"}))
+            .await?;
+        assert_eq!(got, status, "{who}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().starts_with(detail),
+            "{who}: {body}"
+        );
+    }
+    // Nothing was appended by the refusals.
+    assert!(!h.events(&id).await?.iter().any(|e| matches!(
+        e.event,
+        Event::ApprovalGranted(_) | Event::ApprovalDenied(_)
+    )));
+
+    // alice is in release-managers: she approves through the CLI.
+    let answer = railyard_promoter::cli::run(&OperatorCommand::Approve(Target {
+        release: id.to_string(),
+        step: None,
+        env: Some("production".into()),
+        comment: Some("checked the dashboards".into()),
+        url: api.url.clone(),
+        token: api.tokens["alice"].clone(),
+    }))
+    .await?;
+    assert_eq!(answer.outcome, "accepted");
+    assert_eq!(answer.detail, "alice approved rel-1 for production");
+    let state = h.wait_status(&id, Status::Completed).await?;
+    assert_eq!(
+        state.approvals["production:approve:rel-1"],
+        ApprovalState::Granted {
+            by: "alice".into(),
+            comment: "checked the dashboards".into()
+        }
+    );
+    // Deciding again is a conflict, and the CLI says why.
+    let again = railyard_promoter::cli::run(&OperatorCommand::Approve(Target {
+        release: id.to_string(),
+        step: None,
+        env: None,
+        comment: None,
+        url: api.url.clone(),
+        token: api.tokens["bob"].clone(),
+    }))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        again,
+        "409: conflict: release rel-1 is completed: it has no approval to decide"
+    );
+    worker.shutdown().await
+}
+
+#[tokio::test]
+async fn a_denial_cancels_the_release() -> anyhow::Result<()> {
+    let h = Harness::start(&approval_catalog()).await?;
+    h.seed(&inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = awaiting_approval(&h).await?;
+    let (status, body) = api
+        .command(
+            "bob",
+            &id,
+            "deny",
+            json!({"comment": "not during the sale"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let state = h.state(&id).await?;
+    assert_eq!(state.status, Status::Cancelled);
+    assert_eq!(
+        state.ended_because.as_deref(),
+        Some("denied for production by bob: not during the sale")
+    );
+    let events = h.events(&id).await?;
+    let denied = events
+        .iter()
+        .find(|e| matches!(e.event, Event::ApprovalDenied(_)))
+        .unwrap();
+    assert_eq!(denied.actor, "bob");
+    assert!(
+        !events.iter().any(
+            |e| matches!(&e.event, Event::StepStarted(s) if s.step.starts_with("production:deploy"))
+        ),
+        "nothing deploys to production after a denial"
+    );
+    worker.shutdown().await
+}

@@ -1,0 +1,183 @@
+//! Promotion over a real nats-server: a three-service release with a queue contract runs
+//! through staging and production in plan order; two workers run each step exactly once; a
+//! worker killed mid-step is replaced after its lease expires on the clock; a NATS restart in
+//! the middle of a release loses and doubles nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use railyard_core::{AggregateId, Event, Status};
+
+fn started_order(events: &[railyard_core::Envelope]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepStarted(s) => Some(s.step.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_release_runs_through_staging_and_production_in_plan_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let deploy = format!(
+        r#"{{ kind = "command", run = ["sh", "-c", "echo {{env}} {{service}} {{version}} >> {}"] }}"#,
+        counter_file(&dir).display()
+    );
+    let h = Harness::start(&estate(&deploy, "")).await?;
+    h.seed(&inventory()).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let state = h.wait_status(&id, Status::Completed).await?;
+    assert!(all_succeeded(&state));
+
+    let events = h.events(&id).await?;
+    let order = started_order(&events);
+    let position = |step: &str| order.iter().position(|s| s == step).unwrap();
+    // Consumers that read version 3 go before the producer that emits it, per environment,
+    // and staging is verified before production starts.
+    for env in ["staging", "production"] {
+        for consumer in ["billing-worker", "email-worker"] {
+            assert!(
+                position(&format!("{env}:verify:{consumer}"))
+                    < position(&format!("{env}:deploy:orders-api")),
+                "{order:?}"
+            );
+        }
+    }
+    assert!(position("staging:verify:orders-api") < position("production:deploy:orders-api"));
+    // Every step ran once, and the adapter was invoked once per deploy.
+    assert!(count(&events, "step.started").values().all(|n| *n == 1));
+    let mut lines = invocations(&counter_file(&dir));
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "production billing-worker 1.5.0",
+            "production email-worker 3.2.0",
+            "production orders-api 2.0.0",
+            "staging billing-worker 1.5.0",
+            "staging email-worker 3.2.0",
+            "staging orders-api 2.0.0",
+        ]
+    );
+    // The inventory follows.
+    let production = h
+        .bus
+        .load(&AggregateId::Inventory("production".parse()?))
+        .await?;
+    let last = production.events.last().unwrap();
+    let Event::ServiceDeployed(deployed) = &last.event else {
+        panic!("{last:?}")
+    };
+    assert_eq!(deployed.release.as_ref(), Some(&id));
+    assert_eq!(types(&events).last(), Some(&"release.completed"));
+    worker.shutdown().await
+}
+
+#[tokio::test]
+async fn two_workers_run_every_step_exactly_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let deploy = format!(
+        r#"{{ kind = "command", run = ["sh", "-c", "echo {{env}} {{service}} >> {}"] }}"#,
+        counter_file(&dir).display()
+    );
+    let h = Harness::start(&estate(&deploy, "")).await?;
+    h.seed(&inventory()).await?;
+    let (a, b) = (h.worker("w1"), h.worker("w2"));
+    let id = h.submit(RELEASE, &inventory()).await?;
+    h.wait_status(&id, Status::Completed).await?;
+    let events = h.events(&id).await?;
+    let started = count(&events, "step.started");
+    assert_eq!(started.len(), 12);
+    assert!(started.values().all(|n| *n == 1), "{started:?}");
+    let lines = invocations(&counter_file(&dir));
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let workers: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepStarted(s) => Some(s.worker.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!workers.is_empty());
+    a.shutdown().await?;
+    b.shutdown().await
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_its_lease_and_another_resumes_the_step() -> anyhow::Result<()> {
+    let h = Harness::start(&estate(r#"{ kind = "simulated", duration = "2m" }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let first = h.worker("doomed");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    // Wait until the doomed worker runs a step (its simulated deploy sleeps on the clock).
+    let state = h
+        .drive_until(&id, Duration::ZERO, "a step running", |s| {
+            s.steps
+                .values()
+                .any(|st| matches!(st, railyard_core::release_state::StepStatus::Running { .. }))
+        })
+        .await?;
+    first.kill().await;
+    let running: Vec<String> = state
+        .steps
+        .iter()
+        .filter(|(_, s)| matches!(s, railyard_core::release_state::StepStatus::Running { .. }))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let second = h.worker("rescuer");
+    // Time passes: the dead worker's leases expire, the rescuer's sweep resumes the steps.
+    let state = h
+        .drive_until(&id, Duration::from_secs(5), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let events = h.events(&id).await?;
+    for step in &running {
+        let attempts: Vec<(String, u32)> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::StepStarted(s) if &s.step == step => Some((s.worker.clone(), s.attempt)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            attempts,
+            [("doomed".to_owned(), 1), ("rescuer".to_owned(), 2)],
+            "{step}"
+        );
+    }
+    assert!(count(&events, "step.succeeded").values().all(|n| *n == 1));
+    second.shutdown().await
+}
+
+#[tokio::test]
+async fn a_nats_restart_mid_release_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let mut h = Harness::start(&estate(r#"{ kind = "simulated", duration = "10s" }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    h.drive_until(&id, Duration::from_secs(1), "staging under way", |s| {
+        s.steps.iter().any(|(step, st)| {
+            step.starts_with("staging:verify")
+                && *st == railyard_core::release_state::StepStatus::Succeeded
+        })
+    })
+    .await?;
+    h.nats.restart().await?;
+    let state = h
+        .drive_until(&id, Duration::from_secs(1), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let events = h.events(&id).await?;
+    assert!(count(&events, "step.succeeded").values().all(|n| *n == 1));
+    assert_eq!(count(&events, "step.succeeded").len(), 12);
+    worker.shutdown().await
+}

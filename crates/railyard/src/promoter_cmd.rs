@@ -1,0 +1,128 @@
+//! `railyard promoter`: one promotion worker against a NATS server or cluster (run as many
+//! as you like, on any machines), and the operator routes it serves.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use railyard_bus::{Bus, BusConfig};
+use railyard_core::{Catalog, SystemClock};
+use railyard_promoter::{PromoterConfig, RouteState, Secrets};
+
+use crate::services::Services;
+
+/// Flags of `railyard promoter`.
+#[derive(Debug, clap::Args)]
+pub struct PromoterArgs {
+    /// The NATS server or cluster.
+    #[arg(
+        long,
+        env = "RAILYARD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// The catalog.
+    #[arg(long, env = "RAILYARD_CATALOG", default_value = "railyard.toml")]
+    pub catalog: PathBuf,
+    /// Where this worker's read model lives (one per worker).
+    #[arg(long, default_value = ".railyard/promoter")]
+    pub store: PathBuf,
+    /// This worker's id, unique among live workers (default: host name and process id).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// The tokens file (TOML of SHA-256 hashes, INTERFACES §7) for the operator routes.
+    #[arg(long, env = "RAILYARD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// HTTP listener for the operator routes and /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "127.0.0.1:7812")]
+    pub listen: SocketAddr,
+}
+
+/// A worker id from the host name and the process id.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Reads the tokens file, or an empty table (every route then answers 401).
+pub fn load_tokens(path: Option<&std::path::Path>) -> anyhow::Result<railyard_http::Tokens> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the tokens file {}", path.display()))?;
+            railyard_http::Tokens::from_toml(&text).with_context(|| path.display().to_string())
+        }
+        None => Ok(railyard_http::Tokens::default()),
+    }
+}
+
+/// A promotion worker as a service task.
+pub fn promoter_task(
+    catalog: Catalog,
+    worker_id: String,
+    store: PathBuf,
+    bus: Bus,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let mut config = PromoterConfig::new(catalog, worker_id, store);
+    config.secrets = Secrets::from_env();
+    async move {
+        railyard_promoter::run(config, bus, shutdown)
+            .await
+            .context("promoter")
+    }
+}
+
+/// The operator and approver routes.
+pub fn promoter_routes(bus: Bus, catalog: Catalog, tokens: railyard_http::Tokens) -> axum::Router {
+    railyard_promoter::router(RouteState {
+        bus,
+        catalog: Arc::new(catalog),
+        tokens,
+        clock: SystemClock::shared(),
+    })
+}
+
+/// Runs one worker until Ctrl-C or SIGTERM.
+pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
+    let catalog = crate::dev::load_catalog(&args.catalog)?;
+    let tokens = load_tokens(args.tokens_file.as_deref())?;
+    let bus = Bus::connect(&args.nats_url, BusConfig::default())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+    bus.ensure_topology()
+        .await
+        .context("cannot create Railyard's streams and buckets")?;
+    let mut services = Services::new();
+    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    services.spawn(
+        "promoter",
+        promoter_task(
+            catalog.clone(),
+            worker_id,
+            args.store.clone(),
+            bus.clone(),
+            services.shutdown(),
+        ),
+    );
+    let app = railyard_http::ops_router(bus.clone(), railyard_http::Metrics::default())
+        .merge(promoter_routes(bus.clone(), catalog, tokens));
+    services.serve_http(args.listen, app).await?;
+    let result = services.run_until_signal().await;
+    bus.close()
+        .await
+        .context("cannot flush and close the NATS connection")?;
+    result
+}
+
+/// Runs an operator command over HTTP and prints the answer.
+pub async fn operator(
+    command: railyard_promoter::cli::OperatorCommand,
+) -> anyhow::Result<std::process::ExitCode> {
+    let answer = railyard_promoter::cli::run(&command).await?;
+    println!("{}", answer.detail);
+    Ok(std::process::ExitCode::SUCCESS)
+}

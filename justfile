@@ -18,8 +18,8 @@ setup:
     @nats-server --version
 
 # Run the demo: the example estate, planned and carried out end to end.
-demo: setup
-    cargo run --release --quiet -p railyard -- demo
+demo *args: setup
+    cargo run --quiet -p railyard -- demo {{args}}
 
 # Run every service in one process with an embedded NATS on 127.0.0.1:7800.
 dev *args: setup

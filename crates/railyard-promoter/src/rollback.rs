@@ -215,7 +215,10 @@ async fn undo(
     };
     match step.action {
         Action::Approve | Action::Verify => Ok(Undo::Undone {
-            detail: format!("nothing to undo for a {} step", step.action.as_str()),
+            detail: format!(
+                "nothing to undo ({} steps change nothing)",
+                step.action.as_str()
+            ),
             inventory: None,
         }),
         Action::Deploy => {

@@ -1,214 +1,445 @@
-//! `railyard demo`: the example shop estate of `deploy/examples/` carried through what
-//! Railyard can do today, for real — an embedded NATS, the catalog recorded, each example
-//! release requested, planned or refused by the planner, recorded with optimistic
-//! concurrency, then read back from the stream and folded. The promotion, audit, intake and
-//! Slack parts of the story arrive with their issues; the demo says so rather than fake them.
+//! `railyard demo`: the example shop of `deploy/examples/` carried end to end, for real — an
+//! embedded NATS and every service in this process (intake, planner, two promotion workers,
+//! audit), gates against health endpoints the demo serves itself, and everything driven
+//! through the public HTTP interfaces with real tokens:
+//!
+//! 1. `orders-v3` is submitted, planned with its reasons, carried through staging, approved
+//!    for production by alice, and completed;
+//! 2. `pricing-6` passes staging, its production gate fails, and the workers roll it back;
+//! 3. `orders-v4` is refused: running consumers cannot read the new message version;
+//! 4. the production change report and `audit verify` close the story.
+//!
+//! It exits 0 when the story ran as told, 1 otherwise; `--keep-running` leaves the stack up
+//! for the CLI afterwards.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::Context;
-use railyard_bus::Expected;
-use railyard_core::event::{CatalogApplied, ReleasePlanned, ReleaseRejected, ReleaseRequested};
-use railyard_core::{AggregateId, Clock, Envelope, Event, ReleaseState, SystemClock};
-use railyard_planner::{Format, InFlight, PlanInput};
+use anyhow::{Context, bail};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use railyard_core::{Event, Inventory, Status};
+use tokio::sync::mpsc;
 
-use crate::plan_cmd;
+use crate::services::Services;
 use crate::stack::Stack;
 
 /// Flags of `railyard demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// The example estate: `railyard.toml`, `inventory.json` and `release-*.toml`.
+    /// The example estate: `railyard.toml`, `inventory.json` and the release files.
     #[arg(long, default_value = "deploy/examples")]
     pub estate: PathBuf,
     /// Use this NATS server instead of an embedded one.
     #[arg(long, env = "RAILYARD_NATS_URL")]
     pub nats_url: Option<String>,
+    /// Where the health endpoints the catalog's gates call are served.
+    #[arg(long, default_value = "127.0.0.1:7801")]
+    pub health_listen: SocketAddr,
+    /// Leave every service running after the story, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// How long one release may take before the demo gives up.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub release_timeout: Duration,
 }
 
-const ACTOR_CI: &str = "ci:demo";
-const ACTOR_PLANNER: &str = "railyard-planner";
+/// Health of every `<service>/<env>` the gates ask about: healthy unless marked failing.
+#[derive(Clone, Default)]
+struct Health(Arc<Mutex<BTreeSet<String>>>);
 
-/// Runs the demo and returns when it is done.
+async fn health(
+    State(state): State<Health>,
+    Path((service, env)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    let failing = state
+        .0
+        .lock()
+        .expect("health lock")
+        .contains(&format!("{service}/{env}"));
+    if failing {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"status":"error","error":"checkout latency over budget"}"#.into(),
+        )
+    } else {
+        (StatusCode::OK, r#"{"status":"ok"}"#.into())
+    }
+}
+
+struct Tokens {
+    ci: String,
+    alice: String,
+    auditor: String,
+    table: railyard_http::Tokens,
+}
+
+fn tokens() -> Tokens {
+    use railyard_http::{Role, generate_token};
+    let (ci, ci_entry) = generate_token("ci:github-actions", [Role::Publisher].into(), vec![]);
+    let (alice, alice_entry) = generate_token(
+        "alice",
+        [Role::Approver].into(),
+        vec!["github:alice".into()],
+    );
+    let (auditor, auditor_entry) = generate_token("auditor", [Role::Auditor].into(), vec![]);
+    let table = railyard_http::Tokens::from_entries(vec![ci_entry, alice_entry, auditor_entry])
+        .expect("generated hashes");
+    Tokens {
+        ci,
+        alice,
+        auditor,
+        table,
+    }
+}
+
+fn heading(text: &str) {
+    println!("\n\x1b[1m== {text}\x1b[0m\n");
+}
+
+/// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let data = tempfile_dir()?;
+    let data = std::env::temp_dir().join(format!("railyard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let stack = Stack::start(args.nats_url.as_deref(), &data, 0).await?;
-    let outcome = play(&args, &stack).await;
+    let outcome = play(&args, &stack, &data).await;
     let stopped = stack.stop().await;
     let _ = std::fs::remove_dir_all(&data);
     outcome.and(stopped)
 }
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("railyard-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn heading(text: &str) {
-    println!("\n== {text}\n");
-}
-
-async fn play(args: &DemoArgs, stack: &Stack) -> anyhow::Result<()> {
-    let clock = SystemClock;
-    let bus = &stack.bus;
-    let mut releases: Vec<PathBuf> = std::fs::read_dir(&args.estate)
-        .with_context(|| format!("cannot read the estate folder {}", args.estate.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("release-") && n.ends_with(".toml"))
-        })
-        .collect();
-    releases.sort();
+async fn play(args: &DemoArgs, stack: &Stack, data: &std::path::Path) -> anyhow::Result<()> {
     let catalog_path = args.estate.join("railyard.toml");
-    let inventory_path = args.estate.join("inventory.json");
+    let catalog = crate::dev::load_catalog(&catalog_path)?;
+    let inventory_text = std::fs::read_to_string(args.estate.join("inventory.json"))?;
+    let inventory = Inventory::from_json(&inventory_text).context("inventory.json")?;
+    let bus = stack.bus.clone();
+    let tokens = tokens();
 
     heading(&format!(
-        "railyard demo — estate {}, NATS {}",
-        args.estate.display(),
-        stack.url
-    ));
-    let first = plan_cmd::load(
-        &catalog_path,
-        releases
-            .first()
-            .context("the estate has no release-*.toml")?,
-        Some(&inventory_path),
-    )?;
-    let catalog = first.catalog;
-    let inventory = first.inventory;
-    println!(
-        "catalog: {} environments ({}), {} services, {} databases, {} queues, {} apis",
-        catalog.environments.len(),
+        "railyard demo: {} services, {}",
+        catalog.services.len(),
         catalog
             .promotion_path()
             .iter()
             .map(|e| e.name.as_str())
             .collect::<Vec<_>>()
-            .join(" -> "),
-        catalog.services.len(),
-        catalog.databases.len(),
-        catalog.queues.len(),
-        catalog.apis.len()
-    );
-    let applied = Envelope::new(
-        AggregateId::Catalog,
-        ACTOR_PLANNER,
-        clock.now(),
-        Event::CatalogApplied(CatalogApplied {
-            hash: catalog.hash(),
-        }),
-    );
-    let at = bus
-        .append(
-            &AggregateId::Catalog,
-            Expected::Any,
-            std::slice::from_ref(&applied),
-        )
-        .await?;
+            .join(" -> ")
+    ));
+    let count = crate::inventory_cmd::import(&bus, &inventory, "operator:import").await?;
     println!(
-        "recorded catalog.applied {} at stream sequence {}",
-        catalog.hash(),
-        at.sequence
+        "recorded what runs now: {count} services in staging and production (service.deployed events)"
     );
 
-    let mut in_flight: Vec<InFlight> = Vec::new();
-    for path in &releases {
-        let inputs = plan_cmd::load(&catalog_path, path, Some(&inventory_path))?;
-        let id = inputs.release.id.clone();
-        let aggregate = AggregateId::Release(id.clone());
-        heading(&format!("release {id} ({})", path.display()));
-
-        let request = ReleaseRequested {
-            release: id.clone(),
-            requested_by: ACTOR_CI.to_owned(),
-            changes: inputs.release.changes,
-        };
-        for change in &request.changes {
-            println!("  change: {} -> {}", change.service, change.version);
-        }
-        let requested = Envelope::new(
-            aggregate.clone(),
-            ACTOR_CI,
-            clock.now(),
-            Event::ReleaseRequested(request.clone()),
-        );
-        let appended = bus
-            .append(
-                &aggregate,
-                Expected::NoEvents,
-                std::slice::from_ref(&requested),
-            )
-            .await
-            .with_context(|| format!("cannot record release.requested for {id}"))?;
-
-        // The planner decides against the folded state it loaded, and appends expecting
-        // exactly that state: a concurrent decision would be a conflict, not a lost update.
-        let loaded = bus.load(&aggregate).await?;
-        let state =
-            ReleaseState::fold(&loaded.events)?.context("the release was just requested")?;
-        let input = PlanInput {
-            catalog: &catalog,
-            release: &request,
-            inventory: &inventory,
-            in_flight: &in_flight,
-        };
-        let decision = match railyard_planner::plan(&input) {
-            Ok(plan) => {
-                print!("{}", railyard_planner::render(&plan, Format::Text));
-                in_flight.push(InFlight {
-                    release: id.clone(),
-                    sequence: appended.sequence,
-                    changes: request.changes.clone(),
-                    remaining: plan.steps.iter().map(|s| s.id.clone()).collect(),
-                });
-                Event::ReleasePlanned(ReleasePlanned { plan })
-            }
-            Err(refusals) => {
-                print!(
-                    "{}",
-                    railyard_planner::render_refusals(&refusals, Format::Text)
-                );
-                Event::ReleaseRejected(ReleaseRejected {
-                    catalog_hash: refusals.catalog_hash.clone(),
-                    reasons: refusals.refusals(),
-                })
-            }
-        };
-        let decided = Envelope::new(aggregate.clone(), ACTOR_PLANNER, clock.now(), decision)
-            .caused_by(&requested);
-        bus.append(
-            &aggregate,
-            Expected::Sequence(loaded.last_sequence),
-            std::slice::from_ref(&decided),
-        )
+    // Every service in this process, as `railyard dev` runs them.
+    let mut services = Services::new();
+    let stop = services.shutdown();
+    services.spawn(
+        "planner",
+        crate::dev::planner_task(
+            catalog.clone(),
+            data.join("planner"),
+            bus.clone(),
+            stop.clone(),
+        ),
+    );
+    for worker in ["worker-a", "worker-b"] {
+        let mut config =
+            railyard_promoter::PromoterConfig::new(catalog.clone(), worker, data.join(worker));
+        config.poll_interval = Duration::from_millis(250);
+        config.sweep_interval = Duration::from_secs(2);
+        let (bus, stop) = (bus.clone(), stop.clone());
+        services.spawn(worker, async move {
+            railyard_promoter::run(config, bus, stop)
+                .await
+                .context("promoter")
+        });
+    }
+    let metrics = railyard_http::Metrics::default();
+    let mut intake = railyard_intake::IntakeConfig::new(catalog.clone(), tokens.table.clone());
+    intake.metrics = metrics.clone();
+    let intake_routes = crate::intake_cmd::start(&mut services, intake, bus.clone());
+    let audit_routes = crate::audit_cmd::start(
+        &mut services,
+        data.join("audit"),
+        tokens.table.clone(),
+        metrics.clone(),
+        bus.clone(),
+    )
+    .await?;
+    let app = railyard_http::ops_router(bus.clone(), metrics)
+        .merge(intake_routes)
+        .merge(audit_routes)
+        .merge(crate::promoter_cmd::promoter_routes(
+            bus.clone(),
+            catalog.clone(),
+            tokens.table.clone(),
+        ));
+    let addr = services.serve_http("127.0.0.1:0".parse()?, app).await?;
+    let health_state = Health::default();
+    let health_app = axum::Router::new()
+        .route("/health/{service}/{env}", axum::routing::get(health))
+        .with_state(health_state.clone());
+    services
+        .serve_http(args.health_listen, health_app)
         .await
-        .with_context(|| format!("cannot record the planner's decision for {id}"))?;
-        debug_assert_eq!(state.status, railyard_core::Status::Requested);
-    }
+        .context("the demo serves the gates' health endpoints")?;
+    let base = format!("http://{addr}");
+    println!(
+        "services up: intake, planner, 2 promotion workers, audit on {base}; gates on http://{}",
+        args.health_listen
+    );
 
-    heading("read back from the stream (the source of truth), folded");
-    for path in &releases {
-        let release = plan_cmd::load(&catalog_path, path, None)?.release;
-        let loaded = bus.load(&AggregateId::Release(release.id.clone())).await?;
-        let state = ReleaseState::fold(&loaded.events)?.context("the release was recorded")?;
-        let steps = state.plan.as_ref().map_or(0, |p| p.steps.len());
+    // Follow the whole stream live, as `railyard release watch` follows one release.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let bus = bus.clone();
+        let stop = stop.clone();
+        services.spawn("watch", async move {
+            let mut consumer = bus.replay(1).await?;
+            loop {
+                let delivery = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    next = consumer.next() => next?,
+                };
+                let Some(delivery) = delivery else {
+                    return Ok(());
+                };
+                for envelope in delivery.envelopes {
+                    if tx.send(envelope).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        });
+    }
+    let runner = tokio::spawn(async move { services.run_until_signal().await });
+
+    let http = reqwest::Client::new();
+    let story = async {
+        // 1. A release through staging and production with an approval on the way.
+        heading("1. orders-v3: orders-events v3 and schema 43, with the consumers that must read v3 first");
+        submit(&http, &base, &tokens.ci, &args.estate.join("release-orders-v3.toml")).await?;
+        let end = follow(&mut rx, "orders-v3", args.release_timeout, &http, &base, &tokens.alice).await?;
+        anyhow::ensure!(end == Status::Completed, "orders-v3 ended {end}, expected completed");
+
+        // 2. A release whose production gate fails and is rolled back automatically.
+        heading("2. pricing-6: healthy in staging, failing in production");
+        health_state.0.lock().expect("health lock").insert("pricing/production".into());
+        submit(&http, &base, &tokens.ci, &args.estate.join("release-pricing-6.toml")).await?;
+        let end = follow(&mut rx, "pricing-6", args.release_timeout, &http, &base, &tokens.alice).await?;
+        anyhow::ensure!(end == Status::RolledBack, "pricing-6 ended {end}, expected rolled back");
+
+        // 3. A release the planner refuses.
+        heading("3. orders-v4: orders-events v4, which running consumers cannot read");
+        submit(&http, &base, &tokens.ci, &args.estate.join("release-orders-v4-unsafe.toml")).await?;
+        let end = follow(&mut rx, "orders-v4", args.release_timeout, &http, &base, &tokens.alice).await?;
+        anyhow::ensure!(end == Status::Rejected, "orders-v4 ended {end}, expected refused");
+
+        // 4. What an auditor sees.
+        heading("4. the production change report and audit verify");
+        wait_for_audit(&http, &base, &tokens.auditor).await?;
+        let report = get(&http, &format!("{base}/v1/audit/report?format=csv"), &tokens.auditor).await?;
+        print!("{report}");
+        let verify: serde_json::Value = http
+            .post(format!("{base}/v1/audit/verify"))
+            .bearer_auth(&tokens.auditor)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        println!("\naudit verify: {}", serde_json::to_string(&verify)?);
+        anyhow::ensure!(verify.get("ok").and_then(|v| v.as_bool()) == Some(true), "audit verify did not pass: {verify}");
+        anyhow::Ok(())
+    }
+    .await;
+
+    if story.is_ok() && args.keep_running {
         println!(
-            "  {:<12} {:<10} {} events, {} steps, {} refusals, requested by {}",
-            state.id.as_str(),
-            state.status.to_string(),
-            state.events,
-            steps,
-            state.refusals.len(),
-            state.requested_by
+            "\nstill running on {base} (RAILYARD_URL); tokens: publisher {} approver {} auditor {}; Ctrl-C stops",
+            tokens.ci, tokens.alice, tokens.auditor
         );
+        return runner.await.context("services")?;
+    }
+    stop.cancel();
+    let stopped = runner.await.context("services")?;
+    story?;
+    if let Err(error) = stopped {
+        // Ctrl-C never came: the stop above is what ended them.
+        tracing::debug!(error = %format!("{error:#}"), "services stopped");
     }
     println!(
-        "\nRAILYARD_EVENTS holds {} messages. Next (not built yet): promotion workers carry planned \
-         releases out (issue 6), intake takes CI events (issue 3), audit answers who did what (issue 5).",
-        bus.stream_last_sequence().await?
+        "\ndemo finished: 3 releases, one completed, one rolled back, one refused; the audit chain verifies"
     );
     Ok(())
+}
+
+async fn submit(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let answer = http
+        .post(format!("{base}/v1/releases"))
+        .bearer_auth(token)
+        .header("content-type", "application/toml")
+        .body(body)
+        .send()
+        .await?;
+    let status = answer.status();
+    let text = answer.text().await?;
+    if !status.is_success() {
+        bail!("intake refused {}: {status} {text}", file.display());
+    }
+    println!("POST /v1/releases {} -> {status} {text}", file.display());
+    Ok(())
+}
+
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
+    let answer = http.get(url).bearer_auth(token).send().await?;
+    let status = answer.status();
+    let text = answer.text().await?;
+    anyhow::ensure!(status.is_success(), "GET {url}: {status} {text}");
+    Ok(text)
+}
+
+/// Prints the release's events as they land, approves when asked, and returns how it ended.
+async fn follow(
+    rx: &mut mpsc::UnboundedReceiver<railyard_core::Envelope>,
+    release: &str,
+    timeout: Duration,
+    http: &reqwest::Client,
+    base: &str,
+    approver: &str,
+) -> anyhow::Result<Status> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let envelope = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| format!("{release} did not finish within {timeout:?}"))?
+            .context("the event stream closed")?;
+        let railyard_core::AggregateId::Release(id) = &envelope.aggregate else {
+            continue;
+        };
+        if id.as_str() != release {
+            continue;
+        }
+        let line = match &envelope.event {
+            Event::ReleaseRequested(r) => format!(
+                "requested by {} ({} changes)",
+                r.requested_by,
+                r.changes.len()
+            ),
+            Event::ReleasePlanned(p) => {
+                println!(
+                    "{}",
+                    railyard_planner::render(&p.plan, railyard_planner::Format::Text)
+                );
+                format!(
+                    "planned: {} steps in {} waves",
+                    p.plan.steps.len(),
+                    p.plan.waves.len()
+                )
+            }
+            Event::ReleaseRejected(r) => {
+                for (i, reason) in r.reasons.iter().enumerate() {
+                    println!(
+                        "  {}. [{}] {}\n     remedy: {}",
+                        i + 1,
+                        reason.rule,
+                        reason.reason,
+                        reason.remedy
+                    );
+                }
+                return Ok(Status::Rejected);
+            }
+            Event::StepStarted(s) => format!("{} started by {}", s.step, s.worker),
+            Event::StepSucceeded(s) => format!("{} succeeded {}", s.step, s.detail),
+            Event::StepFailed(s) => format!("{} FAILED: {}", s.step, s.detail),
+            Event::StepRolledBack(s) => format!("{} rolled back: {}", s.step, s.detail),
+            Event::GateEvaluated(g) => format!(
+                "{} gate {} {}: observed {}, expected {}",
+                g.step,
+                g.gate,
+                if g.passed { "passed" } else { "FAILED" },
+                g.observed,
+                g.expected
+            ),
+            Event::ApprovalRequested(a) => {
+                let line = format!(
+                    "approval for {} requested from {}",
+                    a.env,
+                    a.approvers.join(", ")
+                );
+                println!("  {line}");
+                let answer = http
+                    .post(format!("{base}/v1/releases/{release}/approve"))
+                    .bearer_auth(approver)
+                    .json(&serde_json::json!({"step": a.step, "comment": "change window agreed in #releases"}))
+                    .send()
+                    .await?;
+                let status = answer.status();
+                let text = answer.text().await?;
+                anyhow::ensure!(status.is_success(), "approval refused: {status} {text}");
+                println!("  alice approves: POST /v1/releases/{release}/approve -> {status}");
+                continue;
+            }
+            Event::ApprovalGranted(a) => format!("approved by {}: {}", envelope.actor, a.comment),
+            Event::ApprovalDenied(a) => format!("denied by {}: {}", envelope.actor, a.comment),
+            Event::ReleaseHeld(h) => format!(
+                "HELD: {} (owner: {})",
+                h.reason,
+                h.owner.as_deref().unwrap_or("-")
+            ),
+            Event::ReleaseResumed(r) => format!("resumed: {}", r.reason),
+            Event::ReleaseCompleted(_) => {
+                println!("  release completed");
+                return Ok(Status::Completed);
+            }
+            Event::ReleaseRolledBack(r) => {
+                println!(
+                    "  release rolled back: {} (undone: {})",
+                    r.reason,
+                    r.undone.join(", ")
+                );
+                return Ok(Status::RolledBack);
+            }
+            Event::ReleaseCancelled(r) => {
+                println!("  release cancelled: {}", r.reason);
+                return Ok(Status::Cancelled);
+            }
+            other => other.type_name().to_owned(),
+        };
+        println!("  {line}");
+    }
+}
+
+/// Waits (bounded) until the audit projection has applied the last release's refusal: every
+/// event before it is then in the audit record too.
+async fn wait_for_audit(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = http
+            .get(format!("{base}/v1/releases/orders-v4"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        if answer.status().is_success() {
+            let status: serde_json::Value = answer.json().await?;
+            if status.get("status").and_then(|s| s.as_str()) == Some("rejected") {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the audit record did not catch up within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

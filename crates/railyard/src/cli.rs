@@ -42,6 +42,9 @@ pub enum Command {
     /// The audit record: serve it, query it, verify it, rebuild it.
     #[command(subcommand)]
     Audit(crate::audit_cmd::AuditCmd),
+    /// Dead-lettered messages: list them with why they died, replay one.
+    #[command(subcommand)]
+    Dlq(crate::dlq_cmd::DlqCmd),
     /// Record what runs now, from an inventory file, as events.
     #[command(subcommand)]
     Inventory(InventoryCommand),
@@ -69,6 +72,7 @@ impl Command {
             Command::Demo(_)
             | Command::Plan(_)
             | Command::Token(_)
+            | Command::Dlq(_)
             | Command::Release(_)
             | Command::Audit(_)
             | Command::Operator(_)
@@ -96,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Release(command) => crate::audit_cmd::run_release(command).await,
         Command::Audit(command) => crate::audit_cmd::run_audit(command).await,
+        Command::Dlq(command) => crate::dlq_cmd::run(command).await.map(ok),
         Command::Inventory(InventoryCommand::Import(args)) => {
             crate::inventory_cmd::run(args).await.map(ok)
         }

@@ -7,6 +7,7 @@ mod audit_cmd;
 mod cli;
 mod demo;
 mod dev;
+mod dlq_cmd;
 mod embedded_nats;
 mod intake_cmd;
 mod inventory_cmd;

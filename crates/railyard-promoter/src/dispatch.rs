@@ -2,18 +2,20 @@
 //! on each sweep) and does what [`decide::next`] says — offers ready steps on `RAILYARD_WORK`,
 //! records `release.completed`, or offers the rollback of an environment. Offers carry message
 //! ids derived from the state they answer, so every worker may dispatch and each offer is stored
-//! once; sweeps also re-offer steps whose worker died (their lease is free) and lost work.
+//! once; sweeps also re-offer steps whose worker died (their lease is free) and lost work,
+//! and resume releases a freeze held once the freeze has ended on the clock.
 
 use std::sync::Arc;
 
-use railyard_core::event::ReleaseCompleted;
+use railyard_core::event::{Reasoned, ReleaseCompleted};
 use railyard_core::release_state::StepStatus;
-use railyard_core::{Action, Event, ReleaseId, Status};
+use railyard_core::{Action, Event, ReleaseId, ReleaseState, Status};
 use tracing::{debug, info};
 
 use crate::decide::{self, Next};
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, external_done, external_states};
+use crate::exec::{Ctx, append_at, external_done, external_states, freeze_hold_prefix};
+use crate::freeze;
 use crate::work::{WorkOrder, step_lease};
 
 /// Looks at `release` and acts; `sweep` (a tick number) also re-offers orphaned work.
@@ -27,6 +29,19 @@ pub(crate) async fn evaluate(
             return Ok(());
         };
         let state = &current.state;
+        if state.status == Status::Held {
+            if let Some(reason) = freeze_ended(ctx, state) {
+                let event = ctx.envelope(release, Event::ReleaseResumed(Reasoned { reason }));
+                if append_at(ctx, release, current.sequence, &[event])
+                    .await?
+                    .is_none()
+                {
+                    continue;
+                }
+                info!(release = %release, "release resumed: the freeze ended");
+            }
+            return Ok(());
+        }
         let externals = external_states(ctx, state).await?;
         let tick = sweep.map(|t| format!("/sweep-{t}")).unwrap_or_default();
         match decide::next(state, &ctx.config.catalog, &external_done(&externals)) {
@@ -78,6 +93,31 @@ pub(crate) async fn evaluate(
         }
         return Ok(());
     }
+}
+
+/// The reason to resume `state` when it is held by a freeze (see
+/// [`crate::exec::freeze_hold_reason`]) and no window of that environment covers the clock's
+/// now any more. Other holds (operator, failure, re-validation) are left to operators.
+fn freeze_ended(ctx: &Ctx, state: &ReleaseState) -> Option<String> {
+    let hold = state.hold.as_ref()?;
+    let step = state.plan.as_ref()?.step(hold.step.as_deref()?)?;
+    let env = &step.env;
+    hold.reason.strip_prefix(&freeze_hold_prefix(env))?;
+    let windows = ctx
+        .config
+        .catalog
+        .environment(env)
+        .map(|e| e.freeze.as_slice())
+        .unwrap_or_default();
+    let now = ctx.config.clock.now();
+    if freeze::active_freeze(windows, now).is_some() {
+        return None;
+    }
+    let was = hold.reason.split(';').next().unwrap_or(&hold.reason);
+    Some(format!(
+        "the freeze of {env} ended (it was: {was}); promotion continues automatically at {}",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ))
 }
 
 /// Re-offers running steps whose lease is free: their worker died.

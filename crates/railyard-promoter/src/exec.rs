@@ -16,8 +16,8 @@ use railyard_core::event::{
 use railyard_core::inventory::RunningService;
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
-    Action, AggregateId, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step,
-    StepId,
+    Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status,
+    Step, StepId,
 };
 use tracing::{debug, info, warn};
 
@@ -25,6 +25,7 @@ use crate::adapter::{Form, Outcome, Runner, Target, humanize};
 use crate::config::PromoterConfig;
 use crate::decide;
 use crate::error::PromoterError;
+use crate::freeze;
 use crate::gate::{GateCheck, kind};
 use crate::inventory;
 use crate::work::step_lease;
@@ -218,8 +219,30 @@ pub(crate) async fn take_step(
         };
         if fresh {
             let externals = external_states(ctx, state).await?;
-            if !decide::ready(state, step_id, &external_done(&externals)) {
+            let done = external_done(&externals);
+            if !decide::ready(state, step_id, &done) {
                 return release_then(lease, skip("it waits for other steps".to_owned())).await;
+            }
+            if let Some(reason) = freeze_hold_reason(ctx, &step.env, release) {
+                if elsewhere_moving(ctx, state, &done) {
+                    // Hold only when nothing outside frozen environments can move: staging
+                    // goes on while production waits. Sweeps offer this step again.
+                    debug!(release = %release, step = %step.id, %reason, "step waits for a freeze");
+                    return release_then(lease, skip("its environment is frozen".to_owned())).await;
+                }
+                let held = Event::ReleaseHeld(ReleaseHeld {
+                    reason: reason.clone(),
+                    step: Some(step.id.clone()),
+                    owner: None,
+                });
+                let envelope = ctx.envelope(release, held);
+                match append(ctx, release, current.sequence, &[envelope]).await? {
+                    true => {
+                        info!(release = %release, step = %step.id, %reason, "release held: its environment is frozen");
+                        return release_then(lease, skip("held by a freeze".to_owned())).await;
+                    }
+                    false => continue, // someone else moved the release (or held it first)
+                }
             }
         }
         if lease.is_none() {
@@ -350,6 +373,61 @@ pub(crate) async fn append_at(
 
 /// Asks the planner core whether the rest of the plan is still safe against the live
 /// inventory; the hold reason when it is not.
+/// Why a fresh step of `env` may not start now: the hold reason when a freeze window of `env`
+/// covers the clock's now.
+///
+/// A freeze *holds* the release (`release.held`, recorded once: the append is optimistic, so
+/// of several steps offered together only one holds it) rather than silently not offering the
+/// step, because a hold is what people watching the release already see, notify and audit
+/// (who is waiting, on what, until when), and it needs no new event type. It fits the
+/// hold/resume flow: running steps finish under a hold; the dispatcher resumes a freeze hold by
+/// itself once no window covers the clock any more ([`crate::dispatch`], `release.resumed` with
+/// the reason); an operator's `resume` during the freeze is harmless (the next step holds again);
+/// `cancel` and `rollback` work as on any hold. The hold is recognised as a freeze hold by its
+/// reason's prefix ([`freeze_hold_prefix`]). The hold waits until nothing outside frozen
+/// environments can move (see `elsewhere_moving`): until then the frozen step is skipped with a
+/// log line and offered again by sweeps, so staging finishes while production waits.
+pub(crate) fn freeze_hold_reason(ctx: &Ctx, env: &EnvName, release: &ReleaseId) -> Option<String> {
+    let windows = &ctx.config.catalog.environment(env)?.freeze;
+    let active = freeze::active_freeze(windows, ctx.config.clock.now())?;
+    Some(format!(
+        "{}{}; no step of {env} starts until then, and release {release} continues by itself when the freeze ends (running steps finish; `railyard cancel {release}` or `railyard rollback {release}` act meanwhile)",
+        freeze_hold_prefix(env),
+        active
+            .description
+            .strip_prefix("frozen for ")
+            .unwrap_or(&active.description),
+    ))
+}
+
+/// Whether a step outside the environments frozen now is running or ready to start.
+fn elsewhere_moving(
+    ctx: &Ctx,
+    state: &ReleaseState,
+    external_done: &dyn Fn(&ExternalEdge) -> bool,
+) -> bool {
+    let Some(plan) = &state.plan else {
+        return false;
+    };
+    let now = ctx.config.clock.now();
+    let frozen = |env: &EnvName| {
+        ctx.config
+            .catalog
+            .environment(env)
+            .is_some_and(|e| freeze::active_freeze(&e.freeze, now).is_some())
+    };
+    plan.steps.iter().any(|s| match state.steps.get(&s.id) {
+        Some(StepStatus::Running { .. }) => !frozen(&s.env),
+        Some(StepStatus::Pending) => !frozen(&s.env) && decide::ready(state, &s.id, external_done),
+        _ => false,
+    })
+}
+
+/// How the reason of a hold made by a freeze of `env` begins.
+pub(crate) fn freeze_hold_prefix(env: &EnvName) -> String {
+    format!("{env} is frozen for ")
+}
+
 async fn revalidate(
     ctx: &Ctx,
     current: &Current,

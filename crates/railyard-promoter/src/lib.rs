@@ -4,7 +4,7 @@
 //! concurrency, so no step runs twice under two live workers and a dead worker's step is
 //! resumed by another. Deploy adapters (`simulated`, `command`, `http`), gates (`http`,
 //! `prometheus`, `command`, `soak`, `incident`), strategies (rolling, canary, blue-green),
-//! the failure policies (`rollback`, `hold`), re-validation against the live inventory, and the
+//! the failure policies (`rollback`, `hold`), freeze windows, re-validation against the live inventory, and the
 //! operator and approver routes with their CLI live here.
 //!
 //! The binary wires [`run`] (a worker), [`router`] (the routes of INTERFACES §6) and [`cli`].
@@ -18,6 +18,7 @@ pub mod decide;
 mod dispatch;
 mod error;
 mod exec;
+pub mod freeze;
 pub mod gate;
 pub mod inventory;
 mod rollback;

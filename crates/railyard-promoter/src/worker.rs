@@ -43,6 +43,16 @@ fn check(config: &PromoterConfig, bus: &Bus) -> Result<(), PromoterError> {
                 .to_owned(),
         ));
     }
+    for (i, env) in config.catalog.environments.iter().enumerate() {
+        for (j, window) in env.freeze.iter().enumerate() {
+            crate::freeze::validate(window).map_err(|error| {
+                PromoterError::Config(format!(
+                    "catalog.environments[{i}].freeze[{j}] ({}): {error}",
+                    env.name
+                ))
+            })?;
+        }
+    }
     if config.max_concurrent_steps == 0 || config.sweep_interval.is_zero() {
         return Err(PromoterError::Config(
             "max_concurrent_steps and sweep_interval must be above zero".to_owned(),

@@ -23,7 +23,7 @@ demo *args: setup
 
 # Run every service in one process with an embedded NATS on 127.0.0.1:7800.
 dev *args: setup
-    cargo run --release --quiet -p railyard -- dev {{args}}
+    cargo run --quiet -p railyard -- dev {{args}}
 
 # The whole test suite: formatting, lints, then every test against a real nats-server.
 test: setup lint

@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod error;
+pub mod follow;
 pub mod ops;
 
 pub use auth::{Authenticated, Identity, Role, TokenEntry, Tokens, TokensError, generate_token};
 pub use error::ApiError;
+pub use follow::follow_release_metrics;
 pub use ops::{Metrics, ops_router};

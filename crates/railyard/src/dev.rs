@@ -145,6 +145,14 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             "slack is not configured (RAILYARD_SLACK_TOKEN or --slack-webhook): the notifier does not run"
         ),
     }
+    {
+        let (bus, metrics, stop) = (bus.clone(), metrics.clone(), stop.clone());
+        services.spawn("metrics", async move {
+            railyard_http::follow_release_metrics(bus, metrics, stop)
+                .await
+                .context("release metrics")
+        });
+    }
     let mut intake = railyard_intake::IntakeConfig::from_env(&args.catalog)
         .with_context(|| args.catalog.display().to_string())?;
     intake.tokens = tokens.clone();

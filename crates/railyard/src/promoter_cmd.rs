@@ -108,8 +108,20 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
             services.shutdown(),
         ),
     );
-    let app = railyard_http::ops_router(bus.clone(), railyard_http::Metrics::default())
-        .merge(promoter_routes(bus.clone(), catalog, tokens));
+    let metrics = railyard_http::Metrics::default();
+    {
+        let (bus, metrics, stop) = (bus.clone(), metrics.clone(), services.shutdown());
+        services.spawn("metrics", async move {
+            railyard_http::follow_release_metrics(bus, metrics, stop)
+                .await
+                .context("release metrics")
+        });
+    }
+    let app = railyard_http::ops_router(bus.clone(), metrics).merge(promoter_routes(
+        bus.clone(),
+        catalog,
+        tokens,
+    ));
     services.serve_http(args.listen, app).await?;
     let result = services.run_until_signal().await;
     bus.close()

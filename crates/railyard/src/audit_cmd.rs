@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use railyard_bus::{Bus, BusConfig};
+use railyard_bus::Bus;
 
 use crate::services::Services;
 
@@ -71,12 +71,7 @@ pub async fn start(
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = crate::promoter_cmd::load_tokens(args.tokens_file.as_deref())?;
-    let bus = Bus::connect(&args.nats_url, BusConfig::default())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+    let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     let mut services = Services::new();
     let routes = start(

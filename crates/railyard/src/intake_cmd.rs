@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig};
+use railyard_bus::Bus;
 use railyard_intake::{Intake, IntakeConfig};
 
 use crate::services::Services;
@@ -48,12 +48,7 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<()> {
     let config = IntakeConfig::from_env(&args.catalog)
         .with_context(|| args.catalog.display().to_string())?;
     let metrics = config.metrics.clone();
-    let bus = Bus::connect(&args.nats_url, BusConfig::default())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+    let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
     let routes = start(&mut services, config, bus.clone());
     let app = railyard_http::ops_router(bus.clone(), metrics).merge(routes);

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig, Expected};
+use railyard_bus::{Bus, Expected};
 use railyard_core::event::ServiceDeployed;
 use railyard_core::{AggregateId, Clock, Envelope, Event, Inventory, SystemClock};
 
@@ -69,12 +69,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let inventory = Inventory::from_json(&text).with_context(|| args.file.display().to_string())?;
-    let bus = Bus::connect(&args.nats_url, BusConfig::default())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+    let bus = crate::stack::connect(&args.nats_url).await?;
     let count = import(&bus, &inventory, &args.actor).await?;
     bus.close().await?;
     println!(

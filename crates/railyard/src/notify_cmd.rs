@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig};
+use railyard_bus::Bus;
 use railyard_core::Catalog;
 use railyard_notify::{BotToken, NotifyConfig, Transport};
 
@@ -111,12 +111,7 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     let transport = args.slack.transport()?.context(
         "Slack is not configured: set RAILYARD_SLACK_TOKEN (Web API) or pass --slack-webhook #channel=URL",
     )?;
-    let bus = Bus::connect(&args.nats_url, BusConfig::default())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+    let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     let mut services = Services::new();
     let task = notify_task(

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig};
 
 use crate::services::Services;
 
@@ -33,12 +32,7 @@ pub struct PlannerArgs {
 /// Runs the planner until Ctrl-C or SIGTERM.
 pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let catalog = crate::dev::load_catalog(&args.catalog)?;
-    let bus = Bus::connect(&args.nats_url, BusConfig::default())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+    let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
     services.spawn(
         "planner",

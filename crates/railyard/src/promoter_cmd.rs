@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig};
+use railyard_bus::Bus;
 use railyard_core::{Catalog, SystemClock};
 use railyard_promoter::{PromoterConfig, RouteState, Secrets};
 
@@ -90,12 +90,7 @@ pub fn promoter_routes(bus: Bus, catalog: Catalog, tokens: railyard_http::Tokens
 pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let tokens = load_tokens(args.tokens_file.as_deref())?;
-    let bus = Bus::connect(&args.nats_url, BusConfig::default())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+    let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     services.spawn(

@@ -13,6 +13,17 @@ use crate::embedded_nats::EmbeddedNats;
 const NATS_STARTUP: Duration = Duration::from_secs(20);
 const NATS_GRACE: Duration = Duration::from_secs(10);
 
+/// Connects to NATS at `url` and makes sure Railyard's streams and buckets exist.
+pub async fn connect(url: &str) -> anyhow::Result<Bus> {
+    let bus = Bus::connect(url, BusConfig::default())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    bus.ensure_topology()
+        .await
+        .context("cannot create Railyard's streams and buckets")?;
+    Ok(bus)
+}
+
 /// A connected bus, with the embedded server it runs on when there is one.
 pub struct Stack {
     /// The bus, topology ensured.
@@ -38,16 +49,7 @@ impl Stack {
             (None, Some(nats)) => nats.url().to_owned(),
             (None, None) => unreachable!("an embedded server is started when no url is given"),
         };
-        let connected = async {
-            let bus = Bus::connect(&url, BusConfig::default())
-                .await
-                .with_context(|| format!("cannot connect to NATS at {url}"))?;
-            bus.ensure_topology()
-                .await
-                .context("cannot create Railyard's streams and buckets")?;
-            anyhow::Ok(bus)
-        }
-        .await;
+        let connected = connect(&url).await;
         match connected {
             Ok(bus) => Ok(Stack { bus, url, embedded }),
             Err(error) => {

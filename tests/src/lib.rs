@@ -1,23 +1,27 @@
 //! The harness of Railyard's full-flow scenarios: one real `nats-server`
 //! ([`railyard_testkit::NatsServer`]) and every service in this process — intake (HTTP and
-//! NATS), the planner, two promotion workers, the audit projection, the operator routes — each
-//! on its own NATS connection, behind one HTTP listener on `127.0.0.1:0` with generated
-//! tokens, plus a small health server whose failing `<service>/<env>` pairs a test controls.
+//! NATS), the planner, two promotion workers, the audit projection, the operator routes and
+//! the Slack notifier — each on its own NATS connection, behind one HTTP listener on
+//! `127.0.0.1:0` with generated tokens, plus two stand-ins on their own listeners: a health
+//! server whose failing `<service>/<env>` pairs a test controls, and a Slack Web API
+//! ([`SlackStandIn`]) that records every `chat.postMessage` and `chat.update`.
 //!
 //! Scenarios drive it only through public interfaces: `POST /v1/releases`, the GitHub webhook
-//! and CDEvents routes, the operator and approver routes, the audit queries and SSE. They
-//! observe progress by reading the release's events with [`Bus::load`] in a bounded loop
+//! and CDEvents routes, the `railyard` CLI ([`Stack::cli`]: `approve`, `deny`, `hold`,
+//! `resume`, `retry`, `rollback`, `cancel`, `release submit|status|watch`), the audit queries
+//! and SSE, and what Slack was told ([`Stack::slack_threads`]). They observe progress by
+//! reading the release's events with [`Bus::load`] in a bounded loop
 //! ([`Stack::wait_release`]); every wait has a hard timeout and fails early, naming the
 //! service, when a service task dies.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use railyard_bus::{Bus, BusConfig, Expected};
 use railyard_core::event::ServiceDeployed;
 use railyard_core::{
@@ -26,6 +30,7 @@ use railyard_core::{
 use railyard_http::{Role, generate_token};
 use railyard_testkit::NatsServer;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,9 +42,11 @@ pub const POLL: Duration = Duration::from_millis(100);
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The catalog of the scenarios: two environments, an approval for production, one queue with
-/// one producer and one consumer, simulated deploys and http gates against the health server.
+/// one producer and one consumer, simulated deploys and http gates against the health server;
+/// Slack: every release in `#releases` (milestones and exceptions), billing-worker's also in
+/// `#payments-releases` (every step).
 /// `ON_FAILURE`, `DURATION` and `HEALTH` are filled in by [`catalog`].
-const CATALOG: &str = r#"
+const CATALOG: &str = r##"
 [policy]
 protected_branches = ["main"]
 allowed_sources = ["https://github.com/acme/*", "/ci/*"]
@@ -66,6 +73,7 @@ gates = [{ kind = "http", url = "HEALTH/health/orders-api/{env}", expect_status 
 
 [services.billing-worker]
 owner = "team-payments"
+slack_channel = "#payments-releases"
 match = { repository = "https://github.com/acme/billing-worker", artifact = "pkg:oci/billing-worker" }
 deploy = { kind = "simulated", duration = "DURATION" }
 gates = [{ kind = "http", url = "HEALTH/health/billing-worker/{env}", expect_status = 200, timeout = "2s" }]
@@ -73,7 +81,11 @@ gates = [{ kind = "http", url = "HEALTH/health/billing-worker/{env}", expect_sta
 [queues.orders-events]
 producers = ["orders-api"]
 consumers = ["billing-worker"]
-"#;
+
+[notify.slack]
+default_channel = "#releases"
+verbosity = { "#releases" = "changes", "#payments-releases" = "all" }
+"##;
 
 /// The catalog text with its placeholders filled in.
 pub fn catalog(on_failure: &str, duration: &str, health: &str) -> String {
@@ -233,6 +245,342 @@ async fn health(
     }
 }
 
+/// The bot token the notifier is given and the Slack stand-in expects.
+pub const SLACK_BOT_TOKEN: &str = "xoxb-scenario";
+
+/// One Web API call the Slack stand-in received.
+#[derive(Debug, Clone)]
+pub struct SlackCall {
+    /// `chat.postMessage`, `chat.update`, or another method (refused with `unknown_method`).
+    pub method: String,
+    /// The JSON body as sent.
+    pub body: Value,
+    /// The channel id the call was for (`#releases` and its id `CRELEASES` are the same).
+    pub channel: String,
+    /// The `ts` of the message posted or updated, when accepted.
+    pub ts: Option<String>,
+    /// The `ok: false` error the stand-in answered, as Slack would; `None` when accepted.
+    pub error: Option<String>,
+}
+
+/// One release's thread in one channel, as Slack shows it.
+#[derive(Debug, Clone)]
+pub struct SlackThread {
+    /// The channel id.
+    pub channel: String,
+    /// The root message's `ts` (the `thread_ts` of every reply).
+    pub ts: String,
+    /// The root message's notification text as it reads now, after every `chat.update`.
+    pub root_text: String,
+    /// The root message's blocks as they read now.
+    pub root_blocks: Value,
+    /// How many times the root was updated.
+    pub updates: usize,
+    /// The replies' notification texts, in the order they were posted.
+    pub replies: Vec<String>,
+    /// The replies' blocks, in the same order.
+    pub reply_blocks: Vec<Value>,
+}
+
+impl SlackThread {
+    /// Everything the thread shows (root and replies, text and blocks) as one string, for
+    /// `contains` checks.
+    pub fn shown(&self) -> String {
+        let mut out = format!("{}\n{}\n", self.root_text, self.root_blocks);
+        for (text, blocks) in self.replies.iter().zip(&self.reply_blocks) {
+            out.push_str(&format!("{text}\n{blocks}\n"));
+        }
+        out
+    }
+
+    /// The reply whose text starts with `prefix`, if any.
+    pub fn reply(&self, prefix: &str) -> Option<&str> {
+        self.replies
+            .iter()
+            .map(String::as_str)
+            .find(|r| r.starts_with(prefix))
+    }
+}
+
+#[derive(Debug, Default)]
+struct SlackRecord {
+    calls: Vec<SlackCall>,
+    next_ts: u64,
+    /// `(channel id, ts)` of every message Slack holds.
+    messages: BTreeSet<(String, String)>,
+}
+
+/// A stand-in for Slack's Web API on `127.0.0.1:0`: it checks the bot token, answers
+/// `chat.postMessage` with a channel id and a fresh `ts` (refusing a reply to a thread it does
+/// not hold with `thread_not_found`), answers `chat.update` of a message it holds, and records
+/// every call.
+#[derive(Clone, Default)]
+pub struct SlackStandIn(Arc<Mutex<SlackRecord>>);
+
+/// The channel id the stand-in gives `#name` (`CNAME`, without dashes); ids pass unchanged.
+pub fn slack_channel_id(channel: &str) -> String {
+    match channel.strip_prefix('#') {
+        Some(name) => format!("C{}", name.to_uppercase().replace('-', "")),
+        None => channel.to_owned(),
+    }
+}
+
+async fn slack_api(
+    State(slack): State<SlackStandIn>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::Json<Value> {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let channel = slack_channel_id(body["channel"].as_str().unwrap_or_default());
+    let mut record = slack.0.lock().expect("slack lock");
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(format!("Bearer {SLACK_BOT_TOKEN}").as_str());
+    let has_text = body["text"].as_str().is_some_and(|t| !t.is_empty())
+        || body["blocks"].as_array().is_some_and(|b| !b.is_empty());
+    let answer: Result<Value, &str> = if !authorized {
+        Err("invalid_auth")
+    } else if channel.is_empty() {
+        Err("channel_not_found")
+    } else if !has_text {
+        Err("no_text")
+    } else {
+        match method.as_str() {
+            "chat.postMessage" => match body["thread_ts"].as_str() {
+                Some(thread)
+                    if !record
+                        .messages
+                        .contains(&(channel.clone(), thread.to_owned())) =>
+                {
+                    Err("thread_not_found")
+                }
+                _ => {
+                    record.next_ts += 1;
+                    let ts = format!("1700000000.{:06}", record.next_ts);
+                    record.messages.insert((channel.clone(), ts.clone()));
+                    Ok(json!({"ok": true, "channel": channel, "ts": ts}))
+                }
+            },
+            "chat.update" => {
+                let ts = body["ts"].as_str().unwrap_or_default().to_owned();
+                if record.messages.contains(&(channel.clone(), ts.clone())) {
+                    Ok(json!({"ok": true, "channel": channel, "ts": ts}))
+                } else {
+                    Err("message_not_found")
+                }
+            }
+            _ => Err("unknown_method"),
+        }
+    };
+    record.calls.push(SlackCall {
+        method,
+        body,
+        channel,
+        ts: answer
+            .as_ref()
+            .ok()
+            .and_then(|a| a["ts"].as_str())
+            .map(str::to_owned),
+        error: answer.as_ref().err().map(|e| (*e).to_owned()),
+    });
+    axum::Json(answer.unwrap_or_else(|error| json!({"ok": false, "error": error})))
+}
+
+impl SlackStandIn {
+    fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/api/{method}", axum::routing::post(slack_api))
+            .with_state(self.clone())
+    }
+
+    /// Every call received so far, in order.
+    pub fn calls(&self) -> Vec<SlackCall> {
+        self.0.lock().expect("slack lock").calls.clone()
+    }
+
+    /// The calls the stand-in refused, as `method channel: error`.
+    pub fn refused(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .filter_map(|c| {
+                c.error
+                    .as_ref()
+                    .map(|e| format!("{} {}: {e}", c.method, c.channel))
+            })
+            .collect()
+    }
+
+    /// Every thread Slack holds, by the release its root names (`Release <id>: …`), each
+    /// with its replies and the root as last updated. Fails on a reply or an update that
+    /// belongs to no root the stand-in accepted.
+    pub fn threads(&self) -> anyhow::Result<BTreeMap<String, Vec<SlackThread>>> {
+        let mut threads: Vec<(String, SlackThread)> = Vec::new();
+        for call in self.calls().into_iter().filter(|c| c.error.is_none()) {
+            let text = call.body["text"].as_str().unwrap_or_default().to_owned();
+            let blocks = call.body["blocks"].clone();
+            let find = |threads: &mut Vec<(String, SlackThread)>, ts: &str| {
+                threads
+                    .iter()
+                    .position(|(_, t)| t.channel == call.channel && t.ts == ts)
+            };
+            match (call.method.as_str(), call.body["thread_ts"].as_str()) {
+                ("chat.postMessage", None) => {
+                    let release = text
+                        .strip_prefix("Release ")
+                        .and_then(|rest| rest.split(':').next())
+                        .with_context(|| format!("a root message names no release: {text}"))?
+                        .to_owned();
+                    let ts = call.ts.clone().unwrap_or_default();
+                    threads.push((
+                        release,
+                        SlackThread {
+                            channel: call.channel.clone(),
+                            ts,
+                            root_text: text,
+                            root_blocks: blocks,
+                            updates: 0,
+                            replies: Vec::new(),
+                            reply_blocks: Vec::new(),
+                        },
+                    ));
+                }
+                ("chat.postMessage", Some(thread_ts)) => {
+                    let at = find(&mut threads, thread_ts).with_context(|| {
+                        format!(
+                            "a reply in {} to no known root {thread_ts}: {text}",
+                            call.channel
+                        )
+                    })?;
+                    threads[at].1.replies.push(text);
+                    threads[at].1.reply_blocks.push(blocks);
+                }
+                ("chat.update", _) => {
+                    let ts = call.body["ts"].as_str().unwrap_or_default();
+                    let at = find(&mut threads, ts).with_context(|| {
+                        format!(
+                            "an update in {} of no known root {ts}: {text}",
+                            call.channel
+                        )
+                    })?;
+                    let thread = &mut threads[at].1;
+                    thread.root_text = text;
+                    thread.root_blocks = blocks;
+                    thread.updates += 1;
+                }
+                (method, _) => bail!("slack was called with {method}"),
+            }
+        }
+        let mut out: BTreeMap<String, Vec<SlackThread>> = BTreeMap::new();
+        for (release, thread) in threads {
+            out.entry(release).or_default().push(thread);
+        }
+        Ok(out)
+    }
+
+    /// Release `id`'s one thread in each of `channels` (names, `#releases`), keyed by name.
+    /// Fails when Slack refused a call, when the release has a thread elsewhere or more than
+    /// one in a channel, or when a thread holds the same reply twice.
+    pub fn release(
+        &self,
+        id: &str,
+        channels: &[&str],
+    ) -> anyhow::Result<BTreeMap<String, SlackThread>> {
+        let refused = self.refused();
+        ensure!(refused.is_empty(), "slack refused calls: {refused:?}");
+        let threads = self.threads()?.remove(id).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for thread in threads {
+            let name = channels
+                .iter()
+                .find(|c| slack_channel_id(c) == thread.channel)
+                .with_context(|| {
+                    format!(
+                        "release {id} has a thread in {}, not one of {channels:?}",
+                        thread.channel
+                    )
+                })?;
+            let mut seen = BTreeSet::new();
+            for (text, blocks) in thread.replies.iter().zip(&thread.reply_blocks) {
+                ensure!(
+                    seen.insert((text.clone(), blocks.to_string())),
+                    "release {id}: {name} got this reply twice: {text}"
+                );
+            }
+            ensure!(
+                out.insert((*name).to_owned(), thread).is_none(),
+                "release {id} has more than one thread in {name}"
+            );
+        }
+        for channel in channels {
+            ensure!(
+                out.contains_key(*channel),
+                "release {id} has no thread in {channel}; threads: {:?}",
+                out.keys().collect::<Vec<_>>()
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The part of the `railyard` binary's command line the scenarios use, built from the same
+/// library types the binary flattens in (`crates/railyard/src/cli.rs`): the operator and
+/// approver commands of `railyard_promoter::cli`, `release submit` of `railyard_intake::cli`
+/// and `release status|watch` of `railyard_audit::cli`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "railyard")]
+struct RailyardCli {
+    #[command(subcommand)]
+    command: CliCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CliCommand {
+    /// `railyard release submit|status|watch`.
+    #[command(subcommand)]
+    Release(ReleaseCli),
+    /// `railyard approve|deny|hold|resume|rollback|cancel|retry`.
+    #[command(flatten)]
+    Operator(railyard_promoter::cli::OperatorCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ReleaseCli {
+    /// `railyard release submit <file>`.
+    Submit(railyard_intake::cli::ReleaseSubmitArgs),
+    /// `railyard release status|watch <id>`.
+    #[command(flatten)]
+    Read(railyard_audit::cli::ReleaseCommand),
+}
+
+/// What one `railyard` command printed and how it exited, as the binary would: stdout, and on
+/// error `error: <message>` on stderr with exit code 1.
+#[derive(Debug, Clone)]
+pub struct CliRun {
+    /// The exit code.
+    pub code: u8,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+async fn run_cli(cli: RailyardCli) -> anyhow::Result<(u8, String)> {
+    match cli.command {
+        CliCommand::Operator(command) => {
+            let answer = railyard_promoter::cli::run(&command).await?;
+            Ok((0, format!("{}\n", answer.detail)))
+        }
+        CliCommand::Release(ReleaseCli::Submit(submit)) => {
+            Ok((0, format!("{}\n", submit.run().await?)))
+        }
+        CliCommand::Release(ReleaseCli::Read(read)) => {
+            let mut out = Vec::new();
+            let code = railyard_audit::cli::run_release(read, &mut out).await?;
+            Ok((code, String::from_utf8(out)?))
+        }
+    }
+}
+
 /// Every service over one real NATS, and the handles a scenario needs.
 pub struct Stack {
     /// The NATS server (restart it with `nats.restart()`).
@@ -245,11 +593,15 @@ pub struct Stack {
     pub tokens: Tokens,
     /// The gates' health server state.
     pub health: Health,
+    /// What the notifier told Slack.
+    pub slack: SlackStandIn,
     /// The HTTP client.
     pub http: reqwest::Client,
+    /// The stream sequence of the last event message the notifier finished with.
+    notified: watch::Receiver<u64>,
     stop: CancellationToken,
     tasks: Mutex<JoinSet<(String, anyhow::Result<()>)>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The bus settings of every service: fast redelivery and reconnects, short leases.
@@ -377,6 +729,46 @@ impl Stack {
                 (worker.to_owned(), result)
             });
         }
+        // The notifier, pointed at the Slack stand-in. It sends for everything in the stream
+        // (`History::Send`): with the default `Skip` a release submitted before the task has
+        // read where the stream ends would go unannounced. No pacing: the stand-in has no
+        // rate limit, and the scenarios wait on what the notifier has handled, not on time.
+        let slack = SlackStandIn::default();
+        let slack_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let slack_url = format!("http://{}/api", slack_listener.local_addr()?);
+        tasks.spawn({
+            let stop = stop.clone();
+            let app = slack.router();
+            async move { ("slack".to_owned(), serve(slack_listener, app, stop).await) }
+        });
+        let (notified_tx, notified) = watch::channel(0);
+        {
+            let transport = railyard_notify::Transport::WebApi {
+                base_url: slack_url,
+                token: railyard_notify::BotToken::new(SLACK_BOT_TOKEN)?,
+            };
+            let mut config = railyard_notify::NotifyConfig::new(
+                catalog.clone(),
+                transport,
+                dir.path().join("notify"),
+            );
+            config.pacing = Duration::ZERO;
+            config.backoff = railyard_notify::Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_millis(500),
+            };
+            config.request_timeout = Duration::from_secs(5);
+            config.history = railyard_notify::History::Send;
+            config.handled = Some(notified_tx);
+            let bus = connect(&url, "notify").await?;
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let result = railyard_notify::run(config, bus, stop)
+                    .await
+                    .context("notify");
+                ("notify".to_owned(), result)
+            });
+        }
         // Intake: HTTP routes and the NATS door.
         let metrics = railyard_http::Metrics::default();
         let mut intake_config = railyard_intake::IntakeConfig::new(catalog.clone(), table.clone());
@@ -431,12 +823,14 @@ impl Stack {
             base,
             tokens,
             health: health_state,
+            slack,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()?,
+            notified,
             stop,
             tasks: Mutex::new(tasks),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -573,18 +967,118 @@ impl Stack {
             .await
     }
 
-    /// Approves production as alice; fails unless accepted (202).
+    /// Approves production as alice, with the CLI (`railyard approve <id> --env production`);
+    /// fails unless it succeeds.
     pub async fn approve(&self, id: &ReleaseId) -> anyhow::Result<()> {
-        let (status, body) = self
-            .command(
-                &self.tokens.alice,
-                id,
+        self.cli_ok(
+            &self.tokens.alice,
+            &[
                 "approve",
-                json!({"env": "production", "comment": "change window agreed"}),
-            )
-            .await?;
-        ensure!(status == 202, "alice's approval answered {status}: {body}");
+                id.as_str(),
+                "--env",
+                "production",
+                "--comment",
+                "change window agreed",
+            ],
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Runs `railyard <args> --url <base> --token <token>` as a user would type it: parsed by
+    /// the CLI's own clap definitions and run by its library entry points, in this process.
+    /// (`--url` and `--token` rather than `RAILYARD_URL` and `RAILYARD_TOKEN`: scenarios run
+    /// in parallel in one process, which shares one environment.) Fails only when the
+    /// arguments do not parse; a command that fails is a [`CliRun`] with code 1.
+    pub async fn cli(&self, token: &str, args: &[&str]) -> anyhow::Result<CliRun> {
+        let mut argv = vec!["railyard"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--url", &self.base, "--token", token]);
+        let cli = <RailyardCli as clap::Parser>::try_parse_from(&argv)
+            .map_err(|error| anyhow::anyhow!("`{}` does not parse: {error}", argv.join(" ")))?;
+        Ok(match run_cli(cli).await {
+            Ok((code, stdout)) => CliRun {
+                code,
+                stdout,
+                stderr: String::new(),
+            },
+            Err(error) => CliRun {
+                code: 1,
+                stdout: String::new(),
+                stderr: format!("error: {error:#}\n"),
+            },
+        })
+    }
+
+    /// [`Stack::cli`], failing unless it exits 0; what it printed.
+    pub async fn cli_ok(&self, token: &str, args: &[&str]) -> anyhow::Result<String> {
+        let run = self.cli(token, args).await?;
+        ensure!(
+            run.code == 0,
+            "`railyard {}` exited {}: {}{}",
+            args.join(" "),
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        Ok(run.stdout)
+    }
+
+    /// `railyard release status <id>` as the auditor: what it printed.
+    pub async fn status_text(&self, id: &ReleaseId) -> anyhow::Result<String> {
+        self.cli_ok(&self.tokens.auditor, &["release", "status", id.as_str()])
+            .await
+    }
+
+    /// `railyard release watch <id>` as the auditor, bounded by `timeout`: it follows the
+    /// release's events over SSE until one ends it, and exits 0 when it completed.
+    pub async fn watch(&self, id: &ReleaseId, timeout: Duration) -> anyhow::Result<CliRun> {
+        tokio::time::timeout(
+            timeout,
+            self.cli(&self.tokens.auditor, &["release", "watch", id.as_str()]),
+        )
+        .await
+        .with_context(|| format!("`railyard release watch {id}` did not end within {timeout:?}"))?
+    }
+
+    /// Writes `toml` to a file of the stack's directory for `railyard release submit`.
+    pub fn release_file(&self, name: &str, toml: &str) -> anyhow::Result<String> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, toml)?;
+        Ok(path.display().to_string())
+    }
+
+    /// Waits (bounded) until the notifier has finished with every message the event stream
+    /// holds now, so what Slack was told about them is final.
+    pub async fn wait_notified(&self) -> anyhow::Result<()> {
+        let last = self.bus.stream_last_sequence().await?;
+        let mut notified = self.notified.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            self.check_services()?;
+            if tokio::time::timeout(POLL, notified.wait_for(|n| *n >= last))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the notifier did not handle stream message {last} within 20s (it is at {})",
+                *notified.borrow()
+            );
+        }
+    }
+
+    /// What Slack shows of release `id` once the notifier has caught up:
+    /// [`SlackStandIn::release`].
+    pub async fn slack_release(
+        &self,
+        id: &ReleaseId,
+        channels: &[&str],
+    ) -> anyhow::Result<BTreeMap<String, SlackThread>> {
+        self.wait_notified().await?;
+        self.slack.release(id.as_str(), channels)
     }
 
     /// Every event of the release, from the stream.
@@ -882,4 +1376,130 @@ pub fn artifact_cdevent(id: &str, service: &str, version: &str) -> Value {
         },
         "customData": { "railyard": { "branch": "main" } }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Slack stand-in catches what the scenarios rely on it to catch.
+
+    use super::*;
+
+    struct Client {
+        slack: SlackStandIn,
+        url: String,
+        http: reqwest::Client,
+        _stop: tokio_util::sync::DropGuard,
+    }
+
+    impl Client {
+        async fn start() -> anyhow::Result<Client> {
+            let slack = SlackStandIn::default();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}/api", listener.local_addr()?);
+            let stop = CancellationToken::new();
+            tokio::spawn(serve(listener, slack.router(), stop.clone()));
+            Ok(Client {
+                slack,
+                url,
+                http: reqwest::Client::new(),
+                _stop: stop.drop_guard(),
+            })
+        }
+
+        async fn call(&self, method: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+            Ok(self
+                .http
+                .post(format!("{}/{method}", self.url))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?)
+        }
+
+        async fn post(&self, channel: &str, text: &str, thread: Option<&str>) -> String {
+            let mut body = json!({"channel": channel, "text": text});
+            if let Some(thread) = thread {
+                body["thread_ts"] = json!(thread);
+            }
+            let answer = self
+                .call("chat.postMessage", SLACK_BOT_TOKEN, body)
+                .await
+                .expect("the stand-in answers");
+            answer["ts"].as_str().unwrap_or_default().to_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_reads_as_slack_shows_it() -> anyhow::Result<()> {
+        let slack = Client::start().await?;
+        let root = slack.post("#releases", "Release r1: Planned", None).await;
+        slack.post("#releases", "r1: planned", Some(&root)).await;
+        slack.post("CRELEASES", "r1: completed", Some(&root)).await;
+        let answer = slack
+            .call(
+                "chat.update",
+                SLACK_BOT_TOKEN,
+                json!({"channel": "CRELEASES", "ts": root, "text": "Release r1: Completed"}),
+            )
+            .await?;
+        assert_eq!(answer["ok"], json!(true), "{answer}");
+        let threads = slack.slack.release("r1", &["#releases"])?;
+        let thread = &threads["#releases"];
+        assert_eq!(thread.root_text, "Release r1: Completed");
+        assert_eq!(thread.updates, 1);
+        assert_eq!(thread.replies, ["r1: planned", "r1: completed"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_repeated_reply_a_second_root_and_a_refused_call_are_caught() -> anyhow::Result<()> {
+        let slack = Client::start().await?;
+        let root = slack.post("#releases", "Release r1: Planned", None).await;
+        slack.post("#releases", "r1: completed", Some(&root)).await;
+        slack.post("#releases", "r1: completed", Some(&root)).await;
+        let error = slack.slack.release("r1", &["#releases"]).unwrap_err();
+        assert!(error.to_string().contains("twice"), "{error}");
+
+        let slack = Client::start().await?;
+        slack.post("#releases", "Release r1: Planned", None).await;
+        slack.post("#releases", "Release r1: Planned", None).await;
+        let error = slack.slack.release("r1", &["#releases"]).unwrap_err();
+        assert!(error.to_string().contains("more than one"), "{error}");
+
+        let slack = Client::start().await?;
+        slack.post("#releases", "Release r1: Planned", None).await;
+        let error = slack
+            .slack
+            .release("r1", &["#releases", "#payments-releases"])
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("no thread in #payments-releases")
+        );
+
+        let slack = Client::start().await?;
+        slack
+            .post("#releases", "r1: orphan", Some("1700000000.000099"))
+            .await;
+        let answer = slack
+            .call(
+                "chat.postMessage",
+                "xoxb-wrong",
+                json!({"channel": "#releases", "text": "x"}),
+            )
+            .await?;
+        assert_eq!(answer["error"], json!("invalid_auth"));
+        assert_eq!(
+            slack.slack.refused(),
+            [
+                "chat.postMessage CRELEASES: thread_not_found",
+                "chat.postMessage CRELEASES: invalid_auth"
+            ]
+        );
+        assert!(slack.slack.release("r1", &["#releases"]).is_err());
+        Ok(())
+    }
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::bus::Bus;
 use crate::error::{Actual, AppendError, BusError};
 use crate::names::{EVENT_TYPES_HEADER, EVENTS_STREAM, event_subject};
-use crate::trace::inject_trace;
+use crate::trace::{extract_trace, inject_trace};
 
 /// What the aggregate must look like for an append to be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,18 +72,27 @@ pub struct Appended {
 }
 
 /// An aggregate's events, read from the stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Loaded {
     /// Every event, in the order they were appended.
     pub events: Vec<Envelope>,
     /// The stream sequence of the aggregate's last message; 0 when it has none.
     pub last_sequence: u64,
+    /// The trace context the aggregate's first message carried.
+    first_trace: opentelemetry::Context,
 }
 
 impl Loaded {
     /// What the next append expects: `Expected::after(last_sequence)`.
     pub fn expected(&self) -> Expected {
         Expected::after(self.last_sequence)
+    }
+
+    /// The trace the aggregate was started in (for a release: the request's, so every span
+    /// that decides about it joins the release's one trace); empty when its first message
+    /// carried none. Pass it to [`crate::follow_trace`].
+    pub fn trace(&self) -> &opentelemetry::Context {
+        &self.first_trace
     }
 }
 
@@ -316,11 +325,30 @@ impl Bus {
     /// applied the latest append; an append based on such a read fails with a conflict, so
     /// decisions stay correct.
     pub async fn load(&self, aggregate: &AggregateId) -> Result<Loaded, BusError> {
+        self.load_after(aggregate, 0).await
+    }
+
+    /// The events of `aggregate` stored after stream sequence `after` (all of them for 0), for
+    /// readers that keep a folded state and catch up with one request instead of re-reading
+    /// the whole aggregate. `last_sequence` is `after` when nothing newer exists; the trace is
+    /// the aggregate's first message's only when `after` is 0 (empty otherwise).
+    pub async fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: u64,
+    ) -> Result<Loaded, BusError> {
         let subject = event_subject(aggregate);
-        let messages = self.direct_scan(EVENTS_STREAM, &subject, 1, None).await?;
+        let messages = self
+            .direct_scan(EVENTS_STREAM, &subject, after + 1, None)
+            .await?;
         let mut loaded = Loaded {
             events: Vec::new(),
-            last_sequence: 0,
+            last_sequence: after,
+            first_trace: messages
+                .first()
+                .filter(|_| after == 0)
+                .map(|first| extract_trace(&first.headers))
+                .unwrap_or_default(),
         };
         for message in messages {
             loaded.events.extend(decode_batch(

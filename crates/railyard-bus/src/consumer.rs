@@ -265,6 +265,14 @@ impl Delivery {
         self.subject.strip_prefix(EVENTS_PREFIX)?.parse().ok()
     }
 
+    /// The release the events belong to, when they belong to one.
+    pub fn release(&self) -> Option<railyard_core::ReleaseId> {
+        match self.aggregate()? {
+            AggregateId::Release(id) => Some(id),
+            _ => None,
+        }
+    }
+
     /// A `railyard.consume` span whose parent is the appender's span, for handling this
     /// delivery inside the same trace.
     pub fn span(&self) -> tracing::Span {

@@ -243,6 +243,12 @@ impl Bus {
         Ok(messages.into_iter().map(dead_letter_from).collect())
     }
 
+    /// How many dead letters `RAILYARD_DLQ` holds (replayed ones included: they stay as a
+    /// record).
+    pub async fn dead_letter_count(&self) -> Result<u64, BusError> {
+        Ok(self.stream_info(DLQ_STREAM).await?.state.messages)
+    }
+
     /// The dead letter at `sequence` in `RAILYARD_DLQ`.
     pub async fn dead_letter(&self, sequence: u64) -> Result<DeadLetter, BusError> {
         self.direct_get(DLQ_STREAM, sequence)

@@ -27,7 +27,7 @@ pub use error::{Actual, AppendError, BoxError, BusError};
 pub use kv::{Lease, LeaseRecord};
 pub use names::event_subject;
 pub use rejected::{Rejection, StoredRejection};
-pub use trace::{extract_trace, inject_context, inject_trace};
+pub use trace::{extract_trace, extract_trace_with, follow_trace, inject_context, inject_trace};
 
 /// The NATS header map used by [`inject_trace`] and [`extract_trace`].
 pub use async_nats::HeaderMap;

@@ -1,10 +1,12 @@
 //! W3C trace context in NATS headers: [`inject_trace`] writes `traceparent`/`tracestate` for
-//! the current `tracing` span, [`extract_trace`] reads them back, so one release is one trace
-//! from the CI event to the last gate.
+//! the current `tracing` span, [`extract_trace`] reads them back and [`follow_trace`] makes a
+//! span a child of what was read, so one release is one trace from the CI event to the last
+//! gate. [`extract_trace_with`] reads the same headers from anything else (an HTTP request).
 
 use async_nats::HeaderMap;
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -44,6 +46,36 @@ pub fn extract_trace(headers: &HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
+struct FnExtractor<'a, F>(F, std::marker::PhantomData<&'a str>);
+
+impl<'a, F: Fn(&str) -> Option<&'a str>> Extractor for FnExtractor<'a, F> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (self.0)(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        ["traceparent", "tracestate"]
+            .into_iter()
+            .filter(|key| (self.0)(key).is_some())
+            .collect()
+    }
+}
+
+/// Reads `traceparent`/`tracestate` through `header` (a lookup by lowercase name, e.g. into
+/// an HTTP request's headers); an empty context when there is none or it is malformed.
+pub fn extract_trace_with<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Context {
+    TraceContextPropagator::new().extract(&FnExtractor(header, std::marker::PhantomData))
+}
+
+/// Makes `span` a child of `parent`, the trace a message or request carried. Nothing happens
+/// when `parent` holds no span or no OpenTelemetry layer is installed (then there is no trace
+/// to join and nothing is exported).
+pub fn follow_trace(span: &tracing::Span, parent: &Context) {
+    if parent.has_active_span() {
+        let _ = span.set_parent(parent.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::{
@@ -70,6 +102,20 @@ mod tests {
         );
         let extracted = extract_trace(&headers);
         assert_eq!(extracted.span().span_context(), &span);
+    }
+
+    #[test]
+    fn a_context_is_read_from_any_headers() {
+        let extracted = extract_trace_with(|name| match name {
+            "traceparent" => Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            _ => None,
+        });
+        assert_eq!(
+            extracted.span().span_context().trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        let malformed = extract_trace_with(|name| (name == "traceparent").then_some("00-zz"));
+        assert!(!malformed.span().span_context().is_valid());
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub async fn follow_release_metrics(
         Gauge::<i64>::default(),
     );
 
+    let reader = metrics.reader("release-metrics");
+
     let mut started: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
     loop {
         let delivery = tokio::select! {
@@ -80,6 +82,7 @@ pub async fn follow_release_metrics(
             return Ok(());
         };
         lag.set(i64::try_from(delivery.pending).unwrap_or(i64::MAX));
+        reader.handled(1, delivery.envelopes.len() as u64, delivery.pending);
         for envelope in &delivery.envelopes {
             events
                 .get_or_create(&TypeLabel {

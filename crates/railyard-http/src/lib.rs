@@ -12,4 +12,4 @@ pub mod ops;
 pub use auth::{Authenticated, Identity, Role, TokenEntry, Tokens, TokensError, generate_token};
 pub use error::ApiError;
 pub use follow::follow_release_metrics;
-pub use ops::{Metrics, ops_router};
+pub use ops::{Metrics, ReaderMetrics, ops_router};

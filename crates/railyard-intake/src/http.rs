@@ -4,6 +4,10 @@
 //! [`Intake`]. The ops routes are not here: the binary merges `railyard_http::ops_router`.
 //! The operator routes `/v1/releases/{id}/approve|deny|hold|resume|rollback|cancel|retry`
 //! belong to the promoter and are not served by this router.
+//!
+//! Every request is handled inside an `intake.request` span — the root of the release's
+//! trace, or a child of the caller's when it sends a W3C `traceparent` — so the events it
+//! appends carry that trace to every service downstream.
 
 use std::net::SocketAddr;
 
@@ -12,6 +16,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use railyard_http::Role;
+use tracing::Instrument;
 
 use crate::intake::{Door, Headers, Intake, read_body};
 
@@ -23,7 +28,28 @@ pub fn router(intake: Intake) -> Router {
         .route("/v1/webhooks/gitlab", post(gitlab))
         .route("/v1/releases", post(releases))
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(traced))
         .with_state(intake)
+}
+
+/// Runs the request inside an `intake.request` span in the caller's trace, if it sent one.
+async fn traced(request: Request, next: axum::middleware::Next) -> Response {
+    let span = tracing::info_span!(
+        "intake.request",
+        service = "intake",
+        otel.kind = "server",
+        method = %request.method(),
+        path = %request.uri().path(),
+        release = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let parent = railyard_bus::extract_trace_with(|name| {
+        request.headers().get(name).and_then(|v| v.to_str().ok())
+    });
+    railyard_bus::follow_trace(&span, &parent);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
 }
 
 /// Where a request came from: the peer address when the server records it, else the first

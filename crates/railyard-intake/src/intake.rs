@@ -412,6 +412,7 @@ impl Intake {
             self.inner.config.clock.now(),
             Event::ReleaseRequested(requested),
         );
+        tracing::Span::current().record("release", release.id.as_str());
         let outcome = match self
             .inner
             .bus
@@ -873,6 +874,7 @@ impl Intake {
             Event::ReleaseRequested(requested),
         )
         .caused_by(cause);
+        tracing::Span::current().record("release", release.as_str());
         let reason = match self
             .inner
             .bus

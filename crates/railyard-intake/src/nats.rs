@@ -10,6 +10,7 @@ use futures::StreamExt;
 use railyard_bus::Bus;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::IntakeConfig;
 use crate::error::IntakeError;
@@ -66,7 +67,19 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
         };
         let intake = intake.clone();
         let client = client.clone();
-        tokio::spawn(async move {
+        let span = tracing::info_span!(
+            "intake.request",
+            service = "intake",
+            otel.kind = "server",
+            method = "nats",
+            path = INTAKE_SUBJECT,
+            release = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        if let Some(headers) = &message.headers {
+            railyard_bus::follow_trace(&span, &railyard_bus::extract_trace(headers));
+        }
+        let task = async move {
             let headers = message
                 .headers
                 .as_ref()
@@ -87,6 +100,9 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
                     Err(refused) => refused.to_reply(),
                 }
             };
+            if let Some(status) = reply.get("status").and_then(|status| status.as_u64()) {
+                tracing::Span::current().record("status", status);
+            }
             if let Some(reply_to) = message.reply {
                 let payload = serde_json::to_vec(&reply).unwrap_or_default();
                 if let Err(error) = client.publish(reply_to, payload.into()).await {
@@ -94,7 +110,8 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
                 }
             }
             drop(permit);
-        });
+        };
+        tokio::spawn(task.instrument(span));
     };
     let _ = subscription.unsubscribe().await;
     let clock = intake.config().clock.clone();

@@ -218,6 +218,10 @@ pub async fn run(
         handled: config.handled,
         handled_gauge: Gauge::default(),
     };
+    let reader = config
+        .metrics
+        .as_ref()
+        .map(|metrics| metrics.reader("notify"));
     if let Some(metrics) = &config.metrics {
         metrics.register(
             "notify_handled_sequence",
@@ -238,9 +242,23 @@ pub async fn run(
             continue;
         }
         let quiet = delivery.stream_sequence <= quiet_through;
-        let span = delivery.span();
+        let span = tracing::info_span!(
+            "notify.handle",
+            service = "notify",
+            release = tracing::field::Empty,
+            sequence = delivery.stream_sequence,
+            subject = %delivery.subject,
+        );
+        if let Some(release) = delivery.release() {
+            span.record("release", release.as_str());
+        }
+        railyard_bus::follow_trace(&span, &delivery.trace);
+        let (events, pending) = (delivery.envelopes.len() as u64, delivery.pending);
         if notifier.handle(delivery, quiet).instrument(span).await? == Flow::Stop {
             break;
+        }
+        if let Some(reader) = &reader {
+            reader.handled(1, events, pending);
         }
     }
     notifier.ledger.flush().await?;

@@ -23,7 +23,7 @@ use railyard_store::{
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::input::{InFlight, PlanInput};
 
@@ -186,6 +186,17 @@ pub async fn run(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
+    run_with(config, bus, shutdown, RunOptions::default()).await
+}
+
+/// [`run`], with the projection following the stream under `options` (e.g. a progress hook
+/// for metrics).
+pub async fn run_with(
+    config: PlannerConfig,
+    bus: Bus,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> Result<(), ServiceError> {
     let store = Store::open(StoreConfig::new(&config.store)).await?;
     let view = store.projection(PlannerView).await?;
     record_catalog(&config, &bus).await?;
@@ -193,13 +204,7 @@ pub async fn run(
     let follower = {
         let (bus, view, stop) = (bus.clone(), view.clone(), shutdown.clone());
         tokio::spawn(async move {
-            railyard_store::run_projection(
-                &bus,
-                &view,
-                &RunOptions::default(),
-                stop.cancelled_owned(),
-            )
-            .await
+            railyard_store::run_projection(&bus, &view, &options, stop.cancelled_owned()).await
         })
     };
     let decided = decide_loop(&config, &bus, &view, &shutdown).await;
@@ -297,58 +302,90 @@ async fn decide(
     let aggregate = AggregateId::Release(id.clone());
     loop {
         let loaded = bus.load(&aggregate).await?;
-        let state = ReleaseState::fold(&loaded.events).map_err(|source| ServiceError::Fold {
-            release: id.clone(),
-            source,
-        })?;
-        let Some(state) = state else { return Ok(None) };
-        if state.status != Status::Requested {
-            return Ok(None); // decided already; the projection will catch up.
+        // One span per attempt, in the release's trace (the request's), so the decision's
+        // append carries that trace on to the promoter.
+        let span = tracing::info_span!(
+            "planner.decide",
+            service = "planner",
+            release = %id,
+            outcome = tracing::field::Empty,
+        );
+        railyard_bus::follow_trace(&span, loaded.trace());
+        let attempt = attempt(config, bus, view, id, &aggregate, loaded)
+            .instrument(span)
+            .await?;
+        if let Some(decided) = attempt {
+            return Ok(decided);
         }
-        let requested = loaded
-            .events
-            .iter()
-            .find(|e| matches!(e.event, Event::ReleaseRequested(_)))
-            .expect("a requested release has its request");
-        let Event::ReleaseRequested(request) = &requested.event else {
-            unreachable!()
-        };
+    }
+}
 
-        let inventory = read_inventory(view).await?;
-        let in_flight = read_in_flight(view, id).await?;
-        let input = PlanInput {
-            catalog: &config.catalog,
-            release: request,
-            inventory: &inventory,
-            in_flight: &in_flight,
-        };
-        let decision = match crate::plan(&input) {
-            Ok(plan) => {
-                info!(release = %id, steps = plan.steps.len(), waves = plan.waves.len(), "planned");
-                Event::ReleasePlanned(ReleasePlanned { plan })
-            }
-            Err(refusals) => {
-                info!(release = %id, reasons = refusals.reasons.len(), "refused");
-                Event::ReleaseRejected(ReleaseRejected {
-                    catalog_hash: refusals.catalog_hash.clone(),
-                    reasons: refusals.refusals(),
-                })
-            }
-        };
-        let event = Envelope::new(aggregate.clone(), ACTOR, config.clock.now(), decision)
-            .caused_by(requested);
-        match bus
-            .append(
-                &aggregate,
-                Expected::Sequence(loaded.last_sequence),
-                &[event],
-            )
-            .await
-        {
-            Ok(appended) => return Ok(Some(appended.sequence)),
-            Err(AppendError::Conflict { .. }) => continue, // re-read and decide again
-            Err(error) => return Err(error.into()),
+/// One decision attempt on what `loaded` holds: `None` when another append got there first
+/// (read again and decide again), else the sequence of the decision when one was appended.
+async fn attempt(
+    config: &PlannerConfig,
+    bus: &Bus,
+    view: &ProjectionStore<PlannerView>,
+    id: &ReleaseId,
+    aggregate: &AggregateId,
+    loaded: railyard_bus::Loaded,
+) -> Result<Option<Option<u64>>, ServiceError> {
+    let state = ReleaseState::fold(&loaded.events).map_err(|source| ServiceError::Fold {
+        release: id.clone(),
+        source,
+    })?;
+    let Some(state) = state else {
+        return Ok(Some(None));
+    };
+    if state.status != Status::Requested {
+        tracing::Span::current().record("outcome", "decided already");
+        return Ok(Some(None)); // decided already; the projection will catch up.
+    }
+    let requested = loaded
+        .events
+        .iter()
+        .find(|e| matches!(e.event, Event::ReleaseRequested(_)))
+        .expect("a requested release has its request");
+    let Event::ReleaseRequested(request) = &requested.event else {
+        unreachable!()
+    };
+
+    let inventory = read_inventory(view).await?;
+    let in_flight = read_in_flight(view, id).await?;
+    let input = PlanInput {
+        catalog: &config.catalog,
+        release: request,
+        inventory: &inventory,
+        in_flight: &in_flight,
+    };
+    let decision = match crate::plan(&input) {
+        Ok(plan) => {
+            tracing::Span::current().record("outcome", "planned");
+            info!(release = %id, steps = plan.steps.len(), waves = plan.waves.len(), "planned");
+            Event::ReleasePlanned(ReleasePlanned { plan })
         }
+        Err(refusals) => {
+            tracing::Span::current().record("outcome", "refused");
+            info!(release = %id, reasons = refusals.reasons.len(), "refused");
+            Event::ReleaseRejected(ReleaseRejected {
+                catalog_hash: refusals.catalog_hash.clone(),
+                reasons: refusals.refusals(),
+            })
+        }
+    };
+    let event =
+        Envelope::new(aggregate.clone(), ACTOR, config.clock.now(), decision).caused_by(requested);
+    match bus
+        .append(
+            aggregate,
+            Expected::Sequence(loaded.last_sequence),
+            &[event],
+        )
+        .await
+    {
+        Ok(appended) => Ok(Some(Some(appended.sequence))),
+        Err(AppendError::Conflict { .. }) => Ok(None), // re-read and decide again
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -16,5 +16,5 @@ mod store;
 pub use error::{BoxError, ProjectionError, StoreError, display_key};
 pub use key::{KeyBuf, KeyError, KeyReader, u64_from_key, u64_key};
 pub use projection::{Applied, Entry, Projection, Update};
-pub use run::{RunError, RunOptions, RunReport, rebuild, run_projection};
+pub use run::{BatchApplied, Progress, RunError, RunOptions, RunReport, rebuild, run_projection};
 pub use store::{ProjectionStore, Store, StoreConfig};

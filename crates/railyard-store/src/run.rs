@@ -10,17 +10,55 @@
 //! dead-letter stream with the projection's error and the projection moves on, exactly as a
 //! rebuild will (a rebuild skips it again, without a second dead letter). A storage or bus
 //! failure stops the run with the error, having committed nothing of the delivery at hand.
+//!
+//! Each delivery is applied inside a `<projection>.apply` span whose parent is the trace the
+//! append carried, so a projection's work shows in the trace of the release it concerns; a
+//! [`Progress`] hook in [`RunOptions`] reports what was applied and how far behind the
+//! stream the projection is (for metrics).
 
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use railyard_bus::{Bus, BusError, Delivery, EventConsumer};
+use railyard_bus::{Bus, BusError, Delivery, EventConsumer, follow_trace};
 use railyard_core::Envelope;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::error::StoreError;
 use crate::projection::{Applied, Projection};
 use crate::store::ProjectionStore;
+
+/// What a run applied in one batch, as told to a [`Progress`] hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchApplied {
+    /// Deliveries (appends) settled in the batch: committed, skipped or refused.
+    pub deliveries: u64,
+    /// Events in the committed deliveries.
+    pub events: u64,
+    /// Deliveries refused by the projection (dead-lettered by a run).
+    pub refused: u64,
+    /// Messages still waiting in the stream behind the batch's last delivery: the
+    /// projection's lag.
+    pub pending: u64,
+}
+
+/// Called after every batch a run or a rebuild settled; cheap and non-blocking, e.g. counters.
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(BatchApplied) + Send + Sync>);
+
+impl Progress {
+    /// A hook calling `report`.
+    pub fn new(report: impl Fn(BatchApplied) + Send + Sync + 'static) -> Progress {
+        Progress(Arc::new(report))
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress(..)")
+    }
+}
 
 /// How [`run_projection`] and [`rebuild`] read and batch.
 #[derive(Debug, Clone)]
@@ -34,6 +72,8 @@ pub struct RunOptions {
     /// How long a rebuild waits for a message it knows the stream holds before it fails
     /// (default 60 s).
     pub stall_timeout: Duration,
+    /// Told what each batch applied and the lag behind it (default: nobody).
+    pub progress: Option<Progress>,
 }
 
 impl Default for RunOptions {
@@ -42,6 +82,7 @@ impl Default for RunOptions {
             max_batch: 256,
             gather_wait: Duration::from_millis(100),
             stall_timeout: Duration::from_secs(60),
+            progress: None,
         }
     }
 }
@@ -137,7 +178,7 @@ pub async fn run_projection<P: Projection>(
             }
         }
         // What was gathered is applied before a read failure stops the run.
-        apply_batch(store, batch, Refusals::DeadLetter, &mut report).await?;
+        apply_batch(store, batch, Refusals::DeadLetter, options, &mut report).await?;
         if let Some(error) = failed {
             return Err(error.into());
         }
@@ -173,7 +214,7 @@ pub async fn rebuild<P: Projection>(
                 after = delivery.stream_sequence;
                 batch.push(delivery);
             }
-            apply_batch(store, batch, Refusals::Skip, &mut report).await?;
+            apply_batch(store, batch, Refusals::Skip, options, &mut report).await?;
         }
     }
     store.flush().await?;
@@ -214,13 +255,42 @@ enum Refusals {
     Skip,
 }
 
+/// The span a delivery is applied in: `<projection>.apply` in the trace its append carried,
+/// with the release it concerns (so every log line about it names the release).
+fn apply_span(projection: &str, delivery: &Delivery) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projection.apply",
+        otel.name = format!("{projection}.apply"),
+        service = projection,
+        release = tracing::field::Empty,
+        sequence = delivery.stream_sequence,
+        subject = %delivery.subject,
+    );
+    if let Some(release) = delivery.release() {
+        span.record("release", release.as_str());
+    }
+    follow_trace(&span, &delivery.trace);
+    span
+}
+
 /// Applies `batch` in one store call and settles each delivery by its outcome.
 async fn apply_batch<P: Projection>(
     store: &ProjectionStore<P>,
     mut batch: Vec<Delivery>,
     refusals: Refusals,
+    options: &RunOptions,
     report: &mut RunReport,
 ) -> Result<(), RunError> {
+    // A rebuild re-reads history: its work belongs to no release's trace.
+    let spans: Vec<tracing::Span> = batch
+        .iter()
+        .map(|delivery| match refusals {
+            Refusals::DeadLetter => apply_span(store.name(), delivery),
+            Refusals::Skip => tracing::Span::none(),
+        })
+        .collect();
+    let pending = batch.last().map_or(0, |last| last.pending);
+    let before = *report;
     let deliveries: Vec<(u64, Vec<Envelope>)> = batch
         .iter_mut()
         .map(|delivery| {
@@ -235,8 +305,9 @@ async fn apply_batch<P: Projection>(
         .map(|(_, envelopes)| envelopes.len())
         .collect();
     let outcomes = store.apply_many(deliveries).await?;
-    for ((delivery, outcome), events) in batch.into_iter().zip(outcomes).zip(events) {
-        let span = delivery.span();
+    for (((delivery, outcome), events), span) in
+        batch.into_iter().zip(outcomes).zip(events).zip(spans)
+    {
         match outcome {
             Ok(Applied::Committed { sequence, writes }) => {
                 span.in_scope(|| debug!(projection = %store.name(), sequence, writes, events, "delivery applied"));
@@ -262,12 +333,21 @@ async fn apply_batch<P: Projection>(
                         span.in_scope(|| {
                             error!(projection = %store.name(), sequence, error = %reason, "delivery refused; moving it to the dead-letter stream")
                         });
-                        delivery.dead_letter(&reason).await?;
+                        delivery.dead_letter(&reason).instrument(span).await?;
                     }
                 }
             }
             Err(other) => return Err(other.into()),
         }
+    }
+    if let Some(progress) = &options.progress {
+        (progress.0)(BatchApplied {
+            deliveries: (report.committed + report.skipped + report.refused)
+                - (before.committed + before.skipped + before.refused),
+            events: report.events - before.events,
+            refused: report.refused - before.refused,
+            pending,
+        });
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ pub async fn start(
     bus: Bus,
 ) -> anyhow::Result<axum::Router> {
     let mut config = railyard_audit::AuditConfig::new(store, tokens);
+    config.run.progress = Some(crate::services::reader_progress(&metrics, "audit"));
     config.metrics = metrics;
     let audit = railyard_audit::Audit::open(config, bus, services.shutdown())
         .await
@@ -82,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bus.clone(),
     )
     .await?;
+    services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app = railyard_http::ops_router(bus.clone(), metrics).merge(routes);
     services.serve_http(args.listen, app).await?;
     let result = services.run_until_signal().await;

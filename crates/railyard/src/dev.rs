@@ -53,14 +53,36 @@ pub fn planner_task(
     bus: railyard_bus::Bus,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    metered_planner_task(
+        catalog,
+        store,
+        &railyard_http::Metrics::default(),
+        bus,
+        shutdown,
+    )
+}
+
+/// The planner service as a task body; its projection counts into `metrics` as the reader
+/// `planner`.
+pub fn metered_planner_task(
+    catalog: Catalog,
+    store: PathBuf,
+    metrics: &railyard_http::Metrics,
+    bus: railyard_bus::Bus,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
     let config = railyard_planner::service::PlannerConfig {
         catalog,
         store,
         clock: SystemClock::shared(),
         catch_up_timeout: Duration::from_secs(30),
     };
+    let options = railyard_store::RunOptions {
+        progress: Some(crate::services::reader_progress(metrics, "planner")),
+        ..railyard_store::RunOptions::default()
+    };
     async move {
-        railyard_planner::service::run(config, bus, shutdown)
+        railyard_planner::service::run_with(config, bus, shutdown, options)
             .await
             .context("planner")
     }
@@ -97,6 +119,7 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
     let bus = stack.bus.clone();
     let mut services = Services::new();
     let stop = services.shutdown();
+    let metrics = railyard_http::Metrics::default();
 
     {
         let (bus, stop) = (bus.clone(), stop.clone());
@@ -108,9 +131,10 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
     }
     services.spawn(
         "planner",
-        planner_task(
+        metered_planner_task(
             catalog.clone(),
             args.data_dir.join("planner"),
+            &metrics,
             bus.clone(),
             stop.clone(),
         ),
@@ -127,7 +151,6 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             stop.clone(),
         ),
     );
-    let metrics = railyard_http::Metrics::default();
     match args.slack.transport()? {
         Some(transport) => {
             let task = crate::notify_cmd::notify_task(
@@ -145,14 +168,7 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             "slack is not configured (RAILYARD_SLACK_TOKEN or --slack-webhook): the notifier does not run"
         ),
     }
-    {
-        let (bus, metrics, stop) = (bus.clone(), metrics.clone(), stop.clone());
-        services.spawn("metrics", async move {
-            railyard_http::follow_release_metrics(bus, metrics, stop)
-                .await
-                .context("release metrics")
-        });
-    }
+    services.spawn_release_metrics(bus.clone(), metrics.clone());
     let mut intake = railyard_intake::IntakeConfig::from_env(&args.catalog)
         .with_context(|| args.catalog.display().to_string())?;
     intake.tokens = tokens.clone();

@@ -23,10 +23,38 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    if let Err(error) = logging::init(cli.log_format, cli.command.default_log_filter()) {
-        eprintln!("error: cannot set up logging: {error:#}");
-        return std::process::ExitCode::from(1);
-    }
+    let (service, default_filter) = service_of(&cli.command);
+    let telemetry = match logging::init(cli.log_format, default_filter, service) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: cannot set up logging: {error:#}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let code = run(cli);
+    telemetry.shutdown();
+    code
+}
+
+/// The name a command's traces are exported under, and its log filter when `RUST_LOG` is
+/// not set (`railyard audit serve` is a service; the other `audit` commands are tools).
+fn service_of(command: &cli::Command) -> (&'static str, &'static str) {
+    let service = match command {
+        cli::Command::Dev(_) => "railyard-dev",
+        cli::Command::Demo(_) => "railyard-demo",
+        cli::Command::Intake(_) => "railyard-intake",
+        cli::Command::Planner(_) => "railyard-planner",
+        cli::Command::Promoter(_) => "railyard-promoter",
+        cli::Command::Notify(_) => "railyard-notify",
+        cli::Command::Audit(audit_cmd::AuditCmd::Serve(_)) => {
+            return ("railyard-audit", "info");
+        }
+        _ => "railyard-cli",
+    };
+    (service, command.default_log_filter())
+}
+
+fn run(cli: cli::Cli) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("railyard")

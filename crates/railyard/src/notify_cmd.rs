@@ -124,6 +124,7 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
         services.shutdown(),
     );
     services.spawn("notify", task);
+    services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
     services.serve_http(args.listen, app).await?;
     let result = services.run_until_signal().await;

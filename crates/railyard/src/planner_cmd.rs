@@ -34,17 +34,19 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
+    let metrics = railyard_http::Metrics::default();
     services.spawn(
         "planner",
-        crate::dev::planner_task(
+        crate::dev::metered_planner_task(
             catalog,
             args.store.clone(),
+            &metrics,
             bus.clone(),
             services.shutdown(),
         ),
     );
-    let app: axum::Router =
-        railyard_http::ops_router(bus.clone(), railyard_http::Metrics::default());
+    services.spawn_release_metrics(bus.clone(), metrics.clone());
+    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
     let addr = services.serve_http(args.listen, app).await?;
     tracing::info!(%addr, "planner serving ops routes");
     let result = services.run_until_signal().await;

@@ -104,14 +104,7 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
         ),
     );
     let metrics = railyard_http::Metrics::default();
-    {
-        let (bus, metrics, stop) = (bus.clone(), metrics.clone(), services.shutdown());
-        services.spawn("metrics", async move {
-            railyard_http::follow_release_metrics(bus, metrics, stop)
-                .await
-                .context("release metrics")
-        });
-    }
+    services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app = railyard_http::ops_router(bus.clone(), metrics).merge(promoter_routes(
         bus.clone(),
         catalog,

@@ -41,6 +41,22 @@ impl Services {
         });
     }
 
+    /// Follows the event stream into `metrics` (events by type, releases by outcome, step
+    /// durations, gate failures: `railyard_http::follow_release_metrics`) as the task
+    /// `release-metrics`.
+    pub fn spawn_release_metrics(
+        &mut self,
+        bus: railyard_bus::Bus,
+        metrics: railyard_http::Metrics,
+    ) {
+        let stop = self.shutdown();
+        self.spawn("release-metrics", async move {
+            railyard_http::follow_release_metrics(bus, metrics, stop)
+                .await
+                .context("release metrics")
+        });
+    }
+
     /// Binds `listen` and serves `router` until shutdown; returns the bound address.
     pub async fn serve_http(
         &mut self,
@@ -95,4 +111,13 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("cannot listen for Ctrl-C"),
         _ = term.recv() => Ok(()),
     }
+}
+
+/// A projection's progress hook that counts into `metrics` as the reader `reader`
+/// (`railyard_reader_events_total`, `railyard_reader_pending`...).
+pub fn reader_progress(metrics: &railyard_http::Metrics, reader: &str) -> railyard_store::Progress {
+    let reader = metrics.reader(reader);
+    railyard_store::Progress::new(move |applied| {
+        reader.handled(applied.deliveries, applied.events, applied.pending)
+    })
 }

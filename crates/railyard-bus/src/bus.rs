@@ -46,16 +46,33 @@ impl Bus {
     /// `config.request_timeout`.
     pub async fn connect(url: &str, config: BusConfig) -> Result<Bus, BusError> {
         config.validate()?;
+        let shown = redact_url(url);
         let addresses = url
             .split(',')
             .map(|address| address.trim().parse::<ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| BusError::InvalidUrl {
-                url: url.to_owned(),
+                url: shown.clone(),
                 source: Box::new(error),
             })?;
         let max_delay = config.reconnect_max_delay;
-        let client = ConnectOptions::new()
+        // Credentials from the configuration, else from the first URL that carries them
+        // (`nats://user:password@host:port`): the client does not read them from the URL.
+        let credentials = config.credentials.clone().or_else(|| {
+            addresses.iter().find_map(|address| {
+                Some(crate::NatsCredentials {
+                    user: address.username()?.to_owned(),
+                    password: address.password().unwrap_or_default().to_owned(),
+                })
+            })
+        });
+        let options = match credentials {
+            Some(credentials) => {
+                ConnectOptions::with_user_and_password(credentials.user, credentials.password)
+            }
+            None => ConnectOptions::new(),
+        };
+        let client = options
             .name(&config.connection_name)
             .request_timeout(Some(config.request_timeout))
             .connection_timeout(config.request_timeout)
@@ -75,7 +92,7 @@ impl Bus {
             .connect(addresses)
             .await
             .map_err(|error| BusError::Connect {
-                url: url.to_owned(),
+                url: shown.clone(),
                 source: Box::new(error),
             })?;
         let js = jetstream::ContextBuilder::new()
@@ -86,7 +103,7 @@ impl Bus {
                 client,
                 js,
                 config,
-                url: url.to_owned(),
+                url: shown,
                 closed: AtomicBool::new(false),
                 deliveries: OnceCell::new(),
                 leases: OnceCell::new(),
@@ -197,6 +214,28 @@ impl Bus {
     }
 }
 
+/// `url` with any password replaced by `***`, for logs and errors.
+fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|address| {
+            let (scheme, rest) = address.split_once("://").unwrap_or(("", address));
+            let rest = match rest.split_once('@') {
+                Some((user_info, host)) => match user_info.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***@{host}"),
+                    None => format!("{user_info}@{host}"),
+                },
+                None => rest.to_owned(),
+            };
+            if scheme.is_empty() {
+                rest
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Reconnect pause: 50ms doubling per attempt, at most `max`.
 fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
     let exponent = u32::try_from(attempts.min(16)).unwrap_or(16);
@@ -208,6 +247,15 @@ fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("nats://planner:s3cret@nats-1:4222, nats://nats-2:4222"),
+            "nats://planner:***@nats-1:4222, nats://nats-2:4222"
+        );
+        assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
 
     #[test]
     fn reconnect_delay_grows_to_the_maximum() {

@@ -10,6 +10,14 @@ use crate::error::BusError;
 /// How the bus sets up and uses JetStream.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
+    /// Whether [`crate::Bus::ensure_topology`] may create and update streams and buckets
+    /// (`railyard admin init`, `railyard dev`, tests). When `false` it only checks that they
+    /// exist: a service running as a least-privilege NATS user neither can nor should change
+    /// them (it would also reset the replicas of a cluster's streams to its own setting).
+    pub manage_topology: bool,
+    /// The NATS user and password to connect as; `None` connects as the URL says (a
+    /// `nats://user:password@host:port` URL also works) or anonymously.
+    pub credentials: Option<NatsCredentials>,
     /// Replicas of `RAILYARD_EVENTS` (3 in a production cluster).
     pub event_stream_replicas: usize,
     /// Replicas of every other stream and KV bucket.
@@ -63,6 +71,8 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> BusConfig {
         BusConfig {
+            manage_topology: true,
+            credentials: None,
             event_stream_replicas: 1,
             replicas: 1,
             dedupe_window: Duration::from_secs(120),
@@ -90,6 +100,24 @@ impl Default for BusConfig {
             connection_name: "railyard".to_owned(),
             clock: SystemClock::shared(),
         }
+    }
+}
+
+/// A NATS user and its password (the password never appears in `Debug` output).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsCredentials {
+    /// The NATS user (`intake`, `planner`, … in `deploy/nats/accounts.conf`).
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCredentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -225,6 +253,20 @@ mod tests {
             ..config
         };
         assert!(single.consumer_backoff().is_empty());
+    }
+
+    #[test]
+    fn credentials_never_show_the_password() {
+        let config = BusConfig {
+            credentials: Some(NatsCredentials {
+                user: "planner".to_owned(),
+                password: "s3cret".to_owned(),
+            }),
+            ..BusConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("planner"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub enum BusError {
     },
     /// A stream or bucket the bus needs is missing.
     #[error(
-        "{what} does not exist on this nats server: run ensure_topology (every railyard service \
-         does at start) before using the bus"
+        "{what} does not exist on this nats server: run ensure_topology (`railyard admin init` as \
+         a nats user allowed to create streams; `railyard dev` does it itself) before using the bus"
     )]
     MissingTopology {
         /// The stream or bucket.

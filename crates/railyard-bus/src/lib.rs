@@ -20,7 +20,7 @@ mod trace;
 
 pub use append::{Appended, Expected, Loaded, message_id};
 pub use bus::Bus;
-pub use config::BusConfig;
+pub use config::{BusConfig, NatsCredentials};
 pub use consumer::{ConsumerSpec, DeliverFrom, Delivery, EventConsumer, WorkConsumer, WorkItem};
 pub use dlq::{DeadLetter, run_dlq_forwarder};
 pub use error::{Actual, AppendError, BoxError, BusError};

@@ -1,5 +1,6 @@
-//! `ensure_topology`: creates or updates every stream and KV bucket the bus uses, so each
-//! service can call it at start, twice or concurrently with other processes.
+//! `ensure_topology`: creates or updates every stream and KV bucket the bus uses (twice or
+//! concurrently with other processes is fine), or, for services running as least-privilege
+//! NATS users, `check_topology`: only checks that they exist.
 
 use std::time::Duration;
 
@@ -28,7 +29,13 @@ impl Bus {
     /// `railyard-deliveries`, `railyard-leases` and `railyard-dlq-reasons`.
     ///
     /// Idempotent: calling it twice, or from several processes at once, succeeds.
+    ///
+    /// With `manage_topology` off (services running as least-privilege NATS users) it only
+    /// checks that every stream and bucket exists, see [`Bus::check_topology`].
     pub async fn ensure_topology(&self) -> Result<(), BusError> {
+        if !self.config().manage_topology {
+            return self.check_topology().await;
+        }
         let streams = self.stream_configs();
         futures::future::try_join_all(streams.into_iter().map(|config| self.ensure_stream(config)))
             .await?;
@@ -36,6 +43,26 @@ impl Bus {
         futures::future::try_join_all(buckets.into_iter().map(|config| self.ensure_bucket(config)))
             .await?;
         tracing::debug!("nats topology is in place");
+        Ok(())
+    }
+
+    /// Checks that every stream and bucket [`Bus::ensure_topology`] would create exists,
+    /// reading only their info (`$JS.API.STREAM.INFO.<stream>`), so it needs no right to create
+    /// or change anything. A missing one is [`BusError::MissingTopology`].
+    pub async fn check_topology(&self) -> Result<(), BusError> {
+        let streams = self
+            .stream_configs()
+            .into_iter()
+            .map(|config| config.name)
+            .chain(
+                self.bucket_configs()
+                    .into_iter()
+                    .map(|config| format!("KV_{}", config.bucket)),
+            );
+        for stream in streams {
+            self.stream_info(&stream).await?;
+        }
+        tracing::debug!("nats topology is in place (checked, not changed)");
         Ok(())
     }
 

@@ -2,12 +2,13 @@
 //! all of them, distinct server names and stores; nodes can be killed and restarted.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use crate::binary::locate_nats_server;
 use crate::server::NatsServer;
-use crate::wait::{STARTUP_TIMEOUT, wait_for_jetstream};
+use crate::wait::{STARTUP_TIMEOUT, wait_for_jetstream_as};
 
 /// How often cluster start is retried when a reserved route port was taken in the meantime.
 const START_ATTEMPTS: usize = 3;
@@ -16,6 +17,8 @@ const START_ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
+    /// The user the readiness checks connect as, when the nodes require one.
+    credentials: Option<(String, String)>,
 }
 
 impl NatsCluster {
@@ -66,9 +69,51 @@ impl NatsCluster {
             nodes.push(node);
         }
         for node in &nodes {
-            wait_for_jetstream(&node.url(), STARTUP_TIMEOUT).await?;
+            wait_for_jetstream_as(&node.url(), None, STARTUP_TIMEOUT).await?;
         }
-        Ok(NatsCluster { nodes })
+        Ok(NatsCluster {
+            nodes,
+            credentials: None,
+        })
+    }
+
+    /// Starts one node per configuration file (`nats-server -c <file>` with `env`, e.g. the
+    /// files [`crate::deploy::local_cluster`] writes) and waits, connecting as `credentials`
+    /// (a user allowed to use JetStream's API), until every node knows a JetStream meta leader.
+    pub async fn start_from_configs(
+        files: Vec<PathBuf>,
+        env: Vec<(String, String)>,
+        credentials: Option<(String, String)>,
+    ) -> anyhow::Result<NatsCluster> {
+        anyhow::ensure!(!files.is_empty(), "a cluster needs at least one node");
+        let mut nodes = Vec::with_capacity(files.len());
+        for file in files {
+            let node = NatsServer::start_from_config(file.clone(), env.clone())
+                .await
+                .with_context(|| format!("cannot start the node of {}", file.display()))?;
+            nodes.push(node);
+        }
+        let cluster = NatsCluster { nodes, credentials };
+        for node in &cluster.nodes {
+            if let Err(error) = cluster.wait_ready(node).await {
+                let logs = cluster
+                    .nodes
+                    .iter()
+                    .map(|node| format!("--- {}\n{}", node.url(), node.log_tail()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(error.context(format!("the cluster did not form; its logs:\n{logs}")));
+            }
+        }
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&self, node: &NatsServer) -> anyhow::Result<()> {
+        let credentials = self
+            .credentials
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password.as_str()));
+        wait_for_jetstream_as(&node.url(), credentials, STARTUP_TIMEOUT).await
     }
 
     /// How many nodes it has.
@@ -99,14 +144,13 @@ impl NatsCluster {
     /// Brings node `index` back (killing it first if it runs) on the same ports and store, and
     /// waits until it knows the meta leader again.
     pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
-        let node = &mut self.nodes[index];
-        node.restart().await?;
-        wait_for_jetstream(&node.url(), STARTUP_TIMEOUT).await
+        self.nodes[index].restart().await?;
+        self.wait_ready(&self.nodes[index]).await
     }
 }
 
 /// Picks `count` free loopback ports by binding port 0 and releasing it.
-fn reserve_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn reserve_ports(count: usize) -> anyhow::Result<Vec<u16>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind(("127.0.0.1", 0)))
         .collect::<Result<Vec<_>, _>>()

@@ -1,15 +1,20 @@
 //! Real NATS for Railyard's tests: [`NatsServer`] runs one `nats-server -js` on a dynamic
-//! loopback port with a temporary store, [`NatsCluster`] runs a 3-node JetStream cluster, and
-//! both kill and reap their processes on drop. Every wait is bounded.
+//! loopback port with a temporary store, [`NatsCluster`] runs a 3-node JetStream cluster (also
+//! from the production configurations in `deploy/nats/`, see [`deploy`]), both kill and reap
+//! their processes on drop, and [`refusal`] asks whether a NATS user may use a subject. Every
+//! wait is bounded.
 #![forbid(unsafe_code)]
 
 mod binary;
 mod cluster;
+pub mod deploy;
+mod permissions;
 mod process;
 mod server;
 mod wait;
 
 pub use binary::{NATS_SERVER_BIN, locate_nats_server};
 pub use cluster::NatsCluster;
+pub use permissions::{Probe, refusal};
 pub use server::NatsServer;
-pub use wait::{STARTUP_TIMEOUT, wait_for_jetstream, wait_until};
+pub use wait::{STARTUP_TIMEOUT, wait_for_jetstream, wait_for_jetstream_as, wait_until};

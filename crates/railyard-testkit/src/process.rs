@@ -29,10 +29,12 @@ impl ServerProcess {
     pub(crate) async fn spawn(
         bin: &Path,
         args: &[String],
+        env: &[(String, String)],
         timeout: Duration,
     ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

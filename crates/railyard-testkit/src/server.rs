@@ -18,7 +18,19 @@ pub struct NatsServer {
     bin: PathBuf,
     store: TempDir,
     port: u16,
-    extra_args: Vec<String>,
+    launch: Launch,
+}
+
+/// How the process is started.
+#[derive(Debug, Clone)]
+enum Launch {
+    /// `-js -a 127.0.0.1 -p <port> -sd <store>` and these extra arguments.
+    Flags(Vec<String>),
+    /// `-c <file>` with these environment variables; the file sets address, port and store.
+    Config {
+        file: PathBuf,
+        env: Vec<(String, String)>,
+    },
 }
 
 impl NatsServer {
@@ -43,13 +55,53 @@ impl NatsServer {
             bin,
             store,
             port: port.unwrap_or(0),
-            extra_args,
+            launch: Launch::Flags(extra_args),
         };
         server.spawn(port).await?;
         Ok(server)
     }
 
+    /// Starts `nats-server -c <file>` with `env` (the passwords a configuration takes from
+    /// the environment, e.g. `RAILYARD_NATS_ADMIN_PASSWORD`) and waits until it accepts
+    /// connections. The file sets the address, a fixed client port (so [`NatsServer::restart`]
+    /// keeps it) and the store; [`NatsServer::store_dir`] is then an unused temporary directory.
+    pub async fn start_from_config(
+        file: impl Into<PathBuf>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<NatsServer> {
+        let store = tempfile::Builder::new()
+            .prefix("railyard-nats-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let mut server = NatsServer {
+            process: None,
+            bin: locate_nats_server()?,
+            store,
+            port: 0,
+            launch: Launch::Config {
+                file: file.into(),
+                env,
+            },
+        };
+        server.spawn(None).await?;
+        Ok(server)
+    }
+
     async fn spawn(&mut self, port: Option<u16>) -> anyhow::Result<()> {
+        let (args, env) = match &self.launch {
+            Launch::Flags(extra_args) => (self.flag_args(port, extra_args), Vec::new()),
+            Launch::Config { file, env } => (
+                vec!["-c".to_owned(), file.display().to_string()],
+                env.clone(),
+            ),
+        };
+        let process = ServerProcess::spawn(&self.bin, &args, &env, STARTUP_TIMEOUT).await?;
+        self.port = process.client_port();
+        self.process = Some(process);
+        Ok(())
+    }
+
+    fn flag_args(&self, port: Option<u16>, extra_args: &[String]) -> Vec<String> {
         let mut args = vec![
             "-js".to_owned(),
             "-a".to_owned(),
@@ -59,11 +111,8 @@ impl NatsServer {
             "-sd".to_owned(),
             self.store.path().display().to_string(),
         ];
-        args.extend(self.extra_args.iter().cloned());
-        let process = ServerProcess::spawn(&self.bin, &args, STARTUP_TIMEOUT).await?;
-        self.port = process.client_port();
-        self.process = Some(process);
-        Ok(())
+        args.extend(extra_args.iter().cloned());
+        args
     }
 
     /// `nats://127.0.0.1:<port>`.

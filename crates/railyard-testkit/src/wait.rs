@@ -46,7 +46,22 @@ where
 /// Waits until the server at `url` answers JetStream API requests: for a single server, until
 /// JetStream is up; for a cluster node, until it knows a meta leader.
 pub async fn wait_for_jetstream(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
+    wait_for_jetstream_as(url, None, timeout).await
+}
+
+/// [`wait_for_jetstream`] as a NATS user (`(user, password)`), for servers that require one.
+pub async fn wait_for_jetstream_as(
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let options = match credentials {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
         .connection_timeout(Duration::from_secs(2))
         .request_timeout(Some(Duration::from_secs(2)))
         .retry_on_initial_connect()

@@ -45,6 +45,9 @@ pub enum Command {
     /// Dead-lettered messages: list them with why they died, replay one.
     #[command(subcommand)]
     Dlq(crate::dlq_cmd::DlqCmd),
+    /// Set up a NATS server or cluster for Railyard: `admin init` creates the streams and buckets.
+    #[command(subcommand)]
+    Admin(crate::stack::AdminCmd),
     /// Record what runs now, from an inventory file, as events.
     #[command(subcommand)]
     Inventory(InventoryCommand),
@@ -73,6 +76,7 @@ impl Command {
             | Command::Plan(_)
             | Command::Token(_)
             | Command::Dlq(_)
+            | Command::Admin(_)
             | Command::Release(_)
             | Command::Audit(_)
             | Command::Operator(_)
@@ -101,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Release(command) => crate::audit_cmd::run_release(command).await,
         Command::Audit(command) => crate::audit_cmd::run_audit(command).await,
         Command::Dlq(command) => crate::dlq_cmd::run(command).await.map(ok),
+        Command::Admin(command) => crate::stack::run_admin(command).await.map(ok),
         Command::Inventory(InventoryCommand::Import(args)) => {
             crate::inventory_cmd::run(args).await.map(ok)
         }

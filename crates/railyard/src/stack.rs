@@ -1,11 +1,12 @@
 //! The NATS side every in-process command shares: the embedded `nats-server` (unless a URL
-//! is given), a connected [`Bus`] with the topology in place, and an orderly teardown.
+//! is given), a connected [`Bus`], the NATS user it connects as (from the environment), and
+//! `railyard admin init`, which creates the streams and buckets that services only check.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig};
+use railyard_bus::{Bus, BusConfig, NatsCredentials};
 
 use crate::embedded_nats::EmbeddedNats;
 
@@ -13,15 +14,128 @@ use crate::embedded_nats::EmbeddedNats;
 const NATS_STARTUP: Duration = Duration::from_secs(20);
 const NATS_GRACE: Duration = Duration::from_secs(10);
 
-/// Connects to NATS at `url` and makes sure Railyard's streams and buckets exist.
+/// The NATS user every command connects as (`deploy/nats/accounts.conf`).
+pub const NATS_USER_ENV: &str = "RAILYARD_NATS_USER";
+/// Its password.
+pub const NATS_PASSWORD_ENV: &str = "RAILYARD_NATS_PASSWORD";
+/// A file holding its password (for secrets mounted as files); wins over the variable.
+pub const NATS_PASSWORD_FILE_ENV: &str = "RAILYARD_NATS_PASSWORD_FILE";
+
+/// The NATS user and password from `RAILYARD_NATS_USER` and `RAILYARD_NATS_PASSWORD_FILE` or
+/// `RAILYARD_NATS_PASSWORD`; `None` when no user is set.
+pub fn credentials_from_env() -> anyhow::Result<Option<NatsCredentials>> {
+    let Some(user) = std::env::var(NATS_USER_ENV)
+        .ok()
+        .filter(|user| !user.is_empty())
+    else {
+        return Ok(None);
+    };
+    let password = match std::env::var_os(NATS_PASSWORD_FILE_ENV).filter(|path| !path.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot read {NATS_PASSWORD_FILE_ENV}={}: point it at a readable file \
+                         holding the password of nats user {user}",
+                        path.display()
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()
+        }
+        None => std::env::var(NATS_PASSWORD_ENV).with_context(|| {
+            format!(
+                "{NATS_USER_ENV}={user} is set but neither {NATS_PASSWORD_FILE_ENV} nor \
+                 {NATS_PASSWORD_ENV}: set one of them to the password of nats user {user}"
+            )
+        })?,
+    };
+    Ok(Some(NatsCredentials { user, password }))
+}
+
+/// The bus configuration of a command: credentials from the environment, and whether it may
+/// create and change streams (`manage_topology`).
+pub fn bus_config(manage_topology: bool) -> anyhow::Result<BusConfig> {
+    Ok(BusConfig {
+        manage_topology,
+        credentials: credentials_from_env()?,
+        ..BusConfig::default()
+    })
+}
+
+/// Connects a service to NATS at `url` as the user in the environment and checks that
+/// Railyard's streams and buckets exist, without creating or changing them: a service runs
+/// as a least-privilege user, and the topology is `railyard admin init`'s job.
 pub async fn connect(url: &str) -> anyhow::Result<Bus> {
-    let bus = Bus::connect(url, BusConfig::default())
+    connect_with(url, bus_config(false)?).await
+}
+
+async fn connect_with(url: &str, config: BusConfig) -> anyhow::Result<Bus> {
+    let manage = config.manage_topology;
+    let bus = Bus::connect(url, config)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
-    bus.ensure_topology()
-        .await
-        .context("cannot create Railyard's streams and buckets")?;
+        .context("cannot connect to NATS")?;
+    let ensured = bus.ensure_topology().await;
+    if let Err(error) = ensured {
+        let _ = bus.close().await;
+        return Err(error).context(if manage {
+            "cannot create Railyard's streams and buckets (this needs a nats user allowed to \
+             create streams, e.g. `admin` in deploy/nats/accounts.conf)"
+        } else {
+            "Railyard's streams and buckets are not in place: run `railyard admin init` once as \
+             the nats admin user, then start the services"
+        });
+    }
     Ok(bus)
+}
+
+/// `railyard admin ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCmd {
+    /// Create Railyard's streams and buckets, or update them to this version's configuration.
+    /// Run it once per install and after upgrades, as a NATS user allowed to create streams;
+    /// the services only check that they exist.
+    Init(AdminInitArgs),
+}
+
+/// Flags of `railyard admin init`.
+#[derive(Debug, clap::Args)]
+pub struct AdminInitArgs {
+    /// The NATS server or cluster (user and password from RAILYARD_NATS_USER and
+    /// RAILYARD_NATS_PASSWORD[_FILE], or in the URL).
+    #[arg(
+        long,
+        env = "RAILYARD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Replicas of every stream and bucket: 1 for a single server, 3 for a 3-node cluster.
+    #[arg(long, env = "RAILYARD_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+}
+
+/// Runs `railyard admin ...`.
+pub async fn run_admin(command: AdminCmd) -> anyhow::Result<()> {
+    match command {
+        AdminCmd::Init(args) => {
+            let replicas = usize::from(args.replicas);
+            let config = BusConfig {
+                event_stream_replicas: replicas,
+                replicas,
+                ..bus_config(true)?
+            };
+            let bus = connect_with(&args.nats_url, config).await?;
+            bus.close()
+                .await
+                .context("cannot flush and close the NATS connection")?;
+            println!(
+                "railyard streams and buckets are in place ({replicas} replica{})",
+                if replicas == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A connected bus, with the embedded server it runs on when there is one.
@@ -49,7 +163,12 @@ impl Stack {
             (None, Some(nats)) => nats.url().to_owned(),
             (None, None) => unreachable!("an embedded server is started when no url is given"),
         };
-        let connected = connect(&url).await;
+        // `railyard dev` owns its NATS (or is pointed at one to use as its own): it creates
+        // the topology instead of only checking it.
+        let connected = match bus_config(true) {
+            Ok(config) => connect_with(&url, config).await,
+            Err(error) => Err(error),
+        };
         match connected {
             Ok(bus) => Ok(Stack { bus, url, embedded }),
             Err(error) => {

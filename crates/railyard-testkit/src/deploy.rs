@@ -1,0 +1,173 @@
+//! The production NATS configurations of `deploy/nats/` on loopback: [`local_cluster`] copies
+//! `cluster-<n>.conf` and `accounts.conf` into a directory with every address, port and store
+//! rewritten to free loopback ports and temporary directories, and nothing else changed, so a
+//! test runs exactly the users, permissions and JetStream settings that production runs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::binary::workspace_root;
+use crate::cluster::reserve_ports;
+
+/// `deploy/nats/` in this workspace.
+pub fn deploy_nats_dir() -> PathBuf {
+    workspace_root().join("deploy").join("nats")
+}
+
+/// Every user of `deploy/nats/accounts.conf` with the environment variable holding its password.
+pub const DEPLOY_USERS: [&str; 7] = [
+    "intake", "planner", "promoter", "audit", "notify", "admin", "sys",
+];
+
+/// The environment a `deploy/nats` configuration needs: `RAILYARD_NATS_<USER>_PASSWORD` for
+/// every user, each set to [`deploy_password`].
+pub fn deploy_env() -> Vec<(String, String)> {
+    DEPLOY_USERS
+        .iter()
+        .map(|user| {
+            (
+                format!("RAILYARD_NATS_{}_PASSWORD", user.to_uppercase()),
+                deploy_password(user),
+            )
+        })
+        .collect()
+}
+
+/// The password [`deploy_env`] gives `user`.
+pub fn deploy_password(user: &str) -> String {
+    format!("test-password-of-{user}")
+}
+
+/// Writes `cluster-1.conf` … `cluster-<size>.conf` from `source` (usually
+/// [`deploy_nats_dir`]) into `into`, with `accounts.conf` beside them, rewritten for loopback:
+/// the client `listen` to `127.0.0.1:<free port>`, the cluster `listen` and `routes` to free
+/// loopback route ports, `store_dir` to `into/node-<n>`, and the `http` monitoring port
+/// removed. Fails when a file lacks one of those settings, so a changed layout is noticed.
+pub fn local_cluster(source: &Path, into: &Path, size: usize) -> anyhow::Result<Vec<PathBuf>> {
+    // One reservation for both kinds, so no port is handed out twice.
+    let ports = reserve_ports(2 * size)?;
+    let (client_ports, route_ports) = ports.split_at(size);
+    let routes = route_ports
+        .iter()
+        .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    copy_accounts(source, into)?;
+    (0..size)
+        .map(|index| {
+            let name = format!("cluster-{}.conf", index + 1);
+            let text = std::fs::read_to_string(source.join(&name))
+                .with_context(|| format!("cannot read {}", source.join(&name).display()))?;
+            let store = into.join(format!("node-{}", index + 1));
+            let rewritten = rewrite(
+                &text,
+                client_ports[index],
+                Some((route_ports[index], &routes)),
+                &store,
+            )
+            .with_context(|| name.clone())?;
+            let file = into.join(&name);
+            std::fs::write(&file, rewritten)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            Ok(file)
+        })
+        .collect()
+}
+
+/// Writes `single.conf` from `source` into `into` the same way as [`local_cluster`].
+pub fn local_single(source: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+    let port = reserve_ports(1)?[0];
+    copy_accounts(source, into)?;
+    let text = std::fs::read_to_string(source.join("single.conf"))
+        .with_context(|| format!("cannot read {}", source.join("single.conf").display()))?;
+    let rewritten = rewrite(&text, port, None, &into.join("node-1")).context("single.conf")?;
+    let file = into.join("single.conf");
+    std::fs::write(&file, rewritten).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
+}
+
+fn copy_accounts(source: &Path, into: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(into).with_context(|| format!("cannot create {}", into.display()))?;
+    std::fs::copy(source.join("accounts.conf"), into.join("accounts.conf"))
+        .with_context(|| format!("cannot copy {}", source.join("accounts.conf").display()))?;
+    Ok(())
+}
+
+/// Rewrites one node's configuration line by line; `cluster` is its route port and every
+/// node's routes.
+fn rewrite(
+    text: &str,
+    client_port: u16,
+    cluster: Option<(u16, &str)>,
+    store: &Path,
+) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    let mut in_cluster = false;
+    let (mut client, mut store_dir, mut route_listen, mut routes) = (false, false, false, false);
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if trimmed.starts_with("cluster {") {
+            in_cluster = true;
+        } else if in_cluster && trimmed.starts_with('}') {
+            in_cluster = false;
+        }
+        if trimmed.starts_with("http:") {
+            continue;
+        } else if trimmed.starts_with("listen:") && !in_cluster {
+            out.push(format!("{indent}listen: 127.0.0.1:{client_port}"));
+            client = true;
+        } else if trimmed.starts_with("listen:") && in_cluster {
+            let (port, _) = cluster.context("a cluster block in a single-node file")?;
+            out.push(format!("{indent}listen: 127.0.0.1:{port}"));
+            route_listen = true;
+        } else if trimmed.starts_with("routes:") {
+            let (_, all) = cluster.context("routes in a single-node file")?;
+            out.push(format!("{indent}routes: [ {all} ]"));
+            routes = true;
+        } else if trimmed.starts_with("store_dir:") {
+            out.push(format!("{indent}store_dir: \"{}\"", store.display()));
+            store_dir = true;
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    anyhow::ensure!(client, "no client `listen:` line to rewrite");
+    anyhow::ensure!(store_dir, "no `store_dir:` line to rewrite");
+    if cluster.is_some() {
+        anyhow::ensure!(route_listen, "no cluster `listen:` line to rewrite");
+        anyhow::ensure!(routes, "no cluster `routes:` line to rewrite");
+    }
+    Ok(out.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_files_are_rewritten_for_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = local_cluster(&deploy_nats_dir(), dir.path(), 3).unwrap();
+        assert_eq!(files.len(), 3);
+        assert!(dir.path().join("accounts.conf").is_file());
+        for file in files {
+            let text = std::fs::read_to_string(file).unwrap();
+            assert!(text.contains("listen: 127.0.0.1:"), "{text}");
+            assert!(!text.contains("0.0.0.0"), "{text}");
+            assert!(!text.contains("nats-1:"), "{text}");
+            assert!(!text.contains("http:"), "{text}");
+            assert!(!text.contains("/var/lib"), "{text}");
+            assert!(text.contains("include ./accounts.conf"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_store_is_refused() {
+        let error = rewrite("listen: 0.0.0.0:4222\n", 1, None, Path::new("/tmp/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("store_dir"), "{error}");
+    }
+}

@@ -40,6 +40,8 @@ pub const GITHUB_SECRET: &str = "scenario webhook secret";
 pub const POLL: Duration = Duration::from_millis(100);
 /// Default bound of a wait for a release to reach a state.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound of one CLI command (the CLI's own HTTP client has no timeout).
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The catalog of the scenarios: two environments, an approval for production, one queue with
 /// one producer and one consumer, simulated deploys and http gates against the health server;
@@ -988,15 +990,28 @@ impl Stack {
     /// Runs `railyard <args> --url <base> --token <token>` as a user would type it: parsed by
     /// the CLI's own clap definitions and run by its library entry points, in this process.
     /// (`--url` and `--token` rather than `RAILYARD_URL` and `RAILYARD_TOKEN`: scenarios run
-    /// in parallel in one process, which shares one environment.) Fails only when the
-    /// arguments do not parse; a command that fails is a [`CliRun`] with code 1.
+    /// in parallel in one process, which shares one environment.) Fails when the arguments
+    /// do not parse or the command takes longer than [`CLI_TIMEOUT`]; a command that fails
+    /// is a [`CliRun`] with code 1.
     pub async fn cli(&self, token: &str, args: &[&str]) -> anyhow::Result<CliRun> {
+        self.cli_within(token, args, CLI_TIMEOUT).await
+    }
+
+    async fn cli_within(
+        &self,
+        token: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<CliRun> {
         let mut argv = vec!["railyard"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--url", &self.base, "--token", token]);
         let cli = <RailyardCli as clap::Parser>::try_parse_from(&argv)
             .map_err(|error| anyhow::anyhow!("`{}` does not parse: {error}", argv.join(" ")))?;
-        Ok(match run_cli(cli).await {
+        let run = tokio::time::timeout(timeout, run_cli(cli))
+            .await
+            .with_context(|| format!("`{}` did not end within {timeout:?}", argv.join(" ")))?;
+        Ok(match run {
             Ok((code, stdout)) => CliRun {
                 code,
                 stdout,
@@ -1033,12 +1048,12 @@ impl Stack {
     /// `railyard release watch <id>` as the auditor, bounded by `timeout`: it follows the
     /// release's events over SSE until one ends it, and exits 0 when it completed.
     pub async fn watch(&self, id: &ReleaseId, timeout: Duration) -> anyhow::Result<CliRun> {
-        tokio::time::timeout(
+        self.cli_within(
+            &self.tokens.auditor,
+            &["release", "watch", id.as_str()],
             timeout,
-            self.cli(&self.tokens.auditor, &["release", "watch", id.as_str()]),
         )
         .await
-        .with_context(|| format!("`railyard release watch {id}` did not end within {timeout:?}"))?
     }
 
     /// Writes `toml` to a file of the stack's directory for `railyard release submit`.

@@ -3,9 +3,10 @@
 //! deciders check a command against the folded state before appending.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::event::{AggregateId, Envelope, Event};
 use crate::names::ReleaseId;
@@ -132,6 +133,10 @@ pub struct GateResult {
     pub expected: String,
 }
 
+fn shared_plan<S: Serializer>(plan: &Option<Arc<Plan>>, serializer: S) -> Result<S::Ok, S::Error> {
+    plan.as_deref().serialize(serializer)
+}
+
 /// The folded state of one release.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReleaseState {
@@ -143,8 +148,9 @@ pub struct ReleaseState {
     pub requested_by: String,
     /// Its changes.
     pub changes: Vec<Change>,
-    /// The plan, once planned.
-    pub plan: Option<Plan>,
+    /// The plan, once planned (shared: a state is cloned far more often than planned).
+    #[serde(serialize_with = "shared_plan")]
+    pub plan: Option<Arc<Plan>>,
     /// Why it was refused, when it was.
     pub refusals: Vec<Refusal>,
     /// Each step's status, by id (plan order kept in `plan`).
@@ -377,7 +383,7 @@ impl ReleaseState {
                     .iter()
                     .map(|s| (s.id.clone(), StepStatus::Pending))
                     .collect();
-                self.plan = Some(p.plan.clone());
+                self.plan = Some(Arc::new(p.plan.clone()));
                 self.status = Planned;
             }
             Event::ReleaseRejected(r) => {

@@ -1,12 +1,17 @@
-//! Promotion throughput: steps per second carried out by 4 promotion workers (one process)
-//! with `simulated` deploys of zero duration and no gates, against a raw JetStream baseline
-//! that publishes the same number of events with no decisions at all, on a nats-server the
-//! benchmark starts itself.
+//! Promotion: issue 6's two scenarios with 4 promotion workers (one process), `simulated`
+//! deploys of zero duration, no gates, no approvals, each release changing 5 services of its
+//! own across staging and production (20 steps), on a nats-server the benchmark starts itself,
+//! against a raw JetStream baseline measured in the same run.
 //!
-//! `cargo bench -p railyard-promoter --bench steps` (release build). `RELEASES` releases, each
-//! changing 5 services of its own across staging and production (20 steps each), are planned
-//! with the planner core and appended at once; the clock starts when the first
-//! `release.planned` is stored and stops when the last `release.completed` is read back.
+//! `cargo bench -p railyard-promoter --bench steps` (release build).
+//! `RAILYARD_BENCH_RELEASES` (default 1,000), `RAILYARD_BENCH_RATE` (default 20 releases/s),
+//! `RAILYARD_BENCH_SCENARIO` (`a`, `b` or `both`, the default).
+//!
+//! - (a) steady: releases are appended (requested + planned) at the rate; the latency is the
+//!   first `step.started`'s timestamp minus the `release.planned` timestamp, both written by
+//!   the same machine's clock.
+//! - (b) burst: every release appended at once; the time until the last `release.completed`
+//!   is read back.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,15 +25,21 @@ use railyard_promoter::{PromoterConfig, run};
 use railyard_testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
 
-const RELEASES: usize = 100;
 const SERVICES_PER_RELEASE: usize = 5;
 const WORKERS: usize = 4;
 
-fn catalog() -> Catalog {
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn catalog(releases: usize) -> Catalog {
     let mut text = String::from(
         "[[environments]]\nname = \"staging\"\n\n[[environments]]\nname = \"production\"\nafter = \"staging\"\n",
     );
-    for i in 0..RELEASES * SERVICES_PER_RELEASE {
+    for i in 0..releases * SERVICES_PER_RELEASE {
         text.push_str(&format!(
             "\n[services.svc-{i}]\ndeploy = {{ kind = \"simulated\" }}\n"
         ));
@@ -36,8 +47,12 @@ fn catalog() -> Catalog {
     Catalog::from_toml(&text).expect("the benchmark catalog parses")
 }
 
-fn releases(catalog: &Catalog) -> Vec<(ReleaseId, Vec<Envelope>)> {
-    (0..RELEASES)
+/// The planned releases (requested event, plan) of the run, planned with the planner core.
+fn releases_of(
+    catalog: &Catalog,
+    count: usize,
+) -> Vec<(ReleaseId, ReleaseRequested, ReleasePlanned)> {
+    (0..count)
         .map(|r| {
             let id = ReleaseId::new(format!("bench-{r}")).expect("valid id");
             let changes = (0..SERVICES_PER_RELEASE)
@@ -61,34 +76,58 @@ fn releases(catalog: &Catalog) -> Vec<(ReleaseId, Vec<Envelope>)> {
                 in_flight: &[],
             })
             .expect("the benchmark release plans");
-            let aggregate = AggregateId::Release(id.clone());
-            let now = chrono::Utc::now();
-            let requested = Envelope::new(
-                aggregate.clone(),
-                "bench",
-                now,
-                Event::ReleaseRequested(request),
-            );
-            let planned = Envelope::new(
-                aggregate,
-                "bench",
-                now,
-                Event::ReleasePlanned(ReleasePlanned { plan }),
-            )
-            .caused_by(&requested);
-            (id, vec![requested, planned])
+            (id, request, ReleasePlanned { plan })
         })
         .collect()
 }
 
+/// Appends `release.requested` and `release.planned`, stamped now.
+async fn submit(
+    bus: &Bus,
+    (id, request, planned): &(ReleaseId, ReleaseRequested, ReleasePlanned),
+) -> anyhow::Result<()> {
+    let aggregate = AggregateId::Release(id.clone());
+    let requested = Envelope::new(
+        aggregate.clone(),
+        "bench",
+        chrono::Utc::now(),
+        Event::ReleaseRequested(request.clone()),
+    );
+    let first = bus
+        .append(
+            &aggregate,
+            Expected::NoEvents,
+            std::slice::from_ref(&requested),
+        )
+        .await?;
+    let planned = Envelope::new(
+        aggregate.clone(),
+        "bench",
+        chrono::Utc::now(),
+        Event::ReleasePlanned(planned.clone()),
+    )
+    .caused_by(&requested);
+    bus.append(&aggregate, Expected::Sequence(first.sequence), &[planned])
+        .await?;
+    Ok(())
+}
+
+struct Run {
+    elapsed: Duration,
+    events: usize,
+}
+
+/// Starts the workers, submits every release (all at once, or at `rate` per second), and
+/// waits for the last `release.completed`.
 async fn promote(
     nats: &NatsServer,
     dir: &std::path::Path,
-) -> anyhow::Result<(Duration, usize, usize)> {
+    catalog: &Catalog,
+    work: &[(ReleaseId, ReleaseRequested, ReleasePlanned)],
+    rate: Option<f64>,
+) -> anyhow::Result<Run> {
     let bus = Bus::connect(&nats.url(), BusConfig::default()).await?;
     bus.ensure_topology().await?;
-    let catalog = catalog();
-    let work = releases(&catalog);
     let stop = CancellationToken::new();
     let mut workers = Vec::new();
     for w in 0..WORKERS {
@@ -108,18 +147,24 @@ async fn promote(
     let from = bus.stream_last_sequence().await? + 1;
     let mut completions = bus.replay(from).await?;
     let started = Instant::now();
-    for (id, events) in &work {
-        let aggregate = AggregateId::Release(id.clone());
-        let first = bus
-            .append(&aggregate, Expected::NoEvents, &events[..1])
-            .await?;
-        bus.append(&aggregate, Expected::Sequence(first.sequence), &events[1..])
-            .await?;
-    }
+    let submitter = {
+        let bus = bus.clone();
+        let work = work.to_vec();
+        tokio::spawn(async move {
+            for (i, release) in work.iter().enumerate() {
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                submit(&bus, release).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
     let mut done = 0;
     let mut events = 0;
-    while done < RELEASES {
-        let delivery = tokio::time::timeout(Duration::from_secs(120), completions.next())
+    while done < work.len() {
+        let delivery = tokio::time::timeout(Duration::from_secs(300), completions.next())
             .await??
             .ok_or_else(|| anyhow::anyhow!("the replay ended"))?;
         for envelope in &delivery.envelopes {
@@ -132,21 +177,60 @@ async fn promote(
         }
     }
     let elapsed = started.elapsed();
-    latencies(&bus, &work).await?;
+    submitter.await??;
     stop.cancel();
     for worker in workers {
         worker.await??;
     }
-    let steps = RELEASES * SERVICES_PER_RELEASE * 4;
-    Ok((elapsed, steps, events))
+    Ok(Run { elapsed, events })
+}
+
+fn percentiles(mut values: Vec<i64>) -> String {
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q) as usize];
+    format!(
+        "p50 {} ms, p99 {} ms, max {} ms (n = {})",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        values.len()
+    )
+}
+
+/// `release.planned` → first `step.started`, per release, from the events' timestamps.
+async fn first_step_latencies(
+    bus: &Bus,
+    work: &[(ReleaseId, ReleaseRequested, ReleasePlanned)],
+) -> anyhow::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for (id, _, _) in work {
+        let loaded = bus.load(&AggregateId::Release(id.clone())).await?;
+        let planned = loaded
+            .events
+            .iter()
+            .find(|e| matches!(e.event, Event::ReleasePlanned(_)))
+            .map(|e| e.occurred_at);
+        let first = loaded
+            .events
+            .iter()
+            .find(|e| matches!(e.event, Event::StepStarted(_)))
+            .map(|e| e.occurred_at);
+        if let (Some(p), Some(f)) = (planned, first) {
+            out.push((f - p).num_milliseconds());
+        }
+    }
+    Ok(out)
 }
 
 /// Where the time goes, from the events' timestamps: a step's run (started → succeeded) and
 /// the hand-over to the next step (a predecessor succeeded → the step started).
-async fn latencies(bus: &Bus, work: &[(ReleaseId, Vec<Envelope>)]) -> anyhow::Result<()> {
+async fn latencies(
+    bus: &Bus,
+    work: &[(ReleaseId, ReleaseRequested, ReleasePlanned)],
+) -> anyhow::Result<()> {
     let mut run = Vec::new();
     let mut handover = Vec::new();
-    for (id, _) in work {
+    for (id, _, _) in work {
         let loaded = bus.load(&AggregateId::Release(id.clone())).await?;
         let mut started = BTreeMap::new();
         let mut succeeded = BTreeMap::new();
@@ -178,19 +262,11 @@ async fn latencies(bus: &Bus, work: &[(ReleaseId, Vec<Envelope>)]) -> anyhow::Re
             }
         }
     }
-    for (name, mut values) in [
-        ("step run (started → succeeded)", run),
-        ("hand-over (predecessor succeeded → started)", handover),
-    ] {
-        values.sort_unstable();
-        let at = |q: f64| values[((values.len() - 1) as f64 * q) as usize];
-        println!(
-            "{name}: p50 {} ms, p99 {} ms, max {} ms",
-            at(0.5),
-            at(0.99),
-            at(1.0)
-        );
-    }
+    println!("  step run (started → succeeded): {}", percentiles(run));
+    println!(
+        "  hand-over (last predecessor succeeded → started): {}",
+        percentiles(handover)
+    );
     Ok(())
 }
 
@@ -203,7 +279,7 @@ async fn raw_publish(nats: &NatsServer, count: usize) -> anyhow::Result<Duration
     for i in 0..count {
         acks.push(
             js.publish(
-                format!("railyard.events.release.raw-{}", i % RELEASES),
+                format!("railyard.events.release.raw-{}", i % 1000),
                 payload.clone(),
             )
             .await?,
@@ -215,30 +291,61 @@ async fn raw_publish(nats: &NatsServer, count: usize) -> anyhow::Result<Duration
     Ok(started.elapsed())
 }
 
+async fn scenario(
+    name: &str,
+    catalog: &Catalog,
+    work: &[(ReleaseId, ReleaseRequested, ReleasePlanned)],
+    rate: Option<f64>,
+) -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let releases = work.len();
+    let steps = releases * SERVICES_PER_RELEASE * 4;
+    let how = match rate {
+        Some(rate) => format!("submitted at {rate} releases/s"),
+        None => "submitted at once".to_owned(),
+    };
+    let run = promote(&nats, dir.path(), catalog, work, rate).await?;
+    let bus = Bus::connect(&nats.url(), BusConfig::default()).await?;
+    let raw = raw_publish(&nats, run.events).await?;
+    let raw_per_s = run.events as f64 / raw.as_secs_f64();
+    let events_per_s = run.events as f64 / run.elapsed.as_secs_f64();
+    println!(
+        "({name}) {releases} releases × {SERVICES_PER_RELEASE} services × 2 environments = {steps} steps, {WORKERS} workers, {how}: all completed in {:.2} s ({:.0} steps/s, {} release events, {events_per_s:.0} events/s)",
+        run.elapsed.as_secs_f64(),
+        steps as f64 / run.elapsed.as_secs_f64(),
+        run.events,
+    );
+    println!(
+        "  release.planned → first step.started: {}",
+        percentiles(first_step_latencies(&bus, work).await?)
+    );
+    latencies(&bus, work).await?;
+    println!(
+        "  raw JetStream publish of {} events (pipelined, no checks), same server: {:.3} s, {raw_per_s:.0} events/s; promotion records events at {:.2} % of it",
+        run.events,
+        raw.as_secs_f64(),
+        100.0 * events_per_s / raw_per_s
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    let releases = env_number("RAILYARD_BENCH_RELEASES", 1000);
+    let rate = env_number("RAILYARD_BENCH_RATE", 20) as f64;
+    let which = std::env::var("RAILYARD_BENCH_SCENARIO").unwrap_or_else(|_| "both".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let catalog = catalog(releases);
+    let work = releases_of(&catalog, releases);
     runtime.block_on(async {
-        let nats = NatsServer::start().await?;
-        let dir = tempfile::tempdir()?;
-        let (elapsed, steps, events) = promote(&nats, dir.path()).await?;
-        let raw = raw_publish(&nats, events).await?;
-        let steps_per_s = steps as f64 / elapsed.as_secs_f64();
-        let raw_per_s = events as f64 / raw.as_secs_f64();
-        let promoted_events_per_s = events as f64 / elapsed.as_secs_f64();
-        println!(
-            "promotion: {RELEASES} releases × {SERVICES_PER_RELEASE} services × 2 environments = {steps} steps, {WORKERS} workers: {:.2} s, {steps_per_s:.0} steps/s, {events} release events ({promoted_events_per_s:.0} events/s)",
-            elapsed.as_secs_f64()
-        );
-        println!(
-            "raw JetStream publish of {events} events (pipelined, no checks): {:.3} s, {raw_per_s:.0} events/s",
-            raw.as_secs_f64()
-        );
-        println!(
-            "ratio: promotion records events at {:.1} % of the raw publish rate",
-            100.0 * promoted_events_per_s / raw_per_s
-        );
+        if which == "a" || which == "both" {
+            scenario("a", &catalog, &work, Some(rate)).await?;
+        }
+        if which == "b" || which == "both" {
+            scenario("b", &catalog, &work, None).await?;
+        }
         Ok(())
     })
 }

@@ -121,9 +121,9 @@ pub fn waits_on(state: &ReleaseState) -> BTreeSet<ReleaseId> {
 }
 
 /// How many times `step` was started.
-pub fn attempts(events: &[Envelope], step: &str) -> u32 {
+pub fn attempts<'a>(events: impl IntoIterator<Item = &'a Envelope>, step: &str) -> u32 {
     let started = events
-        .iter()
+        .into_iter()
         .filter(|e| matches!(&e.event, Event::StepStarted(s) if s.step == step))
         .count();
     u32::try_from(started).unwrap_or(u32::MAX)

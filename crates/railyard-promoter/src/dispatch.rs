@@ -59,7 +59,7 @@ pub(crate) async fn evaluate(
             }
             Next::Offer(steps) => {
                 for step in steps {
-                    let attempts = decide::attempts(&current.events, &step);
+                    let attempts = current.attempts(&step);
                     let id = format!("{release}/{step}/{attempts}{tick}");
                     offer(
                         ctx,
@@ -145,7 +145,7 @@ async fn resume_orphans(
         {
             continue;
         }
-        let attempts = decide::attempts(&current.events, &step.id);
+        let attempts = current.attempts(&step.id);
         let id = format!("{}/{}/{attempts}/resume{tick}", state.id, step.id);
         debug!(release = %state.id, step = %step.id, "re-offering a step whose worker is gone");
         offer(

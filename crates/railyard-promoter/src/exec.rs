@@ -4,7 +4,7 @@
 //! `step.failed`, with `release.held` under a `hold` policy) only while the fold still says the
 //! step is its own. A conflict re-reads the release and decides again.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -13,11 +13,11 @@ use railyard_core::catalog::{Gate, OnFailure, Strategy};
 use railyard_core::event::{
     ApprovalRequested, GateEvaluated, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
 };
-use railyard_core::inventory::RunningService;
+use railyard_core::inventory::{EnvInventory, RunningService};
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
-    Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status,
-    Step, StepId,
+    Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, Inventory, ReleaseId,
+    ReleaseState, Status, Step, StepId,
 };
 use tracing::{debug, info, warn};
 
@@ -37,14 +37,33 @@ pub(crate) struct Ctx {
     pub(crate) bus: Bus,
     pub(crate) runner: Runner,
     claimed: Mutex<HashSet<String>>,
+    /// The releases this worker has read, folded, with the sequence they were read at: a
+    /// load fetches only what was appended since (one request) instead of the whole release.
+    releases: Mutex<HashMap<ReleaseId, Current>>,
+    /// The live inventory of each environment, folded, and the sequence it was read at.
+    inventories: Mutex<HashMap<EnvName, (u64, EnvInventory)>>,
 }
+
+/// Releases kept folded in memory at most; beyond it the cache starts over (a load then
+/// reads a release whole once more).
+const CACHED_RELEASES: usize = 10_000;
 
 /// A release as read from the stream.
 #[derive(Debug, Clone)]
 pub(crate) struct Current {
     pub(crate) state: ReleaseState,
-    pub(crate) events: Vec<Envelope>,
+    /// Its events (shared: copies of `Current` are cheap).
+    pub(crate) events: Vec<Arc<Envelope>>,
     pub(crate) sequence: u64,
+    /// The release's trace (its request's), which every step's span joins.
+    pub(crate) trace: opentelemetry::Context,
+}
+
+impl Current {
+    /// How many times `step` was started.
+    pub(crate) fn attempts(&self, step: &str) -> u32 {
+        decide::attempts(self.events.iter().map(AsRef::as_ref), step)
+    }
 }
 
 /// This worker's claim on a lease key: while it lives, no other task of the worker takes it.
@@ -77,6 +96,8 @@ impl Ctx {
             bus,
             runner,
             claimed: Mutex::new(HashSet::new()),
+            releases: Mutex::new(HashMap::new()),
+            inventories: Mutex::new(HashMap::new()),
         })
     }
 
@@ -94,17 +115,108 @@ impl Ctx {
     }
 
     /// The release's state, events and last sequence; `None` when it has no events.
+    ///
+    /// Reads only what was appended after the copy this worker already folded (the stream
+    /// is append-only, so the copy plus the newer events is the whole release).
     pub(crate) async fn load(&self, id: &ReleaseId) -> Result<Option<Current>, PromoterError> {
-        let loaded = self.bus.load(&AggregateId::Release(id.clone())).await?;
-        let state = ReleaseState::fold(&loaded.events).map_err(|source| PromoterError::Fold {
+        let cached = self.releases.lock().ok().and_then(|c| c.get(id).cloned());
+        let after = cached.as_ref().map_or(0, |c| c.sequence);
+        let loaded = self
+            .bus
+            .load_after(&AggregateId::Release(id.clone()), after)
+            .await?;
+        let fold_error = |source| PromoterError::Fold {
             release: id.clone(),
             source,
-        })?;
-        Ok(state.map(|state| Current {
-            state,
-            events: loaded.events,
-            sequence: loaded.last_sequence,
-        }))
+        };
+        let current = match cached {
+            Some(mut current) => {
+                if loaded.events.is_empty() {
+                    return Ok(Some(current));
+                }
+                for event in &loaded.events {
+                    current.state =
+                        ReleaseState::apply(Some(current.state), event).map_err(fold_error)?;
+                }
+                current
+                    .events
+                    .extend(loaded.events.into_iter().map(Arc::new));
+                current.sequence = loaded.last_sequence;
+                current
+            }
+            None => {
+                let Some(state) = ReleaseState::fold(&loaded.events).map_err(fold_error)? else {
+                    return Ok(None);
+                };
+                Current {
+                    state,
+                    trace: loaded.trace().clone(),
+                    events: loaded.events.into_iter().map(Arc::new).collect(),
+                    sequence: loaded.last_sequence,
+                }
+            }
+        };
+        self.remember(&current);
+        Ok(Some(current))
+    }
+
+    /// Keeps `current` as this worker's copy of the release unless a newer one is kept.
+    pub(crate) fn remember(&self, current: &Current) {
+        let Ok(mut cache) = self.releases.lock() else {
+            return;
+        };
+        if current.state.status.is_final() {
+            cache.remove(&current.state.id);
+            return;
+        }
+        if cache.len() >= CACHED_RELEASES {
+            cache.clear();
+        }
+        match cache.get(&current.state.id) {
+            Some(kept) if kept.sequence >= current.sequence => {}
+            _ => {
+                cache.insert(current.state.id.clone(), current.clone());
+            }
+        }
+    }
+
+    /// What runs in `env` now, caught up with one read of what was recorded since the last
+    /// call.
+    pub(crate) async fn live_env(&self, env: &EnvName) -> Result<EnvInventory, PromoterError> {
+        let cached = self
+            .inventories
+            .lock()
+            .ok()
+            .and_then(|c| c.get(env).cloned());
+        let (after, mut inventory) = cached.unwrap_or_default();
+        let loaded = self
+            .bus
+            .load_after(&AggregateId::Inventory(env.clone()), after)
+            .await?;
+        if loaded.events.is_empty() {
+            return Ok(inventory);
+        }
+        for envelope in &loaded.events {
+            inventory::apply(&mut inventory, envelope, None);
+        }
+        if let Ok(mut cache) = self.inventories.lock() {
+            match cache.get(env) {
+                Some((kept, _)) if *kept >= loaded.last_sequence => {}
+                _ => {
+                    cache.insert(env.clone(), (loaded.last_sequence, inventory.clone()));
+                }
+            }
+        }
+        Ok(inventory)
+    }
+
+    /// The live inventory of every environment of the catalog.
+    pub(crate) async fn live_inventory(&self) -> Result<Inventory, PromoterError> {
+        let mut all = BTreeMap::new();
+        for env in &self.config.catalog.environments {
+            all.insert(env.name.clone(), self.live_env(&env.name).await?);
+        }
+        Ok(Inventory(all))
     }
 
     pub(crate) fn envelope(&self, id: &ReleaseId, event: Event) -> Envelope {
@@ -270,7 +382,7 @@ pub(crate) async fn take_step(
                 }
             }
         }
-        let attempt = decide::attempts(&current.events, step_id) + 1;
+        let attempt = current.attempts(step_id) + 1;
         let mut events = vec![ctx.envelope(
             release,
             Event::StepStarted(StepStarted {
@@ -317,7 +429,8 @@ pub(crate) async fn take_step(
             })?;
         }
         after.sequence = sequence;
-        after.events.extend(events);
+        after.events.extend(events.into_iter().map(Arc::new));
+        ctx.remember(&after);
         return Ok(Ok(Started {
             lease,
             _claim: claim,
@@ -442,7 +555,7 @@ async fn revalidate(
     }) else {
         return Ok(None);
     };
-    let inventory = inventory::live_inventory(&ctx.bus, &ctx.config.catalog).await?;
+    let inventory = ctx.live_inventory().await?;
     let remaining: BTreeSet<StepId> = current
         .state
         .steps
@@ -541,12 +654,15 @@ impl Recorder<'_> {
             match append_at(self.ctx, &self.release, current.sequence, &envelopes).await? {
                 Some(sequence) => {
                     let mut events = current.events;
-                    events.extend(envelopes);
-                    self.known = Some(Current {
+                    events.extend(envelopes.into_iter().map(Arc::new));
+                    let known = Current {
                         state: after,
                         events,
                         sequence,
-                    });
+                        trace: current.trace,
+                    };
+                    self.ctx.remember(&known);
+                    self.known = Some(known);
                     return Ok(true);
                 }
                 None => continue,
@@ -1013,7 +1129,7 @@ async fn record_inventory(
             }) else {
                 return Ok(());
             };
-            let now = inventory::env_inventory(&ctx.bus, &step.env, None).await?;
+            let now = ctx.live_env(&step.env).await?;
             let Some(db) = change
                 .migrations
                 .iter()

@@ -2,12 +2,10 @@
 //! ran there before a release touched it (for rollbacks), and `service.deployed` appends whose
 //! event id is derived from the step event that caused them, so recording twice is a no-op.
 
-use std::collections::BTreeMap;
-
 use railyard_bus::{Bus, BusError, Expected};
 use railyard_core::event::ServiceDeployed;
 use railyard_core::inventory::{EnvInventory, RunningService};
-use railyard_core::{AggregateId, Catalog, EnvName, Envelope, Event, Inventory, ReleaseId};
+use railyard_core::{AggregateId, EnvName, Envelope, Event, ReleaseId};
 use uuid::Uuid;
 
 /// The inventory of `env` from its events; with `without`, as if that release had not run.
@@ -19,36 +17,32 @@ pub async fn env_inventory(
     let loaded = bus.load(&AggregateId::Inventory(env.clone())).await?;
     let mut inventory = EnvInventory::default();
     for envelope in &loaded.events {
-        let Event::ServiceDeployed(d) = &envelope.event else {
-            continue;
-        };
-        if without.is_some() && d.release.as_ref() == without {
-            continue;
-        }
-        match &d.running {
-            Some(running) => {
-                inventory
-                    .services
-                    .insert(d.service.clone(), running.clone());
-            }
-            None => {
-                inventory.services.remove(&d.service);
-            }
-        }
-        inventory
-            .databases
-            .extend(d.databases.iter().map(|(k, v)| (k.clone(), *v)));
+        apply(&mut inventory, envelope, without);
     }
     Ok(inventory)
 }
 
-/// The live inventory of every environment of the catalog.
-pub async fn live_inventory(bus: &Bus, catalog: &Catalog) -> Result<Inventory, BusError> {
-    let mut all = BTreeMap::new();
-    for env in &catalog.environments {
-        all.insert(env.name.clone(), env_inventory(bus, &env.name, None).await?);
+/// Folds one inventory event into `inventory`; with `without`, that release's are skipped.
+pub fn apply(inventory: &mut EnvInventory, envelope: &Envelope, without: Option<&ReleaseId>) {
+    let Event::ServiceDeployed(d) = &envelope.event else {
+        return;
+    };
+    if without.is_some() && d.release.as_ref() == without {
+        return;
     }
-    Ok(Inventory(all))
+    match &d.running {
+        Some(running) => {
+            inventory
+                .services
+                .insert(d.service.clone(), running.clone());
+        }
+        None => {
+            inventory.services.remove(&d.service);
+        }
+    }
+    inventory
+        .databases
+        .extend(d.databases.iter().map(|(k, v)| (k.clone(), *v)));
 }
 
 /// A stable id derived from `cause` (flipping low bits keeps the UUID's version and variant).

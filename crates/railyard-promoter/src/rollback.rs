@@ -332,7 +332,7 @@ async fn undo(
             });
             let inventory = match (owner_change, previous) {
                 (Some(change), Some(previous)) => {
-                    let now = inventory::env_inventory(&ctx.bus, &step.env, None).await?;
+                    let now = ctx.live_env(&step.env).await?;
                     Some(Box::new(ServiceDeployed {
                         env: step.env.clone(),
                         service: change.service.clone(),

@@ -1,14 +1,12 @@
 //! The worker's read model: the releases in flight (planned and not ended), with the stream
 //! sequence of their last event and the releases they wait for, plus who waits on whom.
-//! Applying a delivery also hints the dispatcher which releases to look at again; the hint
-//! is only a hint — the dispatcher decides from the release's own events.
+//! The dispatcher reads it for its sweeps and to find who waits for a release.
 
 use std::collections::BTreeSet;
 
 use railyard_core::{AggregateId, Envelope, Event, ReleaseId};
 use railyard_store::{Projection, ProjectionError, ProjectionStore, StoreError, Update};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
 
 const ACTIVE: &str = "active/";
 const WAITERS: &str = "waiters/";
@@ -23,24 +21,8 @@ pub struct Active {
 }
 
 /// The projection.
-#[derive(Debug)]
-pub struct PromoterView {
-    hints: Option<UnboundedSender<ReleaseId>>,
-}
-
-impl PromoterView {
-    /// A view that sends the releases each delivery touches to `hints`.
-    pub fn new(hints: Option<UnboundedSender<ReleaseId>>) -> PromoterView {
-        PromoterView { hints }
-    }
-
-    fn hint(&self, release: &ReleaseId) {
-        if let Some(hints) = &self.hints {
-            // The dispatcher is gone only while the worker stops.
-            let _ = hints.send(release.clone());
-        }
-    }
-}
+#[derive(Debug, Default)]
+pub struct PromoterView;
 
 impl Projection for PromoterView {
     fn name(&self) -> &str {
@@ -89,12 +71,6 @@ impl Projection for PromoterView {
                     }
                 }
             }
-            self.hint(id);
-            for (_, waiter) in update.scan_prefix(format!("{WAITERS}{id}/"))? {
-                if let Ok(waiter) = ReleaseId::new(String::from_utf8_lossy(&waiter).into_owned()) {
-                    self.hint(&waiter);
-                }
-            }
         }
         Ok(())
     }
@@ -112,4 +88,20 @@ pub async fn active(
         }
     }
     Ok(out)
+}
+
+/// The releases whose plans wait for `release`.
+pub async fn waiters(
+    view: &ProjectionStore<PromoterView>,
+    release: &ReleaseId,
+) -> Result<Vec<ReleaseId>, StoreError> {
+    let prefix = format!("{WAITERS}{release}/");
+    Ok(view
+        .scan_prefix(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|(_, waiter)| {
+            ReleaseId::new(String::from_utf8_lossy(&waiter).into_owned()).ok()
+        })
+        .collect())
 }

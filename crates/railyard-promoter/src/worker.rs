@@ -1,19 +1,19 @@
 //! [`run`]: one promotion worker. Three tasks: the read model of releases in flight follows the
-//! event stream; the dispatcher looks at each release the stream touches (and sweeps every
-//! release in flight on the clock) and offers work; the work loop takes offered steps and
-//! rollbacks from the shared work-queue consumer and runs them, at most
-//! `max_concurrent_steps` at a time. Dropping or cancelling the worker stops every step it
-//! runs; their leases then expire and other workers resume them.
+//! event stream (for sweeps, and to know who waits for whom); the dispatcher reads each
+//! release event once across all workers (a shared durable consumer), looks at that release
+//! and the ones waiting for it, offers work, and sweeps every release in flight on the
+//! clock; the work loop takes offered steps and rollbacks from the shared work-queue consumer
+//! and runs them, at most `max_concurrent_steps` at a time, and after each step decides what
+//! comes next itself instead of waiting for its event to come back. Dropping or cancelling the
+//! worker stops every step it runs; their leases then expire and other workers resume them.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use railyard_bus::{Bus, ConsumerSpec, WorkItem};
-use railyard_core::ReleaseId;
+use railyard_bus::{Bus, ConsumerSpec, DeliverFrom, Delivery, WorkItem};
+use railyard_core::Event;
 use railyard_store::{ProjectionStore, RunOptions, Store, StoreConfig};
 use tokio::sync::Semaphore;
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -27,7 +27,11 @@ use crate::view::{self, PromoterView};
 use crate::work::{WORK_CONSUMER, WORK_FILTER, WorkOrder};
 
 /// Releases the dispatcher looks at concurrently.
-const DISPATCH_CONCURRENCY: usize = 8;
+const DISPATCH_CONCURRENCY: usize = 32;
+/// The durable consumer the workers share to look at each release event once.
+const DISPATCH_CONSUMER: &str = "railyard-promoter-dispatch";
+/// What the dispatcher reads.
+const DISPATCH_FILTER: &str = "railyard.events.release.>";
 
 fn check(config: &PromoterConfig, bus: &Bus) -> Result<(), PromoterError> {
     let ttl = bus.config().lease_ttl;
@@ -70,8 +74,7 @@ pub async fn run(
 ) -> Result<(), PromoterError> {
     check(&config, &bus)?;
     let store = Store::open(StoreConfig::new(&config.store)).await?;
-    let (hints, hinted) = tokio::sync::mpsc::unbounded_channel();
-    let view = store.projection(PromoterView::new(Some(hints))).await?;
+    let view = store.projection(PromoterView).await?;
     let ctx = Ctx::new(config, bus.clone());
     info!(worker = ctx.worker(), "promotion worker starting");
     let stop = shutdown.child_token();
@@ -91,7 +94,7 @@ pub async fn run(
     }
     {
         let (ctx, view, stop) = (ctx.clone(), view.clone(), stop.clone());
-        tasks.spawn(async move { ("dispatcher", dispatch_loop(ctx, view, hinted, stop).await) });
+        tasks.spawn(async move { ("dispatcher", dispatch_loop(ctx, view, stop).await) });
     }
     {
         let (ctx, stop) = (ctx.clone(), stop.clone());
@@ -125,32 +128,43 @@ pub async fn run(
 async fn dispatch_loop(
     ctx: Arc<Ctx>,
     view: ProjectionStore<PromoterView>,
-    mut hints: UnboundedReceiver<ReleaseId>,
     stop: CancellationToken,
 ) -> Result<(), PromoterError> {
     let clock = ctx.config.clock.clone();
+    let mut consumer = ctx
+        .bus
+        .durable(
+            // From the beginning when first created, so that an event appended while the
+            // first worker starts is not missed; afterwards the consumer keeps its place.
+            ConsumerSpec::new(DISPATCH_CONSUMER)
+                .filter(DISPATCH_FILTER)
+                .deliver(DeliverFrom::All),
+        )
+        .await?;
     let mut tick = 0i64;
     sweep(&ctx, &view, tick).await?;
     let mut next_sweep = clock.sleep(ctx.config.sweep_interval);
+    let permits = Arc::new(Semaphore::new(DISPATCH_CONCURRENCY));
+    let mut running = JoinSet::new();
     loop {
+        while running.try_join_next().is_some() {}
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            hint = hints.recv() => {
-                let Some(first) = hint else { return Ok(()) };
-                let mut batch = BTreeSet::from([first]);
-                while let Ok(more) = hints.try_recv() {
-                    batch.insert(more);
-                }
-                futures::stream::iter(batch)
-                    .for_each_concurrent(DISPATCH_CONCURRENCY, |id| {
-                        let ctx = ctx.clone();
-                        async move {
-                            if let Err(error) = evaluate(&ctx, &id, None).await {
-                                warn!(release = %id, %error, "cannot look at the release; the next sweep tries again");
-                            }
-                        }
-                    })
-                    .await;
+            next = consumer.next() => {
+                let Some(delivery) = next? else { return Ok(()) };
+                let permit = tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                };
+                let (ctx, view) = (ctx.clone(), view.clone());
+                let span = delivery.span();
+                running.spawn(
+                    async move {
+                        dispatch_delivery(&ctx, &view, delivery).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             () = &mut next_sweep => {
                 tick = clock.now().timestamp_millis();
@@ -161,6 +175,50 @@ async fn dispatch_loop(
             }
         }
     }
+}
+
+/// Looks at the release an event belongs to, and at the releases waiting for it; acks when
+/// done, or gives the event back to be looked at again after the backoff.
+async fn dispatch_delivery(
+    ctx: &Arc<Ctx>,
+    view: &ProjectionStore<PromoterView>,
+    delivery: Delivery,
+) {
+    let Some(release) = delivery.release() else {
+        let _ = delivery.ack().await;
+        return;
+    };
+    let mut releases = vec![release.clone()];
+    if delivery.envelopes.iter().any(|e| unblocks_others(&e.event)) {
+        match view::waiters(view, &release).await {
+            Ok(waiters) => releases.extend(waiters),
+            Err(error) => {
+                warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them")
+            }
+        }
+    }
+    for id in &releases {
+        if let Err(error) = evaluate(ctx, id, None).await {
+            warn!(release = %id, %error, "cannot look at the release; it is looked at again");
+            let _ = delivery.nak(&error.to_string()).await;
+            return;
+        }
+    }
+    if let Err(error) = delivery.ack().await {
+        debug!(%error, "dispatch ack failed; the event will be looked at again");
+    }
+}
+
+/// Whether an event may let a release that waits for this one go on.
+fn unblocks_others(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::StepSucceeded(_)
+            | Event::ReleaseCompleted(_)
+            | Event::ReleaseRolledBack(_)
+            | Event::ReleaseCancelled(_)
+            | Event::ReleaseRejected(_)
+    )
 }
 
 async fn sweep(
@@ -238,8 +296,17 @@ async fn handle(ctx: Arc<Ctx>, item: WorkItem) {
                 if let Err(error) = item.ack().await {
                     debug!(%error, "work item ack failed; a duplicate offer will be skipped");
                 }
-                if let Err(error) = execute(ctx, started).await {
-                    warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
+                match execute(ctx.clone(), started).await {
+                    // The worker that recorded the outcome decides what comes next at once,
+                    // without waiting for the event to come back through the dispatcher.
+                    Ok(()) => {
+                        if let Err(error) = evaluate(&ctx, &release, None).await {
+                            debug!(release = %release, %error, "cannot look at the release after its step; the dispatcher will");
+                        }
+                    }
+                    Err(error) => {
+                        warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
+                    }
                 }
             }
             Ok(Err(NotTaken::Skip(why))) => {

@@ -20,12 +20,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// The spans every release must have in its trace, by name (services' spans are named
 /// `<service>.<what>`; `<projection>.apply` is a read model applying one of the release's
-/// messages). `promoter.step` and `promoter.gate` (a worker carrying out a step in the
-/// release's trace) belong here once the promotion workers open them.
-const REQUIRED: [&str; 5] = [
+/// messages). `promoter.step` is a worker taking and carrying out one step, `promoter.gate`
+/// one gate check inside it.
+const REQUIRED: [&str; 7] = [
     "intake.request",
     "planner.decide",
     "promoter.apply",
+    "promoter.step",
+    "promoter.gate",
     "audit.apply",
     "notify.handle",
 ];

@@ -160,6 +160,22 @@ impl Ctx {
         Ok(Some(current))
     }
 
+    /// The release's trace: from this worker's copy, else read.
+    pub(crate) async fn trace_of(&self, id: &ReleaseId) -> opentelemetry::Context {
+        let cached = self
+            .releases
+            .lock()
+            .ok()
+            .and_then(|c| c.get(id).map(|c| c.trace.clone()));
+        match cached {
+            Some(trace) => trace,
+            None => match self.load(id).await {
+                Ok(Some(current)) => current.trace,
+                _ => opentelemetry::Context::new(),
+            },
+        }
+    }
+
     /// Keeps `current` as this worker's copy of the release unless a newer one is kept.
     pub(crate) fn remember(&self, current: &Current) {
         let Ok(mut cache) = self.releases.lock() else {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tracing::Instrument;
 
 use railyard_bus::Bus;
 use railyard_core::catalog::{CompareOp, Gate, OnEmpty};
@@ -95,8 +96,25 @@ pub fn prometheus_value(body: &serde_json::Value) -> Result<Option<f64>, String>
 }
 
 impl Runner {
-    /// Checks one gate (not `soak`) for `target`.
+    /// Checks one gate (not `soak`) for `target`, inside a `promoter.gate` span of the
+    /// current step's.
     pub async fn gate(&self, gate: &Gate, name: &str, target: &Target, bus: &Bus) -> GateCheck {
+        let span = tracing::info_span!(
+            "promoter.gate",
+            service = "promoter",
+            gate = name,
+            kind = kind(gate),
+            passed = tracing::field::Empty
+        );
+        let check = self
+            .check_gate(gate, name, target, bus)
+            .instrument(span.clone())
+            .await;
+        span.record("passed", check.passed);
+        check
+    }
+
+    async fn check_gate(&self, gate: &Gate, name: &str, target: &Target, bus: &Bus) -> GateCheck {
         let check = |passed: bool, observed: String, expected: String| GateCheck {
             name: name.to_owned(),
             passed,

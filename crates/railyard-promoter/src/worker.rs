@@ -290,6 +290,28 @@ async fn handle(ctx: Arc<Ctx>, item: WorkItem) {
             return;
         }
     };
+    let span = match &order {
+        WorkOrder::Step { release, step } => tracing::info_span!(
+            "promoter.step",
+            service = "promoter",
+            release = %release,
+            step = %step,
+            worker = ctx.worker()
+        ),
+        WorkOrder::Rollback { release, env, .. } => tracing::info_span!(
+            "promoter.rollback",
+            service = "promoter",
+            release = %release,
+            env = %env,
+            worker = ctx.worker()
+        ),
+    };
+    // Every step of a release, on any worker, joins the release's one trace.
+    railyard_bus::follow_trace(&span, &ctx.trace_of(order.release()).await);
+    run_order(ctx, item, order).instrument(span).await;
+}
+
+async fn run_order(ctx: Arc<Ctx>, item: WorkItem, order: WorkOrder) {
     match order {
         WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step).await {
             Ok(Ok(started)) => {

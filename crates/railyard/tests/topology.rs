@@ -25,7 +25,10 @@ use serde_json::Value;
 
 /// Bound on starting the services and on the release.
 const SERVICES_READY: Duration = Duration::from_secs(30);
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(45);
+/// A read model whose ephemeral ordered consumer lived on the killed node stalls until the
+/// client misses two of its idle heartbeats (async-nats fixes them at 15 s for ordered
+/// consumers), so a release or the audit record may take about 30 s to move again.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(75);
 
 const CATALOG: &str = r##"
 [policy]
@@ -556,6 +559,7 @@ async fn run_release(
     // The audit record holds the release, every event of it.
     let audit = services.by_name("audit").http.clone();
     let want = events.len() as u64;
+    let audit_wait = std::time::Instant::now();
     let record = wait_until(
         "the audit record of the release",
         RELEASE_TIMEOUT,
@@ -574,6 +578,13 @@ async fn run_release(
         },
     )
     .await?;
+    if audit_wait.elapsed() > Duration::from_secs(10) {
+        eprintln!(
+            "the audit record took {:?} to catch up:\n{}",
+            audit_wait.elapsed(),
+            services.by_name("audit").log_tail()
+        );
+    }
     ensure!(
         record["status"].as_str() == Some("completed"),
         "the audit says {record}"

@@ -811,9 +811,9 @@ async fn a_deny_a_cancel_and_an_operators_rollback_end_releases_as_told() -> any
         )
         .await?;
     let state = stack.wait_end(&id, RELEASE_TIMEOUT).await?;
-    assert_eq!(state.status, Status::Cancelled);
+    assert_eq!(state.status, Status::Denied);
     let text = stack.status_text(&id).await?;
-    assert!(text.starts_with("release rel-deny: cancelled"), "{text}");
+    assert!(text.starts_with("release rel-deny: denied"), "{text}");
     assert!(text.contains("not during the sale"), "{text}");
     let slack = stack.slack_release(&id, &channels).await?;
     for thread in slack.values() {

@@ -202,5 +202,8 @@ fn outcome(
     if state.status == Status::Cancelled {
         return ("cancelled", last_of(&["release.cancelled"]));
     }
+    if state.status == Status::Denied {
+        return ("denied", last_of(&["release.cancelled"]));
+    }
     ("in_progress", None)
 }

@@ -31,6 +31,8 @@ pub enum Status {
     Rejected,
     /// Cancelled by an operator.
     Cancelled,
+    /// Ended by an approver's denial.
+    Denied,
 }
 
 impl std::fmt::Display for Status {
@@ -43,6 +45,7 @@ impl std::fmt::Display for Status {
             Status::RolledBack => "rolled back",
             Status::Rejected => "rejected",
             Status::Cancelled => "cancelled",
+            Status::Denied => "denied",
         })
     }
 }
@@ -52,7 +55,11 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Status::Completed | Status::RolledBack | Status::Rejected | Status::Cancelled
+            Status::Completed
+                | Status::RolledBack
+                | Status::Rejected
+                | Status::Cancelled
+                | Status::Denied
         )
     }
 }
@@ -398,7 +405,13 @@ impl ReleaseState {
                     "a finished release cannot be cancelled",
                 )?;
                 self.ended_because = Some(r.reason.clone());
-                self.status = Cancelled;
+                // A release ends with a denial (the approver's decision and the end are
+                // appended together) as denied, not as an operator's cancel.
+                let denied = self
+                    .approvals
+                    .values()
+                    .any(|a| matches!(a, ApprovalState::Denied { .. }));
+                self.status = if denied { Denied } else { Cancelled };
             }
             Event::ReleaseHeld(h) => {
                 self.require(&[Planned], ty, "only a release under way can be held")?;

@@ -83,6 +83,10 @@ pub async fn follow_release_metrics(
         };
         lag.set(i64::try_from(delivery.pending).unwrap_or(i64::MAX));
         reader.handled(1, delivery.envelopes.len() as u64, delivery.pending);
+        let denied = delivery
+            .envelopes
+            .iter()
+            .any(|e| matches!(e.event, Event::ApprovalDenied(_)));
         for envelope in &delivery.envelopes {
             events
                 .get_or_create(&TypeLabel {
@@ -97,6 +101,7 @@ pub async fn follow_release_metrics(
                 Event::ReleaseCompleted(_) => Some("completed"),
                 Event::ReleaseRolledBack(_) => Some("rolled_back"),
                 Event::ReleaseRejected(_) => Some("rejected"),
+                Event::ReleaseCancelled(_) if denied => Some("denied"),
                 Event::ReleaseCancelled(_) => Some("cancelled"),
                 _ => None,
             };

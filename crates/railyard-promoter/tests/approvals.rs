@@ -127,7 +127,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
 }
 
 #[tokio::test]
-async fn a_denial_cancels_the_release() -> anyhow::Result<()> {
+async fn a_denial_ends_the_release_as_denied() -> anyhow::Result<()> {
     let h = Harness::start(&approval_catalog()).await?;
     h.seed(&inventory()).await?;
     let api = Api::start(&h).await?;
@@ -143,7 +143,7 @@ async fn a_denial_cancels_the_release() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 202, "{body}");
     let state = h.state(&id).await?;
-    assert_eq!(state.status, Status::Cancelled);
+    assert_eq!(state.status, Status::Denied);
     assert_eq!(
         state.ended_because.as_deref(),
         Some("denied for production by bob: not during the sale")

@@ -21,13 +21,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// The spans every release must have in its trace, by name (services' spans are named
 /// `<service>.<what>`; `<projection>.apply` is a read model applying one of the release's
 /// messages). `promoter.step` is a worker taking and carrying out one step, `promoter.gate`
-/// one gate check inside it.
-const REQUIRED: [&str; 7] = [
+/// one gate check inside it, `promoter.command` the approval.
+const REQUIRED: [&str; 8] = [
     "intake.request",
     "planner.decide",
     "promoter.apply",
     "promoter.step",
     "promoter.gate",
+    "promoter.command",
     "audit.apply",
     "notify.handle",
 ];

@@ -61,9 +61,38 @@ impl Bus {
         stream: &str,
         sequence: u64,
     ) -> Result<Option<StoredMessage>, BusError> {
-        let operation = || format!("reading message {sequence} of stream {stream}");
+        self.direct_request(
+            stream,
+            json!({ "seq": sequence }),
+            format!("reading message {sequence} of stream {stream}"),
+        )
+        .await
+    }
+
+    /// The last message of `subject` in `stream`, found through the server's per-subject
+    /// index (cheap however long the stream is); `None` when the subject has none.
+    pub(crate) async fn direct_last(
+        &self,
+        stream: &str,
+        subject: &str,
+    ) -> Result<Option<StoredMessage>, BusError> {
+        self.direct_request(
+            stream,
+            json!({ "last_by_subj": subject }),
+            format!("reading the last message of {subject} in stream {stream}"),
+        )
+        .await
+    }
+
+    async fn direct_request(
+        &self,
+        stream: &str,
+        body: serde_json::Value,
+        what: String,
+    ) -> Result<Option<StoredMessage>, BusError> {
+        let operation = || what.clone();
         let request = async_nats::Request::new()
-            .payload(json!({ "seq": sequence }).to_string().into())
+            .payload(body.to_string().into())
             .timeout(Some(self.timeout()));
         let reply = self
             .inner

@@ -141,7 +141,11 @@ async fn promote(
         let token = stop.clone();
         workers.push(tokio::spawn(async move {
             let bus = Bus::connect(&url, BusConfig::default()).await?;
-            run(config, bus, token).await.map_err(anyhow::Error::from)
+            let ended = run(config, bus, token).await;
+            if let Err(error) = &ended {
+                eprintln!("worker bench-{w} stopped: {error}");
+            }
+            ended.map_err(anyhow::Error::from)
         }));
     }
     let from = bus.stream_last_sequence().await? + 1;
@@ -163,10 +167,25 @@ async fn promote(
     };
     let mut done = 0;
     let mut events = 0;
+    let mut report = Instant::now();
     while done < work.len() {
-        let delivery = tokio::time::timeout(Duration::from_secs(300), completions.next())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("the replay ended"))?;
+        if report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "  … {:.0} s: {done} of {} releases completed, {events} release events",
+                started.elapsed().as_secs_f64(),
+                work.len()
+            );
+            report = Instant::now();
+        }
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(30), completions.next()).await
+        else {
+            stalled(&bus, work).await?;
+            anyhow::bail!(
+                "no release event for 30 s with {done} of {} releases completed",
+                work.len()
+            );
+        };
+        let delivery = next?.ok_or_else(|| anyhow::anyhow!("the replay ended"))?;
         for envelope in &delivery.envelopes {
             if matches!(envelope.aggregate, AggregateId::Release(_)) {
                 events += 1;
@@ -183,6 +202,43 @@ async fn promote(
         worker.await??;
     }
     Ok(Run { elapsed, events })
+}
+
+/// What the releases that did not complete are waiting for.
+async fn stalled(
+    bus: &Bus,
+    work: &[(ReleaseId, ReleaseRequested, ReleasePlanned)],
+) -> anyhow::Result<()> {
+    eprintln!("stalled: looking at the releases that did not complete");
+    let mut shown = 0;
+    for (id, _, _) in work {
+        let loaded = bus.load(&AggregateId::Release(id.clone())).await?;
+        let Some(state) = railyard_core::ReleaseState::fold(&loaded.events)? else {
+            continue;
+        };
+        if state.status.is_final() || shown >= 5 {
+            continue;
+        }
+        shown += 1;
+        eprintln!(
+            "{id}: {} (last sequence {})",
+            state.status, loaded.last_sequence
+        );
+        for (step, status) in &state.steps {
+            if !matches!(status, railyard_core::release_state::StepStatus::Succeeded) {
+                eprintln!("  {step}: {status:?}");
+            }
+        }
+        for e in loaded.events.iter().rev().take(3) {
+            eprintln!(
+                "  last: {} by {} at {}",
+                e.event.type_name(),
+                e.actor,
+                e.occurred_at
+            );
+        }
+    }
+    Ok(())
 }
 
 fn percentiles(mut values: Vec<i64>) -> String {
@@ -331,6 +387,12 @@ async fn scenario(
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let releases = env_number("RAILYARD_BENCH_RELEASES", 1000);
     let rate = env_number("RAILYARD_BENCH_RATE", 20) as f64;
     let which = std::env::var("RAILYARD_BENCH_SCENARIO").unwrap_or_else(|_| "both".to_owned());

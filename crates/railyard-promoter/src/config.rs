@@ -38,6 +38,9 @@ pub struct PromoterConfig {
     pub output_tail_bytes: usize,
     /// Values of `{secret:NAME}` placeholders.
     pub secrets: Secrets,
+    /// Told what the worker's read model applied and how far behind it is (the binary feeds
+    /// it to `/metrics` as the `promoter` reader).
+    pub progress: Option<railyard_store::Progress>,
 }
 
 impl PromoterConfig {
@@ -55,6 +58,7 @@ impl PromoterConfig {
             simulation_seed: 0,
             output_tail_bytes: 2048,
             secrets: Secrets::default(),
+            progress: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use railyard_core::{AggregateId, Catalog, EnvName, Envelope, Event, ReleaseId, R
 use railyard_core::{SharedClock, Status, StepId};
 use railyard_http::{ApiError, Authenticated, Identity, Role, Tokens};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use tracing::info;
 
 use crate::decide;
@@ -180,6 +181,15 @@ async fn command(
                 .caused_by(cause)
             })
             .collect();
+        // The decision joins the release's trace, and so do the events it appends.
+        let span = tracing::info_span!(
+            "promoter.command",
+            service = "promoter",
+            release = %release,
+            command = name,
+            actor = %who.name
+        );
+        railyard_bus::follow_trace(&span, loaded.trace());
         if !envelopes.is_empty() {
             match state
                 .bus
@@ -188,6 +198,7 @@ async fn command(
                     Expected::Sequence(loaded.last_sequence),
                     &envelopes,
                 )
+                .instrument(span.clone())
                 .await
             {
                 Ok(_) => {}
@@ -210,6 +221,7 @@ async fn command(
             state
                 .bus
                 .publish_work(&order.subject(), order.payload(), &id)
+                .instrument(span.clone())
                 .await
                 .map_err(|error| {
                     ApiError::unavailable(format!("cannot hand the {name} to the workers: {error}"))

@@ -81,14 +81,13 @@ pub async fn run(
     let mut tasks: JoinSet<(&'static str, Result<(), PromoterError>)> = JoinSet::new();
     {
         let (bus, view, stop) = (bus.clone(), view.clone(), stop.clone());
+        let options = RunOptions {
+            progress: ctx.config.progress.clone(),
+            ..RunOptions::default()
+        };
         tasks.spawn(async move {
-            let run = railyard_store::run_projection(
-                &bus,
-                &view,
-                &RunOptions::default(),
-                stop.cancelled_owned(),
-            )
-            .await;
+            let run =
+                railyard_store::run_projection(&bus, &view, &options, stop.cancelled_owned()).await;
             ("read model", run.map(|_| ()).map_err(PromoterError::from))
         });
     }

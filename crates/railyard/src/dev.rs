@@ -148,6 +148,7 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             crate::promoter_cmd::default_worker_id(),
             args.data_dir.join("promoter"),
             bus.clone(),
+            Some(&metrics),
             stop.clone(),
         ),
     );

@@ -65,10 +65,12 @@ pub fn promoter_task(
     worker_id: String,
     store: PathBuf,
     bus: Bus,
+    metrics: Option<&railyard_http::Metrics>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
     let mut config = PromoterConfig::new(catalog, worker_id, store);
     config.secrets = Secrets::from_env();
+    config.progress = metrics.map(|m| crate::services::reader_progress(m, "promoter"));
     async move {
         railyard_promoter::run(config, bus, shutdown)
             .await
@@ -93,6 +95,7 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    let metrics = railyard_http::Metrics::default();
     services.spawn(
         "promoter",
         promoter_task(
@@ -100,10 +103,10 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
             worker_id,
             args.store.clone(),
             bus.clone(),
+            Some(&metrics),
             services.shutdown(),
         ),
     );
-    let metrics = railyard_http::Metrics::default();
     services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app = railyard_http::ops_router(bus.clone(), metrics).merge(promoter_routes(
         bus.clone(),

@@ -122,12 +122,12 @@ fn command_lines() -> Vec<(String, Vec<String>)> {
 #[test]
 fn every_railyard_command_in_deploy_exists_with_its_flags() {
     let lines = command_lines();
-    let services: BTreeSet<&str> = lines
-        .iter()
-        .map(|(_, args)| args[0].as_str())
-        .collect();
+    let services: BTreeSet<&str> = lines.iter().map(|(_, args)| args[0].as_str()).collect();
     for service in ["intake", "planner", "promoter", "audit", "notify", "admin"] {
-        assert!(services.contains(service), "no {service} in deploy/: {services:?}");
+        assert!(
+            services.contains(service),
+            "no {service} in deploy/: {services:?}"
+        );
     }
     for (file, args) in &lines {
         let subcommand: Vec<&str> = args
@@ -193,7 +193,8 @@ fn every_variable_deploy_sets_is_read_by_railyard_or_nats() {
             rest = &rest[start + name.len()..];
             let base = name.strip_suffix("_FILE").unwrap_or(&name);
             assert!(
-                known.contains(&format!("\"{name}\"")) || known.contains(&format!("\"{base}\""))
+                known.contains(&format!("\"{name}\""))
+                    || known.contains(&format!("\"{base}\""))
                     || known.contains(&format!("${name}")),
                 "{}: {name} is read by nothing in crates/*/src or deploy/nats/accounts.conf",
                 path.display()

@@ -342,8 +342,10 @@ fn every_service_command_serves_its_metrics() {
         for family in [
             "railyard_nats_up 1",
             "railyard_dead_letters 0",
-            "railyard_reader_events_total{reader=\"release-metrics\"} 0",
-            "railyard_reader_pending{reader=\"release-metrics\"} 0",
+            // Any value: a service may record an event (the planner its catalog) before the
+            // scrape.
+            "railyard_reader_events_total{reader=\"release-metrics\"} ",
+            "railyard_reader_pending{reader=\"release-metrics\"} ",
             "railyard_gate_failures_total 0",
         ] {
             assert!(

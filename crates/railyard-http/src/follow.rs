@@ -49,7 +49,7 @@ pub async fn follow_release_metrics(
     );
     let releases = metrics.register(
         "releases_ended",
-        "Releases that ended, by outcome (completed, rolled_back, rejected, cancelled)",
+        "Releases that ended, by outcome (completed, rolled_back, rejected, cancelled, denied)",
         Family::<OutcomeLabel, Counter>::default(),
     );
     let steps = metrics.register(

@@ -1039,8 +1039,11 @@ impl Stack {
         Ok(run.stdout)
     }
 
-    /// `railyard release status <id>` as the auditor: what it printed.
+    /// `railyard release status <id>` as the auditor, once the audit caught up: what it printed.
     pub async fn status_text(&self, id: &ReleaseId) -> anyhow::Result<String> {
+        // The status comes from the audit projection: let it catch up with the stream first,
+        // or a loaded machine shows the state before the last command.
+        self.wait_audit(id).await?;
         self.cli_ok(&self.tokens.auditor, &["release", "status", id.as_str()])
             .await
     }

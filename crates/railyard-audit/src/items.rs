@@ -174,6 +174,13 @@ pub fn describe(kind: &str, actor: &str, data: &Value) -> String {
         "approval.denied" => {
             with_detail(format!("{step} denied by {actor}"), text(data, "comment"))
         }
+        "freeze.overridden" => with_detail(
+            format!(
+                "EMERGENCY: the freeze of {} overridden by {actor}",
+                text(data, "env")
+            ),
+            text(data, "reason"),
+        ),
         "service.deployed" => match data.get("running").filter(|r| !r.is_null()) {
             Some(running) => format!(
                 "{} now runs {} in {}",

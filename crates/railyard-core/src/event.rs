@@ -199,6 +199,10 @@ pub enum Event {
     /// An approver denied.
     #[serde(rename = "approval.denied")]
     ApprovalDenied(ApprovalDecision),
+    /// An approver let the release go on in an environment during its freeze (an emergency
+    /// override; the approver is the envelope's actor).
+    #[serde(rename = "freeze.overridden")]
+    FreezeOverridden(FreezeOverridden),
     /// A service now runs a version in an environment (inventory).
     #[serde(rename = "service.deployed")]
     ServiceDeployed(ServiceDeployed),
@@ -242,6 +246,7 @@ impl Event {
             Event::ApprovalRequested(_) => "approval.requested",
             Event::ApprovalGranted(_) => "approval.granted",
             Event::ApprovalDenied(_) => "approval.denied",
+            Event::FreezeOverridden(_) => "freeze.overridden",
             Event::ServiceDeployed(_) => "service.deployed",
             Event::CatalogApplied(_) => "catalog.applied",
             Event::ArtifactPublished(_) => "change.artifact_published",
@@ -369,6 +374,15 @@ pub struct ApprovalDecision {
     /// Why, as the approver wrote it.
     #[serde(default)]
     pub comment: String,
+}
+
+/// `freeze.overridden`: steps of `env` may start although a freeze window covers the moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FreezeOverridden {
+    /// The frozen environment.
+    pub env: EnvName,
+    /// Why the emergency justifies it, as the approver wrote it (required).
+    pub reason: String,
 }
 
 /// `service.deployed`: an environment's inventory changed.

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
 use crate::event::{AggregateId, Envelope, Event};
-use crate::names::ReleaseId;
+use crate::names::{EnvName, ReleaseId};
 use crate::plan::{Action, Plan, Refusal, StepId};
 use crate::release::Change;
 
@@ -164,6 +164,8 @@ pub struct ReleaseState {
     pub steps: BTreeMap<StepId, StepStatus>,
     /// Approvals by approve step.
     pub approvals: BTreeMap<StepId, ApprovalState>,
+    /// Emergency overrides of freeze windows, by environment.
+    pub freeze_overrides: BTreeMap<EnvName, FreezeOverride>,
     /// Gate results in the order they arrived.
     pub gates: Vec<GateResult>,
     /// Why it is (or was last) held, and who must act.
@@ -174,6 +176,17 @@ pub struct ReleaseState {
     pub events: u64,
     /// When the last event happened.
     pub updated_at: DateTime<Utc>,
+}
+
+/// An emergency override of an environment's freeze: who allowed it, why, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FreezeOverride {
+    /// The approver.
+    pub by: String,
+    /// Their reason.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// A hold and who must act.
@@ -303,6 +316,7 @@ impl ReleaseState {
                     refusals: Vec::new(),
                     steps: BTreeMap::new(),
                     approvals: BTreeMap::new(),
+                    freeze_overrides: BTreeMap::new(),
                     gates: Vec::new(),
                     hold: None,
                     ended_because: None,
@@ -568,6 +582,21 @@ impl ReleaseState {
                     a.step.clone(),
                     ApprovalState::Requested {
                         approvers: a.approvers.clone(),
+                    },
+                );
+            }
+            Event::FreezeOverridden(f) => {
+                self.require(
+                    &[Planned, Held],
+                    ty,
+                    "a freeze is overridden only while the release is under way",
+                )?;
+                self.freeze_overrides.insert(
+                    f.env.clone(),
+                    FreezeOverride {
+                        by: envelope.actor.clone(),
+                        reason: f.reason.clone(),
+                        at: envelope.occurred_at,
                     },
                 );
             }

@@ -18,6 +18,10 @@ pub struct Target {
     /// Why, recorded with the event.
     #[arg(long, visible_alias = "reason")]
     pub comment: Option<String>,
+    /// With `approve --env E --reason "..."`: an emergency override of E's freeze windows
+    /// (approver listed for E; recorded as `freeze.overridden`).
+    #[arg(long)]
+    pub override_freeze: bool,
     /// The Railyard server.
     #[arg(long, env = "RAILYARD_URL", default_value = "http://127.0.0.1:7800")]
     pub url: String,
@@ -31,7 +35,7 @@ pub struct Target {
 pub enum OperatorCommand {
     /// Approve the awaited approval of a release (approver role).
     Approve(Target),
-    /// Deny it; the release is cancelled (approver role).
+    /// Deny it; the release ends as denied (approver role).
     Deny(Target),
     /// Stop starting new steps (operator role).
     Hold(Target),
@@ -94,12 +98,17 @@ pub async fn run(command: &OperatorCommand) -> Result<CommandAnswer, CliError> {
         step: target.step.clone(),
         env: target.env.clone(),
         comment: target.comment.clone(),
+        override_freeze: target.override_freeze,
     };
     let unreachable = |error: reqwest::Error| CliError::Unreachable {
         url: target.url.clone(),
         detail: crate::adapter::error_chain(&error),
     };
-    let response = reqwest::Client::new()
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(unreachable)?;
+    let response = client
         .post(&url)
         .bearer_auth(&target.token)
         .json(&body)

@@ -351,7 +351,12 @@ pub(crate) async fn take_step(
             if !decide::ready(state, step_id, &done) {
                 return release_then(lease, skip("it waits for other steps".to_owned())).await;
             }
-            if let Some(reason) = freeze_hold_reason(ctx, &step.env, release) {
+            // An approver's emergency override (`freeze.overridden`) lets the environment's
+            // steps start inside the window; the override stays on the release's record.
+            let overridden = state.freeze_overrides.contains_key(&step.env);
+            if let Some(reason) =
+                freeze_hold_reason(ctx, &step.env, release).filter(|_| !overridden)
+            {
                 if elsewhere_moving(ctx, state, &done) {
                     // Hold only when nothing outside frozen environments can move: staging
                     // goes on while production waits. Sweeps offer this step again.

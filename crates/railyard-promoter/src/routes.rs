@@ -15,7 +15,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use railyard_bus::{AppendError, Bus, Expected};
 use railyard_core::catalog::OnFailure;
-use railyard_core::event::{ApprovalDecision, Reasoned, ReleaseHeld, StepOutcome};
+use railyard_core::event::{
+    ApprovalDecision, FreezeOverridden, Reasoned, ReleaseHeld, StepOutcome,
+};
 use railyard_core::release_state::{ApprovalState, StepStatus};
 use railyard_core::{AggregateId, Catalog, EnvName, Envelope, Event, ReleaseId, ReleaseState};
 use railyard_core::{SharedClock, Status, StepId};
@@ -66,6 +68,10 @@ pub struct CommandBody {
     /// Why, in the caller's words.
     #[serde(default, alias = "reason", skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// With `approve` and `env`: an emergency override of that environment's freeze windows
+    /// (a reason is required; the release is marked with who overrode, why and when).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub override_freeze: bool,
 }
 
 /// The answer to an accepted command.
@@ -266,6 +272,7 @@ fn decide(
     let id = &state.id;
     let refuse = |detail: String| Err(ApiError::conflict(detail, "id"));
     match cmd {
+        Command::Approve if body.override_freeze => override_freeze(state, who, body, catalog),
         Command::Approve | Command::Deny => {
             if !matches!(state.status, Status::Planned | Status::Held) {
                 return refuse(format!(
@@ -525,6 +532,93 @@ fn pending_approval(
 }
 
 /// INTERFACES §7: listed (directly or through a group), not the requester, not an author.
+/// An emergency override of `env`'s freeze: only an approver listed for that environment who
+/// neither requested nor authored the release, only with a reason; a release held by that
+/// freeze resumes at once.
+fn override_freeze(
+    state: &ReleaseState,
+    who: &Identity,
+    body: &CommandBody,
+    catalog: &Catalog,
+) -> Result<Decision, ApiError> {
+    let id = &state.id;
+    if !matches!(state.status, Status::Planned | Status::Held) {
+        return Err(ApiError::conflict(
+            format!(
+                "release {id} is {}: there is nothing left to let through a freeze",
+                state.status
+            ),
+            "id",
+        ));
+    }
+    let Some(env_name) = body.env.as_deref() else {
+        return Err(ApiError::invalid(
+            "an emergency override names the frozen environment: add --env (body: \"env\")",
+            "env",
+        ));
+    };
+    let Some(env) = catalog
+        .environments
+        .iter()
+        .find(|e| e.name.as_str() == env_name)
+    else {
+        return Err(ApiError::invalid(
+            format!("environment {env_name} is not in the catalog"),
+            "env",
+        ));
+    };
+    let reason = body.comment.as_deref().map(str::trim).unwrap_or_default();
+    if reason.is_empty() {
+        return Err(ApiError::invalid(
+            "an emergency override of a freeze needs a reason: add --reason \"...\" (body: \"comment\")",
+            "comment",
+        ));
+    }
+    if env.freeze.is_empty() {
+        return Err(ApiError::conflict(
+            format!("{env_name} has no freeze windows: there is nothing to override"),
+            "env",
+        ));
+    }
+    let approvers = env
+        .approval
+        .as_ref()
+        .map(|a| a.approvers.clone())
+        .unwrap_or_default();
+    if approvers.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "{env_name} lists no approvers, so nobody may override its freeze: add [environments.approval] approvers to the catalog"
+        )));
+    }
+    let what = format!("the freeze of {env_name}");
+    check_approver(state, who, &what, &approvers, catalog)?;
+    let mut events = vec![Event::FreezeOverridden(FreezeOverridden {
+        env: env.name.clone(),
+        reason: reason.to_owned(),
+    })];
+    let held_by_freeze = state.status == Status::Held
+        && state.hold.as_ref().is_some_and(|h| {
+            h.reason
+                .starts_with(&crate::exec::freeze_hold_prefix(&env.name))
+        });
+    if held_by_freeze {
+        events.push(Event::ReleaseResumed(Reasoned {
+            reason: format!(
+                "emergency override of the freeze of {env_name} by {}: {reason}",
+                who.name
+            ),
+        }));
+    }
+    Ok(Decision {
+        events,
+        offer: None,
+        detail: format!(
+            "{} overrode the freeze of {env_name} for {id} (emergency: {reason})",
+            who.name
+        ),
+    })
+}
+
 fn check_approver(
     state: &ReleaseState,
     who: &Identity,

@@ -93,6 +93,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
         step: None,
         env: Some("production".into()),
         comment: Some("checked the dashboards".into()),
+        override_freeze: false,
         url: api.url.clone(),
         token: api.tokens["alice"].clone(),
     }))
@@ -113,6 +114,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
         step: None,
         env: None,
         comment: None,
+        override_freeze: false,
         url: api.url.clone(),
         token: api.tokens["bob"].clone(),
     }))

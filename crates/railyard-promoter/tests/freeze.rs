@@ -123,3 +123,170 @@ async fn a_frozen_production_waits_for_the_window_to_end_then_completes() -> any
     );
     worker.shutdown().await
 }
+
+/// Production needs an approval from carol, dave or release-managers, and is frozen.
+fn frozen_with_approvers() -> String {
+    estate(
+        r#"{ kind = "simulated" }"#,
+        &format!(
+            "{FREEZE}\napproval = {{ required = true, approvers = [\"carol\", \"github:dave\", \"group:release-managers\"] }}"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn an_emergency_override_needs_an_approver_and_a_reason_and_is_marked() -> anyhow::Result<()>
+{
+    let h = Harness::start(&frozen_with_approvers()).await?;
+    h.seed(&inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let ends: DateTime<Utc> = "2026-03-02T11:00:00Z".parse()?;
+    let held = h.wait_status(&id, Status::Held).await?;
+    assert!(
+        held.hold
+            .as_ref()
+            .is_some_and(|h| h.reason.starts_with("production is frozen")),
+        "{:?}",
+        held.hold
+    );
+
+    let override_body = |reason: Option<&str>| {
+        let mut body = serde_json::json!({"env": "production", "override_freeze": true});
+        if let Some(reason) = reason {
+            body["comment"] = reason.into();
+        }
+        body
+    };
+    // No reason: refused, nothing appended.
+    let before = h.events(&id).await?.len();
+    let (status, body) = api
+        .command("alice", &id, "approve", override_body(None))
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("needs a reason"), "{body}");
+    // eve is an approver, but not one listed for production.
+    let (status, body) = api
+        .command(
+            "eve",
+            &id,
+            "approve",
+            override_body(Some("checkout is down")),
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    // An operator without the approver role.
+    let (status, _) = api
+        .command(
+            "ops",
+            &id,
+            "approve",
+            override_body(Some("checkout is down")),
+        )
+        .await?;
+    assert_eq!(status, 403);
+    assert_eq!(
+        h.events(&id).await?.len(),
+        before,
+        "refusals append nothing"
+    );
+
+    // The requester may not override their own release either.
+    let (status, body) = api
+        .command(
+            "carol",
+            &id,
+            "approve",
+            override_body(Some("checkout is down")),
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        h.events(&id).await?.len(),
+        before,
+        "refusals append nothing"
+    );
+
+    // alice (release-managers) overrides with a reason: the release resumes inside the window.
+    let (status, body) = api
+        .command(
+            "alice",
+            &id,
+            "approve",
+            override_body(Some("checkout is down; the fix is in this release")),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    h.drive_until(
+        &id,
+        Duration::from_millis(200),
+        "the production approval is requested",
+        |s| s.approvals.contains_key("production:approve:rel-1"),
+    )
+    .await?;
+    let (status, body) = api
+        .command(
+            "alice",
+            &id,
+            "approve",
+            serde_json::json!({"env": "production", "comment": "go"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let done = h
+        .drive_until(
+            &id,
+            Duration::from_millis(200),
+            "release completes during the freeze",
+            |s| s.status == Status::Completed,
+        )
+        .await?;
+    assert!(h.clock.now() < ends, "it completed inside the window");
+    assert!(all_succeeded(&done));
+
+    // Marked: who overrode, why and when, on the release and in its events.
+    let mark = &done.freeze_overrides["production"];
+    assert_eq!(mark.by, "alice");
+    assert_eq!(mark.reason, "checkout is down; the fix is in this release");
+    let events = h.events(&id).await?;
+    let overridden: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::FreezeOverridden(f) => {
+                Some((e.actor.clone(), f.env.to_string(), f.reason.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        overridden,
+        [(
+            "alice".to_owned(),
+            "production".to_owned(),
+            "checkout is down; the fix is in this release".to_owned()
+        )]
+    );
+    let resumed = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::ReleaseResumed(r) => Some(r.reason.clone()),
+            _ => None,
+        })
+        .expect("resumed");
+    assert_eq!(
+        resumed,
+        "emergency override of the freeze of production by alice: checkout is down; the fix is in this release"
+    );
+    assert!(events.iter().any(
+        |e| matches!(&e.event, Event::StepStarted(s) if s.step.starts_with("production:deploy"))
+    ));
+    assert_eq!(
+        types(&events)
+            .iter()
+            .filter(|t| **t == "release.held")
+            .count(),
+        1
+    );
+    worker.shutdown().await
+}

@@ -344,36 +344,12 @@ impl Bus {
             // new exists — the common case for a reader that is up to date. The subject's last
             // message comes from the per-subject index instead.
             let newest = self.direct_last(EVENTS_STREAM, &subject).await?;
-            match newest {
-                None => {
-                    return Ok(Loaded {
-                        events: Vec::new(),
-                        last_sequence: after,
-                        first_trace: opentelemetry::Context::new(),
-                    });
-                }
-                Some(last) if last.sequence <= after => {
-                    return Ok(Loaded {
-                        events: Vec::new(),
-                        last_sequence: after,
-                        first_trace: opentelemetry::Context::new(),
-                    });
-                }
-                Some(last) => {
-                    if self
-                        .direct_scan(EVENTS_STREAM, &subject, after + 1, Some(1))
-                        .await?
-                        .first()
-                        .is_some_and(|first| first.sequence == last.sequence)
-                    {
-                        // The one new message: no need to read it twice.
-                        return Ok(Loaded {
-                            events: decode_batch(&last.subject, last.sequence, &last.payload)?,
-                            last_sequence: last.sequence,
-                            first_trace: opentelemetry::Context::new(),
-                        });
-                    }
-                }
+            if newest.is_none_or(|last| last.sequence <= after) {
+                return Ok(Loaded {
+                    events: Vec::new(),
+                    last_sequence: after,
+                    first_trace: opentelemetry::Context::new(),
+                });
             }
         }
         let messages = self

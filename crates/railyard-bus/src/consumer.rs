@@ -387,7 +387,22 @@ pub(crate) struct RawConsumer {
 
 enum Kind {
     Durable(Box<DurableState>),
-    Ordered(Box<pull::Ordered>),
+    Replay(Box<ReplayState>),
+}
+
+/// An ordered read of the event stream kept by hand rather than with async-nats' ordered
+/// consumer: that one stops waking up after a missed heartbeat (a killed node takes its
+/// single-replica consumer with it), so a read model could stall until restarted. Here any
+/// pull error, missed heartbeat or gap in the consumer's sequence drops the ephemeral
+/// consumer and creates a new one just after the last message handed out.
+struct ReplayState {
+    /// The stream sequence the next consumer starts at.
+    next_sequence: u64,
+    /// The consumer sequence of the last message handed out by the current consumer.
+    consumer_sequence: u64,
+    /// The current ephemeral consumer's name, deleted when it is replaced.
+    consumer_name: Option<String>,
+    messages: Option<pull::Stream>,
 }
 
 struct DurableState {
@@ -499,13 +514,45 @@ impl RawConsumer {
                     }
                 }
             }
-            Kind::Ordered(messages) => match messages.next().await {
-                None => Ok(None),
-                Some(Ok(message)) => Ok(Some(message)),
-                Some(Err(error)) => Err(self
-                    .bus
-                    .nats_error(format!("replaying {}", self.stream), error)),
-            },
+            Kind::Replay(state) => {
+                if state.messages.is_none() {
+                    state.start(&self.bus).await?;
+                }
+                let Some(messages) = state.messages.as_mut() else {
+                    return Ok(None);
+                };
+                let error = match messages.next().await {
+                    None => return Ok(None),
+                    Some(Ok(message)) => match message.info() {
+                        Ok(info) if info.consumer_sequence == state.consumer_sequence + 1 => {
+                            state.consumer_sequence = info.consumer_sequence;
+                            state.next_sequence = info.stream_sequence + 1;
+                            return Ok(Some(message));
+                        }
+                        Ok(info) => self.bus.nats_error(
+                            format!(
+                                "replaying {}: message {} of the replay arrived after {}",
+                                self.stream, info.consumer_sequence, state.consumer_sequence
+                            ),
+                            "a message was lost on the way; the replay starts again after the \
+                             last message it delivered",
+                        ),
+                        Err(error) => self.bus.nats_error(
+                            format!(
+                                "reading the delivery info of a replayed message from {}",
+                                self.stream
+                            ),
+                            error,
+                        ),
+                    },
+                    Some(Err(error)) => self
+                        .bus
+                        .nats_error(format!("replaying {}", self.stream), error),
+                };
+                // Start again after the last message handed out.
+                state.messages = None;
+                Err(error)
+            }
         }
     }
 
@@ -523,7 +570,7 @@ impl RawConsumer {
         let consumer_sequence = info.consumer_sequence;
         let delivered = u64::try_from(info.delivered).unwrap_or(1);
         let pending = info.pending;
-        let replayed = matches!(self.kind, Kind::Ordered(_));
+        let replayed = matches!(self.kind, Kind::Replay(_));
         let (message, acker) = message.split();
         let acking = Acking {
             bus: self.bus.clone(),
@@ -575,6 +622,78 @@ async fn create_durable(
                     ),
                     error,
                 )
+            }
+        })
+}
+
+impl ReplayState {
+    /// Replaces the consumer with a new one starting at `next_sequence`.
+    async fn start(&mut self, bus: &Bus) -> Result<(), BusError> {
+        if let Some(old) = self.consumer_name.take() {
+            // The old consumer may live on a node that is gone: do not wait on it; its
+            // inactivity threshold removes it otherwise.
+            let js = bus.inner.js.clone();
+            tokio::spawn(async move {
+                let _ = js.delete_consumer_from_stream(old, EVENTS_STREAM).await;
+            });
+        }
+        self.messages = None;
+        let consumer = create_replay(bus, self.next_sequence).await?;
+        self.consumer_name = Some(consumer.cached_info().name.clone());
+        self.consumer_sequence = 0;
+        let config = bus.config();
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(REPLAY_BATCH)
+            .expires(config.pull_expires)
+            .heartbeat(config.idle_heartbeat)
+            .messages()
+            .await
+            .map_err(|error| bus.nats_error(format!("replaying {EVENTS_STREAM}"), error))?;
+        self.messages = Some(messages);
+        Ok(())
+    }
+}
+
+/// Messages one replay pull asks for.
+const REPLAY_BATCH: usize = 500;
+
+/// An ephemeral, unacknowledged, in-memory consumer of the whole event stream from `start`.
+async fn create_replay(bus: &Bus, start: u64) -> Result<consumer::PullConsumer, BusError> {
+    let stream = bus
+        .inner
+        .js
+        .get_stream_no_info(EVENTS_STREAM)
+        .await
+        .map_err(|error| bus.nats_error(format!("opening stream {EVENTS_STREAM}"), error))?;
+    let config = bus.config();
+    stream
+        .create_consumer(pull::Config {
+            deliver_policy: if start <= 1 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                }
+            },
+            filter_subject: format!("{EVENTS_PREFIX}>"),
+            ack_policy: AckPolicy::None,
+            max_deliver: 1,
+            // Long enough to outlive a slow handler between pulls; a consumer left behind by
+            // a dead reader is removed by the server after it.
+            inactive_threshold: (config.pull_expires * 2).max(Duration::from_secs(30)),
+            num_replicas: 1,
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| {
+            if crate::error::is_stream_not_found(&error) {
+                BusError::MissingTopology {
+                    what: format!("stream {EVENTS_STREAM}"),
+                }
+            } else {
+                bus.nats_error("creating the replay consumer", error)
             }
         })
 }
@@ -741,47 +860,22 @@ impl Bus {
         from_sequence: u64,
     ) -> Result<EventConsumer, BusError> {
         check_token("replay name", name)?;
-        let deliver_policy = if from_sequence <= 1 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: from_sequence,
-            }
+        let mut raw = RawConsumer {
+            bus: self.clone(),
+            stream: EVENTS_STREAM,
+            name: name.to_owned(),
+            kind: Kind::Replay(Box::new(ReplayState {
+                next_sequence: from_sequence.max(1),
+                consumer_sequence: 0,
+                consumer_name: None,
+                messages: None,
+            })),
         };
-        let stream = self
-            .inner
-            .js
-            .get_stream_no_info(EVENTS_STREAM)
-            .await
-            .map_err(|error| self.nats_error(format!("opening stream {EVENTS_STREAM}"), error))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy,
-                filter_subject: format!("{EVENTS_PREFIX}>"),
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| {
-                if crate::error::is_stream_not_found(&error) {
-                    BusError::MissingTopology {
-                        what: format!("stream {EVENTS_STREAM}"),
-                    }
-                } else {
-                    self.nats_error("creating the replay consumer", error)
-                }
-            })?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|error| self.nats_error("starting the replay", error))?;
-        Ok(EventConsumer {
-            raw: RawConsumer {
-                bus: self.clone(),
-                stream: EVENTS_STREAM,
-                name: name.to_owned(),
-                kind: Kind::Ordered(Box::new(messages)),
-            },
-        })
+        // Create the first consumer now so that a missing stream is reported here.
+        if let Kind::Replay(state) = &mut raw.kind {
+            state.start(self).await?;
+        }
+        Ok(EventConsumer { raw })
     }
 
     /// A durable pull consumer on `RAILYARD_WORK` (filters start with `railyard.work.`). A work

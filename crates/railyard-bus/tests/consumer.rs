@@ -216,6 +216,48 @@ async fn replay_reads_the_stream_in_order_from_a_sequence() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn a_replay_goes_on_after_the_server_loses_its_consumer() -> anyhow::Result<()> {
+    // A restart drops the replay's in-memory consumer, as losing the node holding it does in
+    // a cluster: the replay must notice and go on after the last message it delivered.
+    let mut server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    for index in 0..2 {
+        let rel = release(&format!("before{index}"));
+        bus.append(&rel, Expected::NoEvents, &[event(&rel, "before")])
+            .await?;
+    }
+    let mut replay = bus.replay(0).await?;
+    assert_eq!(next(&mut replay).await?.stream_sequence, 1);
+    assert_eq!(next(&mut replay).await?.stream_sequence, 2);
+
+    server.restart().await?;
+    let rel = release("after");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match bus
+                .append(&rel, Expected::NoEvents, &[event(&rel, "after")])
+                .await
+            {
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await?;
+    // Within a few of the test bus's 500 ms heartbeats, not async-nats' fixed 30 s.
+    let delivery = tokio::time::timeout(Duration::from_secs(8), replay.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("the replay did not go on after the restart"))??
+        .expect("open");
+    assert_eq!(
+        delivery.stream_sequence, 3,
+        "nothing skipped, nothing twice"
+    );
+    assert_eq!(reasons(&delivery.envelopes), ["after"]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn closing_the_bus_ends_consumers() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
     let bus = bus(&server.url()).await?;

@@ -349,6 +349,9 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
         bail!("{error:#}\n\nservice logs:\n{}", services.logs());
     }
     eprintln!("release done after {:?}", started.elapsed());
+    if std::env::var_os("RAILYARD_TEST_LOGS").is_some() {
+        eprintln!("service logs:\n{}", services.logs());
+    }
     // The notifier, reading as its own user, told Slack about it.
     wait_until("the notifier to post to Slack", RELEASE_TIMEOUT, || async {
         services_ok(&services)?;

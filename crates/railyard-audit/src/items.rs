@@ -181,6 +181,17 @@ pub fn describe(kind: &str, actor: &str, data: &Value) -> String {
             ),
             text(data, "reason"),
         ),
+        "colour.retired" => with_detail(
+            if data.get("ok").and_then(Value::as_bool) == Some(true) {
+                format!("old colour {} of {step} retired", text(data, "colour"))
+            } else {
+                format!(
+                    "old colour {} of {step} NOT retired: it is still running",
+                    text(data, "colour")
+                )
+            },
+            text(data, "detail"),
+        ),
         "service.deployed" => match data.get("running").filter(|r| !r.is_null()) {
             Some(running) => format!(
                 "{} now runs {} in {}",

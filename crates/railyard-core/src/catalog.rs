@@ -369,10 +369,15 @@ pub enum Strategy {
         /// Weights in percent, ending at 100.
         steps: Vec<u8>,
     },
-    /// Deploy the idle colour, verify, switch.
+    /// Deploy the idle colour, verify, switch; the old colour stays (a rollback switches
+    /// back to it) until the release completes, then `retire` runs for it.
     BlueGreen {
         /// argv that switches traffic to `{colour}`.
         switch: Vec<String>,
+        /// argv that takes down the old `{colour}` once the release completed; without it
+        /// the old colour is left running.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retire: Vec<String>,
     },
 }
 
@@ -460,6 +465,14 @@ impl Catalog {
     /// The environment named `name`.
     pub fn environment(&self, name: &EnvName) -> Option<&Environment> {
         self.environments.iter().find(|e| &e.name == name)
+    }
+
+    /// Who may approve the steps of `env` and override its freezes (identities or
+    /// `group:<name>` entries); empty when it lists none.
+    pub fn approvers(&self, env: &EnvName) -> &[String] {
+        self.environment(env)
+            .and_then(|e| e.approval.as_ref())
+            .map_or(&[], |a| a.approvers.as_slice())
     }
 
     /// Environments in promotion order: each one after the environment its `after` names.

@@ -203,6 +203,9 @@ pub enum Event {
     /// override; the approver is the envelope's actor).
     #[serde(rename = "freeze.overridden")]
     FreezeOverridden(FreezeOverridden),
+    /// The old colour of a blue-green deploy was taken down as the release completed.
+    #[serde(rename = "colour.retired")]
+    ColourRetired(ColourRetired),
     /// A service now runs a version in an environment (inventory).
     #[serde(rename = "service.deployed")]
     ServiceDeployed(ServiceDeployed),
@@ -247,6 +250,7 @@ impl Event {
             Event::ApprovalGranted(_) => "approval.granted",
             Event::ApprovalDenied(_) => "approval.denied",
             Event::FreezeOverridden(_) => "freeze.overridden",
+            Event::ColourRetired(_) => "colour.retired",
             Event::ServiceDeployed(_) => "service.deployed",
             Event::CatalogApplied(_) => "catalog.applied",
             Event::ArtifactPublished(_) => "change.artifact_published",
@@ -303,6 +307,10 @@ pub struct ReleaseHeld {
     /// Who must act (the service owner from the catalog).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The environment whose freeze window stopped it: the promoter resumes the release by
+    /// itself once no window of that environment covers the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<EnvName>,
 }
 
 /// `release.completed`.
@@ -383,6 +391,21 @@ pub struct FreezeOverridden {
     pub env: EnvName,
     /// Why the emergency justifies it, as the approver wrote it (required).
     pub reason: String,
+}
+
+/// `colour.retired`: the colour a blue-green deploy step switched traffic away from was taken
+/// down with the service's `retire` command, as the last act before the release completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ColourRetired {
+    /// The deploy step.
+    pub step: StepId,
+    /// The colour taken down (`blue` or `green`).
+    pub colour: String,
+    /// Whether the retire command succeeded; a failure does not undo the release, it is
+    /// reported for someone to clean up.
+    pub ok: bool,
+    /// What the command said.
+    pub detail: String,
 }
 
 /// `service.deployed`: an environment's inventory changed.

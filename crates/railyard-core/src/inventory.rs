@@ -55,6 +55,9 @@ pub struct RunningService {
     /// Database schema versions it works with.
     #[serde(default)]
     pub schema: BTreeMap<DatabaseName, Range>,
+    /// The colour serving traffic, for a service deployed blue-green.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
 }
 
 impl From<&Change> for RunningService {
@@ -68,6 +71,7 @@ impl From<&Change> for RunningService {
             provides: c.provides.clone(),
             requires: c.requires.clone(),
             schema: c.schema.clone(),
+            colour: None,
         }
     }
 }

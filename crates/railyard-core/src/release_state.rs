@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::event::{AggregateId, Envelope, Event};
+use crate::event::{AggregateId, ColourRetired, Envelope, Event};
 use crate::names::{EnvName, ReleaseId};
 use crate::plan::{Action, Plan, Refusal, StepId};
 use crate::release::Change;
@@ -166,6 +166,8 @@ pub struct ReleaseState {
     pub approvals: BTreeMap<StepId, ApprovalState>,
     /// Emergency overrides of freeze windows, by environment.
     pub freeze_overrides: BTreeMap<EnvName, FreezeOverride>,
+    /// Old colours of blue-green deploy steps taken down as the release completed, by step.
+    pub colours_retired: BTreeMap<StepId, ColourRetired>,
     /// Gate results in the order they arrived.
     pub gates: Vec<GateResult>,
     /// Why it is (or was last) held, and who must act.
@@ -198,6 +200,8 @@ pub struct Hold {
     pub step: Option<StepId>,
     /// Who must act.
     pub owner: Option<String>,
+    /// The environment whose freeze window holds it (it resumes when the window ends).
+    pub frozen: Option<EnvName>,
 }
 
 /// An event the release's state does not allow.
@@ -317,6 +321,7 @@ impl ReleaseState {
                     steps: BTreeMap::new(),
                     approvals: BTreeMap::new(),
                     freeze_overrides: BTreeMap::new(),
+                    colours_retired: BTreeMap::new(),
                     gates: Vec::new(),
                     hold: None,
                     ended_because: None,
@@ -433,6 +438,7 @@ impl ReleaseState {
                     reason: h.reason.clone(),
                     step: h.step.clone(),
                     owner: h.owner.clone(),
+                    frozen: h.frozen.clone(),
                 });
                 self.status = Held;
             }
@@ -584,6 +590,18 @@ impl ReleaseState {
                         approvers: a.approvers.clone(),
                     },
                 );
+            }
+            Event::ColourRetired(r) => {
+                self.require(
+                    &[Planned],
+                    ty,
+                    "an old colour is retired only as the release completes",
+                )?;
+                let current = self.step_status(&r.step)?;
+                if !matches!(current, StepStatus::Succeeded) {
+                    return Err(for_step(current, &r.step));
+                }
+                self.colours_retired.insert(r.step.clone(), r.clone());
             }
             Event::FreezeOverridden(f) => {
                 self.require(

@@ -615,6 +615,7 @@ impl Intake {
                 provides: Default::default(),
                 requires: Default::default(),
                 schema: Default::default(),
+                colour: None,
             },
         })
     }

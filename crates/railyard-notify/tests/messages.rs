@@ -117,6 +117,7 @@ async fn a_held_release() -> anyhow::Result<()> {
                             .into(),
                     step: Some(s[1].into()),
                     owner: Some("team-orders".into()),
+                    frozen: None,
                 }),
             ],
         )

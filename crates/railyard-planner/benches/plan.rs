@@ -113,6 +113,7 @@ fn estate(n: usize) -> Estate {
             provides: BTreeMap::new(),
             requires: BTreeMap::new(),
             schema: BTreeMap::new(),
+            colour: None,
         })
         .collect();
     for i in 0..n / 2 {

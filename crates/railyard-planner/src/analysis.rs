@@ -575,7 +575,7 @@ fn queue_pairs(
                                 ),
                                 x.as_running().map(|from| Fix::Ship {
                                     service: c.clone(),
-                                    from,
+                                    from: Box::new(from),
                                     contract: ContractKey::Consumes(q.clone()),
                                     to: hull2(read, need),
                                 }),
@@ -887,7 +887,7 @@ fn schema_pairs(
                                 ),
                                 x.as_running().map(|from| Fix::Ship {
                                     service: u.clone(),
-                                    from,
+                                    from: Box::new(from),
                                     contract: ContractKey::Schema(d.clone()),
                                     to: hull2(accepts, need),
                                 }),

@@ -43,7 +43,7 @@ pub enum Fix {
         /// The service to add.
         service: ServiceName,
         /// The version it runs now, whose contracts the new change keeps.
-        from: RunningService,
+        from: Box<RunningService>,
         /// Which range.
         contract: ContractKey,
         /// The range it should declare.
@@ -103,6 +103,7 @@ pub fn apply_fixes(changes: &[Change], fixes: &[&Fix]) -> Option<Remedy> {
                 contract,
                 to,
             } => {
+                let from: &RunningService = from;
                 let (base, change) = shipped
                     .entry(service)
                     .or_insert_with(|| (from, reshipped(service, from)));

@@ -70,6 +70,7 @@ fn contracts(rng: &mut Rng, catalog: &Catalog, s: &ServiceName, version: String)
         provides: BTreeMap::new(),
         requires: BTreeMap::new(),
         schema: BTreeMap::new(),
+        colour: None,
     };
     for (q, queue) in &catalog.queues {
         if queue.producers.contains(s) {

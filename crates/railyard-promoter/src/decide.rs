@@ -307,6 +307,7 @@ mod tests {
                     reason: "x".into(),
                     step: None,
                     owner: None,
+                    frozen: None,
                 }),
                 other => panic!("{other}"),
             };

@@ -14,8 +14,9 @@ use tracing::{debug, info};
 
 use crate::decide::{self, Next};
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, external_done, external_states, freeze_hold_prefix};
+use crate::exec::{Ctx, append_at, external_done, external_states};
 use crate::freeze;
+use crate::retire;
 use crate::work::{WorkOrder, step_lease};
 
 /// Looks at `release` and acts; `sweep` (a tick number) also re-offers orphaned work.
@@ -47,6 +48,14 @@ pub(crate) async fn evaluate(
         match decide::next(state, &ctx.config.catalog, &external_done(&externals)) {
             Next::Wait => {}
             Next::Complete => {
+                if !retire::pending(&ctx.config.catalog, state).is_empty() {
+                    let id = format!("{release}/retire/{}{tick}", current.sequence);
+                    let order = WorkOrder::Retire {
+                        release: release.clone(),
+                    };
+                    offer(ctx, order, &id).await?;
+                    return Ok(());
+                }
                 let event = ctx.envelope(release, Event::ReleaseCompleted(ReleaseCompleted {}));
                 if append_at(ctx, release, current.sequence, &[event])
                     .await?
@@ -100,9 +109,7 @@ pub(crate) async fn evaluate(
 /// now any more. Other holds (operator, failure, re-validation) are left to operators.
 fn freeze_ended(ctx: &Ctx, state: &ReleaseState) -> Option<String> {
     let hold = state.hold.as_ref()?;
-    let step = state.plan.as_ref()?.step(hold.step.as_deref()?)?;
-    let env = &step.env;
-    hold.reason.strip_prefix(&freeze_hold_prefix(env))?;
+    let env = hold.frozen.as_ref()?;
     let windows = ctx
         .config
         .catalog

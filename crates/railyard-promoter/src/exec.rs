@@ -367,6 +367,7 @@ pub(crate) async fn take_step(
                     reason: reason.clone(),
                     step: Some(step.id.clone()),
                     owner: None,
+                    frozen: Some(step.env.clone()),
                 });
                 let envelope = ctx.envelope(release, held);
                 match append(ctx, release, current.sequence, &[envelope]).await? {
@@ -391,6 +392,7 @@ pub(crate) async fn take_step(
                     reason: reason.clone(),
                     step: Some(step.id.clone()),
                     owner: ctx.owner(&step),
+                    frozen: None,
                 });
                 let envelope = ctx.envelope(release, held);
                 match append(ctx, release, current.sequence, &[envelope]).await? {
@@ -413,13 +415,7 @@ pub(crate) async fn take_step(
             }),
         )];
         if step.action == Action::Approve {
-            let approvers = ctx
-                .config
-                .catalog
-                .environment(&step.env)
-                .and_then(|e| e.approval.as_ref())
-                .map(|a| a.approvers.clone())
-                .unwrap_or_default();
+            let approvers = ctx.config.catalog.approvers(&step.env).to_vec();
             events.push(ctx.envelope(
                 release,
                 Event::ApprovalRequested(ApprovalRequested {
@@ -517,16 +513,15 @@ pub(crate) async fn append_at(
 /// hold/resume flow: running steps finish under a hold; the dispatcher resumes a freeze hold by
 /// itself once no window covers the clock any more ([`crate::dispatch`], `release.resumed` with
 /// the reason); an operator's `resume` during the freeze is harmless (the next step holds again);
-/// `cancel` and `rollback` work as on any hold. The hold is recognised as a freeze hold by its
-/// reason's prefix ([`freeze_hold_prefix`]). The hold waits until nothing outside frozen
+/// `cancel` and `rollback` work as on any hold. The hold names the frozen environment
+/// (`release.held` `frozen`), which is how it is told from other holds. The hold waits until nothing outside frozen
 /// environments can move (see `elsewhere_moving`): until then the frozen step is skipped with a
 /// log line and offered again by sweeps, so staging finishes while production waits.
 pub(crate) fn freeze_hold_reason(ctx: &Ctx, env: &EnvName, release: &ReleaseId) -> Option<String> {
     let windows = &ctx.config.catalog.environment(env)?.freeze;
     let active = freeze::active_freeze(windows, ctx.config.clock.now())?;
     Some(format!(
-        "{}{}; no step of {env} starts until then, and release {release} continues by itself when the freeze ends (running steps finish; `railyard cancel {release}` or `railyard rollback {release}` act meanwhile)",
-        freeze_hold_prefix(env),
+        "{env} is frozen for {}; no step of {env} starts until then, and release {release} continues by itself when the freeze ends (running steps finish; `railyard cancel {release}` or `railyard rollback {release}` act meanwhile)",
         active
             .description
             .strip_prefix("frozen for ")
@@ -555,11 +550,6 @@ fn elsewhere_moving(
         Some(StepStatus::Pending) => !frozen(&s.env) && decide::ready(state, &s.id, external_done),
         _ => false,
     })
-}
-
-/// How the reason of a hold made by a freeze of `env` begins.
-pub(crate) fn freeze_hold_prefix(env: &EnvName) -> String {
-    format!("{env} is frozen for ")
 }
 
 async fn revalidate(
@@ -750,7 +740,10 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
         cause: cause.clone(),
         known: Some(current.clone()),
     };
-    let target = target_for(&current.state, &step, attempt);
+    let mut target = target_for(&current.state, &step, attempt);
+    if step.action == Action::Deploy && blue_green(&ctx.config.catalog, &step).is_some() {
+        target.colour = Some(idle_colour(&ctx, &step).await?);
+    }
     let body = run_body(&ctx, &current, &step, &target, &mut recorder);
     let outcome = match guarded(&ctx, &mut lease, body).await {
         None => return Ok(()), // another worker resumes it
@@ -806,6 +799,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
                         ),
                         step: Some(id.clone()),
                         owner: owner.clone(),
+                        frozen: None,
                     }));
                 }
                 Some(events)
@@ -939,13 +933,9 @@ async fn run_body(
                         detail: format!("canary through {}", details.join(", ")),
                     }))
                 }
-                Strategy::BlueGreen { switch } => {
-                    let colour = idle_colour(ctx, step).await;
-                    let at = Target {
-                        colour: Some(colour.clone()),
-                        ..target.clone()
-                    };
-                    let outcome = ctx.runner.deploy(deploy, Form::Run, &at).await;
+                Strategy::BlueGreen { switch, .. } => {
+                    let colour = target.colour.clone().unwrap_or_else(|| other_colour(None));
+                    let outcome = ctx.runner.deploy(deploy, Form::Run, target).await;
                     if !outcome.ok {
                         return Ok(Ok(fail(format!(
                             "deploying the idle colour {colour}: {}",
@@ -959,7 +949,7 @@ async fn run_body(
                         .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
                     {
                         let name = format!("{colour} before switch: {}[{i}]", kind(gate));
-                        let check = ctx.runner.gate(gate, &name, &at, &ctx.bus).await;
+                        let check = ctx.runner.gate(gate, &name, target, &ctx.bus).await;
                         if !recorder.gate(&check).await.map_err(|_| Lost)? {
                             return Err(Lost);
                         }
@@ -969,7 +959,7 @@ async fn run_body(
                     }
                     let switched = ctx
                         .runner
-                        .command(switch, &at, crate::adapter::DEFAULT_TIMEOUT)
+                        .command(switch, target, crate::adapter::DEFAULT_TIMEOUT)
                         .await;
                     if !switched.ok {
                         return Ok(Ok(fail(format!(
@@ -1001,24 +991,31 @@ fn gate_failure(check: &GateCheck) -> String {
     )
 }
 
-/// The colour a blue-green deploy goes to: they alternate, starting with blue.
-async fn idle_colour(ctx: &Ctx, step: &Step) -> String {
-    let deploys = ctx
-        .bus
-        .load(&AggregateId::Inventory(step.env.clone()))
-        .await
-        .map(|loaded| {
-            loaded
-                .events
-                .iter()
-                .filter(|e| {
-                    matches!(&e.event, Event::ServiceDeployed(d)
-                        if d.service.as_str() == step.target && d.running.is_some())
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    if deploys % 2 == 0 { "blue" } else { "green" }.to_owned()
+/// The service's blue-green strategy in the step's environment, when it has one.
+pub(crate) fn blue_green<'a>(
+    catalog: &'a railyard_core::Catalog,
+    step: &Step,
+) -> Option<&'a Strategy> {
+    let service = catalog.services.get(step.target.as_str())?;
+    let strategy = service.strategy_in(&step.env);
+    matches!(strategy, Strategy::BlueGreen { .. }).then_some(strategy)
+}
+
+/// The colour that is not `serving`: blue when nothing serves yet.
+pub(crate) fn other_colour(serving: Option<&str>) -> String {
+    if serving == Some("blue") {
+        "green"
+    } else {
+        "blue"
+    }
+    .to_owned()
+}
+
+/// The colour a blue-green deploy goes to: the one not serving traffic in the live inventory.
+pub(crate) async fn idle_colour(ctx: &Ctx, step: &Step) -> Result<String, PromoterError> {
+    let live = ctx.live_env(&step.env).await?;
+    let serving = inventory::running(&live, &step.target).and_then(|r| r.colour.as_deref());
+    Ok(other_colour(serving))
 }
 
 async fn verify(
@@ -1132,7 +1129,10 @@ async fn record_inventory(
             ServiceDeployed {
                 env: step.env.clone(),
                 service: change.service.clone(),
-                running: Some(RunningService::from(change)),
+                running: Some(RunningService {
+                    colour: target.colour.clone(),
+                    ..RunningService::from(change)
+                }),
                 databases: BTreeMap::new(),
                 release: Some(state.id.clone()),
             }

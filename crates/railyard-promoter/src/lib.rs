@@ -21,6 +21,7 @@ mod exec;
 pub mod freeze;
 pub mod gate;
 pub mod inventory;
+mod retire;
 mod rollback;
 mod routes;
 pub mod view;

@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use railyard_core::catalog::Deploy;
+use railyard_core::catalog::{Deploy, Strategy};
 use railyard_core::event::{ReleaseHeld, ReleaseRolledBack, ServiceDeployed, StepOutcome};
 use railyard_core::release_state::StepStatus;
 use railyard_core::{Action, EnvName, Event, ReleaseId, Status, Step, StepId};
 use tracing::{info, warn};
 
-use crate::adapter::{Form, Target};
+use crate::adapter::{DEFAULT_TIMEOUT, Form, Target};
 use crate::decide;
 use crate::error::PromoterError;
 use crate::exec::{Ctx, append_at, guarded, target_for};
@@ -183,6 +183,7 @@ async fn undo_all(
                             reason: why.clone(),
                             step: Some(step.id.clone()),
                             owner: ctx.owner(&step),
+                            frozen: None,
                         }),
                     );
                     if append_at(ctx, release, current.sequence, &[event])
@@ -236,6 +237,40 @@ async fn undo(
             };
             let deploy = service.deploy_in(&step.env);
             let previous = inventory::running(&before, &step.target).cloned();
+            let inventory = Some(Box::new(ServiceDeployed {
+                env: step.env.clone(),
+                service: name.clone(),
+                running: previous.clone(),
+                databases: BTreeMap::new(),
+                release: Some(release.clone()),
+            }));
+            // Blue-green keeps the old colour until the release completes: switching traffic
+            // back to it is the whole rollback.
+            if let (Strategy::BlueGreen { switch, .. }, Some(prev)) =
+                (service.strategy_in(&step.env), &previous)
+                && let Some(old) = &prev.colour
+            {
+                let at = Target {
+                    colour: Some(old.clone()),
+                    version: Some(prev.version.clone()),
+                    artifact: prev.artifact.clone(),
+                    ..target.clone()
+                };
+                let outcome = ctx.runner.command(switch, &at, DEFAULT_TIMEOUT).await;
+                if !outcome.ok {
+                    return Ok(hold_after(format!(
+                        "switching {} in {} back to {old} failed: {}",
+                        step.target, step.env, outcome.detail
+                    )));
+                }
+                return Ok(Undo::Undone {
+                    detail: format!(
+                        "{} back to {} by switching traffic back to {old}, which still runs it: {}",
+                        step.target, prev.version, outcome.detail
+                    ),
+                    inventory,
+                });
+            }
             let (form, at, how) = match (&previous, deploy.has_rollback(), deploy) {
                 (_, true, _) => {
                     let mut at = target.clone();
@@ -290,13 +325,7 @@ async fn undo(
                     "{} back to {version} {how}: {}",
                     step.target, outcome.detail
                 ),
-                inventory: Some(Box::new(ServiceDeployed {
-                    env: step.env.clone(),
-                    service: name.clone(),
-                    running: previous,
-                    databases: BTreeMap::new(),
-                    release: Some(release.clone()),
-                })),
+                inventory,
             })
         }
         Action::Migrate => {

@@ -341,6 +341,7 @@ fn decide(
                     reason,
                     step: body.step.clone(),
                     owner: Some(who.name.clone()),
+                    frozen: None,
                 })],
                 offer: None,
                 detail: format!("release {id} is held: running steps finish, no new step starts"),
@@ -425,6 +426,7 @@ fn decide(
                     reason: format!("{reason}; no new step starts while it is undone"),
                     step: None,
                     owner: Some(who.name.clone()),
+                    frozen: None,
                 })]
             } else {
                 Vec::new()
@@ -557,10 +559,9 @@ fn override_freeze(
             "env",
         ));
     };
-    let Some(env) = catalog
-        .environments
-        .iter()
-        .find(|e| e.name.as_str() == env_name)
+    let Some(env) = EnvName::new(env_name)
+        .ok()
+        .and_then(|name| catalog.environment(&name))
     else {
         return Err(ApiError::invalid(
             format!("environment {env_name} is not in the catalog"),
@@ -580,11 +581,7 @@ fn override_freeze(
             "env",
         ));
     }
-    let approvers = env
-        .approval
-        .as_ref()
-        .map(|a| a.approvers.clone())
-        .unwrap_or_default();
+    let approvers = catalog.approvers(&env.name).to_vec();
     if approvers.is_empty() {
         return Err(ApiError::forbidden(format!(
             "{env_name} lists no approvers, so nobody may override its freeze: add [environments.approval] approvers to the catalog"
@@ -597,10 +594,10 @@ fn override_freeze(
         reason: reason.to_owned(),
     })];
     let held_by_freeze = state.status == Status::Held
-        && state.hold.as_ref().is_some_and(|h| {
-            h.reason
-                .starts_with(&crate::exec::freeze_hold_prefix(&env.name))
-        });
+        && state
+            .hold
+            .as_ref()
+            .is_some_and(|h| h.frozen.as_ref() == Some(&env.name));
     if held_by_freeze {
         events.push(Event::ReleaseResumed(Reasoned {
             reason: format!(

@@ -33,13 +33,20 @@ pub enum WorkOrder {
         /// Who asked for it (an operator) or the worker that saw the failure.
         actor: String,
     },
+    /// Take down the old colours of the release's blue-green deploys, then complete it.
+    Retire {
+        /// The release.
+        release: ReleaseId,
+    },
 }
 
 impl WorkOrder {
     /// The release it concerns.
     pub fn release(&self) -> &ReleaseId {
         match self {
-            WorkOrder::Step { release, .. } | WorkOrder::Rollback { release, .. } => release,
+            WorkOrder::Step { release, .. }
+            | WorkOrder::Rollback { release, .. }
+            | WorkOrder::Retire { release } => release,
         }
     }
 
@@ -57,6 +64,11 @@ impl WorkOrder {
 /// The lease that guards a step.
 pub fn step_lease(release: &ReleaseId, step: &str) -> String {
     format!("step.{release}.{step}")
+}
+
+/// The lease that guards the retirement of a release's old colours.
+pub fn retire_lease(release: &ReleaseId) -> String {
+    format!("retire.{release}")
 }
 
 /// The lease that guards a release's rollback.

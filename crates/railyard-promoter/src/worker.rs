@@ -22,6 +22,7 @@ use crate::config::PromoterConfig;
 use crate::dispatch::evaluate;
 use crate::error::PromoterError;
 use crate::exec::{Ctx, NotTaken, execute, take_step};
+use crate::retire::retire;
 use crate::rollback::{RollbackEnd, roll_back};
 use crate::view::{self, PromoterView};
 use crate::work::{WORK_CONSUMER, WORK_FILTER, WorkOrder};
@@ -304,6 +305,12 @@ async fn handle(ctx: Arc<Ctx>, item: WorkItem) {
             env = %env,
             worker = ctx.worker()
         ),
+        WorkOrder::Retire { release } => tracing::info_span!(
+            "promoter.retire",
+            service = "promoter",
+            release = %release,
+            worker = ctx.worker()
+        ),
     };
     // Every step of a release, on any worker, joins the release's one trace.
     railyard_bus::follow_trace(&span, &ctx.trace_of(order.release()).await);
@@ -366,5 +373,18 @@ async fn run_order(ctx: Arc<Ctx>, item: WorkItem, order: WorkOrder) {
                 }
             }
         }
+        WorkOrder::Retire { release } => match retire(&ctx, &release).await {
+            Ok(()) => {
+                let _ = item.ack().await;
+                // Every old colour is down: the release completes now.
+                if let Err(error) = evaluate(&ctx, &release, None).await {
+                    debug!(release = %release, %error, "cannot look at the release after retiring its old colours; the dispatcher will");
+                }
+            }
+            Err(error) => {
+                warn!(release = %release, %error, "retiring old colours interrupted; retrying later");
+                let _ = item.nak(&error.to_string()).await;
+            }
+        },
     }
 }

@@ -221,3 +221,95 @@ strategy = {{ kind = "canary", steps = [10, 50, 100] }}"#,
     );
     worker.shutdown().await
 }
+
+#[tokio::test]
+async fn blue_green_switches_keeps_the_old_colour_for_rollback_and_retires_it_at_the_end()
+-> anyhow::Result<()> {
+    let fake = Fake::start().await?;
+    let dir = tempfile::tempdir()?;
+    let file = counter_file(&dir);
+    let log = |what: &str| {
+        format!(
+            r#"["sh", "-c", "echo {what} {{version}} {{colour}} >> {}"]"#,
+            file.display()
+        )
+    };
+    let h = Harness::start(&one_env(&format!(
+        r#"deploy = {{ kind = "command", run = {} }}
+gates = [{{ kind = "http", url = "{}" }}]
+strategy = {{ kind = "blue-green", switch = {}, retire = {} }}"#,
+        log("deploy"),
+        fake.url("/health"),
+        log("switch"),
+        log("retire"),
+    )))
+    .await?;
+    let worker = h.worker("w1");
+
+    // First release: blue goes live. Nothing served before it, so nothing is retired.
+    let first = h.submit(ONE, &empty()).await?;
+    let state = h.wait_status(&first, Status::Completed).await?;
+    assert_eq!(
+        invocations(&file),
+        ["deploy 2.0.0 blue", "switch 2.0.0 blue"]
+    );
+    let retired = &state.colours_retired["staging:deploy:orders-api"];
+    assert!(retired.ok, "{retired:?}");
+    assert!(retired.detail.contains("nothing ran"), "{retired:?}");
+
+    // Second release: green is deployed and switched to; blue stays until the release
+    // completes, then it is retired.
+    let second = h
+        .submit(
+            &ONE.replace("rel-g", "rel-g2").replace("2.0.0", "3.0.0"),
+            &empty(),
+        )
+        .await?;
+    let state = h.wait_status(&second, Status::Completed).await?;
+    assert_eq!(
+        invocations(&file)[2..],
+        [
+            "deploy 3.0.0 green",
+            "switch 3.0.0 green",
+            "retire 3.0.0 blue"
+        ]
+    );
+    let retired = &state.colours_retired["staging:deploy:orders-api"];
+    assert_eq!((retired.colour.as_str(), retired.ok), ("blue", true));
+    let types = types(&h.events(&second).await?);
+    let at = |t: &str| types.iter().position(|x| *x == t).expect(t);
+    assert!(at("colour.retired") < at("release.completed"), "{types:?}");
+
+    // Third release: its gate fails on the idle colour (blue). Green still serves 3.0.0, so
+    // the rollback switches traffic back to green and redeploys nothing.
+    fake.status.store(503, Ordering::SeqCst);
+    let third = h
+        .submit(
+            &ONE.replace("rel-g", "rel-g3").replace("2.0.0", "4.0.0"),
+            &empty(),
+        )
+        .await?;
+    let state = h.wait_status(&third, Status::RolledBack).await?;
+    assert_eq!(
+        invocations(&file)[5..],
+        ["deploy 4.0.0 blue", "switch 3.0.0 green"]
+    );
+    let undone: Vec<String> = h
+        .events(&third)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::StepRolledBack(o) => Some(o.detail),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        undone[0].contains("back to 3.0.0 by switching traffic back to green"),
+        "{undone:?}"
+    );
+    assert!(
+        state.colours_retired.is_empty(),
+        "a rolled back release retires nothing"
+    );
+    worker.shutdown().await
+}

@@ -49,6 +49,7 @@ async fn append(bus: &Bus, n: u64) -> anyhow::Result<Stored> {
                     reason: format!("append {n} event {index}"),
                     step: None,
                     owner: None,
+                    frozen: None,
                 })
             } else {
                 Event::ReleaseResumed(Reasoned {

@@ -704,6 +704,7 @@ pub async fn script_releases(script: &mut Script) {
                 reason: "approval denied by alice".into(),
                 step: Some("production:approve:rel-4".into()),
                 owner: Some("team-orders".into()),
+                frozen: None,
             }),
         )
         .await;

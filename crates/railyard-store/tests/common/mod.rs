@@ -149,6 +149,7 @@ pub fn envelope(n: u64) -> Envelope {
                 reason: format!("held {n}"),
                 step: None,
                 owner: None,
+                frozen: None,
             }),
         ),
         _ => (

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::Bus;
 use crate::error::BusError;
-use crate::names::{REJECTED_PREFIX, REJECTED_STREAM, WORK_PREFIX, check_subject, check_token};
+use crate::names::{
+    REJECTED_PREFIX, REJECTED_STREAM, WORK_PREFIX, WORK_STREAM, check_subject, check_token,
+};
 use crate::trace::inject_trace;
 
 /// Bodies longer than this are cut in the rejection log.
@@ -137,5 +139,12 @@ impl Bus {
             .await
             .map_err(|error| self.nats_error(operation(), error))?;
         Ok(ack.sequence)
+    }
+
+    /// Whether a work item published to `subject` is still in the work queue (waiting, or
+    /// taken and not yet acknowledged): one read of the queue's per-subject index.
+    pub async fn work_waiting(&self, subject: &str) -> Result<bool, BusError> {
+        check_subject("work subject", subject, WORK_PREFIX, false)?;
+        Ok(self.direct_last(WORK_STREAM, subject).await?.is_some())
     }
 }

@@ -17,7 +17,7 @@ use crate::error::PromoterError;
 use crate::exec::{Ctx, append_at, external_done, external_states};
 use crate::freeze;
 use crate::retire;
-use crate::work::{WorkOrder, step_lease};
+use crate::work::{WorkOrder, step_lease, work_subject};
 
 /// Looks at `release` and acts; `sweep` (a tick number) also re-offers orphaned work.
 pub(crate) async fn evaluate(
@@ -67,7 +67,13 @@ pub(crate) async fn evaluate(
                 return Ok(());
             }
             Next::Offer(steps) => {
-                for step in steps {
+                // A sweep re-offers only what may have been lost: while an offer of the
+                // release still waits in the queue (or is being handled), the worker that takes
+                // it looks at the release again, and re-offering every ready step of every
+                // release each sweep would flood the queue when it is long.
+                let queued =
+                    sweep.is_some() && ctx.bus.work_waiting(&work_subject(release)).await?;
+                for step in steps.into_iter().filter(|_| !queued) {
                     let attempts = current.attempts(&step);
                     let id = format!("{release}/{step}/{attempts}{tick}");
                     offer(

@@ -52,13 +52,18 @@ impl WorkOrder {
 
     /// `railyard.work.promoter.<release>`.
     pub fn subject(&self) -> String {
-        format!("railyard.work.promoter.{}", self.release())
+        work_subject(self.release())
     }
 
     /// The JSON payload.
     pub fn payload(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).expect("a work order always serializes"))
     }
+}
+
+/// Where the work of `release` is offered: `railyard.work.promoter.<release>`.
+pub fn work_subject(release: &ReleaseId) -> String {
+    format!("railyard.work.promoter.{release}")
 }
 
 /// The lease that guards a step.

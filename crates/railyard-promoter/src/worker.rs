@@ -168,7 +168,7 @@ async fn dispatch_loop(
             }
             () = &mut next_sweep => {
                 tick = clock.now().timestamp_millis();
-                if let Err(error) = sweep(&ctx, &view, tick).await {
+                if let Err(error) = sweep_once(&ctx, &view, tick).await {
                     warn!(%error, "sweep failed; trying again at the next one");
                 }
                 next_sweep = clock.sleep(ctx.config.sweep_interval);
@@ -220,6 +220,28 @@ fn unblocks_others(event: &Event) -> bool {
             | Event::ReleaseRejected(_)
     )
 }
+
+/// One worker sweeps at a time (the holder of the `sweep` lease): every worker looking at
+/// every release in flight each interval multiplies the reads by the number of workers and
+/// finds nothing more. A worker that dies mid-sweep leaves the lease to expire.
+async fn sweep_once(
+    ctx: &Arc<Ctx>,
+    view: &ProjectionStore<PromoterView>,
+    tick: i64,
+) -> Result<(), PromoterError> {
+    let Some(lease) = ctx.bus.acquire_lease(SWEEP_LEASE, ctx.worker()).await? else {
+        debug!("another worker is sweeping");
+        return Ok(());
+    };
+    let swept = sweep(ctx, view, tick).await;
+    if let Err(error) = lease.release().await {
+        debug!(%error, "sweep lease already gone");
+    }
+    swept
+}
+
+/// The lease the sweeping worker holds.
+const SWEEP_LEASE: &str = "sweep";
 
 async fn sweep(
     ctx: &Arc<Ctx>,

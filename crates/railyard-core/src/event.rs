@@ -95,7 +95,9 @@ impl JsonSchema for AggregateId {
 }
 
 /// Metadata every event carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Deserialized by hand (module `envelope_de`): the derived form of a flattened field buffers
+// the whole envelope before reading the event, which made decoding most of a worker's time.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// Unique id of this event (UUIDv7, time-ordered).
@@ -144,6 +146,257 @@ impl Envelope {
         self.causation_id = Some(cause.event_id);
         self.correlation_id = cause.correlation_id;
         self
+    }
+}
+
+mod envelope_de {
+    //! The envelope's fields are read in one pass. The event (`type`, then `data`, the order
+    //! Railyard writes them in) is handed to the derived adjacently tagged form as a two-entry
+    //! map that reads `data` straight from the input; only a `data` that comes before its
+    //! `type` is kept aside as a JSON value first.
+
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, Visitor, value::StrDeserializer};
+    use serde::{Deserialize, Deserializer};
+
+    use super::{Envelope, Event};
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::*;
+
+        fn sample() -> Envelope {
+            let release = ReleaseId::new("rel-1").unwrap();
+            Envelope::new(
+                AggregateId::Release(release),
+                "carol",
+                "2026-11-26T06:00:00Z".parse().unwrap(),
+                Event::ReleaseHeld(ReleaseHeld {
+                    reason: "frozen".into(),
+                    step: Some("production:deploy:a".into()),
+                    owner: None,
+                    frozen: Some(EnvName::new("production").unwrap()),
+                }),
+            )
+        }
+
+        #[test]
+        fn an_envelope_reads_back_what_was_written() {
+            let envelope = sample();
+            let text = serde_json::to_string(&envelope).unwrap();
+            assert!(text.find("\"type\"").unwrap() < text.find("\"data\"").unwrap());
+            assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), envelope);
+            let completed = Envelope {
+                event: Event::ReleaseCompleted(ReleaseCompleted {}),
+                ..sample()
+            };
+            let text = serde_json::to_string(&completed).unwrap();
+            assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), completed);
+        }
+
+        #[test]
+        fn data_before_type_and_any_key_order_are_read_too() {
+            let envelope = sample();
+            let serde_json::Value::Object(fields) = serde_json::to_value(&envelope).unwrap() else {
+                unreachable!()
+            };
+            // `data` first, then the rest in name order (`type` last but one).
+            let mut ordered: Vec<_> = fields.into_iter().collect();
+            ordered.sort_by_key(|(k, _)| k != "data");
+            let text = format!(
+                "{{{}}}",
+                ordered
+                    .iter()
+                    .map(|(k, v)| format!("{:?}:{v}", k))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            assert!(text.find("\"data\"").unwrap() < text.find("\"type\"").unwrap());
+            assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), envelope);
+        }
+
+        #[test]
+        fn unknown_missing_and_repeated_fields_are_named() {
+            let text = serde_json::to_string(&sample()).unwrap();
+            let unknown = text.replacen('{', "{\"colour\":1,", 1);
+            let error = serde_json::from_str::<Envelope>(&unknown).unwrap_err();
+            assert!(
+                error.to_string().contains("unknown field `colour`"),
+                "{error}"
+            );
+            let missing = text.replacen("\"actor\":\"carol\",", "", 1);
+            let error = serde_json::from_str::<Envelope>(&missing).unwrap_err();
+            assert!(
+                error.to_string().contains("missing field `actor`"),
+                "{error}"
+            );
+            let twice = text.replacen('{', "{\"actor\":\"mallory\",", 1);
+            let error = serde_json::from_str::<Envelope>(&twice).unwrap_err();
+            assert!(
+                error.to_string().contains("duplicate field `actor`"),
+                "{error}"
+            );
+            let wrong = text.replace("release.held", "release.exploded");
+            let error = serde_json::from_str::<Envelope>(&wrong).unwrap_err();
+            assert!(error.to_string().contains("release.exploded"), "{error}");
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "snake_case")]
+    enum Field {
+        EventId,
+        Aggregate,
+        OccurredAt,
+        Actor,
+        CausationId,
+        CorrelationId,
+        SchemaVersion,
+        Type,
+        Data,
+    }
+
+    const FIELDS: &[&str] = &[
+        "event_id",
+        "aggregate",
+        "occurred_at",
+        "actor",
+        "causation_id",
+        "correlation_id",
+        "schema_version",
+        "type",
+        "data",
+    ];
+
+    impl<'de> Deserialize<'de> for Envelope {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Envelope, D::Error> {
+            deserializer.deserialize_struct("Envelope", FIELDS, EnvelopeVisitor)
+        }
+    }
+
+    struct EnvelopeVisitor;
+
+    fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+        if slot.replace(value).is_some() {
+            return Err(E::duplicate_field(name));
+        }
+        Ok(())
+    }
+
+    impl<'de> Visitor<'de> for EnvelopeVisitor {
+        type Value = Envelope;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event envelope")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+            let (mut event_id, mut aggregate, mut occurred_at, mut actor) =
+                (None, None, None, None);
+            let (mut causation_id, mut correlation_id, mut schema_version) = (None, None, None);
+            let mut event_type: Option<String> = None;
+            let mut event: Option<Event> = None;
+            let mut early_data: Option<serde_json::Value> = None;
+            while let Some(field) = map.next_key::<Field>()? {
+                match field {
+                    Field::EventId => once(&mut event_id, map.next_value()?, "event_id")?,
+                    Field::Aggregate => once(&mut aggregate, map.next_value()?, "aggregate")?,
+                    Field::OccurredAt => once(&mut occurred_at, map.next_value()?, "occurred_at")?,
+                    Field::Actor => once(&mut actor, map.next_value()?, "actor")?,
+                    Field::CausationId => once(
+                        &mut causation_id,
+                        map.next_value::<Option<_>>()?,
+                        "causation_id",
+                    )?,
+                    Field::CorrelationId => {
+                        once(&mut correlation_id, map.next_value()?, "correlation_id")?
+                    }
+                    Field::SchemaVersion => {
+                        once(&mut schema_version, map.next_value()?, "schema_version")?
+                    }
+                    Field::Type => once(&mut event_type, map.next_value()?, "type")?,
+                    Field::Data => {
+                        if event.is_some() || early_data.is_some() {
+                            return Err(de::Error::duplicate_field("data"));
+                        }
+                        match &event_type {
+                            Some(ty) => {
+                                event = Some(Event::deserialize(
+                                    de::value::MapAccessDeserializer::new(TypeThenData {
+                                        ty,
+                                        outer: &mut map,
+                                        state: 0,
+                                    }),
+                                )?)
+                            }
+                            None => early_data = Some(map.next_value()?),
+                        }
+                    }
+                }
+            }
+            let event = match (event, event_type) {
+                (Some(event), _) => event,
+                (None, Some(ty)) => {
+                    let mut tagged = serde_json::Map::new();
+                    tagged.insert("type".to_owned(), ty.into());
+                    if let Some(data) = early_data {
+                        tagged.insert("data".to_owned(), data);
+                    }
+                    serde_json::from_value(tagged.into()).map_err(de::Error::custom)?
+                }
+                (None, None) => return Err(de::Error::missing_field("type")),
+            };
+            Ok(Envelope {
+                event_id: event_id.ok_or_else(|| de::Error::missing_field("event_id"))?,
+                aggregate: aggregate.ok_or_else(|| de::Error::missing_field("aggregate"))?,
+                occurred_at: occurred_at.ok_or_else(|| de::Error::missing_field("occurred_at"))?,
+                actor: actor.ok_or_else(|| de::Error::missing_field("actor"))?,
+                causation_id: causation_id.flatten(),
+                correlation_id: correlation_id
+                    .ok_or_else(|| de::Error::missing_field("correlation_id"))?,
+                schema_version: schema_version
+                    .ok_or_else(|| de::Error::missing_field("schema_version"))?,
+                event,
+            })
+        }
+    }
+
+    /// `{"type": <ty>, "data": <the outer map's next value>}`.
+    struct TypeThenData<'a, A> {
+        ty: &'a str,
+        outer: &'a mut A,
+        state: u8,
+    }
+
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for TypeThenData<'_, A> {
+        type Error = A::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, A::Error> {
+            let key = match self.state {
+                0 => "type",
+                1 => "data",
+                _ => return Ok(None),
+            };
+            seed.deserialize(StrDeserializer::<A::Error>::new(key))
+                .map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, A::Error> {
+            if self.state == 0 {
+                self.state = 1;
+                seed.deserialize(StrDeserializer::<A::Error>::new(self.ty))
+            } else {
+                self.state = 2;
+                self.outer.next_value_seed(seed)
+            }
+        }
     }
 }
 

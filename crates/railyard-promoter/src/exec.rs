@@ -6,14 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use railyard_bus::{AppendError, Bus, BusError, Expected, Lease};
 use railyard_core::catalog::{Gate, OnFailure, Strategy};
 use railyard_core::event::{
     ApprovalRequested, GateEvaluated, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
 };
-use railyard_core::inventory::{EnvInventory, RunningService};
+use railyard_core::inventory::RunningService;
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
     Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, Inventory, ReleaseId,
@@ -40,8 +40,15 @@ pub(crate) struct Ctx {
     /// The releases this worker has read, folded, with the sequence they were read at: a
     /// load fetches only what was appended since (one request) instead of the whole release.
     releases: Mutex<HashMap<ReleaseId, Current>>,
-    /// The live inventory of each environment, folded, and the sequence it was read at.
-    inventories: Mutex<HashMap<EnvName, (u64, EnvInventory)>>,
+    /// The live inventory, folded, and the sequence each environment was read at.
+    inventory: Mutex<LiveInventory>,
+}
+
+/// A worker's copy of what runs where, and how far each environment's events were read.
+#[derive(Debug, Default)]
+struct LiveInventory {
+    read_at: BTreeMap<EnvName, u64>,
+    inventory: Arc<Inventory>,
 }
 
 /// Releases kept folded in memory at most; beyond it the cache starts over (a load then
@@ -97,7 +104,7 @@ impl Ctx {
             runner,
             claimed: Mutex::new(HashSet::new()),
             releases: Mutex::new(HashMap::new()),
-            inventories: Mutex::new(HashMap::new()),
+            inventory: Mutex::new(LiveInventory::default()),
         })
     }
 
@@ -196,43 +203,67 @@ impl Ctx {
         }
     }
 
-    /// What runs in `env` now, caught up with one read of what was recorded since the last
-    /// call.
-    pub(crate) async fn live_env(&self, env: &EnvName) -> Result<EnvInventory, PromoterError> {
-        let cached = self
-            .inventories
-            .lock()
-            .ok()
-            .and_then(|c| c.get(env).cloned());
-        let (after, mut inventory) = cached.unwrap_or_default();
-        let loaded = self
-            .bus
-            .load_after(&AggregateId::Inventory(env.clone()), after)
-            .await?;
-        if loaded.events.is_empty() {
-            return Ok(inventory);
-        }
-        for envelope in &loaded.events {
-            inventory::apply(&mut inventory, envelope, None);
-        }
-        if let Ok(mut cache) = self.inventories.lock() {
-            match cache.get(env) {
-                Some((kept, _)) if *kept >= loaded.last_sequence => {}
-                _ => {
-                    cache.insert(env.clone(), (loaded.last_sequence, inventory.clone()));
-                }
+    /// What runs in every environment of the catalog now, caught up with one read per
+    /// environment of what was recorded since the last call. Shared, not copied: the estate
+    /// can hold thousands of services and every re-validation reads all of it.
+    pub(crate) async fn live_inventory(&self) -> Result<Arc<Inventory>, PromoterError> {
+        let (read_at, snapshot) = {
+            let live = self
+                .inventory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (live.read_at.clone(), live.inventory.clone())
+        };
+        let mut updates = Vec::new();
+        for env in &self.config.catalog.environments {
+            let after = read_at.get(&env.name).copied().unwrap_or(0);
+            let loaded = self
+                .bus
+                .load_after(&AggregateId::Inventory(env.name.clone()), after)
+                .await?;
+            if !loaded.events.is_empty() {
+                updates.push((env.name.clone(), loaded));
             }
         }
-        Ok(inventory)
+        if updates.is_empty() {
+            return Ok(snapshot);
+        }
+        drop(snapshot);
+        let mut live = self
+            .inventory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let live = &mut *live;
+        for (env, loaded) in updates {
+            let kept = live.read_at.entry(env.clone()).or_insert(0);
+            if *kept >= loaded.last_sequence {
+                continue; // another task of this worker read at least as far
+            }
+            // What was read is a suffix of the environment's events reaching past what is
+            // kept, and applying an event sets what it names: applying all of it on top of
+            // the kept state gives the state at `last_sequence`. Copies only while another
+            // task still reads the previous snapshot.
+            let inventory = Arc::make_mut(&mut live.inventory).0.entry(env).or_default();
+            for envelope in &loaded.events {
+                inventory::apply(inventory, envelope, None);
+            }
+            *kept = loaded.last_sequence;
+        }
+        Ok(live.inventory.clone())
     }
 
-    /// The live inventory of every environment of the catalog.
-    pub(crate) async fn live_inventory(&self) -> Result<Inventory, PromoterError> {
-        let mut all = BTreeMap::new();
-        for env in &self.config.catalog.environments {
-            all.insert(env.name.clone(), self.live_env(&env.name).await?);
-        }
-        Ok(Inventory(all))
+    /// What `service` runs in `env` now.
+    pub(crate) async fn live_service(
+        &self,
+        env: &EnvName,
+        service: &str,
+    ) -> Result<Option<RunningService>, PromoterError> {
+        let live = self.live_inventory().await?;
+        Ok(live
+            .0
+            .get(env)
+            .and_then(|inventory| inventory::running(inventory, service))
+            .cloned())
     }
 
     pub(crate) fn envelope(&self, id: &ReleaseId, event: Event) -> Envelope {
@@ -567,6 +598,7 @@ async fn revalidate(
         return Ok(None);
     };
     let inventory = ctx.live_inventory().await?;
+    let inventory = &*inventory;
     let remaining: BTreeSet<StepId> = current
         .state
         .steps
@@ -577,7 +609,7 @@ async fn revalidate(
     let input = railyard_planner::PlanInput {
         catalog: &ctx.config.catalog,
         release: requested,
-        inventory: &inventory,
+        inventory,
         in_flight: &[],
     };
     Ok(railyard_planner::revalidate(&input, plan, &remaining)
@@ -1013,9 +1045,8 @@ pub(crate) fn other_colour(serving: Option<&str>) -> String {
 
 /// The colour a blue-green deploy goes to: the one not serving traffic in the live inventory.
 pub(crate) async fn idle_colour(ctx: &Ctx, step: &Step) -> Result<String, PromoterError> {
-    let live = ctx.live_env(&step.env).await?;
-    let serving = inventory::running(&live, &step.target).and_then(|r| r.colour.as_deref());
-    Ok(other_colour(serving))
+    let serving = ctx.live_service(&step.env, &step.target).await?;
+    Ok(other_colour(serving.and_then(|r| r.colour).as_deref()))
 }
 
 async fn verify(
@@ -1150,7 +1181,7 @@ async fn record_inventory(
             }) else {
                 return Ok(());
             };
-            let now = ctx.live_env(&step.env).await?;
+            let running = ctx.live_service(&step.env, change.service.as_str()).await?;
             let Some(db) = change
                 .migrations
                 .iter()
@@ -1162,7 +1193,7 @@ async fn record_inventory(
             ServiceDeployed {
                 env: step.env.clone(),
                 service: change.service.clone(),
-                running: inventory::running(&now, change.service.as_str()).cloned(),
+                running,
                 databases: BTreeMap::from([(db, to)]),
                 release: Some(state.id.clone()),
             }

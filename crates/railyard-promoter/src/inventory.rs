@@ -75,9 +75,5 @@ pub async fn record(
 
 /// What `service` runs in `inventory`, if anything.
 pub fn running<'a>(inventory: &'a EnvInventory, service: &str) -> Option<&'a RunningService> {
-    inventory
-        .services
-        .iter()
-        .find(|(name, _)| name.as_str() == service)
-        .map(|(_, running)| running)
+    inventory.services.get(service)
 }

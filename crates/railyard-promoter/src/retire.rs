@@ -74,8 +74,10 @@ async fn retire_all(ctx: &Ctx, release: &ReleaseId) -> Result<(), PromoterError>
         // The old colour is the one that served before this release; the new one serves now.
         let before = inventory::env_inventory(&ctx.bus, &step.env, Some(release)).await?;
         let old = inventory::running(&before, &step.target).and_then(|r| r.colour.clone());
-        let live = ctx.live_env(&step.env).await?;
-        let serving = inventory::running(&live, &step.target).and_then(|r| r.colour.clone());
+        let serving = ctx
+            .live_service(&step.env, &step.target)
+            .await?
+            .and_then(|r| r.colour);
         let retired = match old {
             None => ColourRetired {
                 step: step.id.clone(),

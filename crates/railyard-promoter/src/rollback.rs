@@ -360,16 +360,13 @@ async fn undo(
                     .any(|m| &m.database == db_name && Some(m.to) == target.to)
             });
             let inventory = match (owner_change, previous) {
-                (Some(change), Some(previous)) => {
-                    let now = ctx.live_env(&step.env).await?;
-                    Some(Box::new(ServiceDeployed {
-                        env: step.env.clone(),
-                        service: change.service.clone(),
-                        running: inventory::running(&now, change.service.as_str()).cloned(),
-                        databases: BTreeMap::from([(db_name.clone(), previous)]),
-                        release: Some(release.clone()),
-                    }))
-                }
+                (Some(change), Some(previous)) => Some(Box::new(ServiceDeployed {
+                    env: step.env.clone(),
+                    service: change.service.clone(),
+                    running: ctx.live_service(&step.env, change.service.as_str()).await?,
+                    databases: BTreeMap::from([(db_name.clone(), previous)]),
+                    release: Some(release.clone()),
+                })),
                 _ => None,
             };
             Ok(Undo::Undone {

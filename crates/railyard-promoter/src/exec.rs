@@ -207,13 +207,14 @@ impl Ctx {
     /// environment of what was recorded since the last call. Shared, not copied: the estate
     /// can hold thousands of services and every re-validation reads all of it.
     pub(crate) async fn live_inventory(&self) -> Result<Arc<Inventory>, PromoterError> {
-        let (read_at, snapshot) = {
-            let live = self
-                .inventory
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            (live.read_at.clone(), live.inventory.clone())
-        };
+        // Only the positions are taken out: a snapshot held across the reads below would make
+        // every update copy the whole inventory.
+        let read_at = self
+            .inventory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read_at
+            .clone();
         let mut updates = Vec::new();
         for env in &self.config.catalog.environments {
             let after = read_at.get(&env.name).copied().unwrap_or(0);
@@ -225,10 +226,6 @@ impl Ctx {
                 updates.push((env.name.clone(), loaded));
             }
         }
-        if updates.is_empty() {
-            return Ok(snapshot);
-        }
-        drop(snapshot);
         let mut live = self
             .inventory
             .lock()

@@ -188,6 +188,16 @@ async fn dispatch_delivery(
         let _ = delivery.ack().await;
         return;
     };
+    if delivery
+        .envelopes
+        .iter()
+        .all(|e| changes_nothing_next(&e.event))
+    {
+        // Half of a release's events are steps starting: looking at the release again then
+        // would only re-offer (deduplicated) what was already offered.
+        let _ = delivery.ack().await;
+        return;
+    }
     let mut releases = vec![release.clone()];
     if delivery.envelopes.iter().any(|e| unblocks_others(&e.event)) {
         match view::waiters(view, &release).await {
@@ -207,6 +217,15 @@ async fn dispatch_delivery(
     if let Err(error) = delivery.ack().await {
         debug!(%error, "dispatch ack failed; the event will be looked at again");
     }
+}
+
+/// Whether an event cannot change what a release does next: a step starting, a gate result
+/// along the way, an approval being asked for.
+fn changes_nothing_next(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::StepStarted(_) | Event::GateEvaluated(_) | Event::ApprovalRequested(_)
+    )
 }
 
 /// Whether an event may let a release that waits for this one go on.

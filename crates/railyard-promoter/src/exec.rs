@@ -603,11 +603,12 @@ async fn revalidate(
         .filter(|(_, s)| **s != StepStatus::Succeeded)
         .map(|(id, _)| id.clone())
         .collect();
+    let in_flight = in_flight_before(ctx, plan).await?;
     let input = railyard_planner::PlanInput {
         catalog: &ctx.config.catalog,
         release: requested,
         inventory,
-        in_flight: &[],
+        in_flight: &in_flight,
     };
     Ok(railyard_planner::revalidate(&input, plan, &remaining)
         .err()
@@ -636,6 +637,57 @@ async fn revalidate(
                 decide::operator_commands(&current.state.id, None)
             )
         }))
+}
+
+/// The releases `plan` waits for that have not ended, with what they change and what they
+/// still have to do, in the order they were requested: what the planner weighed when it
+/// ordered this release after them, brought up to date. (Releases requested later come after
+/// this one and are not its concern; releases that ended are in the live inventory.)
+async fn in_flight_before(
+    ctx: &Ctx,
+    plan: &railyard_core::Plan,
+) -> Result<Vec<railyard_planner::InFlight>, PromoterError> {
+    let others: BTreeSet<&ReleaseId> = plan.external_edges.iter().map(|e| &e.release).collect();
+    let mut flights = Vec::new();
+    for other in others {
+        let Some(current) = ctx.load(other).await? else {
+            continue;
+        };
+        if current.state.status.is_final() {
+            continue;
+        }
+        let requested_at = current
+            .events
+            .iter()
+            .find(|e| matches!(e.event, Event::ReleaseRequested(_)))
+            .map(|e| e.occurred_at);
+        let remaining = current
+            .state
+            .steps
+            .iter()
+            .filter(|(_, status)| **status != StepStatus::Succeeded)
+            .map(|(id, _)| id.clone())
+            .collect();
+        flights.push((
+            requested_at,
+            railyard_planner::InFlight {
+                release: other.clone(),
+                sequence: 0,
+                changes: current.state.changes.clone(),
+                remaining,
+            },
+        ));
+    }
+    // Request order, from the requests' timestamps (the stream positions are not kept here).
+    flights.sort_by(|a, b| (a.0, &a.1.release).cmp(&(b.0, &b.1.release)));
+    Ok(flights
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, flight))| railyard_planner::InFlight {
+            sequence: i as u64 + 1,
+            ..flight
+        })
+        .collect())
 }
 
 /// Records events about a running step, only while the fold says the step is this worker's.

@@ -1,7 +1,8 @@
 //! Promotion over a real nats-server: a three-service release with a queue contract runs
 //! through staging and production in plan order; two workers run each step exactly once; a
 //! worker killed mid-step is replaced after its lease expires on the clock; a NATS restart in
-//! the middle of a release loses and doubles nothing.
+//! the middle of a release loses and doubles nothing; a release planned after another one in
+//! flight is re-validated with it, not refused for what that one is about to fix.
 
 mod common;
 
@@ -179,5 +180,116 @@ async fn a_nats_restart_mid_release_loses_and_doubles_nothing() -> anyhow::Resul
     let events = h.events(&id).await?;
     assert!(count(&events, "step.succeeded").values().all(|n| *n == 1));
     assert_eq!(count(&events, "step.succeeded").len(), 12);
+    worker.shutdown().await
+}
+
+#[tokio::test]
+async fn a_release_waiting_for_another_in_flight_is_revalidated_with_it() -> anyhow::Result<()> {
+    // rel-a teaches the consumers to read orders-events v3; rel-b, requested after it, makes
+    // orders-api emit v3, so the planner orders rel-b's producer after rel-a's consumers in
+    // each environment. Production needs an approval, so rel-a waits there while rel-b enters
+    // staging: production still runs consumers that cannot read v3, and re-validating against
+    // the live inventory alone would hold rel-b, while rel-a, still in flight and ordered
+    // first, is exactly what makes it safe.
+    let h = Harness::start(&estate(
+        r#"{ kind = "simulated" }"#,
+        r#"approval = { required = true, approvers = ["group:release-managers"] }"#,
+    ))
+    .await?;
+    h.seed(&inventory()).await?;
+    let consumers = r#"
+id = "rel-a"
+[[changes]]
+service = "billing-worker"
+version = "1.5.0"
+consumes = { orders-events = "2..=3" }
+[[changes]]
+service = "email-worker"
+version = "3.2.0"
+consumes = { orders-events = "2..=3" }
+"#;
+    let producer = r#"
+id = "rel-b"
+[[changes]]
+service = "orders-api"
+version = "2.0.0"
+produces = { orders-events = 3 }
+"#;
+    let a = h.submit(consumers, &inventory()).await?;
+    let a_state = h.state(&a).await?;
+    let plan_a = a_state.plan.as_ref().expect("planned");
+    let in_flight = [railyard_planner::InFlight {
+        release: a.clone(),
+        sequence: 1,
+        changes: a_state.changes.clone(),
+        remaining: plan_a.steps.iter().map(|s| s.id.clone()).collect(),
+    }];
+    let b = h.submit_after(producer, &inventory(), &in_flight).await?;
+    let plan_b = h.state(&b).await?.plan.expect("planned");
+    assert!(
+        plan_b.external_edges.iter().any(|e| e.release == a),
+        "rel-b waits for rel-a: {:?}",
+        plan_b.external_edges
+    );
+
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let tick = Duration::from_millis(500);
+    h.drive_until(&a, tick, "rel-a waits for its approval", |s| {
+        !s.approvals.is_empty()
+    })
+    .await?;
+    let b_staged = h
+        .drive_until(&b, tick, "rel-b through staging or held", |s| {
+            s.status == Status::Held
+                || s.steps.get("staging:deploy:orders-api")
+                    == Some(&railyard_core::release_state::StepStatus::Succeeded)
+        })
+        .await?;
+    assert_ne!(
+        b_staged.status,
+        Status::Held,
+        "rel-b was held: {:?}",
+        b_staged.hold
+    );
+
+    for release in [&a, &b] {
+        h.drive_until(release, tick, "approval requested", |s| {
+            !s.approvals.is_empty()
+        })
+        .await?;
+        let (status, body) = api
+            .command(
+                "alice",
+                release,
+                "approve",
+                serde_json::json!({"comment": "ok"}),
+            )
+            .await?;
+        assert_eq!(status, 202, "{body}");
+        h.wait_status(release, Status::Completed).await?;
+    }
+    // The order held across releases: rel-a's consumers ran first in each environment.
+    let (a_events, b_events) = (h.events(&a).await?, h.events(&b).await?);
+    assert_eq!(count(&b_events, "release.held").values().sum::<usize>(), 0);
+    let succeeded = |step: String| {
+        a_events
+            .iter()
+            .find(|e| matches!(&e.event, Event::StepSucceeded(o) if o.step == step))
+            .map(|e| e.occurred_at)
+    };
+    let started = |step: String| {
+        b_events
+            .iter()
+            .find(|e| matches!(&e.event, Event::StepStarted(s) if s.step == step))
+            .map(|e| e.occurred_at)
+    };
+    for env in ["staging", "production"] {
+        let producer = started(format!("{env}:deploy:orders-api")).expect("started");
+        for consumer in ["billing-worker", "email-worker"] {
+            let consumer = succeeded(format!("{env}:deploy:{consumer}")).expect("deployed");
+            assert!(consumer <= producer, "{env}: the producer went first");
+        }
+    }
     worker.shutdown().await
 }

@@ -100,6 +100,17 @@ impl Harness {
         release_toml: &str,
         inventory: &Inventory,
     ) -> anyhow::Result<ReleaseId> {
+        self.submit_after(release_toml, inventory, &[]).await
+    }
+
+    /// [`Harness::submit`], planned after the releases `in_flight` (as the planner service
+    /// would with the releases requested before it that have not ended).
+    pub async fn submit_after(
+        &self,
+        release_toml: &str,
+        inventory: &Inventory,
+        in_flight: &[railyard_planner::InFlight],
+    ) -> anyhow::Result<ReleaseId> {
         let file = ReleaseFile::from_toml(release_toml)?;
         let aggregate = AggregateId::Release(file.id.clone());
         let request = ReleaseRequested {
@@ -111,7 +122,7 @@ impl Harness {
             catalog: &self.catalog,
             release: &request,
             inventory,
-            in_flight: &[],
+            in_flight,
         })
         .map_err(|refused| anyhow::anyhow!("the test release is refused: {refused:?}"))?;
         let requested = Envelope::new(

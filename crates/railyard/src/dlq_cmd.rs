@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use railyard_bus::{Bus, BusConfig};
+use railyard_bus::Bus;
 
 /// `railyard dlq ...`.
 #[derive(Debug, Subcommand)]
@@ -33,8 +33,10 @@ pub struct DlqArgs {
     pub nats_url: String,
 }
 
+/// Connects as the NATS user in the environment (`RAILYARD_NATS_USER`,
+/// `RAILYARD_NATS_PASSWORD[_FILE]`), like every other command.
 async fn connect(args: &DlqArgs) -> anyhow::Result<Bus> {
-    Bus::connect(&args.nats_url, BusConfig::default())
+    Bus::connect(&args.nats_url, crate::stack::bus_config(false)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))
 }

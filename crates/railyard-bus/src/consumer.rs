@@ -464,7 +464,7 @@ impl RawConsumer {
             tracing::warn!(
                 stream = self.stream,
                 consumer = %self.name,
-                error = %error,
+                error = %crate::error::with_causes(&error),
                 "pulling messages failed; pulling again"
             );
             tokio::time::sleep(pause).await;

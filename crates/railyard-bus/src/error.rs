@@ -148,6 +148,19 @@ impl BusError {
     }
 }
 
+/// An error with every cause after it (`what: cause: cause`), for log lines, whose `%error`
+/// shows only the first.
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
+}
+
 /// Whether an error (or any of its causes) is a timeout.
 pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);

@@ -107,6 +107,17 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
             services.shutdown(),
         ),
     );
+    // Every promotion worker also copies dead letters into RAILYARD_DLQ (max-deliveries
+    // advisories through one shared durable consumer: several forwarders split the work and
+    // store each dead letter once), so `railyard dlq` sees them in production too.
+    {
+        let (bus, stop) = (bus.clone(), services.shutdown());
+        services.spawn("dead-letters", async move {
+            railyard_bus::run_dlq_forwarder(bus, stop.cancelled_owned())
+                .await
+                .context("dead-letter forwarder")
+        });
+    }
     services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app = railyard_http::ops_router(bus.clone(), metrics).merge(promoter_routes(
         bus.clone(),

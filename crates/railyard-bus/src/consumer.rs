@@ -464,7 +464,7 @@ impl RawConsumer {
             tracing::warn!(
                 stream = self.stream,
                 consumer = %self.name,
-                error = %crate::error::with_causes(&error),
+                error = %crate::error::error_chain(&error),
                 "pulling messages failed; pulling again"
             );
             tokio::time::sleep(pause).await;

@@ -148,9 +148,9 @@ impl BusError {
     }
 }
 
-/// An error with every cause after it (`what: cause: cause`), for log lines, whose `%error`
-/// shows only the first.
-pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error with every cause after it (`what: cause: cause`), for log lines (whose `%error`
+/// shows only the first) and dead-letter reasons.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut current = error.source();
     while let Some(cause) = current {

@@ -23,7 +23,7 @@ pub use bus::Bus;
 pub use config::{BusConfig, NatsCredentials};
 pub use consumer::{ConsumerSpec, DeliverFrom, Delivery, EventConsumer, WorkConsumer, WorkItem};
 pub use dlq::{DeadLetter, run_dlq_forwarder};
-pub use error::{Actual, AppendError, BoxError, BusError};
+pub use error::{Actual, AppendError, BoxError, BusError, error_chain};
 pub use kv::{Lease, LeaseRecord};
 pub use names::event_subject;
 pub use rejected::{Rejection, StoredRejection};

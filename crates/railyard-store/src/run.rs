@@ -324,7 +324,7 @@ async fn apply_batch<P: Projection>(
             Err(refused @ StoreError::Projection { .. }) => {
                 report.refused += 1;
                 let sequence = delivery.stream_sequence;
-                let reason = error_chain(&refused);
+                let reason = railyard_bus::error_chain(&refused);
                 match refusals {
                     Refusals::Skip => span.in_scope(|| {
                         warn!(projection = %store.name(), sequence, error = %reason, "refused delivery skipped in the rebuild")
@@ -350,16 +350,4 @@ async fn apply_batch<P: Projection>(
         });
     }
     Ok(())
-}
-
-/// `error` and its sources, joined by `: `, for a dead letter's reason.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

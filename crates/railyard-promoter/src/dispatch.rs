@@ -19,11 +19,22 @@ use crate::freeze;
 use crate::retire;
 use crate::work::{WorkOrder, step_lease, work_subject};
 
-/// Looks at `release` and acts; `sweep` (a tick number) also re-offers orphaned work.
+/// A sweep's look at a release in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sweep {
+    /// Makes the sweep's offers new messages (not deduplicated against earlier offers).
+    pub(crate) tick: i64,
+    /// Re-offer ready steps even while an offer of the release waits in the queue: the
+    /// backstop for an item that stays there without being delivered any more (it used up
+    /// its deliveries while no dead-letter forwarder ran to take it out).
+    pub(crate) backstop: bool,
+}
+
+/// Looks at `release` and acts; a `sweep` also re-offers orphaned work.
 pub(crate) async fn evaluate(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
-    sweep: Option<i64>,
+    sweep: Option<Sweep>,
 ) -> Result<(), PromoterError> {
     loop {
         let Some(current) = ctx.load(release).await? else {
@@ -44,7 +55,9 @@ pub(crate) async fn evaluate(
             return Ok(());
         }
         let externals = external_states(ctx, state).await?;
-        let tick = sweep.map(|t| format!("/sweep-{t}")).unwrap_or_default();
+        let tick = sweep
+            .map(|s| format!("/sweep-{}", s.tick))
+            .unwrap_or_default();
         match decide::next(state, &ctx.config.catalog, &external_done(&externals)) {
             Next::Wait => {}
             Next::Complete => {
@@ -71,8 +84,8 @@ pub(crate) async fn evaluate(
                 // release still waits in the queue (or is being handled), the worker that takes
                 // it looks at the release again, and re-offering every ready step of every
                 // release each sweep would flood the queue when it is long.
-                let queued =
-                    sweep.is_some() && ctx.bus.work_waiting(&work_subject(release)).await?;
+                let queued = sweep.is_some_and(|s| !s.backstop)
+                    && ctx.bus.work_waiting(&work_subject(release)).await?;
                 for step in steps.into_iter().filter(|_| !queued) {
                     let attempts = current.attempts(&step);
                     let id = format!("{release}/{step}/{attempts}{tick}");

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::PromoterConfig;
-use crate::dispatch::evaluate;
+use crate::dispatch::{Sweep, evaluate};
 use crate::error::PromoterError;
 use crate::exec::{Ctx, NotTaken, execute, take_step};
 use crate::retire::retire;
@@ -141,8 +141,17 @@ async fn dispatch_loop(
                 .deliver(DeliverFrom::All),
         )
         .await?;
-    let mut tick = 0i64;
-    sweep(&ctx, &view, tick).await?;
+    // The first sweep, as the worker starts, is a backstop; so is every BACKSTOP_EVERY-th.
+    let mut sweeps = 0u64;
+    sweep(
+        &ctx,
+        &view,
+        Sweep {
+            tick: 0,
+            backstop: true,
+        },
+    )
+    .await?;
     let mut next_sweep = clock.sleep(ctx.config.sweep_interval);
     let permits = Arc::new(Semaphore::new(DISPATCH_CONCURRENCY));
     let mut running = JoinSet::new();
@@ -167,8 +176,12 @@ async fn dispatch_loop(
                 );
             }
             () = &mut next_sweep => {
-                tick = clock.now().timestamp_millis();
-                if let Err(error) = sweep_once(&ctx, &view, tick).await {
+                sweeps += 1;
+                let at = Sweep {
+                    tick: clock.now().timestamp_millis(),
+                    backstop: sweeps % BACKSTOP_EVERY == 0,
+                };
+                if let Err(error) = sweep_once(&ctx, &view, at).await {
                     warn!(%error, "sweep failed; trying again at the next one");
                 }
                 next_sweep = clock.sleep(ctx.config.sweep_interval);
@@ -246,13 +259,13 @@ fn unblocks_others(event: &Event) -> bool {
 async fn sweep_once(
     ctx: &Arc<Ctx>,
     view: &ProjectionStore<PromoterView>,
-    tick: i64,
+    at: Sweep,
 ) -> Result<(), PromoterError> {
     let Some(lease) = ctx.bus.acquire_lease(SWEEP_LEASE, ctx.worker()).await? else {
         debug!("another worker is sweeping");
         return Ok(());
     };
-    let swept = sweep(ctx, view, tick).await;
+    let swept = sweep(ctx, view, at).await;
     if let Err(error) = lease.release().await {
         debug!(%error, "sweep lease already gone");
     }
@@ -262,10 +275,14 @@ async fn sweep_once(
 /// The lease the sweeping worker holds.
 const SWEEP_LEASE: &str = "sweep";
 
+/// Every how many sweeps of a worker one re-offers ready steps even while the queue holds
+/// an offer for their release (see [`Sweep::backstop`]).
+const BACKSTOP_EVERY: u64 = 4;
+
 async fn sweep(
     ctx: &Arc<Ctx>,
     view: &ProjectionStore<PromoterView>,
-    tick: i64,
+    at: Sweep,
 ) -> Result<(), PromoterError> {
     let active = view::active(view).await?;
     debug!(releases = active.len(), "sweeping releases in flight");
@@ -273,7 +290,7 @@ async fn sweep(
         .for_each_concurrent(DISPATCH_CONCURRENCY, |(id, _)| {
             let ctx = ctx.clone();
             async move {
-                if let Err(error) = evaluate(&ctx, &id, Some(tick)).await {
+                if let Err(error) = evaluate(&ctx, &id, Some(at)).await {
                     warn!(release = %id, %error, "cannot look at the release during the sweep");
                 }
             }

@@ -324,6 +324,43 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
             format!(":leftwards_arrow_with_hook: *Undone* `{}`", esc(&o.step)),
             (!o.detail.is_empty()).then(|| esc(&o.detail)),
         ),
+        Event::ColourRetired(r) if r.ok => step_note(
+            &r.step,
+            Verbosity::All,
+            format!(
+                ":broom: *Old colour retired* `{}` of `{}`",
+                esc(&r.colour),
+                esc(&r.step)
+            ),
+            (!r.detail.is_empty()).then(|| esc(&r.detail)),
+        ),
+        Event::ColourRetired(r) => step_note(
+            &r.step,
+            Verbosity::Exceptions,
+            format!(
+                ":warning: *Old colour NOT retired* `{}` of `{}`: it still runs, take it down by hand",
+                esc(&r.colour),
+                esc(&r.step)
+            ),
+            Some(format!("*Why:* {}", esc(&r.detail))),
+        ),
+        Event::FreezeOverridden(f) => {
+            let mut blocks = Blocks::new();
+            blocks.section(&format!(
+                ":rotating_light: *Emergency: the freeze of {} overridden* by *{actor}* — {}",
+                esc(f.env.as_str()),
+                esc(&f.reason)
+            ));
+            blocks.context(&context(view, &[f.env.to_string()], &all_changes));
+            note(
+                Verbosity::Exceptions,
+                blocks,
+                &format!(
+                    "{}: the freeze of {} overridden by {}: {}",
+                    view.id, f.env, envelope.actor, f.reason
+                ),
+            )
+        }
         Event::GateEvaluated(g) if !g.passed => {
             let step = view.step(&g.step).cloned();
             let env = step

@@ -1,5 +1,6 @@
-//! The message sequence Slack receives for a full release, a rolled-back one, a held one and
-//! a refused one, as the planner and the promoter would append their events: snapshots of
+//! The message sequence Slack receives for a full release, a rolled-back one, a held one, a
+//! refused one, and one let through a freeze that retires blue-green colours, as the planner
+//! and the promoter would append their events: snapshots of
 //! the exact JSON of every call the stand-in accepted (Web API transport, two channels with
 //! `all` and `changes` verbosity).
 
@@ -11,7 +12,8 @@ use common::*;
 use railyard_core::Event;
 use railyard_core::SystemClock;
 use railyard_core::event::{
-    Reasoned, ReleaseHeld, ReleaseRejected, ReleaseRolledBack, StepOutcome,
+    ColourRetired, FreezeOverridden, Reasoned, ReleaseHeld, ReleaseRejected, ReleaseRolledBack,
+    StepOutcome,
 };
 use railyard_testkit::NatsServer;
 
@@ -160,5 +162,53 @@ async fn a_refused_release() -> anyhow::Result<()> {
     })
     .await?;
     snapshot("refused_release", &calls);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_emergency_override_and_retired_colours() -> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-bg";
+        let b = &bus;
+        request_and_plan(b, id).await?;
+        let p = plan(id);
+        let s: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        append(
+            b,
+            id,
+            "alice",
+            vec![Event::FreezeOverridden(FreezeOverridden {
+                env: railyard_core::EnvName::new("production")?,
+                reason: "checkout is down; the fix is in this release".into(),
+            })],
+        )
+        .await?;
+        for step in &s[..2] {
+            append(b, id, "railyard-promoter", vec![started(step)]).await?;
+            append(b, id, "railyard-promoter", vec![succeeded(step)]).await?;
+        }
+        append(
+            b,
+            id,
+            "railyard-promoter",
+            vec![
+                Event::ColourRetired(ColourRetired {
+                    step: s[0].into(),
+                    colour: "blue".into(),
+                    ok: true,
+                    detail: "exit 0".into(),
+                }),
+                Event::ColourRetired(ColourRetired {
+                    step: s[1].into(),
+                    colour: "green".into(),
+                    ok: false,
+                    detail: "exit 1: scale-down.sh: no such deployment".into(),
+                }),
+            ],
+        )
+        .await
+    })
+    .await?;
+    snapshot("override_and_colours", &calls);
     Ok(())
 }

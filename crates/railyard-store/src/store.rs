@@ -24,6 +24,7 @@ pub struct StoreConfig {
     temporary: bool,
     cache_capacity: Option<u64>,
     flush_every: Option<Duration>,
+    lock_wait: Duration,
 }
 
 impl StoreConfig {
@@ -34,6 +35,7 @@ impl StoreConfig {
             temporary: false,
             cache_capacity: None,
             flush_every: Some(Duration::from_millis(500)),
+            lock_wait: Duration::from_secs(5),
         }
     }
 
@@ -54,6 +56,14 @@ impl StoreConfig {
     /// crash, always as whole deliveries with their checkpoint, so the stream redelivers them.
     pub fn flush_every(mut self, every: Option<Duration>) -> StoreConfig {
         self.flush_every = every;
+        self
+    }
+
+    /// How long opening waits for the directory's lock while another handle on it (in this
+    /// process: one just dropped, whose background flusher has not let go yet) still holds it
+    /// (default 5 s); then the open fails, naming the lock.
+    pub fn lock_wait(mut self, wait: Duration) -> StoreConfig {
+        self.lock_wait = wait;
         self
     }
 
@@ -106,10 +116,25 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let db = tokio::task::spawn_blocking(move || config.sled().open())
-            .await
-            .map_err(|source| open_error(Box::new(source)))?
-            .map_err(|source| open_error(Box::new(source)))?;
+        let waited = std::time::Instant::now();
+        let db = loop {
+            let sled = config.sled();
+            let opened = tokio::task::spawn_blocking(move || sled.open())
+                .await
+                .map_err(|source| open_error(Box::new(source)))?;
+            match opened {
+                Ok(db) => break db,
+                // sled drops a database's file lock from a background thread: a handle just
+                // dropped may hold it a moment longer.
+                Err(error)
+                    if error.to_string().contains("could not acquire lock")
+                        && waited.elapsed() < config.lock_wait =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => return Err(open_error(Box::new(error))),
+            }
+        };
         info!(path = %path.display(), recovered = db.was_recovered(), "store opened");
         Ok(Store {
             inner: Arc::new(StoreInner {

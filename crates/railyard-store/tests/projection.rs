@@ -403,10 +403,41 @@ async fn store_misuse_is_refused_with_what_to_do() {
     assert_eq!(other.checkpoint().await.unwrap(), 0);
     assert_eq!(other.get(count_key()).await.unwrap(), None);
 
-    // A second process (here: a second open) cannot take the same directory.
-    let locked = Store::open(StoreConfig::new(dir.path())).await.unwrap_err();
+    // A second process (here: a second open, not waiting for the lock) cannot take the same
+    // directory.
+    let locked = Store::open(StoreConfig::new(dir.path()).lock_wait(std::time::Duration::ZERO))
+        .await
+        .unwrap_err();
     assert!(
         locked.to_string().starts_with("cannot open the store at "),
         "{locked}"
     );
+}
+
+#[tokio::test]
+async fn opening_waits_for_the_lock_of_a_handle_being_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(StoreConfig::new(dir.path())).await.unwrap();
+    // While the first handle lives, a second open without waiting fails and names the lock.
+    let refused = Store::open(StoreConfig::new(dir.path()).lock_wait(std::time::Duration::ZERO))
+        .await
+        .expect_err("the directory is locked");
+    assert!(
+        refused
+            .to_string()
+            .contains(&dir.path().display().to_string()),
+        "{refused}"
+    );
+    assert!(
+        format!("{refused:?}").contains("could not acquire lock"),
+        "{refused:?}"
+    );
+    // Dropped while a second open waits: the second one gets the directory.
+    let dropper = tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        drop(first);
+    });
+    let second = Store::open(StoreConfig::new(dir.path())).await;
+    dropper.await.unwrap();
+    assert!(second.is_ok(), "{:?}", second.err());
 }

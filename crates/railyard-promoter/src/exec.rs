@@ -778,6 +778,24 @@ impl Recorder<'_> {
 #[derive(Debug)]
 struct Lost;
 
+/// Runs `work` as the only holder of lease `key` across workers (and tasks of this worker),
+/// renewing it meanwhile; `None` when someone else holds it or it was lost on the way.
+pub(crate) async fn exclusively<T>(
+    ctx: &Arc<Ctx>,
+    key: &str,
+    work: impl Future<Output = Result<T, PromoterError>>,
+) -> Result<Option<T>, PromoterError> {
+    let Some(_claim) = ctx.claim(key) else {
+        return Ok(None);
+    };
+    let Some(mut lease) = ctx.bus.acquire_lease(key, ctx.worker()).await? else {
+        return Ok(None);
+    };
+    let result = guarded(ctx, &mut lease, work).await;
+    let _ = lease.release().await;
+    result.transpose()
+}
+
 /// Runs `work` while renewing `lease` on the clock; `None` when the lease was lost.
 pub(crate) async fn guarded<T>(
     ctx: &Ctx,

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::adapter::DEFAULT_TIMEOUT;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, blue_green, guarded, other_colour, target_for};
+use crate::exec::{Ctx, append_at, blue_green, exclusively, other_colour, target_for};
 use crate::inventory;
 use crate::work::retire_lease;
 
@@ -45,16 +45,9 @@ pub(crate) fn pending<'a>(
 
 /// Retires the old colours of `release` (see the module documentation).
 pub(crate) async fn retire(ctx: &Arc<Ctx>, release: &ReleaseId) -> Result<(), PromoterError> {
-    let key = retire_lease(release);
-    let Some(_claim) = ctx.claim(&key) else {
-        return Ok(());
-    };
-    let Some(mut lease) = ctx.bus.acquire_lease(&key, ctx.worker()).await? else {
-        return Ok(()); // another worker is at it
-    };
-    let result = guarded(ctx, &mut lease, retire_all(ctx, release)).await;
-    let _ = lease.release().await;
-    result.unwrap_or(Ok(()))
+    // Nothing to do when another worker is at it.
+    exclusively(ctx, &retire_lease(release), retire_all(ctx, release)).await?;
+    Ok(())
 }
 
 async fn retire_all(ctx: &Ctx, release: &ReleaseId) -> Result<(), PromoterError> {

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::adapter::{DEFAULT_TIMEOUT, Form, Target};
 use crate::decide;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, guarded, target_for};
+use crate::exec::{Ctx, append_at, exclusively, target_for};
 use crate::inventory;
 use crate::work::{rollback_lease, step_lease};
 
@@ -45,16 +45,11 @@ pub(crate) async fn roll_back(
     env: &EnvName,
     reason: &str,
 ) -> Result<RollbackEnd, PromoterError> {
-    let key = rollback_lease(release);
-    let Some(_claim) = ctx.claim(&key) else {
-        return Ok(RollbackEnd::Done);
-    };
-    let Some(mut lease) = ctx.bus.acquire_lease(&key, ctx.worker()).await? else {
-        return Ok(RollbackEnd::Done); // another worker is rolling it back
-    };
-    let result = guarded(ctx, &mut lease, undo_all(ctx, release, env, reason)).await;
-    let _ = lease.release().await;
-    result.unwrap_or(Ok(RollbackEnd::Done))
+    // Nothing to do when another worker is rolling it back.
+    let work = undo_all(ctx, release, env, reason);
+    Ok(exclusively(ctx, &rollback_lease(release), work)
+        .await?
+        .unwrap_or(RollbackEnd::Done))
 }
 
 fn migration_has_rollback(ctx: &Ctx, step: &Step) -> bool {

@@ -122,6 +122,13 @@ async fn happy_path_is_planned_approved_completed_and_audited_once() -> anyhow::
         .filter(|k| *k != "service.deployed")
         .collect();
     assert_eq!(kinds_sse, kinds);
+    // Those inventory events (on `inventory.<env>`) are the release's timeline, not anomalies
+    // of its fold: a clean release reports none.
+    assert!(
+        sse.iter().any(|(_, kind)| kind == "service.deployed"),
+        "{sse:?}"
+    );
+    assert_eq!(status["anomalies"], json!([]), "{status}");
     let (code, verify) = stack
         .post_json("/v1/audit/verify", &stack.tokens.auditor, &json!({}))
         .await?;
@@ -721,6 +728,9 @@ async fn an_operator_holds_a_release_and_resumes_it_with_the_cli() -> anyhow::Re
         text.contains("held: held by ops: incident in checkout"),
         "{text}"
     );
+    // Nothing failed, so the hold suggests resuming, not retrying.
+    assert!(text.contains("`railyard resume rel-pause`"), "{text}");
+    assert!(!text.contains("railyard retry"), "{text}");
 
     // The approval is taken while held, but no production step starts until resumed.
     stack.approve(&id).await?;

@@ -14,7 +14,7 @@ use crate::plan::{Action, Plan, Refusal, StepId};
 use crate::release::Change;
 
 /// Where a release is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Asked for, waiting for the planner.

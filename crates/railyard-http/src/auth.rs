@@ -165,6 +165,31 @@ impl Tokens {
         })
     }
 
+    /// This table with every token of `other` added (an entry of `other` wins when both hold
+    /// the same hash).
+    pub fn merged(&self, other: &Tokens) -> Tokens {
+        let mut by_hash = (*self.by_hash).clone();
+        by_hash.extend(
+            other
+                .by_hash
+                .iter()
+                .map(|(hash, entry)| (*hash, entry.clone())),
+        );
+        Tokens {
+            by_hash: Arc::new(by_hash),
+        }
+    }
+
+    /// How many tokens it admits.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether it admits no token.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
     /// The identity a bearer token belongs to.
     pub fn verify(&self, token: &str) -> Option<Identity> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();

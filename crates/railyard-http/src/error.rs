@@ -56,6 +56,12 @@ impl ApiError {
         )
     }
 
+    /// 403: authenticated, with the role, but a rule refuses this identity this action;
+    /// `rule` names it in a few words (`requester cannot approve`).
+    pub fn refused(rule: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, rule, detail, "Authorization")
+    }
+
     /// 404: nothing there.
     pub fn not_found(detail: impl Into<String>, path: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not found", detail, path)

@@ -62,12 +62,15 @@ pub struct ReleaseSubmitArgs {
     pub url: String,
     /// A token with the publisher role.
     #[arg(long, env = "RAILYARD_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
 }
 
 /// A command that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// No token was given.
+    #[error("no token: pass --token or set RAILYARD_TOKEN to a token with the publisher role")]
+    NoToken,
     /// The identity is empty.
     #[error("--identity is empty: name who the token belongs to")]
     EmptyIdentity,
@@ -135,6 +138,7 @@ impl TokenCreateArgs {
 impl ReleaseSubmitArgs {
     /// Submits the file; returns the answer's body (`{"outcome": "accepted", ...}`).
     pub async fn run(&self) -> Result<String, CliError> {
+        let token = self.token.as_deref().ok_or(CliError::NoToken)?;
         let body = std::fs::read(&self.file).map_err(|source| CliError::Read {
             path: self.file.clone(),
             source,
@@ -143,7 +147,7 @@ impl ReleaseSubmitArgs {
         let url = format!("{}/v1/releases", self.url.trim_end_matches('/'));
         let response = reqwest::Client::new()
             .post(&url)
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 if json {

@@ -28,7 +28,7 @@ async fn a_submitted_release_is_requested_by_the_tokens_identity() -> anyhow::Re
     let submit = ReleaseSubmitArgs {
         file: file.clone(),
         url: harness.url.clone(),
-        token: harness.publisher.clone(),
+        token: Some(harness.publisher.clone()),
     };
     let answer: serde_json::Value = serde_json::from_str(&submit.run().await?)?;
     assert_eq!(answer["outcome"], "accepted", "{answer}");
@@ -87,22 +87,37 @@ async fn a_submitted_release_is_requested_by_the_tokens_identity() -> anyhow::Re
     let answer = ReleaseSubmitArgs {
         file: json_file,
         url: harness.url.clone(),
-        token: harness.publisher.clone(),
+        token: Some(harness.publisher.clone()),
     }
     .run()
     .await?;
     assert!(answer.contains("accepted"), "{answer}");
     // Without the publisher role: 403.
     match (ReleaseSubmitArgs {
-        file,
+        file: file.clone(),
         url: harness.url.clone(),
-        token: harness.auditor.clone(),
+        token: Some(harness.auditor.clone()),
     })
     .run()
     .await
     {
         Err(CliError::Refused { status: 403, .. }) => {}
         other => panic!("expected 403, got {other:?}"),
+    }
+    // Without a token (neither --token nor RAILYARD_TOKEN): says how to give one.
+    match (ReleaseSubmitArgs {
+        file,
+        url: harness.url.clone(),
+        token: None,
+    })
+    .run()
+    .await
+    {
+        Err(error @ CliError::NoToken) => assert_eq!(
+            error.to_string(),
+            "no token: pass --token or set RAILYARD_TOKEN to a token with the publisher role"
+        ),
+        other => panic!("expected no token, got {other:?}"),
     }
     Ok(())
 }

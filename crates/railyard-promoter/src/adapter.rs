@@ -32,8 +32,12 @@ pub struct Target {
     pub attempt: u32,
     /// `{service}`.
     pub service: Option<String>,
-    /// `{version}`.
+    /// `{version}`: the version a deploy brings; in a rollback, the version rolled back *to*
+    /// (empty when the service did not run in the environment before the release).
     pub version: Option<String>,
+    /// `{from_version}`: in a rollback, the version being undone (the release's); empty in
+    /// a deploy.
+    pub from_version: Option<String>,
     /// `{artifact}`.
     pub artifact: Option<String>,
     /// `{to}` (migrations).
@@ -50,6 +54,7 @@ impl Target {
         vec![
             ("service", text(&self.service)),
             ("version", text(&self.version)),
+            ("from_version", text(&self.from_version)),
             ("artifact", text(&self.artifact)),
             (
                 "env",
@@ -518,6 +523,7 @@ mod tests {
             attempt: 1,
             service: Some("orders-api".into()),
             version: Some("2.4.0".into()),
+            from_version: None,
             artifact: Some("pkg:oci/orders-api@sha256%3A0b".into()),
             to: None,
             weight: 10,

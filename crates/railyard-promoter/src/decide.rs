@@ -197,15 +197,18 @@ pub fn latest_applied_env(state: &ReleaseState, catalog: &Catalog) -> Option<Env
         .cloned()
 }
 
-/// The commands an operator can run on a held release, spelled out for the hold reason.
-pub fn operator_commands(release: &ReleaseId, step: Option<&str>) -> String {
-    let retry = match step {
-        Some(step) => format!("`railyard retry {release} --step {step}`"),
-        None => format!("`railyard retry {release}`"),
-    };
-    format!(
-        "to continue, run `railyard resume {release}` (after fixing the cause), {retry} (run the failed step again) or `railyard rollback {release}` (undo this environment)"
-    )
+/// The commands an operator can run on a held release, spelled out for the hold reason:
+/// `retry` only when a step failed (`failed`), since it runs that step again; otherwise resume
+/// or roll back.
+pub fn operator_commands(release: &ReleaseId, failed: Option<&str>) -> String {
+    match failed {
+        Some(step) => format!(
+            "to continue, run `railyard resume {release}` (after fixing the cause), `railyard retry {release} --step {step}` (run the failed step again) or `railyard rollback {release}` (undo this environment)"
+        ),
+        None => format!(
+            "to continue, run `railyard resume {release}` (when the cause is gone) or `railyard rollback {release}` (undo this environment)"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +408,11 @@ mod tests {
                 Some("production:verify:a")
             ),
             "to continue, run `railyard resume rel-1` (after fixing the cause), `railyard retry rel-1 --step production:verify:a` (run the failed step again) or `railyard rollback rel-1` (undo this environment)"
+        );
+        // Nothing failed (a manual hold, a re-validation hold): there is nothing to retry.
+        assert_eq!(
+            operator_commands(&ReleaseId::new("rel-1").unwrap(), None),
+            "to continue, run `railyard resume rel-1` (when the cause is gone) or `railyard rollback rel-1` (undo this environment)"
         );
     }
 }

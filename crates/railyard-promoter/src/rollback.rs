@@ -248,6 +248,7 @@ async fn undo(
                 let at = Target {
                     colour: Some(old.clone()),
                     version: Some(prev.version.clone()),
+                    from_version: target.version.clone(),
                     artifact: prev.artifact.clone(),
                     ..target.clone()
                 };
@@ -268,11 +269,14 @@ async fn undo(
             }
             let (form, at, how) = match (&previous, deploy.has_rollback(), deploy) {
                 (_, true, _) => {
-                    let mut at = target.clone();
-                    if let Some(prev) = &previous {
-                        at.version = Some(prev.version.clone());
-                        at.artifact = prev.artifact.clone();
-                    }
+                    // `{version}` is what it goes back to (nothing when it is new here),
+                    // `{from_version}` what is undone.
+                    let at = Target {
+                        version: previous.as_ref().map(|p| p.version.clone()),
+                        artifact: previous.as_ref().and_then(|p| p.artifact.clone()),
+                        from_version: target.version.clone(),
+                        ..target.clone()
+                    };
                     (
                         Form::Rollback,
                         at,
@@ -282,6 +286,7 @@ async fn undo(
                 (Some(prev), false, _) => {
                     let at = Target {
                         version: Some(prev.version.clone()),
+                        from_version: target.version.clone(),
                         artifact: prev.artifact.clone(),
                         ..target.clone()
                     };
@@ -295,7 +300,10 @@ async fn undo(
                     },
                 ) => (
                     Form::Remove,
-                    target.clone(),
+                    Target {
+                        from_version: target.version.clone(),
+                        ..target.clone()
+                    },
                     "with the remove form (it is new here)".to_owned(),
                 ),
                 (None, false, _) => {

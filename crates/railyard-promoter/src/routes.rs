@@ -167,7 +167,7 @@ async fn command(
         let Some(current) = folded else {
             return Err(ApiError::not_found(
                 format!(
-                    "release {release} does not exist: check the id (`railyard release watch` lists them)"
+                    "release {release} does not exist: check the id (`railyard release list` lists them)"
                 ),
                 "id",
             ));
@@ -281,13 +281,13 @@ fn decide(
                 ));
             }
             let (step, approvers) = pending_approval(state, body)?;
-            check_approver(state, who, &step, &approvers, catalog)?;
             let env = state
                 .plan
                 .as_ref()
                 .and_then(|p| p.step(&step))
                 .map(|s| s.env.to_string())
                 .unwrap_or_default();
+            check_approver(state, who, &env, &step, &approvers, catalog)?;
             if cmd == Command::Approve {
                 Ok(Decision {
                     events: vec![
@@ -583,12 +583,15 @@ fn override_freeze(
     }
     let approvers = catalog.approvers(&env.name).to_vec();
     if approvers.is_empty() {
-        return Err(ApiError::forbidden(format!(
-            "{env_name} lists no approvers, so nobody may override its freeze: add [environments.approval] approvers to the catalog"
-        )));
+        return Err(ApiError::refused(
+            format!("no approvers for {env_name}"),
+            format!(
+                "{env_name} lists no approvers, so nobody may override its freeze: add [environments.approval] approvers to the catalog"
+            ),
+        ));
     }
     let what = format!("the freeze of {env_name}");
-    check_approver(state, who, &what, &approvers, catalog)?;
+    check_approver(state, who, env_name, &what, &approvers, catalog)?;
     let mut events = vec![Event::FreezeOverridden(FreezeOverridden {
         env: env.name.clone(),
         reason: reason.to_owned(),
@@ -616,9 +619,12 @@ fn override_freeze(
     })
 }
 
+/// Refusals name their rule in `error` (`requester cannot approve`) and say why and what to do
+/// in `detail`.
 fn check_approver(
     state: &ReleaseState,
     who: &Identity,
+    env: &str,
     step: &str,
     approvers: &[String],
     catalog: &Catalog,
@@ -633,27 +639,36 @@ fn check_approver(
             None => who.is(entry),
         });
     if !listed {
-        return Err(ApiError::forbidden(format!(
-            "{} may not decide {step}: the approvers are {} — ask one of them",
-            who.name,
-            approvers.join(", ")
-        )));
+        return Err(ApiError::refused(
+            format!("not an approver for {env}"),
+            format!(
+                "{} may not decide {step}: the approvers are {} — ask one of them",
+                who.name,
+                approvers.join(", ")
+            ),
+        ));
     }
     if who.is(&state.requested_by) {
-        return Err(ApiError::forbidden(format!(
-            "{} requested release {} and may not approve it: another approver must",
-            who.name, state.id
-        )));
+        return Err(ApiError::refused(
+            "requester cannot approve",
+            format!(
+                "{} requested release {} and may not approve it: another approver must",
+                who.name, state.id
+            ),
+        ));
     }
     if let Some(change) = state
         .changes
         .iter()
         .find(|c| c.authors.iter().any(|a| who.is(a)))
     {
-        return Err(ApiError::forbidden(format!(
-            "{} authored {} {} in release {} and may not approve it: another approver must",
-            who.name, change.service, change.version, state.id
-        )));
+        return Err(ApiError::refused(
+            "author cannot approve",
+            format!(
+                "{} authored {} {} in release {} and may not approve it: another approver must",
+                who.name, change.service, change.version, state.id
+            ),
+        ));
     }
     Ok(())
 }

@@ -53,29 +53,31 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
     assert!(state.steps.iter().all(|(s, st)| !s.starts_with("staging:")
         || *st == railyard_core::release_state::StepStatus::Succeeded));
 
+    // Each refusal names the rule that refused it in `error`, and says why in `detail`.
     let refused = [
         (
             "eve",
-            403,
+            "not an approver for production",
             "eve may not decide production:approve:rel-1: the approvers are carol, github:dave, group:release-managers",
         ),
-        ("ops", 403, "ops does not have the approver role"),
+        ("ops", "role missing", "ops does not have the approver role"),
         (
             "carol",
-            403,
+            "requester cannot approve",
             "carol requested release rel-1 and may not approve it",
         ),
         (
             "dave",
-            403,
+            "author cannot approve",
             "dave authored orders-api 2.0.0 in release rel-1 and may not approve it",
         ),
     ];
-    for (who, status, detail) in refused {
+    for (who, error, detail) in refused {
         let (got, body) = api
             .command(who, &id, "approve", json!({"comment": "lgtm"}))
             .await?;
-        assert_eq!(got, status, "{who}: {body}");
+        assert_eq!(got, 403, "{who}: {body}");
+        assert_eq!(body["error"], error, "{who}: {body}");
         assert!(
             body["detail"].as_str().unwrap().starts_with(detail),
             "{who}: {body}"

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 fn catalog(h_dir: &std::path::Path, health: &str, policy: &str) -> String {
     let file = h_dir.join("invocations.log");
     let deploy = format!(
-        r#"{{ kind = "command", run = ["sh", "-c", "echo deploy {{env}} {{service}} {{version}} >> {f}"], rollback = ["sh", "-c", "echo rollback {{env}} {{service}} {{version}} >> {f}"] }}"#,
+        r#"{{ kind = "command", run = ["sh", "-c", "echo deploy {{env}} {{service}} {{version}} >> {f}"], rollback = ["sh", "-c", "echo rollback {{env}} {{service}} {{version}} from {{from_version}} >> {f}"] }}"#,
         f = file.display()
     );
     let mut text = estate(&deploy, &format!("on_failure = \"{policy}\""));
@@ -89,7 +89,11 @@ async fn a_failing_production_gate_rolls_production_back_in_reverse_order() -> a
     let lines = invocations(&counter_file(&dir));
     let rollbacks: Vec<&String> = lines.iter().filter(|l| l.starts_with("rollback")).collect();
     assert_eq!(rollbacks.len(), 3, "{lines:?}");
-    assert_eq!(rollbacks[0], "rollback production orders-api 1.0.0");
+    // `{version}` is the version rolled back to, `{from_version}` the one undone.
+    assert_eq!(
+        rollbacks[0],
+        "rollback production orders-api 1.0.0 from 2.0.0"
+    );
     let Some(Event::ReleaseRolledBack(end)) = events.last().map(|e| &e.event) else {
         panic!("{:?}", types(&events))
     };

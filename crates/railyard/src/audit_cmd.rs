@@ -32,6 +32,7 @@ pub enum ReleaseCmd {
 
 /// Flags of `railyard audit serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::env_help::SERVICE)]
 pub struct ServeArgs {
     /// The NATS server or cluster.
     #[arg(

@@ -49,7 +49,15 @@ pub struct DemoArgs {
 
 /// Health of every `<service>/<env>` the gates ask about: healthy unless marked failing.
 #[derive(Clone, Default)]
-struct Health(Arc<Mutex<BTreeSet<String>>>);
+pub struct Health(Arc<Mutex<BTreeSet<String>>>);
+
+/// The example estate's health endpoints (`GET /health/<service>/<env>`), answering from
+/// `state`; `railyard dev` serves them for the bundled example too.
+pub fn health_router(state: Health) -> axum::Router {
+    axum::Router::new()
+        .route("/health/{service}/{env}", axum::routing::get(health))
+        .with_state(state)
+}
 
 async fn health(
     State(state): State<Health>,
@@ -180,11 +188,8 @@ async fn play(args: &DemoArgs, stack: &Stack, data: &std::path::Path) -> anyhow:
         ));
     let addr = services.serve_http("127.0.0.1:0".parse()?, app).await?;
     let health_state = Health::default();
-    let health_app = axum::Router::new()
-        .route("/health/{service}/{env}", axum::routing::get(health))
-        .with_state(health_state.clone());
     services
-        .serve_http(args.health_listen, health_app)
+        .serve_http(args.health_listen, health_router(health_state.clone()))
         .await
         .context("the demo serves the gates' health endpoints")?;
     let base = format!("http://{addr}");

@@ -12,15 +12,49 @@ use railyard_core::{Catalog, SystemClock};
 use crate::services::Services;
 use crate::stack::Stack;
 
+/// The catalog file `railyard dev` looks for in the current directory.
+const DEFAULT_CATALOG: &str = "railyard.toml";
+
+/// The example estate bundled in the binary (`deploy/examples/`), served by `railyard dev`
+/// when there is no catalog to use.
+const EXAMPLE_ESTATE: &[(&str, &str)] = &[
+    (
+        "railyard.toml",
+        include_str!("../../../deploy/examples/railyard.toml"),
+    ),
+    (
+        "inventory.json",
+        include_str!("../../../deploy/examples/inventory.json"),
+    ),
+    (
+        "release-orders-v3.toml",
+        include_str!("../../../deploy/examples/release-orders-v3.toml"),
+    ),
+    (
+        "release-orders-v4-unsafe.toml",
+        include_str!("../../../deploy/examples/release-orders-v4-unsafe.toml"),
+    ),
+    (
+        "release-pricing-6.toml",
+        include_str!("../../../deploy/examples/release-pricing-6.toml"),
+    ),
+];
+
 /// Flags of `railyard dev`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::env_help::DEV)]
 pub struct DevArgs {
     /// Use this NATS server instead of starting one.
     #[arg(long, env = "RAILYARD_NATS_URL")]
     pub nats_url: Option<String>,
-    /// The catalog every service uses.
-    #[arg(long, env = "RAILYARD_CATALOG", default_value = "railyard.toml")]
-    pub catalog: PathBuf,
+    /// The catalog every service uses [default: railyard.toml; when there is none, the
+    /// bundled example estate, written to <data-dir>/example].
+    #[arg(long, env = "RAILYARD_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// A tokens file (TOML of SHA-256 hashes, INTERFACES §7) whose identities are admitted
+    /// besides the printed dev-<role> tokens: make one with `railyard token create`.
+    #[arg(long, env = "RAILYARD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// Where the embedded NATS and the read models keep their data.
     #[arg(long, default_value = ".railyard")]
     pub data_dir: PathBuf,
@@ -106,16 +140,66 @@ pub fn dev_tokens() -> (
     (tokens, printed)
 }
 
+/// The catalog `railyard dev` uses: `--catalog`, else `railyard.toml` here, else the bundled
+/// example estate written to `<data_dir>/example` (saying so on stdout). The flag says whether
+/// it is the example.
+fn choose_catalog(args: &DevArgs) -> anyhow::Result<(PathBuf, bool)> {
+    if let Some(path) = &args.catalog {
+        return Ok((path.clone(), false));
+    }
+    let here = PathBuf::from(DEFAULT_CATALOG);
+    if here.exists() {
+        return Ok((here, false));
+    }
+    let dir = args.data_dir.join("example");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, text) in EXAMPLE_ESTATE {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "no {DEFAULT_CATALOG} here: serving the bundled example estate from {} (pass --catalog to use yours)",
+        dir.display()
+    );
+    Ok((dir.join(DEFAULT_CATALOG), true))
+}
+
 /// Runs the development stack until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let catalog = load_catalog(&args.catalog)?;
+    let (catalog_path, example) = choose_catalog(&args)?;
+    let catalog = load_catalog(&catalog_path)?;
+    let file_tokens = crate::promoter_cmd::load_tokens(args.tokens_file.as_deref())?;
     let stack = Stack::start(args.nats_url.as_deref(), &args.data_dir, args.nats_port).await?;
-    let served = serve(&args, catalog, &stack).await;
+    let served = serve(
+        &args,
+        Chosen {
+            catalog,
+            catalog_path,
+            example,
+            file_tokens,
+        },
+        &stack,
+    )
+    .await;
     let stopped = stack.stop().await;
     served.and(stopped)
 }
 
-async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Result<()> {
+/// What `run` settled before starting the services.
+struct Chosen {
+    catalog: Catalog,
+    catalog_path: PathBuf,
+    example: bool,
+    file_tokens: railyard_http::Tokens,
+}
+
+async fn serve(args: &DevArgs, chosen: Chosen, stack: &Stack) -> anyhow::Result<()> {
+    let Chosen {
+        catalog,
+        catalog_path,
+        example,
+        file_tokens,
+    } = chosen;
     let bus = stack.bus.clone();
     let mut services = Services::new();
     let stop = services.shutdown();
@@ -141,6 +225,7 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
     );
 
     let (tokens, printed) = dev_tokens();
+    let tokens = tokens.merged(&file_tokens);
     services.spawn(
         "promoter",
         crate::promoter_cmd::promoter_task(
@@ -170,8 +255,8 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
         ),
     }
     services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let mut intake = railyard_intake::IntakeConfig::from_env(&args.catalog)
-        .with_context(|| args.catalog.display().to_string())?;
+    let mut intake = railyard_intake::IntakeConfig::from_env(&catalog_path)
+        .with_context(|| catalog_path.display().to_string())?;
     intake.tokens = tokens.clone();
     intake.metrics = metrics.clone();
     let intake_routes = crate::intake_cmd::start(&mut services, intake, bus.clone());
@@ -191,6 +276,17 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
             catalog.clone(),
             tokens.clone(),
         ));
+    if example {
+        // The example's gates ask http://127.0.0.1:7801/health/<service>/<env>: serve the
+        // demo's stand-in there, healthy, so releases of the example can complete.
+        let listen: SocketAddr = ([127, 0, 0, 1], 7801).into();
+        if let Err(error) = services
+            .serve_http(listen, crate::demo::health_router(Default::default()))
+            .await
+        {
+            tracing::warn!(%listen, error = %format!("{error:#}"), "cannot serve the example's health endpoints: its gates will fail");
+        }
+    }
     let addr = services.serve_http(args.listen, app).await?;
     // One line a script can wait for.
     println!(
@@ -203,6 +299,23 @@ async fn serve(args: &DevArgs, catalog: Catalog, stack: &Stack) -> anyhow::Resul
     );
     for (role, identity, token) in printed {
         println!("  token for {identity} ({}): {token}", role.as_str());
+    }
+    if !file_tokens.is_empty() {
+        println!(
+            "  and the {} token(s) of {}",
+            file_tokens.len(),
+            args.tokens_file
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    if example {
+        let dir = args.data_dir.join("example");
+        println!(
+            "  try: RAILYARD_TOKEN=<dev-publisher token> railyard release submit {}",
+            dir.join("release-orders-v3.toml").display()
+        );
     }
     services.run_until_signal().await
 }

@@ -13,6 +13,7 @@ use crate::services::Services;
 
 /// Flags of `railyard intake`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::env_help::INTAKE)]
 pub struct IntakeArgs {
     /// The NATS server or cluster.
     #[arg(

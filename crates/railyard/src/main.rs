@@ -9,6 +9,7 @@ mod demo;
 mod dev;
 mod dlq_cmd;
 mod embedded_nats;
+mod env_help;
 mod intake_cmd;
 mod inventory_cmd;
 mod logging;

@@ -10,6 +10,7 @@ use crate::services::Services;
 
 /// Flags of `railyard planner`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::env_help::SERVICE)]
 pub struct PlannerArgs {
     /// The NATS server or cluster.
     #[arg(

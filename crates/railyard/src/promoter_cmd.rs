@@ -14,6 +14,7 @@ use crate::services::Services;
 
 /// Flags of `railyard promoter`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::env_help::PROMOTER)]
 pub struct PromoterArgs {
     /// The NATS server or cluster.
     #[arg(

@@ -11,13 +11,22 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, None, "")
+}
+
+/// One HTTP/1.1 request with an optional bearer token and a TOML body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to railyard dev");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/toml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut response = String::new();
@@ -128,4 +137,121 @@ fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
         !alive(nats_pid),
         "the embedded nats-server {nats_pid} was stopped and reaped"
     );
+}
+
+/// Stops `child` with SIGINT and asserts it exits 0 within 30 s.
+fn interrupt(mut child: std::process::Child) {
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("railyard dev exits within 30s of SIGINT")
+        .unwrap();
+    assert!(
+        status.success(),
+        "railyard dev exits 0 after SIGINT, got {status}"
+    );
+}
+
+#[test]
+fn dev_without_a_catalog_serves_the_example_and_admits_a_tokens_file() {
+    let data = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    // A tokens file with one publisher of our own, as `railyard token create` prints it.
+    let created = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args([
+            "token",
+            "create",
+            "--identity",
+            "carol",
+            "--roles",
+            "publisher",
+        ])
+        .output()
+        .expect("railyard token create runs");
+    assert!(created.status.success(), "{created:?}");
+    let printed = String::from_utf8(created.stdout).unwrap();
+    let carol = printed
+        .split_whitespace()
+        .find(|word| word.starts_with("ry_"))
+        .expect("the token is printed")
+        .to_owned();
+    let entry = &printed[printed.find("[[tokens]]").expect("the tokens-file line")..];
+    let tokens_file = cwd.path().join("tokens.toml");
+    std::fs::write(&tokens_file, entry).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .current_dir(cwd.path())
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("RAILYARD_TOKENS_FILE", &tokens_file)
+        .env_remove("RAILYARD_CATALOG")
+        .env("NATS_SERVER_BIN", nats_bin())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("railyard binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut before = Vec::new();
+    let ready = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("railyard dev prints its ready line");
+        if line.starts_with("railyard dev ready: http://") {
+            break line;
+        }
+        before.push(line);
+    };
+    assert!(
+        before.iter().any(
+            |l| l.starts_with("no railyard.toml here: serving the bundled example estate from")
+        ),
+        "{before:?}"
+    );
+    let example = data.path().join("example");
+    for file in ["railyard.toml", "inventory.json", "release-orders-v3.toml"] {
+        assert!(
+            example.join(file).is_file(),
+            "{file} is written for the user to try"
+        );
+    }
+    let addr = ready
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // carol's token from the file is admitted next to the dev tokens, and acts as carol.
+    let release = std::fs::read_to_string(example.join("release-orders-v3.toml")).unwrap();
+    let (status, body) = http(&addr, "POST", "/v1/releases", Some(&carol), &release);
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("accepted"), "{body}");
+    let (status, body) = http(&addr, "GET", "/v1/releases", Some(&carol), "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/v1/releases",
+        Some("ry_not-a-token"),
+        &release,
+    );
+    assert_eq!(status, 401);
+    interrupt(child);
 }

@@ -1,0 +1,65 @@
+//! The environment variables each service command reads besides its flags' own, shown after
+//! its flags in `--help` (a test checks that every variable the code reads is listed).
+
+/// Variables every service reads: NATS credentials, logs and traces.
+macro_rules! common {
+    () => {
+        "  RAILYARD_NATS_USER, RAILYARD_NATS_PASSWORD or RAILYARD_NATS_PASSWORD_FILE
+                                         NATS credentials (a least-privilege user, deploy/nats)
+  RUST_LOG                               log filter (default info)
+  RAILYARD_TRACE_FILTER                  which spans are exported
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_SERVICE_NAME
+                                         OpenTelemetry export of traces (off when unset)"
+    };
+}
+
+macro_rules! header {
+    () => {
+        "Environment (besides the flags' own variables above):\n"
+    };
+}
+
+macro_rules! intake {
+    () => {
+        "  RAILYARD_GITHUB_WEBHOOK_SECRET[_FILE]  GitHub webhook secret (HMAC-SHA256); unset: GitHub webhooks are refused
+  RAILYARD_GITLAB_WEBHOOK_TOKEN[_FILE]   GitLab webhook token; unset: GitLab hooks are refused
+  RAILYARD_INTAKE_BODY_LIMIT             largest request body intake reads, in bytes
+"
+    };
+}
+
+macro_rules! promoter {
+    () => {
+        "  RAILYARD_SECRET_<NAME>                 the value of {secret:NAME} in deploy, gate and rollback commands
+"
+    };
+}
+
+macro_rules! notify {
+    () => {
+        "  RAILYARD_SLACK_TOKEN                   Slack bot token (xoxb-…); with it the notifier runs
+"
+    };
+}
+
+/// `railyard dev`: every service, plus the embedded nats-server.
+pub const DEV: &str = concat!(
+    header!(),
+    intake!(),
+    promoter!(),
+    notify!(),
+    "  NATS_SERVER_BIN                        the nats-server binary to embed (else nats-server on PATH)\n",
+    common!()
+);
+
+/// `railyard intake`.
+pub const INTAKE: &str = concat!(header!(), intake!(), common!());
+
+/// `railyard promoter`.
+pub const PROMOTER: &str = concat!(header!(), promoter!(), common!());
+
+/// `railyard notify`.
+pub const NOTIFY: &str = concat!(header!(), notify!(), common!());
+
+/// `railyard planner`, `railyard audit serve` and the other commands that only reach NATS.
+pub const SERVICE: &str = concat!(header!(), common!());

@@ -249,7 +249,14 @@ impl Runner {
                         ));
                     }
                 }
-                Outcome::ok(format!("simulated deploy of {version} done"))
+                Outcome::ok(match (&target.to, target.step.split('@').next()) {
+                    // A migration has a schema version, not a service version.
+                    (Some(to), Some(step)) => {
+                        let database = step.rsplit(':').next().unwrap_or(step);
+                        format!("simulated migration of {database} to {to} done")
+                    }
+                    _ => format!("simulated deploy of {version} done"),
+                })
             }
             Deploy::Command {
                 run,
@@ -549,6 +556,32 @@ mod tests {
             "secret MISSING is not set: export RAILYARD_SECRET_MISSING for the promoter"
         );
         assert_eq!(expand("a {b", &target(), &secrets).unwrap(), "a {b");
+    }
+
+    #[tokio::test]
+    async fn a_simulated_migration_says_what_it_migrated() {
+        let runner = Runner {
+            clock: railyard_core::SystemClock::shared(),
+            secrets: Secrets::default(),
+            http: reqwest::Client::new(),
+            poll_interval: Duration::from_secs(1),
+            tail_bytes: 1024,
+            seed: 0,
+        };
+        let simulated = Deploy::Simulated {
+            duration: None,
+            fail_versions: Vec::new(),
+            fail_rate: None,
+        };
+        let migration = Target {
+            step: "staging:migrate:orders-db@43".into(),
+            to: Some(43),
+            ..Target::default()
+        };
+        let outcome = runner.deploy(&simulated, Form::Run, &migration).await;
+        assert_eq!(outcome.detail, "simulated migration of orders-db to 43 done");
+        let outcome = runner.deploy(&simulated, Form::Run, &target()).await;
+        assert_eq!(outcome.detail, "simulated deploy of 2.4.0 done");
     }
 
     #[test]

@@ -72,8 +72,10 @@ impl Command {
             | Command::Planner(_)
             | Command::Notify(_)
             | Command::Promoter(_) => "info",
-            Command::Demo(_)
-            | Command::Plan(_)
+            // The demo narrates what happens (a failed gate, the rollback) on stdout; the
+            // services' own warnings would interleave with the story (RUST_LOG=warn shows them).
+            Command::Demo(_) => "error",
+            Command::Plan(_)
             | Command::Token(_)
             | Command::Dlq(_)
             | Command::Admin(_)

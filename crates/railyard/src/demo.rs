@@ -104,8 +104,15 @@ fn tokens() -> Tokens {
     }
 }
 
+/// A chapter heading of the story: bold on a terminal, plain text otherwise (a log file or CI
+/// gets no escape codes).
 fn heading(text: &str) {
-    println!("\n\x1b[1m== {text}\x1b[0m\n");
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m== {text}\x1b[0m\n");
+    } else {
+        println!("\n== {text}\n");
+    }
 }
 
 /// Runs the demo.
@@ -408,11 +415,8 @@ async fn follow(
                 return Ok(Status::Completed);
             }
             Event::ReleaseRolledBack(r) => {
-                println!(
-                    "  release rolled back: {} (undone: {})",
-                    r.reason,
-                    r.undone.join(", ")
-                );
+                // The reason already lists what was undone, in order.
+                println!("  release rolled back: {}", r.reason);
                 return Ok(Status::RolledBack);
             }
             Event::ReleaseCancelled(r) => {

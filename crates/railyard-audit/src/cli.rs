@@ -20,7 +20,7 @@ use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
 use crate::query::{MAX_LIMIT, Page, Reader};
 use crate::report::ReportRow;
 use crate::service::open_store;
-use crate::verify::{VerifyReport, verify};
+use crate::verify::{ProblemKind, VerifyReport, verify};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +179,8 @@ pub struct VerifyArgs {
 pub enum AuditCommand {
     /// Drop the audit store and replay the whole event stream into it (stop the service first).
     Rebuild(StoreArgs),
-    /// Recompute the hash chain, cross-check it with the stream, and name the first bad record.
+    /// Recompute the hash chain, cross-check it with the stream up to the stream's end, and
+    /// name the first bad record or the first event without one (exit 1).
     Verify(VerifyArgs),
     /// Any records, filtered.
     Events(QueryArgs),
@@ -228,9 +229,44 @@ pub struct WatchArgs {
     pub client: ClientArgs,
 }
 
+/// Flags of `railyard release list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only releases changing this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only releases whose plan reaches this environment.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only releases in this status (requested, planned, held, completed, rolled_back,
+    /// rejected, cancelled, denied).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only releases requested by this identity.
+    #[arg(long)]
+    pub requester: Option<String>,
+    /// Requested at or after this time (RFC 3339 or a date).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Requested before this time (RFC 3339 or a date).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many releases (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print the releases as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the API is.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// `railyard release ...` (the read side; approve/hold/... belong to intake).
 #[derive(Debug, Clone, Subcommand)]
 pub enum ReleaseCommand {
+    /// Releases, newest first: status, where each is, what it waits for, who asked.
+    List(ListArgs),
     /// Where a release is: steps, gates, approvals, hold, who must act.
     Status(StatusArgs),
     /// Follow a release live until it ends (exit 0 completed, 1 otherwise).
@@ -389,17 +425,26 @@ async fn verify_command(args: VerifyArgs, out: &mut (dyn Write + Send)) -> Resul
     Ok(if report.ok { 0 } else { 1 })
 }
 
-/// The verify report in one or two lines.
+/// The verify report in one or two lines (three when the store was found cut short).
 pub fn describe_verify(report: &VerifyReport) -> String {
     let against = if report.stream_checked {
         "and matches the event stream"
     } else {
         "(not compared with the stream)"
     };
-    match &report.first_bad {
+    let mut out = match &report.first_bad {
         None => format!(
             "audit record intact: {} records, chain head {} {against}",
             report.records, report.head.hash
+        ),
+        Some(problem) if problem.kind == ProblemKind::Missing => format!(
+            "audit record INCOMPLETE: no record from stream sequence {} on (record {} onwards): {}\n{} records before it verify",
+            problem
+                .sequence
+                .map_or_else(|| "?".to_owned(), |s| s.to_string()),
+            problem.n,
+            problem.detail,
+            report.records
         ),
         Some(problem) => format!(
             "audit record TAMPERED: first bad record is {} ({}{}): {}\n{} records before it verify",
@@ -415,7 +460,14 @@ pub fn describe_verify(report: &VerifyReport) -> String {
             problem.detail,
             report.records
         ),
+    };
+    if let Some(cut) = report.cut_short.as_ref().filter(|cut| cut.reapplied) {
+        out.push_str(&format!(
+            "\nthe store was cut short when it was opened (its log ended at stream sequence {} of {} it had made durable) and has applied the lost events again from the stream since",
+            cut.recovered_sequence, cut.durable_sequence
+        ));
     }
+    out
 }
 
 async fn query<T: Tabular + DeserializeOwned>(
@@ -476,7 +528,116 @@ pub async fn run_release(
             Ok(0)
         }
         ReleaseCommand::Watch(args) => watch(args, out).await,
+        ReleaseCommand::List(args) => list(args, out).await,
     }
+}
+
+async fn list(args: ListArgs, out: &mut (dyn Write + Send)) -> Result<u8, CliError> {
+    let client = Client::new(&args.client);
+    let path = "/v1/releases";
+    let mut params: Vec<(&str, String)> = [
+        ("service", &args.service),
+        ("env", &args.env),
+        ("status", &args.status),
+        ("requester", &args.requester),
+        ("since", &args.since),
+        ("until", &args.until),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
+    .collect();
+    params.push(("limit", args.limit.clamp(1, MAX_LIMIT).to_string()));
+    let mut items: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = params.clone();
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let page: Page<Value> = client
+            .json(
+                path,
+                client.request(reqwest::Method::GET, path).query(&query),
+            )
+            .await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) if items.len() < args.limit => cursor = Some(next),
+            _ => break,
+        }
+    }
+    items.truncate(args.limit);
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&items).expect("JSON serializes")
+        )?;
+    } else {
+        out.write_all(render_list(&items).as_bytes())?;
+    }
+    Ok(0)
+}
+
+/// Releases (items of `GET /v1/releases`) as a table.
+pub fn render_list(items: &[Value]) -> String {
+    if items.is_empty() {
+        return "no releases match: widen the filters, or submit one with `railyard release submit`\n".into();
+    }
+    let rows: Vec<[String; 6]> = items
+        .iter()
+        .map(|item| {
+            let envs: Vec<&str> = array(item, "envs")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let at = match item.get("current_env").and_then(Value::as_str) {
+                Some(current) if envs.len() > 1 => format!("{current} ({})", envs.join(" > ")),
+                Some(current) => current.to_owned(),
+                None => envs.join(" > "),
+            };
+            [
+                s(item, "release").to_owned(),
+                s(item, "status").replace('_', " "),
+                if at.is_empty() { "-".into() } else { at },
+                s(item, "requested_by").to_owned(),
+                s(item, "requested_at").to_owned(),
+                item.get("waiting_for")
+                    .and_then(Value::as_str)
+                    .map(|w| format!("waits for {w}"))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = [
+        "RELEASE",
+        "STATUS",
+        "WHERE",
+        "REQUESTED BY",
+        "REQUESTED AT",
+        "",
+    ];
+    let mut width = [0usize; 5];
+    for row in rows
+        .iter()
+        .map(|r| r.each_ref().map(String::as_str))
+        .chain([header])
+    {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(width) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        line.push_str(&row[5]);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn s<'a>(value: &'a Value, key: &str) -> &'a str {

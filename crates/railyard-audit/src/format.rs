@@ -49,7 +49,16 @@ impl Tabular for EventItem {
 
 impl Tabular for ApprovalItem {
     fn headers() -> &'static [&'static str] {
-        &["at", "release", "step", "decision", "by", "comment"]
+        &[
+            "at",
+            "release",
+            "step",
+            "decision",
+            "by",
+            "approvers",
+            "recorded_by",
+            "comment",
+        ]
     }
     fn cells(&self) -> Vec<String> {
         vec![
@@ -57,11 +66,9 @@ impl Tabular for ApprovalItem {
             self.release.clone(),
             self.step.clone(),
             self.decision.clone(),
-            if self.decision == "requested" {
-                self.approvers.join(" ")
-            } else {
-                self.by.clone()
-            },
+            self.by.clone(),
+            self.approvers.join(" "),
+            self.recorded_by.clone(),
             self.comment.clone(),
         ]
     }

@@ -1,4 +1,6 @@
-//! The read side over HTTP (INTERFACES §6–7): `GET /v1/releases/{id}` (status, any valid
+//! The read side over HTTP (INTERFACES §6–7): `GET /v1/releases` (the list, newest first,
+//! filtered by service, environment, status, requester and time, cursor pages; any valid
+//! token), `GET /v1/releases/{id}` (status, any valid
 //! token), `GET /v1/releases/{id}/events` (Server-Sent Events: the release's history, then
 //! live; the SSE id is the record number, so `Last-Event-ID` resumes), `GET
 //! /v1/audit/{query}` (auditor; JSON pages with a cursor, or `format=csv`) and `POST
@@ -25,6 +27,7 @@ use crate::items::EventItem;
 use crate::queries::{Answer, QueryKind, run_query};
 use crate::query::{Filter, parse_time};
 use crate::record::Record;
+use crate::releases::{ReleaseFilter, parse_status};
 use crate::service::Audit;
 use crate::status::release_status;
 
@@ -40,6 +43,7 @@ impl FromRef<Audit> for Tokens {
 /// The routes of `railyard audit serve` (the ops routes are merged by the binary).
 pub fn router(audit: Audit) -> Router {
     Router::new()
+        .route("/v1/releases", get(list))
         .route("/v1/releases/{id}", get(status))
         .route("/v1/releases/{id}/events", get(events))
         .route("/v1/audit/verify", post(verify))
@@ -83,11 +87,75 @@ async fn status(
         Some(status) => Ok(Json(status).into_response()),
         None => Err(ApiError::not_found(
             format!(
-                "release {id} has no events in the audit record: check the id, or wait for the projection to catch up"
+                "release {id} has no events in the audit record: check the id (`railyard release list` lists them), or wait for the projection to catch up"
             ),
             "id",
         )),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    service: Option<String>,
+    env: Option<String>,
+    status: Option<String>,
+    requester: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    fn filter(&self) -> Result<ReleaseFilter, AuditError> {
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(text) => Some(parse_status(text).ok_or_else(|| {
+                AuditError::invalid(
+                    "status",
+                    format!(
+                        "{text:?} is not a release status: use requested, planned, held, completed, rolled_back, rejected, cancelled or denied"
+                    ),
+                )
+            })?),
+        };
+        Ok(ReleaseFilter {
+            service: self.service.clone(),
+            env: self.env.clone(),
+            status,
+            requester: self.requester.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(|t| parse_time("since", t))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|t| parse_time("until", t))
+                .transpose()?,
+        })
+    }
+}
+
+/// `GET /v1/releases`: releases newest first, filtered, one page at a time (any valid token,
+/// like a release's status).
+async fn list(
+    State(audit): State<Audit>,
+    Authenticated(_): Authenticated,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|error| ApiError::malformed(error.body_text(), "query"))?;
+    let filter = params.filter()?;
+    let page = audit
+        .reader()
+        .releases(
+            &filter,
+            params.cursor.as_deref(),
+            params.limit.unwrap_or(DEFAULT_LIMIT),
+        )
+        .await?;
+    Ok(Json(page).into_response())
 }
 
 #[derive(Debug, Deserialize)]

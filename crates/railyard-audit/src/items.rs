@@ -236,13 +236,15 @@ pub struct ApprovalItem {
     pub env: String,
     /// `requested`, `granted` or `denied`.
     pub decision: String,
-    /// Who decided (for a request: who recorded it).
+    /// Who decided (a grant or denial); empty for a request, which nobody has decided yet.
     pub by: String,
     /// Why, as the approver wrote it.
     pub comment: String,
-    /// Who may approve (requests only).
+    /// Who was asked: the identities and groups that may approve (requests only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Who recorded the event: the worker that asked, or the approver who decided.
+    pub recorded_by: String,
 }
 
 impl ApprovalItem {
@@ -265,7 +267,12 @@ impl ApprovalItem {
                 .strip_prefix("approval.")
                 .unwrap_or(&record.facets.kind)
                 .to_owned(),
-            by: record.facets.actor.clone(),
+            by: if record.facets.kind == "approval.requested" {
+                String::new()
+            } else {
+                record.facets.actor.clone()
+            },
+            recorded_by: record.facets.actor.clone(),
             comment: text(data, "comment").to_owned(),
             approvers: data
                 .get("approvers")

@@ -7,6 +7,8 @@
 //! - `i <dim> <value> <at µs> <n>` for `service`, `env`, `actor`, `type`, `family`;
 //!   `i service-env <service> <env> <at µs> <n>`; `i time <at µs> <n>`;
 //! - `scope <release>`: the services and environments a release touches so far;
+//! - `rel <release>`: the release's [`crate::releases::ReleaseSummary`] for the list, and
+//!   `rels <i64::MAX - requested µs> <release>` so the list reads newest first;
 //! - `inv <env> <service>`: the commit running there, for commit ranges;
 //! - `dep <env> <at µs> <n>`: one entry per deployment (first start of a deploy step), and
 //!   `depmark <release> <step>` so a retried step is not counted twice.
@@ -27,6 +29,22 @@ pub(crate) fn head() -> Vec<u8> {
 
 pub(crate) fn scope(release: &str) -> Vec<u8> {
     KeyBuf::new().str("scope").str(release).into_vec()
+}
+
+pub(crate) fn release_summary(release: &str) -> Vec<u8> {
+    KeyBuf::new().str("rel").str(release).into_vec()
+}
+
+pub(crate) fn release_list() -> KeyBuf {
+    KeyBuf::new().str("rels")
+}
+
+/// The list entry of a release requested at `micros`: newest first in key order.
+pub(crate) fn release_list_entry(micros: i64, release: &str) -> Vec<u8> {
+    release_list()
+        .i64(i64::MAX - micros)
+        .str(release)
+        .into_vec()
 }
 
 pub(crate) fn inventory(env: &str, service: &str) -> Vec<u8> {
@@ -67,6 +85,15 @@ pub(crate) fn time_tail(key: &[u8], prefix_len: usize) -> Option<(i64, u64)> {
     let n = reader.u64().ok()?;
     reader.finish().ok()?;
     Some((at, n))
+}
+
+/// Reads the `<release>` tail of a release list entry after `prefix`.
+pub(crate) fn release_list_tail(key: &[u8], prefix_len: usize) -> Option<String> {
+    let mut reader = KeyReader::new(key.get(prefix_len..)?);
+    reader.i64().ok()?;
+    let release = reader.str().ok()?;
+    reader.finish().ok()?;
+    Some(release)
 }
 
 /// Reads the `<n>` tail of a release index key after `prefix`.

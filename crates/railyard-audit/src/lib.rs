@@ -2,7 +2,7 @@
 //! becomes one hash-chained record in sled, indexed by release, service, environment, actor,
 //! type and time; release status and live events (SSE) for operators; compliance queries and
 //! the production change report for auditors; and `verify`, which names the first record that
-//! was altered, removed or reordered.
+//! was altered, removed or reordered, or the first stream event without one.
 //!
 //! Wiring (the binary does this): open an [`Audit`] with an [`AuditConfig`], serve
 //! [`router`] (merged with the ops routes), and spawn [`Audit::run`]; the [`cli`] module has
@@ -20,6 +20,7 @@ mod projection;
 pub mod queries;
 mod query;
 pub mod record;
+pub mod releases;
 pub mod report;
 mod service;
 pub mod status;
@@ -30,4 +31,4 @@ pub use http::{DEFAULT_LIMIT, router};
 pub use projection::{AuditProjection, Deployment, Head, PROJECTION_NAME};
 pub use query::{Filter, MAX_LIMIT, Page, Reader, parse_time};
 pub use service::{Audit, AuditConfig, open_store, run};
-pub use verify::{Problem, ProblemKind, VerifyReport, verify};
+pub use verify::{Problem, ProblemKind, StoreCutShort, VerifyReport, verify, verify_live};

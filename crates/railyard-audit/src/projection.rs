@@ -13,6 +13,7 @@ use crate::keys;
 use crate::record::{
     GENESIS, Record, ReleaseScope, derive_facets, release_of_aggregate, split_step,
 };
+use crate::releases::ReleaseSummary;
 
 /// The projection's name, which names its tree.
 pub const PROJECTION_NAME: &str = "audit";
@@ -105,6 +106,18 @@ impl AuditProjection {
             scope.widen(&record.facets);
             if *scope != before {
                 update.put_json(keys::scope(release), scope)?;
+            }
+            let key = keys::release_summary(release);
+            let before = update.get_json::<ReleaseSummary>(&key)?;
+            let first = before.is_none();
+            if let Some(summary) = ReleaseSummary::apply(before, envelope) {
+                if first {
+                    update.put(
+                        keys::release_list_entry(summary.requested_at.timestamp_micros(), release),
+                        Vec::new(),
+                    );
+                }
+                update.put_json(key, &summary)?;
             }
         }
         interpret(update, &record)?;

@@ -10,6 +10,7 @@ use crate::error::AuditError;
 use crate::keys;
 use crate::projection::{AuditProjection, Deployment, Head};
 use crate::record::{Facets, Record};
+use crate::releases::{ReleaseFilter, ReleaseSummary};
 
 /// Index entries read per store call.
 const CHUNK: usize = 256;
@@ -253,6 +254,69 @@ impl Reader {
                     });
                 }
                 after = Some(key);
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+
+    /// Releases matching `filter`, newest request first, at most `limit`, after `cursor`.
+    pub async fn releases(
+        &self,
+        filter: &ReleaseFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ReleaseSummary>, AuditError> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let prefix = keys::release_list().into_vec();
+        let mut after = cursor_key(cursor, &prefix)?;
+        if after.is_none() {
+            if let Some(until) = filter.until {
+                after = Some(
+                    keys::release_list()
+                        .i64(i64::MAX - until.timestamp_micros())
+                        .into_vec(),
+                );
+            }
+        }
+        let mut items = Vec::new();
+        loop {
+            let page = self.store.scan_page(&prefix, after.as_ref(), CHUNK).await?;
+            let exhausted = page.len() < CHUNK;
+            for (key, _) in page {
+                after = Some(key.clone());
+                let Some(release) = keys::release_list_tail(&key, prefix.len()) else {
+                    continue;
+                };
+                let summary_key = keys::release_summary(&release);
+                let Some(bytes) = self.store.get(&summary_key).await? else {
+                    tracing::warn!(release = %release, "release list names a release without a summary; run `railyard audit rebuild`");
+                    continue;
+                };
+                let summary: ReleaseSummary = decode(&summary_key, &bytes)?;
+                if filter
+                    .since
+                    .is_some_and(|since| summary.requested_at < since)
+                {
+                    // Newest first: everything after this is older still.
+                    return Ok(Page {
+                        items,
+                        next_cursor: None,
+                    });
+                }
+                if filter.matches(&summary) {
+                    items.push(summary);
+                }
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(hex::encode(&key)),
+                    });
+                }
             }
             if exhausted {
                 return Ok(Page {

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::error::AuditError;
 use crate::projection::AuditProjection;
 use crate::query::Reader;
-use crate::verify::{VerifyReport, verify};
+use crate::verify::{VerifyReport, verify_live};
 
 /// How the audit service runs.
 #[derive(Debug, Clone)]
@@ -47,6 +47,9 @@ pub struct AuditConfig {
     pub keep_alive: Duration,
     /// How often the store flushes in the background (`None`: only on shutdown).
     pub flush_every: Option<Duration>,
+    /// How long `verify` waits for the projection to apply the stream's last message before
+    /// it reports the record as behind.
+    pub verify_catch_up: Duration,
 }
 
 impl AuditConfig {
@@ -63,6 +66,7 @@ impl AuditConfig {
             retry_max: Duration::from_secs(30),
             keep_alive: Duration::from_secs(15),
             flush_every: Some(Duration::from_millis(500)),
+            verify_catch_up: Duration::from_secs(10),
         }
     }
 }
@@ -81,6 +85,7 @@ struct Inner {
     shutdown: CancellationToken,
     checkpoint: Gauge<i64, AtomicI64>,
     records: Gauge<i64, AtomicI64>,
+    lost: Gauge<i64, AtomicI64>,
 }
 
 /// Opens the audit projection's store at `config.store`.
@@ -123,7 +128,20 @@ impl Audit {
             "Records in the audit chain.",
             Gauge::<i64, AtomicI64>::default(),
         );
-        Audit {
+        let lost = config.metrics.register(
+            "audit_store_lost_sequences",
+            "Stream sequences the audit store had made durable but lost when it was opened (its log was damaged and cut short) and has not applied again yet; 0 when whole.",
+            Gauge::<i64, AtomicI64>::default(),
+        );
+        if let Some(cut) = store.cut_short() {
+            warn!(
+                store = %config.store.display(),
+                durable = cut.durable,
+                recovered = cut.recovered,
+                "the audit store was cut short: it serves a shorter history, and verify fails, until the projection has applied the lost events again from the stream; run `railyard audit rebuild` to redo it all"
+            );
+        }
+        let audit = Audit {
             inner: Arc::new(Inner {
                 config,
                 bus,
@@ -131,8 +149,29 @@ impl Audit {
                 shutdown,
                 checkpoint,
                 records,
+                lost,
             }),
+        };
+        audit.track_lost(*audit.inner.reader.store().watch_checkpoint().borrow());
+        audit
+    }
+
+    /// Sets the lost-sequences gauge for checkpoint `checkpoint`; says when the last lost
+    /// event was applied again.
+    fn track_lost(&self, checkpoint: u64) {
+        let Some(cut) = self.inner.reader.store().cut_short() else {
+            self.inner.lost.set(0);
+            return;
+        };
+        let lost = i64::try_from(cut.durable.saturating_sub(checkpoint)).unwrap_or(i64::MAX);
+        if lost == 0 && self.inner.lost.get() > 0 {
+            warn!(
+                durable = cut.durable,
+                recovered = cut.recovered,
+                "the audit store applied again, from the stream, the events it had lost when it was cut short; `railyard audit verify` compares them with the stream"
+            );
         }
+        self.inner.lost.set(lost);
     }
 
     /// Its configuration.
@@ -217,6 +256,7 @@ impl Audit {
                     .inner
                     .checkpoint
                     .set(i64::try_from(checkpoint).unwrap_or(i64::MAX));
+                audit.track_lost(checkpoint);
                 if let Ok(head) = audit.inner.reader.head().await {
                     audit
                         .inner
@@ -231,12 +271,15 @@ impl Audit {
         })
     }
 
-    /// Verifies the chain and cross-checks it with the stream.
+    /// Verifies the chain and cross-checks it with the stream up to the stream's last
+    /// message, once the projection has applied it (waiting up to
+    /// [`AuditConfig::verify_catch_up`]).
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        verify(
+        verify_live(
             &self.inner.reader,
-            Some(&self.inner.bus),
-            self.inner.config.clock.now(),
+            &self.inner.bus,
+            self.inner.config.verify_catch_up,
+            self.inner.config.clock.as_ref(),
         )
         .await
     }

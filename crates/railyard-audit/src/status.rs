@@ -33,10 +33,14 @@ pub struct Folded {
 
 /// Folds a release's records in order with the core's fold, skipping (and listing) events it
 /// refuses.
+///
+/// Only the release's own events are folded: the release index also holds events of other
+/// aggregates that concern the release (`service.deployed` on `inventory.<env>`, INTERFACES
+/// §9); they belong to its timeline, not to its state, and are not anomalies.
 pub fn fold_records(records: &[Record]) -> Folded {
     let mut state: Option<ReleaseState> = None;
     let mut anomalies = Vec::new();
-    for record in records {
+    for record in records.iter().filter(|record| is_own_event(record)) {
         let envelope = match serde_json::from_value::<Envelope>(record.envelope.clone()) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -58,6 +62,15 @@ pub fn fold_records(records: &[Record]) -> Folded {
         }
     }
     Folded { state, anomalies }
+}
+
+/// Whether `record` is on the aggregate of the release it is indexed under (the audit indexes
+/// a record under its aggregate's release, else under the `release` its data names).
+fn is_own_event(record: &Record) -> bool {
+    match crate::record::release_of_aggregate(&record.facets.aggregate) {
+        Some(release) => Some(release) == record.facets.release.as_deref(),
+        None => false,
+    }
 }
 
 /// One plan step and where it is.

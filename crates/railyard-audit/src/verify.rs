@@ -1,8 +1,13 @@
 //! Tamper evidence: [`verify`] walks the records from the first to the head, recomputes each
 //! record's hash, its link to the previous one, its position and its facets, and (with a
-//! bus) compares each record's event with the event at its stream sequence, so a record that
-//! was altered, removed, reordered or inserted is named — the first one found, in record
-//! order. Records written after the head was read are left for the next run.
+//! bus) compares each record's event with the event at its stream sequence and then the
+//! chain's end with the stream's end, so a record that was altered, removed, reordered or
+//! inserted is named — the first one found, in record order — and so is the first stream
+//! event past the chain's end that has no record. A store found cut short when it was opened
+//! (its sled log lost what a flush had made durable) fails until it holds that again.
+//! [`verify_live`] is the running service's: it first lets the projection catch up with the
+//! stream, for a bounded time. Records written after the head was read are left for the next
+//! run.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -36,6 +41,9 @@ pub enum ProblemKind {
     Reordered,
     /// It has no counterpart in the stream.
     Inserted,
+    /// It does not exist yet or any more: the stream holds events past the chain's end
+    /// (the store is behind the stream, or its log was cut short).
+    Missing,
 }
 
 /// The first bad record.
@@ -67,6 +75,38 @@ pub struct VerifyReport {
     pub first_bad: Option<Problem>,
     /// When the check ran.
     pub verified_at: DateTime<Utc>,
+    /// The stream's last sequence the record was compared up to (with the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_last_sequence: Option<u64>,
+    /// Stream messages after the last one the store applied, up to `stream_last_sequence`:
+    /// how far behind the stream the record is (with the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind: Option<u64>,
+    /// Set when the store was found cut short when it was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_short: Option<StoreCutShort>,
+}
+
+/// A store whose sled log ended, when it was opened, before what a flush had made durable:
+/// it was damaged on disk and lost the records after `recovered_sequence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreCutShort {
+    /// The stream sequence the store had made durable.
+    pub durable_sequence: u64,
+    /// The stream sequence its log ended at when it was opened.
+    pub recovered_sequence: u64,
+    /// Whether the store has applied the stream up to `durable_sequence` again since (the
+    /// running service follows the stream; the records are then compared with it like any).
+    pub reapplied: bool,
+}
+
+/// How the record's end is judged.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// A store at rest (`railyard audit verify --store`): nothing will fill a gap by itself.
+    AtRest,
+    /// The running service, which waited this long for its projection to catch up.
+    Live(Duration),
 }
 
 /// How long verify waits for a stream message it knows exists.
@@ -145,16 +185,66 @@ fn problem(
     })
 }
 
-/// Verifies the chain in `reader`'s store up to its current head, and against the stream when
-/// `bus` is given.
+/// Verifies the chain in `reader`'s store up to its current head, and, when `bus` is given,
+/// every record against the stream and the chain's end against the stream's last sequence:
+/// for a store at rest, where a missing tail is a failure.
 pub async fn verify(
     reader: &Reader,
     bus: Option<&Bus>,
     now: DateTime<Utc>,
 ) -> Result<VerifyReport, AuditError> {
+    let checkpoint = reader.store().checkpoint().await?;
     let head = reader.head().await?;
-    let mut stream = match bus {
-        Some(bus) if head.sequence > 0 => Some(StreamSide::open(bus, head.sequence).await?),
+    let stream = match bus {
+        Some(bus) => Some((bus, bus.stream_last_sequence().await?)),
+        None => None,
+    };
+    check(reader, checkpoint, head, stream, Mode::AtRest, now).await
+}
+
+/// Verifies the running service's store against the stream as [`verify`] does, after waiting
+/// up to `catch_up` for the projection to apply the stream's last message: a record still
+/// behind then fails, saying how far.
+/// The wait goes through `clock`, so tests drive it.
+pub async fn verify_live(
+    reader: &Reader,
+    bus: &Bus,
+    catch_up: Duration,
+    clock: &dyn railyard_core::Clock,
+) -> Result<VerifyReport, AuditError> {
+    let last = bus.stream_last_sequence().await?;
+    let mut committed = reader.store().watch_checkpoint();
+    // Behind after the wait (or the store closing) is reported by the check itself.
+    tokio::select! {
+        _ = committed.wait_for(|applied| *applied >= last) => {}
+        () = clock.sleep(catch_up) => {}
+    }
+    let now = clock.now();
+    let checkpoint = reader.store().checkpoint().await?;
+    let head = reader.head().await?;
+    check(
+        reader,
+        checkpoint,
+        head,
+        Some((bus, last)),
+        Mode::Live(catch_up),
+        now,
+    )
+    .await
+}
+
+async fn check(
+    reader: &Reader,
+    checkpoint: u64,
+    head: Head,
+    stream: Option<(&Bus, u64)>,
+    mode: Mode,
+    now: DateTime<Utc>,
+) -> Result<VerifyReport, AuditError> {
+    // Records applied after the stream's end was read (live) are compared too.
+    let target = stream.map(|(_, last)| last.max(head.sequence));
+    let mut side = match (stream, target) {
+        (Some((bus, _)), Some(target)) if target > 0 => Some(StreamSide::open(bus, target).await?),
         _ => None,
     };
     let mut checker = Checker {
@@ -187,7 +277,7 @@ pub async fn verify(
             if at > head.n {
                 break 'scan;
             }
-            if let Some(found) = checker.check(at, &bytes, stream.as_mut()).await? {
+            if let Some(found) = checker.check(at, &bytes, side.as_mut()).await? {
                 first_bad = Some(found);
                 break 'scan;
             }
@@ -220,19 +310,50 @@ pub async fn verify(
             ),
         );
     }
+    let covered = checkpoint.max(head.sequence);
+    let cut_short = reader.store().cut_short().map(|cut| StoreCutShort {
+        durable_sequence: cut.durable,
+        recovered_sequence: cut.recovered,
+        reapplied: covered >= cut.durable,
+    });
+    let short = cut_short.as_ref().filter(|cut| !cut.reapplied);
+    let end = End {
+        records: checked,
+        covered,
+        target,
+        short,
+        mode,
+    };
     if first_bad.is_none() {
-        if let Some(stream) = stream.as_mut() {
-            if let Some((sequence, index, _)) = stream.peek().await? {
-                first_bad = problem(
-                    checked + 1,
-                    Some(*sequence),
-                    ProblemKind::Removed,
-                    format!(
-                        "event {index} of stream sequence {sequence} has no record: a record after {checked} was removed"
-                    ),
-                );
+        if let Some(side) = side.as_mut() {
+            if let Some((sequence, index, _)) = side.peek().await? {
+                first_bad = if *sequence <= head.sequence {
+                    problem(
+                        checked + 1,
+                        Some(*sequence),
+                        ProblemKind::Removed,
+                        format!(
+                            "event {index} of stream sequence {sequence} has no record: a record after {checked} was removed"
+                        ),
+                    )
+                } else {
+                    problem(
+                        checked + 1,
+                        Some(*sequence),
+                        ProblemKind::Missing,
+                        end.missing(*sequence),
+                    )
+                };
             }
         }
+    }
+    if first_bad.is_none() && short.is_some() {
+        first_bad = problem(
+            checked + 1,
+            Some(covered + 1),
+            ProblemKind::Missing,
+            end.missing(covered + 1),
+        );
     }
     Ok(VerifyReport {
         ok: first_bad.is_none(),
@@ -241,7 +362,50 @@ pub async fn verify(
         stream_checked: stream.is_some(),
         first_bad,
         verified_at: now,
+        stream_last_sequence: target,
+        behind: target.map(|target| target.saturating_sub(covered)),
+        cut_short,
     })
+}
+
+/// Where the record ends, to say why events past it have no record.
+struct End<'a> {
+    records: u64,
+    covered: u64,
+    target: Option<u64>,
+    short: Option<&'a StoreCutShort>,
+    mode: Mode,
+}
+
+impl End<'_> {
+    /// The detail of a [`ProblemKind::Missing`] whose first event without a record is at
+    /// stream sequence `first`.
+    fn missing(&self, first: u64) -> String {
+        let covered = self.covered;
+        let stream = match self.target {
+            Some(target) => format!(
+                "; the stream holds up to sequence {target}, {} messages more",
+                target.saturating_sub(covered)
+            ),
+            None => String::new(),
+        };
+        if let Some(cut) = self.short {
+            return format!(
+                "the audit store was cut short when it was opened: it had made stream sequence {} durable but its log ended at {} (damaged on disk), so the records after {} are gone and none holds stream sequence {first}{stream}: stop the audit service, run `railyard audit rebuild`, check the disk, then verify again",
+                cut.durable_sequence, cut.recovered_sequence, self.records
+            );
+        }
+        match self.mode {
+            Mode::Live(waited) => format!(
+                "the audit record is behind the stream: its {} records cover up to stream sequence {covered} and the first event without a record is at {first}{stream}, and the projection did not catch up within {waited:?}: verify again; if it stays behind, check the audit service's log",
+                self.records
+            ),
+            Mode::AtRest => format!(
+                "the audit record ends before the stream does: its {} records cover up to stream sequence {covered} and the first event without a record is at {first}{stream}: a store that was stopped while events were appended catches up when the audit service runs again, one whose files were damaged needs `railyard audit rebuild`; then verify again",
+                self.records
+            ),
+        }
+    }
 }
 
 struct Checker {

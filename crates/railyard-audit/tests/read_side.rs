@@ -136,6 +136,32 @@ async fn scripted_releases_give_the_expected_report_timelines_and_status() -> an
     )))
     .await;
     insta::assert_snapshot!("approvals", approvals);
+    // One meaning in every format: `by` is who decided (nobody, for a request), `approvers`
+    // who was asked, `recorded_by` who wrote the event.
+    let (status, json) = get(&service.url("/v1/audit/approvals"), auditor).await;
+    assert_eq!(status, 200, "{json}");
+    let csv = cli(AuditCommand::Approvals(query_args(
+        &service,
+        &callers.auditor,
+        FilterArgs::default(),
+        OutputFormat::Csv,
+    )))
+    .await;
+    let mut rows = csv.lines();
+    assert_eq!(
+        rows.next(),
+        Some("at,release,step,decision,by,approvers,recorded_by,comment")
+    );
+    for (item, row) in json["items"].as_array().unwrap().iter().zip(rows) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[3], item["decision"], "{row}");
+        assert_eq!(cells[4], item["by"], "{row}");
+        assert_eq!(cells[6], item["recorded_by"], "{row}");
+        if item["decision"] == "requested" {
+            assert_eq!(item["by"], "", "nobody decided a request: {item}");
+            assert!(!item["approvers"].as_array().unwrap().is_empty(), "{item}");
+        }
+    }
     let gates = cli(AuditCommand::Gates(query_args(
         &service,
         &callers.auditor,
@@ -183,8 +209,102 @@ async fn scripted_releases_give_the_expected_report_timelines_and_status() -> an
         )
         .await;
         assert_eq!(status, 200, "{body}");
+        // rel-1 and rel-2 have `service.deployed` records on `inventory.production` in their
+        // index: their timeline, not anomalies of their fold.
+        assert_eq!(
+            body["anomalies"],
+            serde_json::json!([]),
+            "{release}: {body}"
+        );
         insta::assert_json_snapshot!(format!("status_{release}"), body);
     }
+
+    // The release list: newest first, filtered, paged with a cursor; any valid token.
+    let (status, list) = get(&service.url("/v1/releases"), Some(&callers.operator)).await;
+    assert_eq!(status, 200, "{list}");
+    insta::assert_json_snapshot!("release_list", list);
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["release"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all_ids = ids(&list);
+    assert_eq!(all_ids.len(), 4, "{list}");
+    // The list's status is the status the release's own fold gives.
+    for item in list["items"].as_array().unwrap() {
+        let id = item["release"].as_str().unwrap();
+        let (_, status) = get(
+            &service.url(&format!("/v1/releases/{id}")),
+            Some(&callers.operator),
+        )
+        .await;
+        assert_eq!(item["status"], status["status"], "{id}");
+    }
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(cursor) => service.url(&format!("/v1/releases?limit=1&cursor={cursor}")),
+            None => service.url("/v1/releases?limit=1"),
+        };
+        let (status, page) = get(&url, Some(&callers.operator)).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all_ids);
+    for (query, expected) in [
+        ("status=held", vec!["rel-4"]),
+        ("status=rolled_back", vec!["rel-2"]),
+        ("service=email-worker", vec!["rel-3"]),
+        ("requester=nobody", vec![]),
+    ] {
+        let (status, page) = get(
+            &service.url(&format!("/v1/releases?{query}")),
+            Some(&callers.operator),
+        )
+        .await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(ids(&page), expected, "{query}: {page}");
+    }
+    let (status, body) = get(
+        &service.url("/v1/releases?status=paused"),
+        Some(&callers.operator),
+    )
+    .await;
+    assert_eq!(
+        (status, body["path"].as_str()),
+        (422, Some("status")),
+        "{body}"
+    );
+    let (status, _) = get(&service.url("/v1/releases"), None).await;
+    assert_eq!(status, 401);
+    let mut out = Vec::new();
+    railyard_audit::cli::run_release(
+        railyard_audit::cli::ReleaseCommand::List(railyard_audit::cli::ListArgs {
+            service: None,
+            env: Some("production".into()),
+            status: None,
+            requester: None,
+            since: None,
+            until: None,
+            limit: 20,
+            json: false,
+            client: ClientArgs {
+                url: service.url(""),
+                token: Some(callers.operator.clone()),
+            },
+        }),
+        &mut out,
+    )
+    .await?;
+    insta::assert_snapshot!("release_list_text", String::from_utf8(out)?);
     let mut out = Vec::new();
     railyard_audit::cli::run_release(
         railyard_audit::cli::ReleaseCommand::Status(railyard_audit::cli::StatusArgs {

@@ -579,7 +579,10 @@ mod tests {
             ..Target::default()
         };
         let outcome = runner.deploy(&simulated, Form::Run, &migration).await;
-        assert_eq!(outcome.detail, "simulated migration of orders-db to 43 done");
+        assert_eq!(
+            outcome.detail,
+            "simulated migration of orders-db to 43 done"
+        );
         let outcome = runner.deploy(&simulated, Form::Run, &target()).await;
         assert_eq!(outcome.detail, "simulated deploy of 2.4.0 done");
     }

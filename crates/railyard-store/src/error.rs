@@ -63,6 +63,17 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// sled found its files damaged and could not recover the database.
+    #[error(
+        "cannot recover the store at {path}: its files are damaged: move the directory aside (keep it for inspection) and rebuild the projections from the stream into a new one"
+    )]
+    Unrecoverable {
+        /// The directory.
+        path: String,
+        /// What sled said (or how its recovery panicked).
+        #[source]
+        source: BoxError,
+    },
     /// A projection name that cannot name a tree.
     #[error(
         "projection name {0:?} is invalid: use 1 to 63 characters from a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
@@ -134,6 +145,34 @@ pub enum StoreError {
         /// What tokio said.
         #[source]
         source: tokio::task::JoinError,
+    },
+    /// The projection opened below the checkpoint its store had recorded as durable: sled
+    /// stopped recovering its log at a damaged message and dropped what came after it.
+    #[error(
+        "projection {projection} in the store at {path} was cut short: a flush had made stream sequence {durable} durable but its log now ends at {recovered} (sled stops reading its log at the first damaged message), so what came after {recovered} is lost: check the disk, then rebuild the projection from the stream"
+    )]
+    CutShort {
+        /// The projection.
+        projection: String,
+        /// The directory.
+        path: String,
+        /// The checkpoint a flush had made durable.
+        durable: u64,
+        /// The checkpoint sled recovered.
+        recovered: u64,
+    },
+    /// The record of what the store made durable could not be written.
+    #[error(
+        "projection {projection}: cannot update {path}, the store's record of what it made durable: check the directory's permissions and free space"
+    )]
+    Marks {
+        /// The projection.
+        projection: String,
+        /// The file.
+        path: String,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
     },
     /// Something else already drives the projection (a `run_projection` or a `rebuild`).
     #[error("projection {0} is already driven by run_projection or rebuild: stop that one first")]

@@ -6,6 +6,9 @@
 //! projection's data, followed by the projection's own key. Keeping both in one tree is what
 //! lets one sled batch commit a delivery's writes and its checkpoint together, atomically
 //! across a crash (sled batches are atomic within one tree).
+//!
+//! Next to sled's files, the directory holds `railyard-durable.json` (`marks.rs`): each
+//! projection's checkpoint as of the store's last flush, `{"checkpoints": {"<name>": n}}`.
 
 /// Tag of data keys (metadata keys start with `0x00`).
 const DATA: u8 = 0x01;

@@ -141,7 +141,8 @@ pub enum RunError {
 
 /// Follows `RAILYARD_EVENTS` from the projection's checkpoint until `shutdown` completes or the
 /// bus is closed, applying every delivery once, in stream order. Refused deliveries are
-/// dead-lettered with the projection's error. Flushes the store before it returns.
+/// dead-lettered with the projection's error. Flushes the store, and records the checkpoint
+/// as durable, before it returns.
 pub async fn run_projection<P: Projection>(
     bus: &Bus,
     store: &ProjectionStore<P>,
@@ -183,7 +184,7 @@ pub async fn run_projection<P: Projection>(
             return Err(error.into());
         }
     }
-    store.flush().await?;
+    store.flush_and_record().await?;
     report.checkpoint = store.checkpoint().await?;
     info!(projection = %store.name(), checkpoint = report.checkpoint, committed = report.committed, events = report.events, refused = report.refused, "projection stopped");
     Ok(report)
@@ -217,7 +218,7 @@ pub async fn rebuild<P: Projection>(
             apply_batch(store, batch, Refusals::Skip, options, &mut report).await?;
         }
     }
-    store.flush().await?;
+    store.flush_and_record().await?;
     report.checkpoint = store.checkpoint().await?;
     info!(projection = %store.name(), checkpoint = report.checkpoint, committed = report.committed, events = report.events, refused = report.refused, "projection rebuilt");
     Ok(report)

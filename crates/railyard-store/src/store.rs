@@ -1,20 +1,26 @@
 //! The sled-backed store: a [`Store`] is one sled database per process, a
 //! [`ProjectionStore`] is one projection over its own tree in it. Every sled call runs on
-//! tokio's blocking pool, so the async API never blocks the runtime.
+//! tokio's blocking pool (or the store's own flushing thread), so the async API never blocks
+//! the runtime. A flush also records the checkpoints it made durable outside sled
+//! (`marks.rs`), so a projection whose log was cut short is told apart on open
+//! ([`ProjectionStore::cut_short`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use railyard_core::Envelope;
 use serde::de::DeserializeOwned;
-use tracing::{debug, info};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
 
 use crate::error::{BoxError, ProjectionError, StoreError, display_key};
 use crate::layout;
+use crate::marks::Marks;
 use crate::projection::{Applied, Entry, Projection, Update, Writes};
 
 /// Where and how to open the sled database.
@@ -54,6 +60,8 @@ impl StoreConfig {
     /// How often sled flushes in the background (default 500 ms; `None`: only on
     /// [`ProjectionStore::flush`]). Whatever was committed since the last flush is lost on a
     /// crash, always as whole deliveries with their checkpoint, so the stream redelivers them.
+    /// As often, a thread of the store flushes and records the checkpoints it made durable
+    /// (when they moved), which is what lets a later open see that the log was cut short.
     pub fn flush_every(mut self, every: Option<Duration>) -> StoreConfig {
         self.flush_every = every;
         self
@@ -96,8 +104,69 @@ pub struct Store {
 struct StoreInner {
     db: sled::Db,
     path: PathBuf,
-    /// Names of the projections open on this store, so none is opened twice.
-    open: Mutex<BTreeSet<String>>,
+    /// The projections open on this store (so none is opened twice), each with its committed
+    /// checkpoint, which a flush records as durable.
+    open: Mutex<BTreeMap<String, watch::Receiver<u64>>>,
+    /// The checkpoints last recorded as durable. Held across "read the checkpoints, flush,
+    /// record them" and across a reset's "lower the mark, move the checkpoint back", so the
+    /// two never interleave and a mark never claims more than the log holds.
+    marks: Mutex<Marks>,
+    /// Dropped with the store, which stops the marking thread; `None` when there is none.
+    stop_marking: Option<mpsc::Sender<()>>,
+}
+
+impl StoreInner {
+    /// Flushes sled and records as durable the checkpoints committed before the flush. Does
+    /// nothing unless a checkpoint moved, or `always` (an explicit flush). A failure to record
+    /// is logged, not returned: the data is durable, only the later check is weaker.
+    fn flush_and_mark(&self, always: bool) -> Result<usize, sled::Error> {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let checkpoints: Vec<(String, u64)> = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, committed)| (name.clone(), *committed.borrow()))
+            .collect();
+        let raised = marks.raised(&checkpoints);
+        if raised.is_none() && !always {
+            return Ok(0);
+        }
+        let flushed = self.db.flush()?;
+        if let Some(raised) = raised {
+            let path = marks.path().unwrap_or_default();
+            match marks.write(raised) {
+                Err(error) if !marks.failing => {
+                    marks.failing = true;
+                    warn!(
+                        path = %path.display(),
+                        %error,
+                        "cannot record what the store made durable, so damage to its log will go unnoticed on the next open: check the directory's permissions and free space"
+                    );
+                }
+                Err(_) => {}
+                Ok(()) if marks.failing => {
+                    marks.failing = false;
+                    info!(path = %path.display(), "recording what the store made durable again");
+                }
+                Ok(()) => {}
+            }
+        }
+        Ok(flushed)
+    }
+}
+
+/// The store's marking thread: every `every`, flush and record the checkpoints (when they
+/// moved), until the store is dropped.
+fn mark_periodically(store: Weak<StoreInner>, stop: mpsc::Receiver<()>, every: Duration) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let Some(store) = store.upgrade() else {
+            break;
+        };
+        if let Err(error) = store.flush_and_mark(false) {
+            warn!(path = %store.path.display(), %error, "flushing the store failed; trying again at the next interval");
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -116,12 +185,24 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
+        let unrecoverable = |source: BoxError| StoreError::Unrecoverable {
+            path: path.display().to_string(),
+            source,
+        };
         let waited = std::time::Instant::now();
         let db = loop {
             let sled = config.sled();
+            // sled panics on some damage it finds while recovering (e.g. "tried to serialize
+            // Uninitialized" for a bad message in an older segment of its log).
             let opened = tokio::task::spawn_blocking(move || sled.open())
                 .await
-                .map_err(|source| open_error(Box::new(source)))?;
+                .map_err(|source| {
+                    if source.is_panic() {
+                        unrecoverable(Box::new(source))
+                    } else {
+                        open_error(Box::new(source))
+                    }
+                })?;
             match opened {
                 Ok(db) => break db,
                 // sled drops a database's file lock from a background thread: a handle just
@@ -132,17 +213,34 @@ impl Store {
                 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                Err(error @ sled::Error::Corruption { .. }) => {
+                    return Err(unrecoverable(Box::new(error)));
+                }
                 Err(error) => return Err(open_error(Box::new(error))),
             }
         };
         info!(path = %path.display(), recovered = db.was_recovered(), "store opened");
-        Ok(Store {
-            inner: Arc::new(StoreInner {
-                db,
-                path,
-                open: Mutex::new(BTreeSet::new()),
-            }),
-        })
+        let marks = Marks::load((!config.temporary).then(|| path.clone()));
+        let every = config.flush_every.filter(|_| !config.temporary);
+        let (stop, stopped) = mpsc::channel();
+        let inner = Arc::new(StoreInner {
+            db,
+            path,
+            open: Mutex::new(BTreeMap::new()),
+            marks: Mutex::new(marks),
+            stop_marking: every.map(|_| stop),
+        });
+        if let Some(every) = every {
+            let store = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("railyard-store-marks".into())
+                .spawn(move || mark_periodically(store, stopped, every))
+                .map_err(|source| StoreError::Open {
+                    path: inner.path.display().to_string(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(Store { inner })
     }
 
     /// The directory.
@@ -159,14 +257,17 @@ impl Store {
         if !layout::valid_name(&name) {
             return Err(StoreError::InvalidName(name));
         }
-        if !self
-            .inner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.clone())
+        let (committed, following) = watch::channel(0);
         {
-            return Err(StoreError::AlreadyOpen(name));
+            let mut open = self
+                .inner
+                .open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if open.contains_key(&name) {
+                return Err(StoreError::AlreadyOpen(name));
+            }
+            open.insert(name.clone(), following);
         }
         let claim = NameClaim {
             store: self.clone(),
@@ -191,12 +292,37 @@ impl Store {
                 tree,
                 projection: Mutex::new(projection),
                 driven: AtomicBool::new(false),
-                committed: tokio::sync::watch::channel(0).0,
+                committed,
+                cut_short: Mutex::new(None),
                 claim,
             }),
         };
         let checkpoint = store.checkpoint().await?;
         store.inner.committed.send_replace(checkpoint);
+        let durable = self
+            .inner
+            .marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&name);
+        if checkpoint < durable {
+            let cut = CutShort {
+                durable,
+                recovered: checkpoint,
+            };
+            *store
+                .inner
+                .cut_short
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(cut);
+            let error = StoreError::CutShort {
+                projection: name.clone(),
+                path: self.inner.path.display().to_string(),
+                durable,
+                recovered: checkpoint,
+            };
+            error!(projection = %name, path = %self.inner.path.display(), durable, recovered = checkpoint, %error, "store opened cut short: it lost data it had made durable");
+        }
         info!(projection = %name, checkpoint, "projection opened");
         Ok(store)
     }
@@ -217,6 +343,18 @@ impl Drop for NameClaim {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.name);
     }
+}
+
+/// What opening a projection found when its tree ended before the checkpoint its store had
+/// recorded as durable: sled stopped recovering its log at a damaged message and dropped
+/// everything after it, so the deliveries after `recovered` (at least up to `durable`) are
+/// gone from the store. Following the stream applies them again; a rebuild redoes it all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutShort {
+    /// The checkpoint a flush had made durable.
+    pub durable: u64,
+    /// The checkpoint sled recovered.
+    pub recovered: u64,
 }
 
 /// One projection over its tree: applies deliveries with their checkpoint, answers reads.
@@ -249,7 +387,9 @@ struct Inner<P> {
     /// Whether a `run_projection` or `rebuild` drives this projection.
     driven: AtomicBool,
     /// The checkpoint after the last commit or reset, for readers that follow the projection.
-    committed: tokio::sync::watch::Sender<u64>,
+    committed: watch::Sender<u64>,
+    /// Set when the projection opened below its durable mark; cleared by a reset.
+    cut_short: Mutex<Option<CutShort>>,
     claim: NameClaim,
 }
 
@@ -360,6 +500,17 @@ impl<P: Projection> Inner<P> {
             .projection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // The mark goes down first (and stays locked until the checkpoint has), so neither a
+        // crash nor the marking thread can leave a mark above what the log holds.
+        let store = &self.claim.store.inner;
+        let mut marks = store.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        marks
+            .lower(self.name(), 0)
+            .map_err(|source| StoreError::Marks {
+                projection: self.name().to_owned(),
+                path: marks.path().unwrap_or_default().display().to_string(),
+                source,
+            })?;
         // One batch, not `Tree::clear` (which removes key by key): a crash mid-reset must not
         // leave a checkpoint over partly removed data, or data without its checkpoint.
         let mut batch = sled::Batch::default();
@@ -372,7 +523,12 @@ impl<P: Projection> Inner<P> {
             .apply_batch(batch)
             .map_err(self.storage("reset"))?;
         info!(projection = %self.name(), removed, "projection reset");
+        *self
+            .cut_short
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         self.committed.send_replace(0);
+        drop(marks);
         Ok(removed)
     }
 }
@@ -415,8 +571,21 @@ impl<P: Projection> ProjectionStore<P> {
     /// Follows the checkpoint: the receiver sees every commit's new checkpoint (and 0 after a
     /// reset), so a reader can wait until the projection has applied a given stream sequence
     /// without polling.
-    pub fn watch_checkpoint(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn watch_checkpoint(&self) -> watch::Receiver<u64> {
         self.inner.committed.subscribe()
+    }
+
+    /// Whether the projection opened below the checkpoint its store had recorded as durable
+    /// (its sled log was damaged and cut short; an error was logged): what it recovered and
+    /// what it had. Stays set until a [`reset`](ProjectionStore::reset); compare
+    /// [`ProjectionStore::checkpoint`] with [`CutShort::durable`] to see whether following the
+    /// stream has applied the lost deliveries again.
+    pub fn cut_short(&self) -> Option<CutShort> {
+        *self
+            .inner
+            .cut_short
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The stream sequence of the last applied delivery; 0 when none was.
@@ -547,11 +716,31 @@ impl<P: Projection> ProjectionStore<P> {
         self.blocking("reset", Inner::reset).await
     }
 
-    /// Makes everything committed so far durable (sled's flush, an fsync). Returns the
-    /// number of bytes written.
+    /// Makes everything committed so far durable (sled's flush). Returns the number of bytes
+    /// written. The checkpoints it made durable are recorded as such by the store's flushing
+    /// thread within [`StoreConfig::flush_every`], or right away when the store has none.
     pub async fn flush(&self) -> Result<usize, StoreError> {
         self.blocking("flush", |inner| {
-            inner.tree.flush().map_err(inner.storage("flush"))
+            let store = &inner.claim.store.inner;
+            match store.stop_marking {
+                Some(_) => store.db.flush(),
+                None => store.flush_and_mark(true),
+            }
+            .map_err(inner.storage("flush"))
+        })
+        .await
+    }
+
+    /// [`ProjectionStore::flush`], and the checkpoints recorded as durable right away (one
+    /// more fsync): how a run or a rebuild ends, so the record is exact after a clean stop.
+    pub(crate) async fn flush_and_record(&self) -> Result<usize, StoreError> {
+        self.blocking("flush", |inner| {
+            inner
+                .claim
+                .store
+                .inner
+                .flush_and_mark(true)
+                .map_err(inner.storage("flush"))
         })
         .await
     }

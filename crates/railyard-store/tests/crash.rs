@@ -1,7 +1,8 @@
 //! A real crash: a child process applies deliveries as fast as it can while another of its
 //! threads aborts it (no destructor, no flush: whatever sled had not written is lost), and the
 //! parent checks what survives. The invariant a projection relies on is that a write is never
-//! there without its checkpoint nor a checkpoint without its writes.
+//! there without its checkpoint nor a checkpoint without its writes; and a crash never looks
+//! like a damaged log (the store's record of what it made durable stays below what survives).
 //!
 //! The child is this same test binary, run with `--exact` on this test and an environment
 //! variable that tells it to play the child.
@@ -72,6 +73,11 @@ async fn check(dir: &str) -> u64 {
         .await
         .expect("the store reopens after the crash");
     let checkpoint = store.checkpoint().await.unwrap();
+    assert_eq!(
+        store.cut_short(),
+        None,
+        "a crash loses only what no flush had recorded as durable, so the store is not cut short"
+    );
     let count: u64 = store.get_json(count_key()).await.unwrap().unwrap_or(0);
     assert_eq!(
         count,

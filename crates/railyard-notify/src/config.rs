@@ -133,7 +133,9 @@ pub struct NotifyConfig {
     /// How messages reach Slack.
     pub transport: Transport,
     /// The least time between two calls to one destination (a channel, or a webhook URL);
-    /// Slack allows about one message per second per channel. Default 1 s.
+    /// Slack allows about one message per second per channel. Default 1 s. When it is not
+    /// zero, a notifier that is behind tells a release's waiting step updates together (see
+    /// the crate's documentation); zero tells every event on its own, at once.
     pub pacing: Duration,
     /// Waits between retries of 5xx answers and timeouts.
     pub backoff: Backoff,

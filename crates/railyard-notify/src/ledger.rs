@@ -4,7 +4,7 @@
 //!
 //! The checkpoint counts in *steps of the notifier*, not only stream messages: the stream
 //! sequence `s` sits in its upper bits and the lower [`SUB_BITS`] count the Slack calls made
-//! for that message. `(s << 20) | k` (k ≥ 1) means "message `s` under way, `k` commits made
+//! for that message (or for the batch of messages starting at `s`, see [`Progress::through`]). `(s << 20) | k` (k ≥ 1) means "message `s` under way, `k` commits made
 //! for it"; `(s << 20) | MASK` means "message `s` done". Each Slack call's effect (the root
 //! message's `ts`, how many of the message's calls are done) is committed, and flushed to
 //! disk, right after Slack accepted it, so after a crash only the call in flight can repeat.
@@ -51,15 +51,31 @@ pub struct Thread {
     pub status_line: String,
 }
 
-/// How far the notifier got with the stream message under way.
+/// How far the notifier got with the stream message (or batch of messages) under way.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Its stream sequence.
+    /// Its stream sequence (the first of the batch).
     pub sequence: u64,
+    /// The last stream sequence of the batch told together with it (`None`: only
+    /// `sequence`). Recorded with the batch's first call, so that after a restart the same
+    /// batch, and so the same calls, are rebuilt whatever the stream holds by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
+    /// Whether step updates waiting for one thread were told together ([`digest`]); recorded
+    /// for the same reason.
+    ///
+    /// [`digest`]: crate::render::digest
+    #[serde(default)]
+    pub coalesced: bool,
     /// How many of its calls are done (sent, or refused for good).
     pub done: usize,
-    /// Why Slack refused some of them, for the dead letter.
+    /// Why Slack refused some of them (the channel and Slack's answer), for the dead
+    /// letters.
     pub failures: Vec<String>,
+    /// The stream sequences each entry of `failures` concerns (empty in ledgers written
+    /// before batches: then `sequence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_sequences: Vec<Vec<u64>>,
 }
 
 /// Writes of one commit: key to new value (`None` removes).
@@ -235,7 +251,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commits the pending writes and marks stream message `sequence` done.
+    /// Commits the pending writes and marks stream message `sequence` (the last of a batch)
+    /// done.
     pub async fn commit_done(&mut self, sequence: u64) -> Result<(), NotifyError> {
         self.pending.push((PROGRESS.to_owned(), None));
         self.commit((sequence << SUB_BITS) | MASK).await

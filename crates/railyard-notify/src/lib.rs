@@ -1,7 +1,10 @@
 //! The Slack notifier: follows the event stream and tells Slack how each release moves —
 //! one thread per release in each channel it reaches (the default channel and its services'
 //! `slack_channel`), with the environment, the commit range, the health, and, when something
-//! stops, why and who owns it.
+//! stops, why and who should act: every failure, rollback, hold, denial, refusal and old
+//! colour left running names the catalog's `owner` of the services concerned ("team-orders
+//! (owner of orders-api) should look at it") in its message and in the root message's
+//! summary.
 //!
 //! # Shape
 //!
@@ -14,12 +17,19 @@
 //! refused, …), and sends it to every channel whose verbosity (`all`, `changes`,
 //! `exceptions`) hears it. With the Web API transport the first message in a channel posts the
 //! release's root message and every message is a reply in its thread; after each stream
-//! message the root's status line is brought up to date with `chat.update`. With incoming
-//! webhooks every message stands alone. Messages always fit Slack's limits ([`blocks`]).
+//! message (or batch, below) the root's summary — status line, and the exception with who
+//! should act — is brought up to date with `chat.update`. With incoming webhooks every
+//! message stands alone. Messages always fit Slack's limits ([`blocks`]).
 //!
 //! # Delivery
 //!
-//! Calls go one at a time, at most one per destination per `pacing` (1 s by default). A 429
+//! Calls go one at a time, at most one per destination per `pacing` (1 s by default;
+//! `railyard notify --slack-pacing`, `RAILYARD_SLACK_PACING`). When calls are paced and the
+//! notifier is behind — the stream already holds more of the release than it has told — it
+//! tells that run of the release's messages as one batch: step updates (started, succeeded,
+//! undone, colour retired) waiting in a row for one thread become one digest reply, and each
+//! root message is updated once for the batch. Exceptions, approvals and milestones always
+//! stand alone, and a notifier that keeps up tells every event as it comes. A 429
 //! waits `Retry-After` on the [`Clock`](railyard_core::Clock) and sends the same payload again;
 //! 5xx answers, timeouts and Slack's transient errors are retried with backoff; any other
 //! refusal (a 4xx, or `ok: false` such as `invalid_blocks`, `channel_not_found`) is logged
@@ -36,7 +46,9 @@
 //! message's calls are done — with the next checkpoint, and flushes it to disk before making
 //! the next call. The calls a stream message needs are a pure function of the release's
 //! view *before* that message (committed only when the message is done) and its events, so
-//! after a restart the same list is rebuilt and resumed at the first call not recorded.
+//! after a restart the same list is rebuilt and resumed at the first call not recorded. A
+//! batch records its last stream sequence with its first call, so the same batch is rebuilt
+//! whatever the stream holds by then.
 //!
 //! - A graceful stop (the `shutdown` token) is only acted on between calls: the call in
 //!   flight completes and is committed; a pacing, `Retry-After` or backoff wait is abandoned

@@ -1,14 +1,20 @@
 //! The words: one Block Kit message per event worth telling (with the verbosity class that
-//! decides which channels hear it), the root message of a release's thread and its status
-//! line. Pure functions of the [`ReleaseView`] and the event; every message names the release,
-//! the environment and the commit range (linked when the repository is known).
+//! decides which channels hear it), a digest of several step updates told at once, the root
+//! message of a release's thread and its status line. Pure functions of the [`ReleaseView`]
+//! and the event; every message names the release, the environment and the commit range
+//! (linked when the repository is known), and every exception — a failure, a rollback, a
+//! hold, a denial, a refusal, a colour not retired — says who should act: "team-orders
+//! (owner of orders-api) should look at it", from the catalog's `owner`.
 
+use railyard_core::Catalog;
 use railyard_core::catalog::Verbosity;
 use railyard_core::event::{Envelope, Event};
 use railyard_core::plan::{Action, Plan};
 
 use crate::blocks::{Blocks, Message, esc, truncate};
-use crate::view::{ChangeView, Phase, ReleaseView, StepView};
+use crate::view::{
+    ChangeView, Owner, Phase, ReleaseView, StepState, StepView, owners, refusal_services,
+};
 
 /// Most list lines shown in a message before "and N more".
 const LIST_ITEMS: usize = 25;
@@ -21,6 +27,20 @@ pub struct Note {
     pub class: Verbosity,
     /// The message.
     pub message: Message,
+    /// Set for step progress (started, succeeded, undone, colour retired): such notes, when
+    /// several wait for one thread at once, may be told together in one [`digest`].
+    pub update: Option<StepUpdate>,
+}
+
+/// One step's progress as a line of a [`digest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpdate {
+    /// The step.
+    pub step: String,
+    /// The line (mrkdwn): what happened to the step, and its detail.
+    pub line: String,
+    /// The same as plain text, for the notification text.
+    pub text: String,
 }
 
 /// What the renderer needs besides the view.
@@ -28,6 +48,92 @@ pub struct Note {
 pub struct RenderContext {
     /// The Railyard UI, for links.
     pub ui_url: Option<String>,
+    /// The catalog in force, for the owners of the services a refusal names.
+    pub catalog: Catalog,
+}
+
+/// "a", "a and b", "a, b and c".
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// Who should act, in words (plain text): "team-orders (owner of orders-api) should look at
+/// it"; services the catalog names no owner for are said so, and when nobody is named the
+/// release's requester is.
+pub fn who_acts(owners: &[Owner], requested_by: &str) -> String {
+    let named: Vec<String> = owners
+        .iter()
+        .filter_map(|o| {
+            let team = o.team.as_ref()?;
+            Some(if o.services.is_empty() {
+                team.clone()
+            } else {
+                format!("{team} (owner of {})", join_and(&o.services))
+            })
+        })
+        .collect();
+    let unowned: Vec<String> = owners
+        .iter()
+        .filter(|o| o.team.is_none())
+        .flat_map(|o| o.services.iter().cloned())
+        .collect();
+    let no_owner = match unowned.len() {
+        0 => None,
+        1 => Some(format!("{} has no owner in the catalog", unowned[0])),
+        _ => Some(format!(
+            "{} have no owner in the catalog",
+            join_and(&unowned)
+        )),
+    };
+    let requester = if requested_by.is_empty() {
+        "an operator".to_owned()
+    } else {
+        format!("{requested_by} (who requested the release)")
+    };
+    match (named.is_empty(), no_owner) {
+        (false, None) => format!("{} should look at it", join_and(&named)),
+        (false, Some(no_owner)) => format!("{} should look at it; {no_owner}", join_and(&named)),
+        (true, Some(no_owner)) => format!("{no_owner}: {requester} should look at it"),
+        (true, None) => format!("{requester} should look at it"),
+    }
+}
+
+/// Who should act on the release's exception (plain text), or `None` when it has none.
+fn exception_who(view: &ReleaseView) -> Option<String> {
+    view.exception
+        .as_ref()
+        .map(|e| who_acts(&e.owners, &view.requested_by))
+}
+
+/// The line an exception note adds (mrkdwn), and the suffix of its notification text.
+fn who_line(view: &ReleaseView) -> (String, String) {
+    let who = exception_who(view).unwrap_or_else(|| who_acts(&[], &view.requested_by));
+    (format!(":point_right: {}", esc(&who)), format!(" — {who}"))
+}
+
+/// The root message's exception line (mrkdwn): what stopped the release or still needs a
+/// human, and who should act; `None` when nothing does.
+pub fn exception_line(view: &ReleaseView) -> Option<String> {
+    let exception = view.exception.as_ref()?;
+    let who = who_acts(&exception.owners, &view.requested_by);
+    Some(format!(
+        ":warning: {} — {}",
+        esc(&exception.what),
+        esc(&who)
+    ))
+}
+
+/// What the root message summarises — its status line and exception line — as one string:
+/// the root is updated when this changes.
+pub fn summary(view: &ReleaseView) -> String {
+    match exception_line(view) {
+        Some(exception) => format!("{}\n{exception}", status_line(view)),
+        None => status_line(view),
+    }
 }
 
 fn short(commit: &str) -> &str {
@@ -176,11 +282,7 @@ pub fn status_line(view: &ReleaseView) -> String {
                 .and_then(|h| h.step.as_deref())
                 .map(|s| format!(" at `{}`", esc(s)))
                 .unwrap_or_default();
-            let owner = hold
-                .and_then(|h| h.owner.as_deref())
-                .map(|o| format!(" · owner *{}*", esc(o)))
-                .unwrap_or_default();
-            format!(":double_vertical_bar: *Held*{at}{owner}{progress}")
+            format!(":double_vertical_bar: *Held*{at}{progress}")
         }
         Phase::Completed => format!(":white_check_mark: *Completed*{progress}"),
         Phase::RolledBack => ":rewind: *Rolled back*".to_owned(),
@@ -194,6 +296,10 @@ pub fn root(view: &ReleaseView) -> Message {
     let mut blocks = Blocks::new();
     blocks.header(&format!("Release {}", view.id));
     blocks.section(&status_line(view));
+    let exception = exception_line(view);
+    if let Some(exception) = &exception {
+        blocks.section(exception);
+    }
     let lines = change_lines(view, &view.changes, &view.envs);
     blocks.list(
         &format!("*Changes* ({})", view.changes.len()),
@@ -205,11 +311,11 @@ pub fn root(view: &ReleaseView) -> Message {
         format!("Requested by *{}*", esc(&view.requested_by)),
         "Updates follow in this thread".to_owned(),
     ]);
-    blocks.finish(&format!(
-        "Release {}: {}",
-        view.id,
-        plain(&status_line(view))
-    ))
+    let mut text = format!("Release {}: {}", view.id, plain(&status_line(view)));
+    if let Some(exception) = &exception {
+        text.push_str(&format!(" · {}", plain(exception)));
+    }
+    blocks.finish(&text)
 }
 
 /// Mrkdwn without its markers and emoji codes, for notification text.
@@ -231,7 +337,38 @@ fn note(class: Verbosity, blocks: Blocks, text: &str) -> Option<Note> {
     Some(Note {
         class,
         message: blocks.finish(&plain(text)),
+        update: None,
     })
+}
+
+/// Several step updates told at once, in one message: one line each, in the order they
+/// happened, with the context of all the steps they concern.
+pub fn digest(view: &ReleaseView, updates: &[&StepUpdate]) -> Message {
+    let mut envs: Vec<String> = Vec::new();
+    let mut changes: Vec<&ChangeView> = Vec::new();
+    for update in updates {
+        let env = update.step.split(':').next().unwrap_or_default().to_owned();
+        if !envs.contains(&env) {
+            envs.push(env);
+        }
+        if let Some(step) = view.step(&update.step) {
+            for change in view.changes_of_step(step) {
+                if !changes.contains(&change) {
+                    changes.push(change);
+                }
+            }
+        }
+    }
+    let lines: Vec<String> = updates.iter().map(|u| format!("• {}", u.line)).collect();
+    let mut blocks = Blocks::new();
+    blocks.list(
+        &format!(":fast_forward: *{} step updates*", updates.len()),
+        &lines,
+        LIST_ITEMS,
+    );
+    blocks.context(&context(view, &envs, &changes));
+    let texts: Vec<&str> = updates.iter().map(|u| u.text.as_str()).collect();
+    blocks.finish(&format!("{}: {}", view.id, texts.join("; ")))
 }
 
 /// The message about `envelope` (already applied to `view`), or `None` for events nobody
@@ -240,7 +377,11 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
     let id = esc(view.id.as_str());
     let actor = esc(&envelope.actor);
     let all_changes: Vec<&ChangeView> = view.changes.iter().collect();
-    let step_note = |step_id: &str, class: Verbosity, headline: String, extra: Option<String>| {
+    let step_note = |step_id: &str,
+                     class: Verbosity,
+                     headline: String,
+                     extra: Option<String>,
+                     progress: bool| {
         let step = view.step(step_id).cloned().unwrap_or_else(|| StepView {
             id: step_id.to_owned(),
             env: step_id.split(':').next().unwrap_or_default().to_owned(),
@@ -255,7 +396,22 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
             blocks.section(extra);
         }
         blocks.context(&context(view, std::slice::from_ref(&step.env), &changes));
-        note(class, blocks, &format!("{}: {headline}", view.id))
+        let text = plain(&headline);
+        let update = progress.then(|| StepUpdate {
+            step: step.id.clone(),
+            line: match &extra {
+                Some(extra) => format!("{headline} — {}", extra.replace('\n', " ")),
+                None => headline.clone(),
+            },
+            text: text.clone(),
+        });
+        let mut full = format!("{}: {text}", view.id);
+        if class == Verbosity::Exceptions {
+            full.push_str(&who_line(view).1);
+        }
+        let mut out = note(class, blocks, &full)?;
+        out.update = update;
+        Some(out)
     };
     match &envelope.event {
         Event::ReleasePlanned(p) => Some(planned(view, &p.plan)),
@@ -266,16 +422,25 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 r.reasons.len(),
                 if r.reasons.len() == 1 { "" } else { "s" }
             ));
-            // Header, context and the "and N more" line take three of the 50 blocks.
-            let room = crate::blocks::MAX_BLOCKS - 3;
+            // Header, who acts, context and the "and N more" line take four of the 50 blocks.
+            let room = crate::blocks::MAX_BLOCKS - 4;
             for (i, refusal) in r.reasons.iter().enumerate().take(room) {
                 let env = refusal
                     .env
                     .as_ref()
                     .map(|e| format!(" in {e}"))
                     .unwrap_or_default();
+                let services =
+                    refusal_services(&ctx.catalog, view, &refusal.reason, &refusal.remedy);
+                let who = format!(
+                    "\n_who:_ {}",
+                    esc(&who_acts(
+                        &owners(&ctx.catalog, &services),
+                        &view.requested_by
+                    ))
+                );
                 blocks.section(&format!(
-                    "*{}. [{}]{}*\n{}\n_remedy:_ {}",
+                    "*{}. [{}]{}*\n{}\n_remedy:_ {}{who}",
                     i + 1,
                     esc(&refusal.rule),
                     esc(&env),
@@ -286,11 +451,13 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
             if r.reasons.len() > room {
                 blocks.section(&crate::blocks::and_more(r.reasons.len() - room));
             }
+            let (who, who_text) = who_line(view);
+            blocks.section(&who);
             blocks.context(&context(view, &view.envs, &all_changes));
             note(
                 Verbosity::Exceptions,
                 blocks,
-                &format!("{}: refused by the planner", view.id),
+                &format!("{}: refused by the planner{who_text}", view.id),
             )
         }
         Event::StepStarted(s) => {
@@ -304,6 +471,7 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 Verbosity::All,
                 format!(":arrow_forward: *Started* `{}`{attempt}", esc(&s.step)),
                 None,
+                true,
             )
         }
         Event::StepSucceeded(o) => step_note(
@@ -311,18 +479,21 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
             Verbosity::All,
             format!(":white_check_mark: *Succeeded* `{}`", esc(&o.step)),
             (!o.detail.is_empty()).then(|| esc(&o.detail)),
+            true,
         ),
         Event::StepFailed(o) => step_note(
             &o.step,
             Verbosity::Exceptions,
             format!(":x: *Failed* `{}`", esc(&o.step)),
-            Some(format!("*Why:* {}", esc(&o.detail))),
+            Some(format!("*Why:* {}\n{}", esc(&o.detail), who_line(view).0)),
+            false,
         ),
         Event::StepRolledBack(o) => step_note(
             &o.step,
             Verbosity::All,
             format!(":leftwards_arrow_with_hook: *Undone* `{}`", esc(&o.step)),
             (!o.detail.is_empty()).then(|| esc(&o.detail)),
+            true,
         ),
         Event::ColourRetired(r) if r.ok => step_note(
             &r.step,
@@ -333,6 +504,7 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 esc(&r.step)
             ),
             (!r.detail.is_empty()).then(|| esc(&r.detail)),
+            true,
         ),
         Event::ColourRetired(r) => step_note(
             &r.step,
@@ -342,7 +514,8 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 esc(&r.colour),
                 esc(&r.step)
             ),
-            Some(format!("*Why:* {}", esc(&r.detail))),
+            Some(format!("*Why:* {}\n{}", esc(&r.detail), who_line(view).0)),
+            false,
         ),
         Event::FreezeOverridden(f) => {
             let mut blocks = Blocks::new();
@@ -381,11 +554,16 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 format!("*Observed*\n{}", esc(&g.observed)),
                 format!("*Expected*\n{}", esc(&g.expected)),
             ]);
+            let (who, who_text) = who_line(view);
+            blocks.section(&who);
             blocks.context(&context(view, std::slice::from_ref(&env), &changes));
             note(
                 Verbosity::Exceptions,
                 blocks,
-                &format!("{}: gate {} failed on {}", view.id, g.gate, g.step),
+                &format!(
+                    "{}: gate {} failed on {}{who_text}",
+                    view.id, g.gate, g.step
+                ),
             )
         }
         Event::ReleaseHeld(h) => {
@@ -403,8 +581,10 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 .map(|s| format!(" at `{}`", esc(s)))
                 .unwrap_or_default();
             let mut commands = vec![format!("railyard resume {}", view.id)];
-            if let Some(step) = &h.step {
-                commands.push(format!("railyard retry {} --step {step}", view.id));
+            // Retry runs a failed step again: only offered when the hold's step failed (a
+            // manual hold or a freeze has nothing to retry).
+            if let Some(failed) = step.filter(|s| s.state == StepState::Failed) {
+                commands.push(format!("railyard retry {} --step {}", view.id, failed.id));
             }
             commands.push(format!("railyard rollback {}", view.id));
             let mut blocks = Blocks::new();
@@ -412,20 +592,24 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 ":double_vertical_bar: *Held* in {}{at}",
                 esc(&envs.join(", "))
             ));
-            blocks.section(&format!(
-                "*Why:* {}\n*Owner to act:* {}",
-                esc(&h.reason),
-                esc(h.owner.as_deref().unwrap_or("not named in the catalog"))
-            ));
-            blocks.section(&format!(
-                "*To resume, retry or roll back:*\n```{}```",
-                esc(&commands.join("\n"))
-            ));
+            let (who, mut who_text) = who_line(view);
+            // A policy hold's reason already names who should look (the promoter writes it
+            // from the catalog): the notification text does not say it twice.
+            if h.reason.contains("should look at it") {
+                who_text.clear();
+            }
+            blocks.section(&format!("*Why:* {}\n{who}", esc(&h.reason)));
+            let heading = if commands.len() == 3 {
+                "*To resume, retry or roll back:*"
+            } else {
+                "*To resume or roll back:*"
+            };
+            blocks.section(&format!("{heading}\n```{}```", esc(&commands.join("\n"))));
             blocks.context(&context(view, &envs, &changes));
             note(
                 Verbosity::Exceptions,
                 blocks,
-                &format!("{}: held{}: {}", view.id, at, h.reason),
+                &format!("{}: held{}: {}{who_text}", view.id, at, h.reason),
             )
         }
         Event::ReleaseResumed(r) => {
@@ -484,27 +668,31 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 format!(" — {}", esc(&d.comment))
             };
             let mut blocks = Blocks::new();
-            blocks.section(&if granted {
-                format!(
+            if granted {
+                blocks.section(&format!(
                     ":white_check_mark: *Approved* by *{actor}* for *{}*{comment}",
                     esc(&env)
-                )
-            } else {
-                format!(
-                    ":no_entry_sign: *Denied* by *{actor}* for *{}*{comment}",
-                    esc(&env)
-                )
-            });
+                ));
+                blocks.context(&context(view, std::slice::from_ref(&env), &all_changes));
+                return note(
+                    Verbosity::Changes,
+                    blocks,
+                    &format!("{}: approved by {} for {env}", view.id, envelope.actor),
+                );
+            }
+            let (who, who_text) = who_line(view);
+            blocks.section(&format!(
+                ":no_entry_sign: *Denied* by *{actor}* for *{}*{comment}\n{who}",
+                esc(&env)
+            ));
             blocks.context(&context(view, std::slice::from_ref(&env), &all_changes));
-            let word = if granted { "approved" } else { "denied" };
             note(
-                if granted {
-                    Verbosity::Changes
-                } else {
-                    Verbosity::Exceptions
-                },
+                Verbosity::Exceptions,
                 blocks,
-                &format!("{}: {word} by {} for {env}", view.id, envelope.actor),
+                &format!(
+                    "{}: denied by {} for {env}{who_text}",
+                    view.id, envelope.actor
+                ),
             )
         }
         Event::ReleaseCompleted(_) => {
@@ -537,8 +725,9 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 }
             }
             let mut blocks = Blocks::new();
+            let (who, who_text) = who_line(view);
             blocks.section(&format!(
-                ":rewind: *Rolled back* — release *{id}*\n*Why:* {}",
+                ":rewind: *Rolled back* — release *{id}*\n*Why:* {}\n{who}",
                 esc(&r.reason)
             ));
             if undone.is_empty() {
@@ -560,7 +749,7 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
             note(
                 Verbosity::Exceptions,
                 blocks,
-                &format!("{}: rolled back: {}", view.id, r.reason),
+                &format!("{}: rolled back: {}{who_text}", view.id, r.reason),
             )
         }
         Event::ReleaseCancelled(r) => {
@@ -646,11 +835,58 @@ fn planned(view: &ReleaseView, plan: &Plan) -> Note {
     ]);
     Note {
         class: Verbosity::Changes,
+        update: None,
         message: blocks.finish(&format!(
             "{}: planned, {} steps through {}",
             view.id,
             plan.steps.len(),
             env_list(&view.envs)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(team: Option<&str>, services: &[&str]) -> Owner {
+        Owner {
+            team: team.map(str::to_owned),
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn who_acts_names_each_team_once_with_its_services() {
+        let cases: &[(&[Owner], &str)] = &[
+            (
+                &[owner(Some("team-orders"), &["orders-api"])],
+                "team-orders (owner of orders-api) should look at it",
+            ),
+            (
+                &[
+                    owner(Some("team-orders"), &["orders-api", "orders-worker"]),
+                    owner(Some("team-billing"), &["billing-worker"]),
+                    owner(Some("ops"), &[]),
+                ],
+                "team-orders (owner of orders-api and orders-worker), team-billing (owner of billing-worker) and ops should look at it",
+            ),
+            (
+                &[
+                    owner(Some("team-edge"), &["gateway"]),
+                    owner(None, &["legacy-cron", "batch"]),
+                ],
+                "team-edge (owner of gateway) should look at it; legacy-cron and batch have no owner in the catalog",
+            ),
+            (
+                &[owner(None, &["legacy-cron"])],
+                "legacy-cron has no owner in the catalog: carol (who requested the release) should look at it",
+            ),
+            (&[], "carol (who requested the release) should look at it"),
+        ];
+        for (owners, expected) in cases {
+            assert_eq!(who_acts(owners, "carol"), *expected);
+        }
+        assert_eq!(who_acts(&[], ""), "an operator should look at it");
     }
 }

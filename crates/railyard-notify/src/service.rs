@@ -3,6 +3,11 @@
 //! one call at a time — paced per destination, waiting out `Retry-After`, retrying 5xx and
 //! timeouts with backoff, dead-lettering what Slack refuses for good — committing each
 //! call's effect before the next one.
+//!
+//! When calls are paced and the notifier is behind (the stream already holds the next
+//! messages), it tells a run of one release's messages as one batch: step updates waiting for
+//! the same thread go out as one digest, and each root message is updated once, at the end,
+//! instead of after every message. Exceptions and milestones are never merged.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,8 +23,8 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::{History, NotifyConfig, Transport};
 use crate::error::NotifyError;
-use crate::ledger::{Ledger, Thread};
-use crate::render::{self, Note, RenderContext};
+use crate::ledger::{Ledger, Progress, Thread};
+use crate::render::{self, Note, RenderContext, StepUpdate};
 use crate::slack::{Call, Outcome, Slack};
 use crate::view::{ReleaseView, Running, channels, hears, verbosity};
 
@@ -112,13 +117,25 @@ enum Delivered {
     Stopped,
 }
 
-/// One call the message at hand needs.
+/// One call the batch at hand needs.
 #[derive(Debug, Clone)]
 enum Op {
-    /// Post note `note` in `channel` (in the release's thread with the Web API).
-    Post { note: usize, channel: String },
-    /// Bring the root message's status line in `channel` up to date.
+    /// Post notes `notes` in `channel` (in the release's thread with the Web API): one note
+    /// as it is, several step updates as one digest.
+    Post { notes: Vec<usize>, channel: String },
+    /// Bring the root message's summary in `channel` up to date.
     Sync { channel: String },
+}
+
+/// Most stream messages told as one batch.
+const MAX_BATCH: usize = 200;
+/// Most step updates in one digest.
+const MAX_DIGEST: usize = 20;
+
+/// A note and the stream message it tells.
+struct Told {
+    note: Note,
+    sequence: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -200,8 +217,9 @@ pub async fn run(
         threads = slack.threads(),
         "notifier following the event stream"
     );
+    let batching = !config.pacing.is_zero();
     let mut notifier = Notifier {
-        catalog: config.catalog,
+        catalog: config.catalog.clone(),
         slack,
         ledger,
         pacer: Pacer {
@@ -213,6 +231,7 @@ pub async fn run(
         backoff: config.backoff,
         render: RenderContext {
             ui_url: config.ui_url,
+            catalog: config.catalog.clone(),
         },
         shutdown: shutdown.clone(),
         handled: config.handled,
@@ -229,36 +248,103 @@ pub async fn run(
             notifier.handled_gauge.clone(),
         );
     }
-    loop {
-        let delivery = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            next = consumer.next() => match next? {
-                Some(delivery) => delivery,
-                None => break,
+    let mut peeked: Option<Delivery> = None;
+    // The last stream sequence the stream was seen to hold.
+    let mut stream_last = 0u64;
+    'messages: loop {
+        let delivery = match peeked.take() {
+            Some(delivery) => delivery,
+            None => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                next = consumer.next() => match next? {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
             },
         };
         if delivery.stream_sequence < notifier.ledger.next_sequence() {
             continue;
         }
         let quiet = delivery.stream_sequence <= quiet_through;
+        // A batch in progress before a restart is rebuilt as it was; a new one takes what the
+        // stream already holds of the same release, when calls are paced.
+        let recorded = notifier.ledger.progress(delivery.stream_sequence).await?;
+        let through = recorded.through;
+        let coalesce = if recorded.done > 0 || through.is_some() {
+            recorded.coalesced
+        } else {
+            batching && !quiet
+        };
+        let mut batch = vec![delivery];
+        loop {
+            let last = batch.last().expect("a batch holds a message");
+            let more = match through {
+                Some(through) => last.stream_sequence < through,
+                None if !coalesce || batch.len() >= MAX_BATCH => false,
+                // `pending` is counted when the server sends a message, which may be well
+                // before it is handled here: ask the stream what it holds now.
+                None if last.pending > 0 || stream_last > last.stream_sequence => true,
+                None => {
+                    stream_last = match bus.stream_last_sequence().await {
+                        Ok(sequence) => sequence,
+                        Err(error) => {
+                            warn!(%error, "cannot read where the event stream ends; telling what is at hand");
+                            0
+                        }
+                    };
+                    stream_last > last.stream_sequence
+                }
+            };
+            if !more {
+                break;
+            }
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break 'messages,
+                next = consumer.next() => match next? {
+                    Some(next) => next,
+                    None => break 'messages,
+                },
+            };
+            let joins = match through {
+                Some(through) => next.stream_sequence <= through,
+                None => same_release(&batch, &next),
+            };
+            if joins {
+                batch.push(next);
+            } else {
+                peeked = Some(next);
+                break;
+            }
+        }
+        let first = batch[0].stream_sequence;
+        let last = batch.last().map_or(first, |d| d.stream_sequence);
         let span = tracing::info_span!(
             "notify.handle",
             service = "notify",
             release = tracing::field::Empty,
-            sequence = delivery.stream_sequence,
-            subject = %delivery.subject,
+            sequence = first,
+            through = last,
+            subject = %batch[0].subject,
         );
-        if let Some(release) = delivery.release() {
+        if let Some(release) = batch.iter().find_map(Delivery::release) {
             span.record("release", release.as_str());
         }
-        railyard_bus::follow_trace(&span, &delivery.trace);
-        let (events, pending) = (delivery.envelopes.len() as u64, delivery.pending);
-        if notifier.handle(delivery, quiet).instrument(span).await? == Flow::Stop {
+        railyard_bus::follow_trace(&span, &batch[0].trace);
+        let messages = batch.len() as u64;
+        let events: u64 = batch.iter().map(|d| d.envelopes.len() as u64).sum();
+        let pending = batch.last().map_or(0, |d| d.pending);
+        if notifier
+            .handle(batch, quiet, coalesce)
+            .instrument(span)
+            .await?
+            == Flow::Stop
+        {
             break;
         }
         if let Some(reader) = &reader {
-            reader.handled(1, events, pending);
+            reader.handled(messages, events, pending);
         }
     }
     notifier.ledger.flush().await?;
@@ -267,68 +353,83 @@ pub async fn run(
 }
 
 impl Notifier {
-    /// Handles one stream message from where the ledger says it got to.
-    async fn handle(&mut self, delivery: Delivery, quiet: bool) -> Result<Flow, NotifyError> {
-        let sequence = delivery.stream_sequence;
+    /// Handles a batch of stream messages (one, or a run of one release's messages) from where
+    /// the ledger says it got to.
+    async fn handle(
+        &mut self,
+        batch: Vec<Delivery>,
+        quiet: bool,
+        coalesce: bool,
+    ) -> Result<Flow, NotifyError> {
+        let sequence = batch[0].stream_sequence;
+        let last = batch.last().map_or(sequence, |d| d.stream_sequence);
         let mut running: Option<Running> = None;
         let mut running_changed = false;
-        let mut view: Option<ReleaseView> = match delivery.aggregate() {
-            Some(AggregateId::Release(id)) => self.ledger.release(&id).await?,
-            _ => None,
+        let mut view: Option<ReleaseView> = match batch.iter().find_map(Delivery::release) {
+            Some(id) => self.ledger.release(&id).await?,
+            None => None,
         };
-        let mut notes: Vec<Note> = Vec::new();
-        for envelope in &delivery.envelopes {
-            match (&envelope.event, &envelope.aggregate) {
-                (Event::ServiceDeployed(d), _) => {
-                    if running.is_none() {
-                        running = Some(self.ledger.running().await?);
+        let mut told: Vec<Told> = Vec::new();
+        for delivery in &batch {
+            for envelope in &delivery.envelopes {
+                match (&envelope.event, &envelope.aggregate) {
+                    (Event::ServiceDeployed(d), _) => {
+                        if running.is_none() {
+                            running = Some(self.ledger.running().await?);
+                        }
+                        let env = running
+                            .get_or_insert_with(Running::new)
+                            .entry(d.env.to_string())
+                            .or_default();
+                        match d.running.as_ref().and_then(|r| r.commit.clone()) {
+                            Some(commit) => env.insert(d.service.to_string(), commit),
+                            None => env.remove(d.service.as_str()),
+                        };
+                        running_changed = true;
                     }
-                    let env = running
-                        .get_or_insert_with(Running::new)
-                        .entry(d.env.to_string())
-                        .or_default();
-                    match d.running.as_ref().and_then(|r| r.commit.clone()) {
-                        Some(commit) => env.insert(d.service.to_string(), commit),
-                        None => env.remove(d.service.as_str()),
-                    };
-                    running_changed = true;
+                    (event, AggregateId::Release(id)) => {
+                        if matches!(event, Event::ReleasePlanned(_)) && running.is_none() {
+                            running = Some(self.ledger.running().await?);
+                        }
+                        let current =
+                            view.get_or_insert_with(|| ReleaseView::new(id.clone(), &self.catalog));
+                        if &current.id != id {
+                            continue;
+                        }
+                        current.apply(
+                            envelope,
+                            &self.catalog,
+                            running.as_ref().unwrap_or(&Running::new()),
+                        );
+                        if let Some(note) = render::event_note(current, envelope, &self.render) {
+                            told.push(Told {
+                                note,
+                                sequence: delivery.stream_sequence,
+                            });
+                        }
+                    }
+                    _ => {}
                 }
-                (event, AggregateId::Release(id)) => {
-                    if matches!(event, Event::ReleasePlanned(_)) && running.is_none() {
-                        running = Some(self.ledger.running().await?);
-                    }
-                    let current =
-                        view.get_or_insert_with(|| ReleaseView::new(id.clone(), &self.catalog));
-                    if &current.id != id {
-                        continue;
-                    }
-                    current.apply(
-                        envelope,
-                        &self.catalog,
-                        running.as_ref().unwrap_or(&Running::new()),
-                    );
-                    if let Some(note) = render::event_note(current, envelope, &self.render) {
-                        notes.push(note);
-                    }
-                }
-                _ => {}
             }
         }
         let ops = if quiet {
             Vec::new()
         } else {
-            self.ops(view.as_ref(), &notes)
+            self.ops(view.as_ref(), &told, coalesce)
         };
         if !ops.is_empty() {
             let release = view.as_ref().map(|v| v.id.to_string()).unwrap_or_default();
-            debug!(%release, sequence, calls = ops.len(), "delivering");
+            debug!(%release, sequence, through = last, calls = ops.len(), "delivering");
         }
         let mut progress = self.ledger.progress(sequence).await?;
+        progress.through = Some(last);
+        progress.coalesced = coalesce;
         for (index, op) in ops.iter().enumerate().skip(progress.done) {
             let Some(view) = view.as_ref() else { break };
             let outcome = match op {
-                Op::Post { note, channel } => {
-                    self.post(sequence, view, channel, &notes[*note]).await?
+                Op::Post { notes, channel } => {
+                    let notes: Vec<&Note> = notes.iter().map(|i| &told[*i].note).collect();
+                    self.post(&progress, view, channel, &notes).await?
                 }
                 Op::Sync { channel } => self.sync(view, channel).await?,
             };
@@ -336,9 +437,19 @@ impl Notifier {
                 None => continue,
                 Some(Delivered::Stopped) => return Ok(Flow::Stop),
                 Some(Delivered::Refused(reason)) => {
+                    let sequences: Vec<u64> = match op {
+                        Op::Post { notes, .. } => {
+                            let mut sequences: Vec<u64> =
+                                notes.iter().map(|i| told[*i].sequence).collect();
+                            sequences.dedup();
+                            sequences
+                        }
+                        Op::Sync { .. } => vec![last],
+                    };
                     progress
                         .failures
                         .push(format!("{}: {reason}", op_channel(op)));
+                    progress.failed_sequences.push(sequences);
                 }
                 Some(Delivered::Sent { .. }) => {}
             }
@@ -347,8 +458,22 @@ impl Notifier {
             self.ledger.commit_step(sequence).await?;
         }
         if !progress.failures.is_empty() {
-            let reason = progress.failures.join("; ");
-            delivery.dead_letter(&reason).await?;
+            for delivery in batch {
+                let reasons: Vec<&str> = progress
+                    .failures
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| match progress.failed_sequences.get(*i) {
+                        Some(sequences) => sequences.contains(&delivery.stream_sequence),
+                        // Written before batches: the failure is the one message's.
+                        None => delivery.stream_sequence == sequence,
+                    })
+                    .map(|(_, reason)| reason.as_str())
+                    .collect();
+                if !reasons.is_empty() {
+                    delivery.dead_letter(&reasons.join("; ")).await?;
+                }
+            }
         }
         if let Some(view) = &view {
             self.ledger.put_release(view);
@@ -356,18 +481,19 @@ impl Notifier {
         if let (true, Some(running)) = (running_changed, &running) {
             self.ledger.put_running(running);
         }
-        self.ledger.commit_done(sequence).await?;
+        self.ledger.commit_done(last).await?;
         self.handled_gauge
-            .set(i64::try_from(sequence).unwrap_or(i64::MAX));
+            .set(i64::try_from(last).unwrap_or(i64::MAX));
         if let Some(handled) = &self.handled {
-            handled.send_replace(sequence);
+            handled.send_replace(last);
         }
         Ok(Flow::Go)
     }
 
-    /// The calls a message needs: each note in each channel that hears it, then (with
-    /// threads) each channel's root status line.
-    fn ops(&self, view: Option<&ReleaseView>, notes: &[Note]) -> Vec<Op> {
+    /// The calls a batch needs: each note in each channel that hears it — step updates
+    /// waiting in a row for one thread as one digest when `coalesce` — then (with threads)
+    /// each channel's root summary, once.
+    fn ops(&self, view: Option<&ReleaseView>, told: &[Told], coalesce: bool) -> Vec<Op> {
         let Some(view) = view else {
             return Vec::new();
         };
@@ -376,17 +502,45 @@ impl Notifier {
             .iter()
             .filter(|c| self.slack.reaches(c))
             .collect();
-        let mut ops = Vec::new();
-        for (index, note) in notes.iter().enumerate() {
-            for channel in &channels {
-                if hears(verbosity(&self.catalog, channel), note.class) {
-                    ops.push(Op::Post {
-                        note: index,
-                        channel: (*channel).clone(),
-                    });
+        // Per channel, the posts it needs, each keyed by its first note.
+        let mut posts: Vec<(usize, usize, Vec<usize>)> = Vec::new();
+        for (c, channel) in channels.iter().enumerate() {
+            let level = verbosity(&self.catalog, channel);
+            let mut open: Option<Vec<usize>> = None;
+            for (index, t) in told.iter().enumerate() {
+                if !hears(level, t.note.class) {
+                    continue;
+                }
+                let mergeable = coalesce && t.note.update.is_some();
+                match &mut open {
+                    Some(run) if mergeable && run.len() < MAX_DIGEST => {
+                        run.push(index);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some(run) = open.take() {
+                    posts.push((run[0], c, run));
+                }
+                if mergeable {
+                    open = Some(vec![index]);
+                } else {
+                    posts.push((index, c, vec![index]));
                 }
             }
+            if let Some(run) = open.take() {
+                posts.push((run[0], c, run));
+            }
         }
+        // Note by note, channel by channel, as the events happened.
+        posts.sort_by_key(|(first, c, _)| (*first, *c));
+        let mut ops: Vec<Op> = posts
+            .into_iter()
+            .map(|(_, c, notes)| Op::Post {
+                notes,
+                channel: channels[c].clone(),
+            })
+            .collect();
         if self.slack.threads() {
             ops.extend(
                 channels
@@ -397,14 +551,15 @@ impl Notifier {
         ops
     }
 
-    /// Posts `note` in `channel`: with threads, under the release's root message, posting
-    /// (and recording) the root first when the channel has none.
+    /// Posts `notes` (one note, or step updates as one digest) in `channel`: with threads,
+    /// under the release's root message, posting (and recording) the root first when the
+    /// channel has none.
     async fn post(
         &mut self,
-        sequence: u64,
+        progress: &Progress,
         view: &ReleaseView,
         channel: &str,
-        note: &Note,
+        notes: &[&Note],
     ) -> Result<Option<Delivered>, NotifyError> {
         let mut thread_ts = None;
         if self.slack.threads() {
@@ -424,10 +579,11 @@ impl Notifier {
                             let thread = Thread {
                                 channel_id: channel_id.unwrap_or_else(|| channel.to_owned()),
                                 ts: ts.clone(),
-                                status_line: render::status_line(view),
+                                status_line: render::summary(view),
                             };
                             self.ledger.put_thread(&view.id, channel, &thread);
-                            self.ledger.commit_step(sequence).await?;
+                            self.ledger.put_progress(progress);
+                            self.ledger.commit_step(progress.sequence).await?;
                             info!(release = %view.id, %channel, "release thread started");
                             thread_ts = Some(ts);
                         }
@@ -439,16 +595,24 @@ impl Notifier {
                 }
             }
         }
+        let message = match notes {
+            [note] => note.message.clone(),
+            notes => {
+                let updates: Vec<&StepUpdate> =
+                    notes.iter().filter_map(|n| n.update.as_ref()).collect();
+                render::digest(view, &updates)
+            }
+        };
         let call = Call::Post {
             channel: channel.to_owned(),
             thread_ts,
-            message: note.message.clone(),
+            message,
         };
         Ok(Some(self.deliver(&call, &view.id).await))
     }
 
-    /// Updates the root message in `channel` when its status line changed; `None` when there
-    /// was nothing to do.
+    /// Updates the root message in `channel` when its summary (status and exception lines)
+    /// changed; `None` when there was nothing to do.
     async fn sync(
         &mut self,
         view: &ReleaseView,
@@ -457,7 +621,7 @@ impl Notifier {
         let Some(thread) = self.ledger.thread(&view.id, channel).await? else {
             return Ok(None);
         };
-        let line = render::status_line(view);
+        let line = render::summary(view);
         if thread.status_line == line {
             return Ok(None);
         }
@@ -526,5 +690,14 @@ impl Notifier {
 fn op_channel(op: &Op) -> &str {
     match op {
         Op::Post { channel, .. } | Op::Sync { channel } => channel,
+    }
+}
+
+/// Whether `next` may join `batch`: it belongs to the batch's release (or the batch has none
+/// yet), or to no release at all (inventory, signals: they only feed commit ranges).
+fn same_release(batch: &[Delivery], next: &Delivery) -> bool {
+    match (batch.iter().find_map(Delivery::release), next.release()) {
+        (_, None) | (None, Some(_)) => true,
+        (Some(release), Some(other)) => release == other,
     }
 }

@@ -1,7 +1,9 @@
 //! Slack over HTTP: the two transports (incoming webhooks, the Web API's `chat.postMessage`
 //! and `chat.update`), the exact JSON each call sends, and what Slack's answer means for the
 //! caller — sent, rate limited (wait `Retry-After`), worth retrying (5xx, timeouts, Slack's
-//! transient errors) or refused for good (any other 4xx or `ok: false`).
+//! transient errors) or refused for good (any other 4xx or `ok: false`). The notifier's own
+//! secrets (the bot token, the webhook URLs) are cut out of every payload, whatever text
+//! an event carried.
 
 use std::time::Duration;
 
@@ -10,6 +12,9 @@ use serde_json::{Value, json};
 use crate::blocks::Message;
 use crate::config::{BotToken, Transport};
 use crate::error::NotifyError;
+
+/// What a secret found in a message's text becomes.
+pub const REDACTED: &str = "[redacted]";
 
 /// The `Retry-After` assumed when a 429 carries none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -117,8 +122,36 @@ impl Slack {
         }
     }
 
-    /// The exact JSON body of `call`.
+    /// The secrets no payload may carry: the bot token, the webhook URLs (and their paths,
+    /// which are the secret part).
+    fn secrets(&self) -> Vec<&str> {
+        match &self.transport {
+            Transport::WebApi { token, .. } => vec![token.expose()],
+            Transport::Webhooks { urls } => urls
+                .values()
+                .flat_map(|url| {
+                    let path = url
+                        .split_once("://")
+                        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+                        .filter(|path| path.len() > 8);
+                    std::iter::once(url.as_str()).chain(path)
+                })
+                .collect(),
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+
+    /// The exact JSON body of `call`, with the notifier's secrets cut out of every string.
     pub fn payload(&self, call: &Call) -> Value {
+        let mut body = self.body(call);
+        let secrets = self.secrets();
+        redact(&mut body, &secrets);
+        body
+    }
+
+    fn body(&self, call: &Call) -> Value {
         match (call, &self.transport) {
             (Call::Post { message, .. }, Transport::Webhooks { .. }) => json!({
                 "text": message.text,
@@ -253,5 +286,68 @@ fn web_api_outcome(body: &str, body_text: &str) -> Outcome {
         Outcome::Transient(format!("slack answered {detail}"))
     } else {
         Outcome::Permanent(format!("slack refused the message: {detail}"))
+    }
+}
+
+/// Replaces each of `secrets` in every string of `value` with [`REDACTED`].
+fn redact(value: &mut Value, secrets: &[&str]) {
+    match value {
+        Value::String(text) => {
+            for secret in secrets {
+                if text.contains(secret) {
+                    *text = text.replace(secret, REDACTED);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| redact(v, secrets)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::blocks::Blocks;
+
+    fn post(text: &str) -> Call {
+        let mut blocks = Blocks::new();
+        blocks.section(text);
+        Call::Post {
+            channel: "#releases".into(),
+            thread_ts: None,
+            message: blocks.finish(text),
+        }
+    }
+
+    #[test]
+    fn the_bot_token_and_webhook_urls_never_reach_a_payload() {
+        let token = "xoxb-1234-secret";
+        let web = Slack::new(
+            Transport::WebApi {
+                base_url: "http://127.0.0.1:1/api".into(),
+                token: BotToken::new(token).unwrap(),
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let body = web.payload(&post(&format!("curl -H 'Authorization: Bearer {token}'")));
+        assert!(!body.to_string().contains(token), "{body}");
+        assert!(body.to_string().contains("Bearer [redacted]"), "{body}");
+
+        let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+        let hooks = Slack::new(
+            Transport::Webhooks {
+                urls: BTreeMap::from([("#releases".to_owned(), url.to_owned())]),
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let body = hooks.payload(&post(&format!(
+            "posted to {url} and /services/T000/B000/XXXXSECRET"
+        )));
+        assert!(!body.to_string().contains("XXXXSECRET"), "{body}");
     }
 }

@@ -1,7 +1,8 @@
 //! What the notifier remembers of a release to write its messages: the changes with their
 //! repositories, the channels that follow it, the plan's steps and their progress, the
-//! commits each environment ran when it was planned (for commit ranges) and the hold. A pure
-//! fold of the release's events, tolerant of events it has no words for.
+//! commits each environment ran when it was planned (for commit ranges), the hold, and the
+//! exception that stopped it with the owners who should act (from the catalog's `owner`). A
+//! pure fold of the release's events, tolerant of events it has no words for.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +94,47 @@ pub struct HoldView {
     pub owner: Option<String>,
 }
 
+/// How a release stopped, or what still needs a human after it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExceptionKind {
+    /// A gate or a step failed.
+    Failed,
+    /// The release was undone.
+    RolledBack,
+    /// The release is held for an operator.
+    Held,
+    /// An approver denied an environment.
+    Denied,
+    /// The planner refused the release.
+    Refused,
+    /// An old blue-green colour could not be taken down: it still runs.
+    RetireFailed,
+}
+
+/// A team that should act, and the services of the exception it owns; `team: None` gathers
+/// the services the catalog names no owner for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The catalog's `owner` (or, for an operator's hold, who held it).
+    pub team: Option<String>,
+    /// The services it owns among those concerned, in the order they were named.
+    pub services: Vec<String>,
+}
+
+/// What stopped the release (or still needs a human) and who should look at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// How it stopped.
+    pub kind: ExceptionKind,
+    /// The step it concerns, when one.
+    pub step: Option<String>,
+    /// What happened, as plain text (escaped when rendered).
+    pub what: String,
+    /// Who should act, deduplicated; empty when no service is concerned.
+    pub owners: Vec<Owner>,
+}
+
 /// The notifier's memory of one release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseView {
@@ -118,6 +160,9 @@ pub struct ReleaseView {
     pub hold: Option<HoldView>,
     /// The environment whose approval is awaited.
     pub awaiting: Option<String>,
+    /// The exception that stopped it or still needs a human, with who should act.
+    #[serde(default)]
+    pub exception: Option<Exception>,
 }
 
 impl ReleaseView {
@@ -139,6 +184,7 @@ impl ReleaseView {
             phase: Phase::Requested,
             hold: None,
             awaiting: None,
+            exception: None,
         }
     }
 
@@ -172,6 +218,69 @@ impl ReleaseView {
         }
     }
 
+    /// The services a step concerns: its service, the services bringing its migration, or —
+    /// for an approval — the services the release deploys in its environment (all of the
+    /// release's when none).
+    pub fn services_of_step(&self, step: &StepView) -> Vec<String> {
+        match step.action {
+            Action::Approve => {
+                let services = self.services_in(&step.env);
+                if services.is_empty() {
+                    self.services()
+                } else {
+                    services
+                }
+            }
+            _ => self
+                .changes_of_step(step)
+                .into_iter()
+                .map(|c| c.service.clone())
+                .collect(),
+        }
+    }
+
+    /// The services of step `id` (for a step the plan does not know, the last part of its id
+    /// when that is one of the release's services).
+    pub fn services_of(&self, id: &str) -> Vec<String> {
+        match self.step(id) {
+            Some(step) => self.services_of_step(step),
+            None => {
+                let target = id.rsplit(':').next().unwrap_or_default();
+                self.change(target)
+                    .map(|c| vec![c.service.clone()])
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The release's services, in the order of its changes.
+    pub fn services(&self) -> Vec<String> {
+        self.changes.iter().map(|c| c.service.clone()).collect()
+    }
+
+    /// The services the release deploys or migrates in `env`.
+    pub fn services_in(&self, env: &str) -> Vec<String> {
+        let mut services: Vec<String> = Vec::new();
+        for step in self
+            .steps
+            .iter()
+            .filter(|s| s.env == env && s.action != Action::Approve)
+        {
+            for service in self.services_of_step(step) {
+                if !services.contains(&service) {
+                    services.push(service);
+                }
+            }
+        }
+        services
+    }
+
+    fn env_of(&self, id: &str) -> String {
+        self.step(id)
+            .map(|s| s.env.clone())
+            .unwrap_or_else(|| id.split(':').next().unwrap_or_default().to_owned())
+    }
+
     /// Steps done and all steps in `env`.
     pub fn progress(&self, env: &str) -> (usize, usize) {
         let steps = self.steps.iter().filter(|s| s.env == env);
@@ -193,7 +302,39 @@ impl ReleaseView {
                 self.phase = Phase::Requested;
             }
             Event::ReleasePlanned(p) => self.planned(&p.plan, running),
-            Event::ReleaseRejected(_) => self.phase = Phase::Refused,
+            Event::ReleaseRejected(r) => {
+                self.phase = Phase::Refused;
+                let mut named: Vec<String> = Vec::new();
+                for refusal in &r.reasons {
+                    for service in refusal_services(catalog, self, &refusal.reason, &refusal.remedy)
+                    {
+                        if !named.contains(&service) {
+                            named.push(service);
+                        }
+                    }
+                }
+                let mut rules: Vec<String> = Vec::new();
+                for refusal in &r.reasons {
+                    let rule = match &refusal.env {
+                        Some(env) => format!("[{}] in {env}", refusal.rule),
+                        None => format!("[{}]", refusal.rule),
+                    };
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
+                    }
+                }
+                let n = r.reasons.len();
+                self.exception = Some(Exception {
+                    kind: ExceptionKind::Refused,
+                    step: None,
+                    what: format!(
+                        "the planner refused it: {n} problem{} ({})",
+                        if n == 1 { "" } else { "s" },
+                        rules.join(", ")
+                    ),
+                    owners: owners(catalog, &named),
+                });
+            }
             Event::ReleaseCancelled(_) => self.phase = Phase::Cancelled,
             Event::ReleaseHeld(h) => {
                 self.hold = Some(HoldView {
@@ -202,6 +343,40 @@ impl ReleaseView {
                     owner: h.owner.clone(),
                 });
                 self.phase = Phase::Held;
+                let services = match (&h.step, &h.frozen) {
+                    (Some(step), _) => self.services_of(step),
+                    (None, Some(env)) => self.services_in(env.as_str()),
+                    (None, None) => Vec::new(),
+                };
+                let mut who = owners(catalog, &services);
+                if let Some(owner) = &h.owner {
+                    if !who
+                        .iter()
+                        .any(|o| o.team.as_deref() == Some(owner.as_str()))
+                    {
+                        who.push(Owner {
+                            team: Some(owner.clone()),
+                            services: Vec::new(),
+                        });
+                    }
+                }
+                // The failure that caused the hold says more than the hold's long reason.
+                let cause = self
+                    .exception
+                    .as_ref()
+                    .filter(|e| e.kind == ExceptionKind::Failed && e.step == h.step)
+                    .map(|e| e.what.clone());
+                let what = match (cause, &h.step) {
+                    (Some(cause), _) => cause,
+                    (None, Some(step)) => format!("held at {step}: {}", first_sentence(&h.reason)),
+                    (None, None) => format!("held: {}", first_sentence(&h.reason)),
+                };
+                self.exception = Some(Exception {
+                    kind: ExceptionKind::Held,
+                    step: h.step.clone(),
+                    what,
+                    owners: who,
+                });
             }
             Event::ReleaseResumed(_) => {
                 self.phase = if self.awaiting.is_some() {
@@ -209,12 +384,85 @@ impl ReleaseView {
                 } else {
                     Phase::Running
                 };
+                self.clear_exception(|e| e.kind != ExceptionKind::RetireFailed);
             }
             Event::ReleaseCompleted(_) => self.phase = Phase::Completed,
-            Event::ReleaseRolledBack(_) => self.phase = Phase::RolledBack,
-            Event::StepStarted(s) => self.set_step(&s.step, StepState::Running),
-            Event::StepSucceeded(o) => self.set_step(&o.step, StepState::Succeeded),
-            Event::StepFailed(o) => self.set_step(&o.step, StepState::Failed),
+            Event::ReleaseRolledBack(r) => {
+                self.phase = Phase::RolledBack;
+                // A rollback after a failure (or a hold at a step) keeps that cause and its
+                // owners; any other rollback names the owners of what was undone.
+                let cause = self.exception.clone().filter(|e| {
+                    e.kind == ExceptionKind::Failed
+                        || (e.kind == ExceptionKind::Held && e.step.is_some())
+                });
+                let exception = match cause {
+                    Some(cause) => Exception {
+                        kind: ExceptionKind::RolledBack,
+                        ..cause
+                    },
+                    None => {
+                        let mut services: Vec<String> = Vec::new();
+                        for step in &r.undone {
+                            for service in self.services_of(step) {
+                                if !services.contains(&service) {
+                                    services.push(service);
+                                }
+                            }
+                        }
+                        if services.is_empty() {
+                            services = self.services();
+                        }
+                        Exception {
+                            kind: ExceptionKind::RolledBack,
+                            step: None,
+                            what: first_sentence(&r.reason),
+                            owners: owners(catalog, &services),
+                        }
+                    }
+                };
+                self.exception = Some(exception);
+            }
+            Event::StepStarted(s) => {
+                self.set_step(&s.step, StepState::Running);
+                // A failed step started again is being retried.
+                self.clear_exception(|e| {
+                    e.kind == ExceptionKind::Failed && e.step.as_deref() == Some(s.step.as_str())
+                });
+            }
+            Event::StepSucceeded(o) => {
+                self.set_step(&o.step, StepState::Succeeded);
+                self.clear_exception(|e| {
+                    e.kind == ExceptionKind::Failed && e.step.as_deref() == Some(o.step.as_str())
+                });
+            }
+            Event::StepFailed(o) => {
+                self.set_step(&o.step, StepState::Failed);
+                // A denial fails its approval step: the denial is the exception.
+                let denied = self.exception.as_ref().is_some_and(|e| {
+                    e.kind == ExceptionKind::Denied && e.step.as_deref() == Some(o.step.as_str())
+                });
+                if !denied {
+                    let what = if o.detail.is_empty() {
+                        format!("{} failed", o.step)
+                    } else {
+                        format!("{} failed: {}", o.step, o.detail)
+                    };
+                    self.exception = Some(Exception {
+                        kind: ExceptionKind::Failed,
+                        step: Some(o.step.clone()),
+                        what,
+                        owners: owners(catalog, &self.services_of(&o.step)),
+                    });
+                }
+            }
+            Event::GateEvaluated(g) if !g.passed => {
+                self.exception = Some(Exception {
+                    kind: ExceptionKind::Failed,
+                    step: Some(g.step.clone()),
+                    what: format!("gate {} failed on {}", g.gate, g.step),
+                    owners: owners(catalog, &self.services_of(&g.step)),
+                });
+            }
             Event::StepRolledBack(o) => self.set_step(&o.step, StepState::RolledBack),
             Event::ApprovalRequested(a) => {
                 self.awaiting = Some(a.env.to_string());
@@ -222,13 +470,64 @@ impl ReleaseView {
                     self.phase = Phase::AwaitingApproval;
                 }
             }
-            Event::ApprovalGranted(_) | Event::ApprovalDenied(_) => {
+            Event::ApprovalGranted(_) => {
                 self.awaiting = None;
                 if self.phase == Phase::AwaitingApproval {
                     self.phase = Phase::Running;
                 }
             }
+            Event::ApprovalDenied(d) => {
+                self.awaiting = None;
+                if self.phase == Phase::AwaitingApproval {
+                    self.phase = Phase::Running;
+                }
+                let env = self.env_of(&d.step);
+                let mut services = self.services_of(&d.step);
+                if services.is_empty() {
+                    services = self.services();
+                }
+                let comment = if d.comment.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", d.comment)
+                };
+                self.exception = Some(Exception {
+                    kind: ExceptionKind::Denied,
+                    step: Some(d.step.clone()),
+                    what: format!("{env} denied by {}{comment}", envelope.actor),
+                    owners: owners(catalog, &services),
+                });
+            }
+            Event::ColourRetired(r) => {
+                if r.ok {
+                    self.clear_exception(|e| {
+                        e.kind == ExceptionKind::RetireFailed
+                            && e.step.as_deref() == Some(r.step.as_str())
+                    });
+                } else {
+                    let detail = if r.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.detail)
+                    };
+                    self.exception = Some(Exception {
+                        kind: ExceptionKind::RetireFailed,
+                        step: Some(r.step.clone()),
+                        what: format!(
+                            "old colour {} of {} was not retired and still runs{detail}",
+                            r.colour, r.step
+                        ),
+                        owners: owners(catalog, &self.services_of(&r.step)),
+                    });
+                }
+            }
             _ => {}
+        }
+    }
+
+    fn clear_exception(&mut self, when: impl Fn(&Exception) -> bool) {
+        if self.exception.as_ref().is_some_and(when) {
+            self.exception = None;
         }
     }
 
@@ -343,5 +642,156 @@ pub fn hears(verbosity: Verbosity, class: Verbosity) -> bool {
         Verbosity::All => true,
         Verbosity::Changes => class != Verbosity::All,
         Verbosity::Exceptions => class == Verbosity::Exceptions,
+    }
+}
+
+/// The owner the catalog names for `service`.
+pub fn owner_of(catalog: &Catalog, service: &str) -> Option<String> {
+    catalog
+        .services
+        .iter()
+        .find(|(name, _)| name.as_str() == service)
+        .and_then(|(_, s)| s.owner.clone())
+}
+
+/// The owners of `services`, one entry per team in the order first named, each with its
+/// services; services without an owner gathered last under `team: None`. Deduplicated.
+pub fn owners(catalog: &Catalog, services: &[String]) -> Vec<Owner> {
+    let mut out: Vec<Owner> = Vec::new();
+    let mut unowned: Vec<String> = Vec::new();
+    for service in services {
+        match owner_of(catalog, service) {
+            Some(team) => match out.iter_mut().find(|o| o.team.as_ref() == Some(&team)) {
+                Some(owner) => {
+                    if !owner.services.contains(service) {
+                        owner.services.push(service.clone());
+                    }
+                }
+                None => out.push(Owner {
+                    team: Some(team),
+                    services: vec![service.clone()],
+                }),
+            },
+            None => {
+                if !unowned.contains(service) {
+                    unowned.push(service.clone());
+                }
+            }
+        }
+    }
+    if !unowned.is_empty() {
+        out.push(Owner {
+            team: None,
+            services: unowned,
+        });
+    }
+    out
+}
+
+/// The services — the release's and the catalog's — that `texts` name as whole words
+/// (`orders-api` but not `orders-api-v2`), in the order they first appear.
+pub fn named_services(
+    catalog: &Catalog,
+    view: &ReleaseView,
+    reason: &str,
+    remedy: &str,
+) -> Vec<String> {
+    let mut candidates: Vec<String> = view.services();
+    for name in catalog.services.keys() {
+        if !candidates.iter().any(|c| c == name.as_str()) {
+            candidates.push(name.to_string());
+        }
+    }
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for (offset, text) in [(0, reason), (reason.len() + 1, remedy)] {
+        for name in &candidates {
+            if let Some(at) = find_word(text, name) {
+                match found.iter_mut().find(|(_, n)| n == name) {
+                    Some(entry) => entry.0 = entry.0.min(offset + at),
+                    None => found.push((offset + at, name.clone())),
+                }
+            }
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, name)| name).collect()
+}
+
+/// The services a refusal concerns: those its reason or remedy names, else the release's.
+pub fn refusal_services(
+    catalog: &Catalog,
+    view: &ReleaseView,
+    reason: &str,
+    remedy: &str,
+) -> Vec<String> {
+    let named = named_services(catalog, view, reason, remedy);
+    if named.is_empty() {
+        view.services()
+    } else {
+        named
+    }
+}
+
+/// Where `word` first occurs in `text` with no name character (`[a-z0-9-]`) on either side.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut from = 0;
+    while let Some(at) = text[from..].find(word) {
+        let start = from + at;
+        let end = start + word.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        if !before.is_some_and(name_char) && !after.is_some_and(name_char) {
+            return Some(start);
+        }
+        from = start + word.len().max(1);
+        if from >= text.len() {
+            break;
+        }
+    }
+    None
+}
+
+/// The first sentence of `text` (up to ". " or ";"), for summaries of long reasons.
+fn first_sentence(text: &str) -> String {
+    let cut = [". ", "; "]
+        .iter()
+        .filter_map(|sep| text.find(sep))
+        .min()
+        .unwrap_or(text.len());
+    text[..cut].trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_found_as_whole_names_only() {
+        let cases = [
+            ("orders-api 2.4.0 emits v3", Some(0)),
+            ("but orders-api.", Some(4)),
+            ("(orders-api)", Some(1)),
+            ("orders-api-v2 runs", None),
+            ("new-orders-api runs", None),
+            ("orders-api-v2 and orders-api", Some(18)),
+            ("nothing here", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(find_word(text, "orders-api"), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_its_first_sentence() {
+        assert_eq!(
+            first_sentence("held by ops; railyard resume rel-1"),
+            "held by ops"
+        );
+        assert_eq!(
+            first_sentence("x failed: exit 1. team-a should look"),
+            "x failed: exit 1"
+        );
+        assert_eq!(first_sentence("no stop here"), "no stop here");
     }
 }

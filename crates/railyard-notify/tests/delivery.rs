@@ -1,7 +1,8 @@
 //! Delivery guarantees against the stand-in: a 429 is waited out on the clock and the same
 //! payload is sent again exactly once; a graceful restart, between stream messages or in the
-//! middle of one, loses and repeats nothing; a release of 300 services stays within Slack's
-//! limits; Slack's refusals are dead-lettered with its error; webhooks post standalone
+//! middle of one — or of a batch of them told together — loses and repeats nothing; a
+//! release of 300 services stays within Slack's limits; Slack's refusals are dead-lettered
+//! with its error, against the messages the refused call told; webhooks post standalone
 //! messages.
 
 mod common;
@@ -166,13 +167,6 @@ async fn a_graceful_restart_mid_release_loses_and_repeats_nothing() -> anyhow::R
 
     assert_eq!(without_ts(accepted_json(&slack)), without_ts(expected));
     Ok(())
-}
-
-fn clone_append(append: &Append) -> Append {
-    match append {
-        Append::Release(actor, events) => Append::Release(actor, events.clone()),
-        Append::Deployed(env, version, commit) => Append::Deployed(env, version, commit),
-    }
 }
 
 #[tokio::test]
@@ -371,5 +365,127 @@ async fn webhooks_post_standalone_messages_to_the_channels_they_have() -> anyhow
             "rel-hook: completed",
         ]
     );
+    Ok(())
+}
+
+/// Plays `script` for release `id` against a notifier paced at 1 s on a [`SimClock`]: the
+/// whole script is in the stream before the notifier starts, so it is told as one batch.
+async fn paced(
+    nats: &NatsServer,
+    slack: &FakeSlack,
+    store: &std::path::Path,
+    id: &str,
+    script: Vec<Append>,
+) -> anyhow::Result<()> {
+    let bus = bus(nats).await?;
+    let last = play(&bus, id, script).await?;
+    let mut notifier = start_notifier(
+        nats,
+        slack.web_api(),
+        store,
+        SimClock::new().shared(),
+        Duration::from_secs(1),
+    );
+    notifier.wait_handled(last).await?;
+    notifier.stop().await
+}
+
+#[tokio::test]
+async fn a_graceful_restart_in_the_middle_of_a_batch_loses_and_repeats_nothing()
+-> anyhow::Result<()> {
+    let id = "rel-batch";
+    let mut first = full_release(id);
+    let rest = first.split_off(8);
+    let clone = |script: &[Append]| script.iter().map(clone_append).collect::<Vec<_>>();
+
+    // Uninterrupted: the first eight appends told as one batch, then the rest as another.
+    let expected = {
+        let nats = NatsServer::start().await?;
+        let slack = FakeSlack::start().await?;
+        let store = tempfile::tempdir()?;
+        paced(&nats, &slack, store.path(), id, clone(&first)).await?;
+        paced(&nats, &slack, store.path(), id, clone(&rest)).await?;
+        accepted_json(&slack)
+    };
+
+    // Stopped in the middle of the first batch: its fourth call waits out a Retry-After of
+    // 30 s (paced waits are simulated, this one waits for the test) when the stop comes.
+    let nats = NatsServer::start().await?;
+    let bus = bus(&nats).await?;
+    let slack = FakeSlack::start().await?;
+    let store = tempfile::tempdir()?;
+    slack.script(&[
+        Script::Normal,
+        Script::Normal,
+        Script::Normal,
+        Script::RateLimit(30),
+    ]);
+    let mut clock = SimClock::new();
+    clock.block_over = Some(Duration::from_secs(1));
+    play(&bus, id, clone(&first)).await?;
+    let notifier = start_notifier(
+        &nats,
+        slack.web_api(),
+        store.path(),
+        clock.shared(),
+        Duration::from_secs(1),
+    );
+    slack.wait_for_calls(4).await?;
+    wait_for_sleepers(&clock.manual, 1).await?;
+    notifier.stop().await?;
+    assert_eq!(slack.accepted().len(), 3);
+
+    // The rest arrives while it is down: the batch under way is resumed as it was, without
+    // it; then the rest is told.
+    paced(&nats, &slack, store.path(), id, rest).await?;
+    assert_eq!(without_ts(accepted_json(&slack)), without_ts(expected));
+    Ok(())
+}
+
+#[tokio::test]
+async fn refusals_in_a_batch_are_dead_lettered_against_the_messages_they_told() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start().await?;
+    let bus = bus(&nats).await?;
+    let slack = FakeSlack::start().await?;
+    let store = tempfile::tempdir()?;
+    let transport = railyard_notify::Transport::WebApi {
+        base_url: format!("{}/api", slack.url),
+        token: railyard_notify::BotToken::new("xoxb-revoked")?,
+    };
+    let planned = play(&bus, "rel-4xx", request_and_plan("rel-4xx")).await?;
+    let last = append(
+        &bus,
+        "rel-4xx",
+        "railyard-promoter",
+        vec![Event::ReleaseCompleted(ReleaseCompleted {})],
+    )
+    .await?;
+    let mut notifier = start_notifier(
+        &nats,
+        transport,
+        store.path(),
+        SimClock::new().shared(),
+        Duration::from_secs(1),
+    );
+    notifier.wait_handled(last).await?;
+    notifier.stop().await?;
+
+    let dead = bus.dead_letters().await?;
+    let sequences: Vec<u64> = dead.iter().map(|d| d.source_sequence).collect();
+    assert_eq!(
+        sequences,
+        vec![planned, last],
+        "one batch, two messages told"
+    );
+    for letter in &dead {
+        assert!(letter.reason.contains("#releases"), "{}", letter.reason);
+        assert!(
+            letter.reason.contains("#orders-releases"),
+            "{}",
+            letter.reason
+        );
+        assert!(letter.reason.contains("invalid_auth"), "{}", letter.reason);
+    }
     Ok(())
 }

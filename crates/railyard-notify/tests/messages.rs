@@ -140,6 +140,37 @@ async fn a_held_release() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn an_operators_hold_offers_resume_and_rollback_not_retry() -> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-pause";
+        let b = &bus;
+        request_and_plan(b, id).await?;
+        let p = plan(id);
+        let s: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        append(b, id, "railyard-promoter", vec![started(s[0])]).await?;
+        // An operator holds at the running step: nothing failed, so nothing to retry.
+        append(
+            b,
+            id,
+            "ops",
+            vec![Event::ReleaseHeld(ReleaseHeld {
+                reason: "held by ops: incident in checkout".into(),
+                step: Some(s[0].into()),
+                owner: Some("ops".into()),
+                frozen: None,
+            })],
+        )
+        .await
+    })
+    .await?;
+    let text = calls.to_string();
+    assert!(text.contains("To resume or roll back:"), "{text}");
+    assert!(text.contains("railyard resume rel-pause"), "{text}");
+    assert!(!text.contains("railyard retry"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_refused_release() -> anyhow::Result<()> {
     let calls = run_scenario(|bus| async move {
         let id = "rel-refused";

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use railyard_bus::Bus;
@@ -30,6 +31,16 @@ pub struct SlackArgs {
     /// Railyard UI base URL for links in approval requests.
     #[arg(long, env = "RAILYARD_UI_URL")]
     pub ui_url: Option<String>,
+    /// The least time between two Slack calls to one channel (`1s`, `250ms`; `0s` paces
+    /// nothing). Slack allows about one message per second per channel; while the notifier
+    /// is behind, step updates waiting for a thread are told together.
+    #[arg(
+        long,
+        env = "RAILYARD_SLACK_PACING",
+        default_value = "1s",
+        value_parser = humantime::parse_duration
+    )]
+    pub slack_pacing: Duration,
 }
 
 impl SlackArgs {
@@ -74,6 +85,7 @@ pub fn notify_task(
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
     let mut config = NotifyConfig::new(catalog, transport, store);
     config.ui_url = slack.ui_url.clone();
+    config.pacing = slack.slack_pacing;
     config.metrics = Some(metrics);
     async move {
         railyard_notify::run(config, bus, shutdown)
@@ -84,6 +96,7 @@ pub fn notify_task(
 
 /// Flags of `railyard notify`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::env_help::NOTIFY)]
 pub struct NotifyArgs {
     /// The NATS server or cluster.
     #[arg(

@@ -1,8 +1,9 @@
 //! Test support: a real local HTTP server standing in for Slack (Web API and incoming
 //! webhooks) that records every call and, like Slack, refuses payloads over the block and
 //! text limits with Slack's error codes and can be told to answer 429 with `Retry-After`;
-//! a real nats-server; the notifier run as a task; and the events of a release, appended as
-//! the planner and the promoter would.
+//! a real nats-server; the notifier run as a task; the events of a release, appended as
+//! the planner and the promoter would; and a simulated clock that moves when the notifier
+//! waits, appending a release's events as they fall due.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -15,11 +16,15 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use chrono::{DateTime, Utc};
 use railyard_bus::{Bus, BusConfig, Expected};
+use railyard_core::clock::Sleep;
 use railyard_core::event::*;
 use railyard_core::inventory::RunningService;
 use railyard_core::plan::{Action, Edge, Plan, Refusal, Step};
-use railyard_core::{AggregateId, Catalog, Change, Envelope, Event, ReleaseId, SharedClock};
+use railyard_core::{
+    AggregateId, Catalog, Change, Clock, Envelope, Event, ManualClock, ReleaseId, SharedClock,
+};
 use railyard_notify::{BotToken, History, NotifyConfig, Transport};
 use railyard_testkit::NatsServer;
 use serde_json::{Value, json};
@@ -369,6 +374,13 @@ deploy = { kind = "simulated" }
 owner = "team-billing"
 deploy = { kind = "simulated" }
 
+[services.orders-worker]
+owner = "team-orders"
+deploy = { kind = "simulated" }
+
+[services.legacy-cron]
+deploy = { kind = "simulated" }
+
 [notify.slack]
 default_channel = "#releases"
 verbosity = { "#releases" = "changes", "#orders-releases" = "all" }
@@ -705,4 +717,178 @@ pub fn full_release(id: &str) -> Vec<Append> {
         ),
     ]);
     out
+}
+
+pub fn clone_append(append: &Append) -> Append {
+    match append {
+        Append::Release(actor, events) => Append::Release(actor, events.clone()),
+        Append::Deployed(env, version, commit) => Append::Deployed(env, version, commit),
+    }
+}
+
+/// The plan of release `id` moving `services` through staging (deploy, verify) and, after an
+/// approval, production.
+pub fn plan_of(id: &str, services: &[&str]) -> Plan {
+    let mut steps = Vec::new();
+    for env in ["staging", "production"] {
+        if env == "production" {
+            steps.push(step(env, Action::Approve, id, None));
+        }
+        for service in services {
+            steps.push(step(env, Action::Deploy, service, Some("1.0.0")));
+            steps.push(step(env, Action::Verify, service, Some("1.0.0")));
+        }
+    }
+    let ids: Vec<String> = steps.iter().map(|s| s.id.clone()).collect();
+    Plan {
+        release: id.parse().unwrap(),
+        catalog_hash: "sha256:test".into(),
+        edges: vec![],
+        waves: ids.iter().map(|id| vec![id.clone()]).collect(),
+        critical_path: ids,
+        steps,
+        external_edges: vec![],
+    }
+}
+
+/// When the simulated clock starts.
+pub fn sim_start() -> DateTime<Utc> {
+    "2026-03-02T10:00:00Z".parse().unwrap()
+}
+
+/// The appends of a release still to come, each at its time, and the last one made.
+pub struct Schedule {
+    pub bus: Option<Bus>,
+    pub id: String,
+    pub due: VecDeque<(DateTime<Utc>, Append)>,
+    pub last: u64,
+    pub last_at: DateTime<Utc>,
+}
+
+/// A clock for measuring pacing without waiting: it moves only when the notifier waits, by
+/// exactly the wait (so a wait costs simulated time, never real time), and appends the events
+/// of its schedule that fall due on the way, before the notifier wakes — a discrete-event
+/// simulation of a release moving while Slack is paced. Waits longer than `block_over` are
+/// not simulated: they wait for the test to move the clock, like a [`ManualClock`].
+#[derive(Clone)]
+pub struct SimClock {
+    pub manual: ManualClock,
+    pub schedule: Arc<tokio::sync::Mutex<Schedule>>,
+    pub block_over: Option<Duration>,
+}
+
+impl std::fmt::Debug for SimClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimClock")
+            .field("now", &self.manual.now())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimClock {
+    /// A clock with nothing scheduled.
+    pub fn new() -> SimClock {
+        SimClock {
+            manual: ManualClock::new(sim_start()),
+            schedule: Arc::new(tokio::sync::Mutex::new(Schedule {
+                bus: None,
+                id: String::new(),
+                due: VecDeque::new(),
+                last: 0,
+                last_at: sim_start(),
+            })),
+            block_over: None,
+        }
+    }
+
+    /// A clock that appends `script` for release `id`, one append every `every` from the
+    /// start.
+    pub fn scheduled(bus: Bus, id: &str, script: Vec<Append>, every: Duration) -> SimClock {
+        let clock = SimClock::new();
+        let step = chrono::Duration::from_std(every).unwrap();
+        {
+            let mut schedule = clock.schedule.try_lock().unwrap();
+            schedule.bus = Some(bus);
+            schedule.id = id.to_owned();
+            schedule.due = script
+                .into_iter()
+                .enumerate()
+                .map(|(i, append)| (sim_start() + step * i32::try_from(i).unwrap(), append))
+                .collect();
+        }
+        clock
+    }
+
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+
+    /// Moves to `target`, appending everything due by then at its time.
+    pub async fn run_to(&self, target: DateTime<Utc>) -> anyhow::Result<()> {
+        let mut schedule = self.schedule.lock().await;
+        while schedule.due.front().is_some_and(|(at, _)| *at <= target) {
+            let (at, append) = schedule.due.pop_front().unwrap();
+            self.move_to(at);
+            let bus = schedule.bus.clone().expect("a scheduled clock has a bus");
+            let id = schedule.id.clone();
+            schedule.last = play(&bus, &id, vec![append]).await?;
+            schedule.last_at = at;
+        }
+        self.move_to(target);
+        Ok(())
+    }
+
+    /// Appends the next scheduled append at its time (moving the clock there); `false` when
+    /// nothing is left.
+    pub async fn next_append(&self) -> anyhow::Result<bool> {
+        let at = match self.schedule.lock().await.due.front() {
+            Some((at, _)) => *at,
+            None => return Ok(false),
+        };
+        self.run_to(at).await?;
+        Ok(true)
+    }
+
+    pub fn move_to(&self, at: DateTime<Utc>) {
+        let now = self.manual.now();
+        if at > now {
+            self.manual.advance((at - now).to_std().unwrap());
+        }
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.manual.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        if self.block_over.is_some_and(|over| duration > over) {
+            return self.manual.sleep(duration);
+        }
+        let clock = self.clone();
+        Box::pin(async move {
+            let target = clock.now() + chrono::Duration::from_std(duration).unwrap();
+            clock
+                .run_to(target)
+                .await
+                .expect("the simulated release appends its events");
+        })
+    }
+}
+
+/// Plays `clock`'s schedule against `notifier` — appending the next event whenever the
+/// notifier has handled everything appended so far, and letting its waits append what falls
+/// due meanwhile — until everything is appended and handled.
+pub async fn play_scheduled(clock: &SimClock, notifier: &mut Running) -> anyhow::Result<()> {
+    loop {
+        let last = clock.schedule.lock().await.last;
+        notifier.wait_handled(last).await?;
+        if clock.schedule.lock().await.last != last {
+            continue; // appended while the notifier waited
+        }
+        if !clock.next_append().await? {
+            return Ok(());
+        }
+    }
 }

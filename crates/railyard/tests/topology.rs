@@ -412,7 +412,10 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
     // The notifier dead-letters a message Slack keeps refusing: it may write that one subject.
     let notify_dlq = publish("railyard.dlq.RAILYARD_EVENTS.railyard-notify");
     let answer = refusal(&live, "notify", &deploy_password("notify"), &notify_dlq).await?;
-    ensure!(answer.is_none(), "notify may not write its dead letters: {answer:?}");
+    ensure!(
+        answer.is_none(),
+        "notify may not write its dead letters: {answer:?}"
+    );
     for user in ["intake", "planner", "promoter", "audit", "notify"] {
         let answer = refusal(
             &live,

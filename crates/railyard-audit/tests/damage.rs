@@ -27,37 +27,12 @@ use tokio_util::sync::CancellationToken;
 /// The record whose bytes are damaged.
 const DAMAGED: u64 = 50;
 
-/// Copies the store directory `from` (files and `blobs/`) to `to`.
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    railyard_testkit::disk::copy_dir(from, to).expect("the store directory copies");
 }
 
-/// Flips a byte of every occurrence of `needle` in sled's log file, as a bad disk block would,
-/// without touching the checksums that cover it; returns how many it altered.
 fn damage(store: &Path, needle: &[u8]) -> usize {
-    let log = store.join("db");
-    let mut bytes = std::fs::read(&log).unwrap();
-    let mut altered = 0;
-    let mut at = 0;
-    while let Some(found) = bytes[at..]
-        .windows(needle.len())
-        .position(|window| window == needle)
-    {
-        bytes[at + found] ^= 0x01;
-        altered += 1;
-        at += found + needle.len();
-    }
-    std::fs::write(&log, bytes).unwrap();
-    altered
+    railyard_testkit::disk::flip_log_bytes(store, needle).expect("the log is rewritten")
 }
 
 async fn open(path: &Path) -> anyhow::Result<ProjectionStore<AuditProjection>> {

@@ -266,7 +266,7 @@ async fn decide_loop(
                 continue;
             };
             if let Some(sequence) = decide(config, bus, view, &id).await? {
-                wait_for(view, sequence, config.catch_up_timeout).await?;
+                wait_for(config, view, sequence, shutdown).await?;
             }
         }
         tokio::select! {
@@ -276,18 +276,28 @@ async fn decide_loop(
     }
 }
 
+/// Waits until the read model applied `sequence` (the decision just appended), at most
+/// `catch_up_timeout` on the config's clock; a shutdown ends the wait (the projection stops
+/// with it, so waiting on would only delay the stop).
 async fn wait_for(
+    config: &PlannerConfig,
     view: &ProjectionStore<PlannerView>,
     sequence: u64,
-    timeout: Duration,
+    shutdown: &CancellationToken,
 ) -> Result<(), ServiceError> {
     let mut committed = view.watch_checkpoint();
-    let reached = tokio::time::timeout(timeout, committed.wait_for(|c| *c >= sequence)).await;
-    match reached {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(ServiceError::Behind {
+    tokio::select! {
+        reached = committed.wait_for(|c| *c >= sequence) => match reached {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ServiceError::Behind {
+                sequence,
+                waited: config.catch_up_timeout,
+            }),
+        },
+        () = shutdown.cancelled() => Ok(()),
+        () = config.clock.sleep(config.catch_up_timeout) => Err(ServiceError::Behind {
             sequence,
-            waited: timeout,
+            waited: config.catch_up_timeout,
         }),
     }
 }

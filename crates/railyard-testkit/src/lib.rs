@@ -1,13 +1,15 @@
 //! Real NATS for Railyard's tests: [`NatsServer`] runs one `nats-server -js` on a dynamic
 //! loopback port with a temporary store, [`NatsCluster`] runs a 3-node JetStream cluster (also
 //! from the production configurations in `deploy/nats/`, see [`deploy`]), both kill and reap
-//! their processes on drop, and [`refusal`] asks whether a NATS user may use a subject. Every
+//! their processes on drop, [`refusal`] asks whether a NATS user may use a subject, and [`disk`]
+//! damages a store's files as a bad disk would. Every
 //! wait is bounded.
 #![forbid(unsafe_code)]
 
 mod binary;
 mod cluster;
 pub mod deploy;
+pub mod disk;
 mod permissions;
 mod process;
 mod server;

@@ -61,22 +61,25 @@ fn nats_bin() -> std::path::PathBuf {
         .unwrap_or(venv)
 }
 
-#[test]
-fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--catalog"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/railyard.toml"))
-        .arg("--data-dir")
-        .arg(data.path())
+/// A running `railyard dev`: the child, its HTTP address, its ready line and what it printed
+/// before that line.
+struct Dev {
+    child: std::process::Child,
+    addr: String,
+    ready: String,
+    before: Vec<String>,
+}
+
+/// Starts `command` (a `railyard dev ...`) with the test's nats-server and waits (bounded) for
+/// its ready line.
+fn start_dev(mut command: Command) -> Dev {
+    let mut child = command
         .env("NATS_SERVER_BIN", nats_bin())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("railyard binary runs");
-
-    // Wait (bounded) for the ready line.
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -84,10 +87,16 @@ fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
             let _ = tx.send(line);
         }
     });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("railyard dev prints its ready line");
-    assert!(ready.starts_with("railyard dev ready: http://"), "{ready}");
+    let mut before = Vec::new();
+    let ready = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("railyard dev prints its ready line");
+        if line.starts_with("railyard dev ready: http://") {
+            break line;
+        }
+        before.push(line);
+    };
     let addr = ready
         .split("http://")
         .nth(1)
@@ -96,6 +105,29 @@ fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
         .next()
         .unwrap()
         .to_owned();
+    Dev {
+        child,
+        addr,
+        ready,
+        before,
+    }
+}
+
+#[test]
+fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_railyard"));
+    command
+        .args(["dev", "--listen", "127.0.0.1:0", "--catalog"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/railyard.toml"))
+        .arg("--data-dir")
+        .arg(data.path());
+    let Dev {
+        child,
+        addr,
+        ready,
+        before: _,
+    } = start_dev(command);
     let nats_pid: u32 = ready
         .split("nats_pid=")
         .nth(1)
@@ -116,23 +148,7 @@ fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
     assert_eq!(status, 200);
     assert!(metrics.contains("railyard_nats_up 1"), "{metrics}");
 
-    kill(
-        Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        Signal::SIGINT,
-    )
-    .unwrap();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
-    let status = done_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("railyard dev exits within 30s of SIGINT")
-        .unwrap();
-    assert!(
-        status.success(),
-        "railyard dev exits 0 after SIGINT, got {status}"
-    );
+    interrupt(child);
     assert!(
         !alive(nats_pid),
         "the embedded nats-server {nats_pid} was stopped and reaped"
@@ -187,35 +203,19 @@ fn dev_without_a_catalog_serves_the_example_and_admits_a_tokens_file() {
     let tokens_file = cwd.path().join("tokens.toml");
     std::fs::write(&tokens_file, entry).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_railyard"));
+    command
         .current_dir(cwd.path())
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .env("RAILYARD_TOKENS_FILE", &tokens_file)
-        .env_remove("RAILYARD_CATALOG")
-        .env("NATS_SERVER_BIN", nats_bin())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("railyard binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut before = Vec::new();
-    let ready = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("railyard dev prints its ready line");
-        if line.starts_with("railyard dev ready: http://") {
-            break line;
-        }
-        before.push(line);
-    };
+        .env_remove("RAILYARD_CATALOG");
+    let Dev {
+        child,
+        addr,
+        ready: _,
+        before,
+    } = start_dev(command);
     assert!(
         before.iter().any(
             |l| l.starts_with("no railyard.toml here: serving the bundled example estate from")
@@ -229,14 +229,6 @@ fn dev_without_a_catalog_serves_the_example_and_admits_a_tokens_file() {
             "{file} is written for the user to try"
         );
     }
-    let addr = ready
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
 
     // carol's token from the file is admitted next to the dev tokens, and acts as carol.
     let release = std::fs::read_to_string(example.join("release-orders-v3.toml")).unwrap();

@@ -79,7 +79,21 @@ impl From<&Change> for RunningService {
 impl Inventory {
     /// Parses the JSON form.
     pub fn from_json(text: &str) -> Result<Inventory, ParseError> {
-        parse::from_json("inventory", text)
+        let inventory: Inventory = parse::from_json("inventory", text)?;
+        // Running versions reach rollback commands (`{version}`): the same grammar as a
+        // release's.
+        for (env, running) in &inventory.0 {
+            for (service, service_running) in &running.services {
+                let at = format!("inventory.{env}.services.{service}");
+                crate::release::check_version(&service_running.version)
+                    .map_err(|problem| ParseError::at(format!("{at}.version"), problem))?;
+                if let Some(artifact) = &service_running.artifact {
+                    crate::release::check_artifact(artifact)
+                        .map_err(|problem| ParseError::at(format!("{at}.artifact"), problem))?;
+                }
+            }
+        }
+        Ok(inventory)
     }
 
     /// The inventory of `env`, empty when nothing runs there.

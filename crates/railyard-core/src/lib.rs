@@ -24,5 +24,5 @@ pub use inventory::Inventory;
 pub use names::{ApiName, DatabaseName, EnvName, QueueName, ReleaseId, ServiceName};
 pub use parse::ParseError;
 pub use plan::{Action, Edge, ExternalEdge, Plan, Refusal, Step, StepId};
-pub use release::{Change, Migration, ReleaseFile};
+pub use release::{Change, Migration, ReleaseFile, check_artifact, check_version};
 pub use release_state::{ReleaseState, Status, TransitionError};

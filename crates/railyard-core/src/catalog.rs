@@ -153,6 +153,15 @@ pub struct Service {
     /// Per-environment overrides.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<EnvName, ServiceOverride>,
+    /// Variables of the promoter's environment its commands (deploy, rollback, gates, switch,
+    /// retire) receive; they start with an empty environment otherwise (`PATH`, `HOME`,
+    /// `LANG` and the `RAILYARD_*` release variables are always given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Secrets its commands receive as `RAILYARD_SECRET_<NAME>` variables (`{secret:NAME}`
+    /// placeholders work for any secret; a variable only for these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl Service {
@@ -390,6 +399,13 @@ pub struct Database {
     pub users: Vec<ServiceName>,
     /// How to migrate it.
     pub migrate: Deploy,
+    /// Variables of the promoter's environment its migrate commands receive (see
+    /// [`Service::env`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Secrets its migrate commands receive as `RAILYARD_SECRET_<NAME>` variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// A queue or topic.

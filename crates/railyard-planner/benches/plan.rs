@@ -91,6 +91,8 @@ fn estate(n: usize) -> Estate {
                 gates: Vec::new(),
                 strategy: Default::default(),
                 environments: BTreeMap::new(),
+                env: Vec::new(),
+                secrets: Vec::new(),
             },
         );
     }
@@ -152,6 +154,8 @@ fn estate(n: usize) -> Estate {
             Database {
                 users: users.iter().map(|&u| name(u)).collect(),
                 migrate: simulated(),
+                env: Vec::new(),
+                secrets: Vec::new(),
             },
         );
     }

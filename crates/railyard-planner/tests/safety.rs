@@ -272,6 +272,8 @@ fn estate(seed: u64) -> Estate {
                 gates: Vec::new(),
                 strategy: Default::default(),
                 environments: BTreeMap::new(),
+                env: Vec::new(),
+                secrets: Vec::new(),
             },
         );
     }
@@ -299,6 +301,8 @@ fn estate(seed: u64) -> Estate {
                 fail_versions: Vec::new(),
                 fail_rate: None,
             },
+            env: Vec::new(),
+            secrets: Vec::new(),
         };
         catalog
             .databases

@@ -45,6 +45,8 @@ fn chain(closed: bool) -> (Catalog, ReleaseRequested) {
                 gates: Vec::new(),
                 strategy: Default::default(),
                 environments: BTreeMap::new(),
+                env: Vec::new(),
+                secrets: Vec::new(),
             },
         );
         changes.push(Change {

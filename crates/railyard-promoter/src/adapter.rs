@@ -4,17 +4,18 @@
 //! optional status URL polled until done). Every form is desired-state: running it twice is
 //! harmless. Secrets expand from [`Secrets`] and never reach a log or an event.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::process::Stdio;
 use std::time::Duration;
 
 use railyard_core::catalog::Deploy;
-use railyard_core::{EnvName, ReleaseId, SharedClock, StepId};
+use railyard_core::{Catalog, EnvName, ReleaseId, SharedClock, StepId};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, info};
 
-use crate::config::Secrets;
+use crate::config::{Environment, Secrets};
 
 /// Default time limit of a command or http deploy without a `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -49,6 +50,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// The service or database the step acts on (a migration's target is `database@version`).
+    fn subject(&self) -> Option<String> {
+        self.service.clone().or_else(|| {
+            let target = self.step.splitn(3, ':').nth(2)?;
+            target.split('@').next().map(str::to_owned)
+        })
+    }
+
     fn values(&self) -> Vec<(&'static str, String)> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         vec![
@@ -137,6 +146,82 @@ pub struct Runner {
     pub tail_bytes: usize,
     /// Seed of simulated failure draws.
     pub seed: u64,
+    /// What commands' environments are built from.
+    pub env: ChildEnv,
+}
+
+/// The variables every command receives from the promoter's environment, when set there.
+pub const BASE_VARIABLES: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
+
+/// What a command's environment is built from: the promoter's own variables and what the
+/// catalog grants each service and database. A command starts with an empty environment and
+/// receives [`BASE_VARIABLES`], the release's `RAILYARD_*` variables, its service's (or
+/// database's) granted `env` variables and its granted secrets as `RAILYARD_SECRET_<NAME>`:
+/// never the NATS credentials, never another service's secrets.
+#[derive(Debug, Clone, Default)]
+pub struct ChildEnv {
+    outer: Environment,
+    grants: BTreeMap<String, Grant>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Grant {
+    env: Vec<String>,
+    secrets: Vec<String>,
+}
+
+impl ChildEnv {
+    /// From the promoter's environment and the catalog's grants.
+    pub fn new(outer: Environment, catalog: &Catalog) -> ChildEnv {
+        let services = catalog.services.iter().map(|(name, service)| {
+            (
+                name.to_string(),
+                Grant {
+                    env: service.env.clone(),
+                    secrets: service.secrets.clone(),
+                },
+            )
+        });
+        let databases = catalog.databases.iter().map(|(name, database)| {
+            (
+                name.to_string(),
+                Grant {
+                    env: database.env.clone(),
+                    secrets: database.secrets.clone(),
+                },
+            )
+        });
+        ChildEnv {
+            outer,
+            grants: services.chain(databases).collect(),
+        }
+    }
+
+    /// The variables (besides the release's) a command for `subject` (a service or database)
+    /// receives.
+    fn vars(&self, subject: Option<&str>, secrets: &Secrets) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = BASE_VARIABLES
+            .iter()
+            .filter_map(|name| {
+                self.outer
+                    .get(name)
+                    .map(|v| ((*name).to_owned(), v.to_owned()))
+            })
+            .collect();
+        if let Some(grant) = subject.and_then(|s| self.grants.get(s)) {
+            for name in &grant.env {
+                if let Some(value) = self.outer.get(name) {
+                    vars.push((name.clone(), value.to_owned()));
+                }
+            }
+            for name in &grant.secrets {
+                if let Some(value) = secrets.get(name) {
+                    vars.push((format!("RAILYARD_SECRET_{name}"), value.to_owned()));
+                }
+            }
+        }
+        vars
+    }
 }
 
 /// A command's process group, killed (SIGKILL to the group) when dropped: a deploy script's
@@ -372,6 +457,8 @@ impl Runner {
         let mut command = tokio::process::Command::new(&expanded[0]);
         command
             .args(&expanded[1..])
+            .env_clear()
+            .envs(self.env.vars(target.subject().as_deref(), &self.secrets))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -613,6 +700,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             tail_bytes: 1024,
             seed: 0,
+            env: ChildEnv::default(),
         };
         let simulated = Deploy::Simulated {
             duration: None,

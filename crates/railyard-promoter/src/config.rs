@@ -38,6 +38,10 @@ pub struct PromoterConfig {
     pub output_tail_bytes: usize,
     /// Values of `{secret:NAME}` placeholders.
     pub secrets: Secrets,
+    /// The promoter's own environment, which commands never inherit whole: they receive
+    /// `PATH`, `HOME`, `LANG`, `LC_ALL` and `TMPDIR` from it, and the variables their service or
+    /// database grants (`env = [...]` in the catalog). `new` takes the process's.
+    pub environment: Environment,
     /// Told what the worker's read model applied and how far behind it is (the binary feeds
     /// it to `/metrics` as the `promoter` reader).
     pub progress: Option<railyard_store::Progress>,
@@ -58,8 +62,31 @@ impl PromoterConfig {
             simulation_seed: 0,
             output_tail_bytes: 2048,
             secrets: Secrets::default(),
+            environment: Environment::from_vars(std::env::vars()),
             progress: None,
         }
+    }
+}
+
+/// Environment variables by name. `Debug` shows only the names (values may be credentials).
+#[derive(Clone, Default)]
+pub struct Environment(BTreeMap<String, String>);
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Environment {
+    /// These variables.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Environment {
+        Environment(vars.into_iter().collect())
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
     }
 }
 

@@ -97,6 +97,7 @@ impl Ctx {
             poll_interval: config.poll_interval,
             tail_bytes: config.output_tail_bytes,
             seed: config.simulation_seed,
+            env: crate::adapter::ChildEnv::new(config.environment.clone(), &config.catalog),
         };
         Arc::new(Ctx {
             config,

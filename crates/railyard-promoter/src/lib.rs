@@ -28,7 +28,7 @@ pub mod view;
 pub mod work;
 mod worker;
 
-pub use config::{PromoterConfig, Secrets};
+pub use config::{Environment, PromoterConfig, Secrets};
 pub use error::PromoterError;
 pub use routes::{CommandAnswer, CommandBody, RouteState, router};
 pub use worker::run;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use railyard_core::ManualClock;
 use railyard_promoter::Secrets;
-use railyard_promoter::adapter::{Runner, Target};
+use railyard_promoter::adapter::{ChildEnv, Runner, Target};
 use railyard_testkit::wait_until;
 
 /// Whether `pid` runs (a zombie waiting to be reaped does not).
@@ -32,6 +32,7 @@ async fn a_timed_out_command_takes_its_grandchildren_with_it() -> anyhow::Result
         poll_interval: Duration::from_secs(1),
         tail_bytes: 1024,
         seed: 0,
+        env: ChildEnv::default(),
     };
     // The deploy script starts a long-running grandchild and waits for it.
     let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
@@ -68,5 +69,109 @@ async fn a_timed_out_command_takes_its_grandchildren_with_it() -> anyhow::Result
         || async { Ok((!alive(grandchild)).then_some(())) },
     )
     .await?;
+    Ok(())
+}
+
+/// The environment `argv` ran with, for `service`'s step, as `NAME=value` lines.
+async fn environment_seen(runner: &Runner, service: &str, dir: &std::path::Path) -> String {
+    let out = dir.join(format!("{service}.env"));
+    let argv = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        format!("env > {}", out.display()),
+    ];
+    let target = Target {
+        service: Some(service.to_owned()),
+        step: format!("production:deploy:{service}"),
+        ..Target::default()
+    };
+    let outcome = runner
+        .command(&argv, &target, Duration::from_secs(60))
+        .await;
+    assert!(outcome.ok, "{}", outcome.detail);
+    std::fs::read_to_string(out).expect("the script wrote its environment")
+}
+
+#[tokio::test]
+async fn a_deploy_command_sees_only_what_its_service_is_granted() -> anyhow::Result<()> {
+    let catalog = railyard_core::Catalog::from_toml(
+        r#"
+[[environments]]
+name = "production"
+
+[services.orders-api]
+deploy = { kind = "simulated" }
+env = ["KUBECONFIG"]
+secrets = ["ORDERS_TOKEN"]
+
+[services.billing]
+deploy = { kind = "simulated" }
+"#,
+    )?;
+    // The promoter's environment holds its NATS password, other services' secrets and
+    // variables nobody granted.
+    let promoter_env = railyard_promoter::Environment::from_vars(
+        [
+            ("PATH", "/usr/bin:/bin"),
+            ("HOME", "/var/lib/railyard"),
+            ("KUBECONFIG", "/etc/kube/orders"),
+            ("RAILYARD_NATS_PASSWORD", "nats-password-value"),
+            ("RAILYARD_SECRET_ORDERS_TOKEN", "orders-token-value"),
+            ("RAILYARD_SECRET_BILLING_TOKEN", "billing-token-value"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-key-value"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mut secrets = Secrets::default();
+    secrets.insert("ORDERS_TOKEN", "orders-token-value");
+    secrets.insert("BILLING_TOKEN", "billing-token-value");
+    let runner = Runner {
+        clock: railyard_core::SystemClock::shared(),
+        secrets,
+        http: reqwest::Client::new(),
+        poll_interval: Duration::from_secs(1),
+        tail_bytes: 1024,
+        seed: 0,
+        env: ChildEnv::new(promoter_env, &catalog),
+    };
+    let dir = tempfile::tempdir()?;
+
+    let orders = environment_seen(&runner, "orders-api", dir.path()).await;
+    for granted in [
+        "PATH=/usr/bin:/bin",
+        "HOME=/var/lib/railyard",
+        "KUBECONFIG=/etc/kube/orders",
+        "RAILYARD_SECRET_ORDERS_TOKEN=orders-token-value",
+        "RAILYARD_SERVICE=orders-api",
+        "RAILYARD_STEP=production:deploy:orders-api",
+    ] {
+        assert!(
+            orders.lines().any(|l| l == granted),
+            "{granted} missing:\n{orders}"
+        );
+    }
+    for withheld in [
+        "nats-password-value",
+        "billing-token-value",
+        "aws-key-value",
+    ] {
+        assert!(!orders.contains(withheld), "{withheld} leaked:\n{orders}");
+    }
+
+    // A service granted nothing gets the base variables and the release's, nothing else.
+    let billing = environment_seen(&runner, "billing", dir.path()).await;
+    for withheld in [
+        "nats-password-value",
+        "billing-token-value",
+        "orders-token-value",
+        "aws-key-value",
+        "KUBECONFIG",
+    ] {
+        assert!(!billing.contains(withheld), "{withheld} leaked:\n{billing}");
+    }
+    assert!(
+        billing.lines().any(|l| l == "RAILYARD_SERVICE=billing"),
+        "{billing}"
+    );
     Ok(())
 }

@@ -150,6 +150,15 @@ pub struct Runner {
     pub env: ChildEnv,
 }
 
+/// The HTTP client of gates and http deploys: it reports a redirect instead of following it
+/// (a redirect could lead a request that carries a secret to another host).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client without redirects builds")
+}
+
 /// The variables every command receives from the promoter's environment, when set there.
 pub const BASE_VARIABLES: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
 

@@ -93,7 +93,7 @@ impl Ctx {
         let runner = Runner {
             clock: config.clock.clone(),
             secrets: config.secrets.clone(),
-            http: reqwest::Client::new(),
+            http: crate::adapter::http_client(),
             poll_interval: config.poll_interval,
             tail_bytes: config.output_tail_bytes,
             seed: config.simulation_seed,

@@ -17,6 +17,26 @@ use crate::adapter::{Runner, Target, error_chain, expand, humanize, within};
 /// Default time limit of an http, prometheus or command gate without a `timeout`.
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most of a gate's HTTP answer that is read; the rest is not (a gate endpoint cannot make
+/// the promoter hold an unbounded body in memory).
+pub const MAX_GATE_BODY: usize = 1024 * 1024;
+
+/// The body of `response` as text, at most `limit` bytes of it.
+async fn bounded_text(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// One gate's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateCheck {
@@ -147,12 +167,16 @@ impl Runner {
                 let fetched = within(&self.clock, limit, async {
                     let response = self.http.get(&url).send().await?;
                     let code = response.status().as_u16();
-                    let body = response.text().await?;
-                    Ok::<_, reqwest::Error>((code, body))
+                    let location = response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+                    let body = bounded_text(response, MAX_GATE_BODY).await?;
+                    Ok::<_, reqwest::Error>((code, location, body))
                 })
                 .await;
                 let shown = self.secrets.redact(&url);
-                let (code, body) = match fetched {
+                let (code, location, body) = match fetched {
                     None => {
                         return check(
                             false,
@@ -163,12 +187,26 @@ impl Runner {
                     Some(Err(error)) => {
                         return check(
                             false,
-                            format!("{shown} cannot be reached: {}", error_chain(&error)),
+                            format!(
+                                "{shown} cannot be reached: {}",
+                                self.secrets.redact(&error_chain(&error))
+                            ),
                             expected,
                         );
                     }
                     Some(Ok(answer)) => answer,
                 };
+                if (300..400).contains(&code) && !(300..400).contains(&status) {
+                    let to =
+                        location.map_or_else(|| "nowhere".to_owned(), |l| self.secrets.redact(&l));
+                    return check(
+                        false,
+                        format!(
+                            "status {code}, a redirect to {to}: gates do not follow redirects, point the gate at the final URL"
+                        ),
+                        expected,
+                    );
+                }
                 let mut observed = vec![format!("status {code}")];
                 let mut passed = code == status;
                 if let (Some(pointer), Some(value)) = (json_pointer, equals) {
@@ -228,7 +266,10 @@ impl Runner {
                     None => {
                         return check(
                             false,
-                            format!("prometheus at {base} did not answer within 30s"),
+                            format!(
+                                "prometheus at {} did not answer within 30s",
+                                self.secrets.redact(&base)
+                            ),
                             expected,
                         );
                     }
@@ -236,8 +277,9 @@ impl Runner {
                         return check(
                             false,
                             format!(
-                                "prometheus at {base} cannot be queried: {}",
-                                error_chain(&error)
+                                "prometheus at {} cannot be queried: {}",
+                                self.secrets.redact(&base),
+                                self.secrets.redact(&error_chain(&error))
                             ),
                             expected,
                         );

@@ -1,6 +1,7 @@
-//! What a deploy command leaves behind: a command that outlives its timeout is killed with
-//! every process it started (its own process group), so a grandchild cannot keep running
-//! against production after Railyard reported the step failed.
+//! What commands and gates may do with what Railyard hands them: a command that outlives its
+//! timeout is killed with every process it started (its own process group); a command sees
+//! only the variables and secrets its service is granted; a gate does not follow a redirect to
+//! another host, and a secret in a gate URL appears in no result.
 
 use std::time::Duration;
 
@@ -172,6 +173,92 @@ deploy = { kind = "simulated" }
     assert!(
         billing.lines().any(|l| l == "RAILYARD_SERVICE=billing"),
         "{billing}"
+    );
+    Ok(())
+}
+
+/// The gates of `orders-api` in a one-service catalog whose `gates = [...]` is `gates`.
+fn gates_of(gates: &str) -> Vec<railyard_core::catalog::Gate> {
+    let catalog = railyard_core::Catalog::from_toml(&format!(
+        r#"
+[[environments]]
+name = "production"
+
+[services.orders-api]
+deploy = {{ kind = "simulated" }}
+gates = {gates}
+"#
+    ))
+    .expect("the catalog parses");
+    catalog.services.values().next().unwrap().gates.clone()
+}
+
+#[tokio::test]
+async fn a_gate_does_not_follow_redirects_nor_show_its_secrets() -> anyhow::Result<()> {
+    // An endpoint that sends the gate (and whatever its URL carries) to another host.
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async {
+            (
+                axum::http::StatusCode::FOUND,
+                [(
+                    axum::http::header::LOCATION,
+                    "http://attacker.example/collect",
+                )],
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let nats = railyard_testkit::NatsServer::start().await?;
+    let bus = railyard_bus::Bus::connect(&nats.url(), railyard_bus::BusConfig::default()).await?;
+    let mut secrets = Secrets::default();
+    secrets.insert("GATE_TOKEN", "gate-token-value");
+    let runner = Runner {
+        clock: railyard_core::SystemClock::shared(),
+        secrets,
+        // The client every worker uses.
+        http: railyard_promoter::adapter::http_client(),
+        poll_interval: Duration::from_secs(1),
+        tail_bytes: 1024,
+        seed: 0,
+        env: ChildEnv::default(),
+    };
+    let target = Target {
+        service: Some("orders-api".into()),
+        step: "production:verify:orders-api".into(),
+        env: Some("production".parse()?),
+        ..Target::default()
+    };
+
+    let gates = gates_of(&format!(
+        r#"[{{ kind = "http", url = "http://{addr}/health?token={{secret:GATE_TOKEN}}", expect_status = 200 }}]"#
+    ));
+    let check = runner.gate(&gates[0], "http[0]", &target, &bus).await;
+    assert!(!check.passed, "{check:?}");
+    assert!(
+        check
+            .observed
+            .contains("status 302, a redirect to http://attacker.example/collect")
+            && check.observed.contains("gates do not follow redirects"),
+        "{check:?}"
+    );
+    assert!(
+        !format!("{check:?}").contains("gate-token-value"),
+        "{check:?}"
+    );
+
+    // Unreachable, with the secret in the URL: the error names the URL without the secret.
+    let gates = gates_of(
+        r#"[{ kind = "http", url = "http://127.0.0.1:9/health?token={secret:GATE_TOKEN}", timeout = "5s" }]"#,
+    );
+    let check = runner.gate(&gates[0], "http[0]", &target, &bus).await;
+    assert!(!check.passed, "{check:?}");
+    assert!(check.observed.contains("cannot be reached"), "{check:?}");
+    assert!(
+        !format!("{check:?}").contains("gate-token-value"),
+        "{check:?}"
     );
     Ok(())
 }

@@ -338,6 +338,29 @@ fn draw(seed: u64, target: &Target) -> f64 {
     (splitmix(x) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Reads `reader` to its end keeping only its last `keep` bytes: memory stays bounded however
+/// much a command prints.
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, keep: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let slack = keep.max(buf.len());
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > keep + slack {
+                    kept.drain(..kept.len() - keep);
+                }
+            }
+        }
+    }
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
+    }
+    kept
+}
+
 fn tail(bytes: &[u8], limit: usize, secrets: &Secrets) -> String {
     let text = secrets.redact(&String::from_utf8_lossy(bytes));
     let text = text.trim_end();
@@ -491,17 +514,20 @@ impl Runner {
         let mut group = child.id().map(ProcessGroup::armed);
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
+        // Only the tail is kept while the output streams (plus the longest secret, so that a
+        // secret cut at the window's start is cut off again before the tail is shown).
+        let keep = self.tail_bytes + self.secrets.longest() + 8;
         let run = async {
             let mut out = Vec::new();
             let mut err = Vec::new();
             let read_out = async {
                 if let Some(s) = stdout.as_mut() {
-                    let _ = s.read_to_end(&mut out).await;
+                    out = read_tail(s, keep).await;
                 }
             };
             let read_err = async {
                 if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_end(&mut err).await;
+                    err = read_tail(s, keep).await;
                 }
             };
             let ((), (), status) = tokio::join!(read_out, read_err, child.wait());

@@ -128,6 +128,11 @@ impl Secrets {
         self.0.get(name).map(String::as_str)
     }
 
+    /// The length of the longest secret value.
+    pub fn longest(&self) -> usize {
+        self.0.values().map(String::len).max().unwrap_or(0)
+    }
+
     /// `text` with every secret value replaced by `***`, for output kept in events and logs.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();

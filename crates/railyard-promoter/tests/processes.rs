@@ -262,3 +262,54 @@ async fn a_gate_does_not_follow_redirects_nor_show_its_secrets() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// The process's peak resident memory, in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status")
+        * 1024
+}
+
+#[tokio::test]
+async fn a_command_printing_hundreds_of_megabytes_keeps_only_its_tail() -> anyhow::Result<()> {
+    let runner = Runner {
+        clock: railyard_core::SystemClock::shared(),
+        secrets: Secrets::default(),
+        http: reqwest::Client::new(),
+        poll_interval: Duration::from_secs(1),
+        tail_bytes: 64,
+        seed: 0,
+        env: ChildEnv::default(),
+    };
+    const PRINTED: u64 = 256 * 1024 * 1024;
+    let before = peak_rss();
+    let argv = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        format!("head -c {PRINTED} /dev/zero | tr '\\0' 'x'; echo; echo the-last-line"),
+    ];
+    let outcome = runner
+        .command(&argv, &Target::default(), Duration::from_secs(120))
+        .await;
+    assert!(outcome.ok, "{}", outcome.detail);
+    assert!(
+        outcome.detail.ends_with("the-last-line"),
+        "{}",
+        outcome.detail
+    );
+    assert!(
+        outcome.detail.len() < 256,
+        "only the tail is kept: {}",
+        outcome.detail
+    );
+    let grown = peak_rss().saturating_sub(before);
+    assert!(
+        grown < 32 * 1024 * 1024,
+        "printing {PRINTED} bytes grew the peak memory by {grown} bytes"
+    );
+    Ok(())
+}

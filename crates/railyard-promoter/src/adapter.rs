@@ -272,6 +272,34 @@ impl Drop for ProcessGroup {
 /// Expands `{service}`-style placeholders and `{secret:NAME}`; unknown placeholders stay as they
 /// are. A missing secret is an error naming the variable to set.
 pub fn expand(template: &str, target: &Target, secrets: &Secrets) -> Result<String, String> {
+    expand_with(template, target, secrets, |value| value.to_owned())
+}
+
+/// [`expand`] for a URL: every value (secrets too) is percent-encoded, so a value can never
+/// add a path segment, a query parameter, a host or a fragment to the URL it fills.
+pub fn expand_url(template: &str, target: &Target, secrets: &Secrets) -> Result<String, String> {
+    expand_with(template, target, secrets, percent_encode)
+}
+
+/// `value` with every byte outside RFC 3986's unreserved characters percent-encoded.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn expand_with(
+    template: &str,
+    target: &Target,
+    secrets: &Secrets,
+    encode: impl Fn(&str) -> String,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     let values = target.values();
@@ -289,9 +317,9 @@ pub fn expand(template: &str, target: &Target, secrets: &Secrets) -> Result<Stri
                     "secret {secret} is not set: export RAILYARD_SECRET_{secret} for the promoter"
                 )
             })?;
-            out.push_str(value);
+            out.push_str(&encode(value));
         } else if let Some((_, value)) = values.iter().find(|(key, _)| *key == name) {
-            out.push_str(value);
+            out.push_str(&encode(value));
         } else {
             out.push('{');
             out.push_str(name);
@@ -572,7 +600,7 @@ impl Runner {
         form: Form,
         target: &Target,
     ) -> Outcome {
-        let url = match expand(url, target, &self.secrets) {
+        let url = match expand_url(url, target, &self.secrets) {
             Ok(url) => url,
             Err(error) => return Outcome::failed(error),
         };
@@ -609,7 +637,7 @@ impl Runner {
         let Some(status_url) = status_url else {
             return Outcome::ok(format!("the deploy API at {shown} accepted it ({status})"));
         };
-        let status_url = match expand(status_url, target, &self.secrets) {
+        let status_url = match expand_url(status_url, target, &self.secrets) {
             Ok(url) => url,
             Err(error) => return Outcome::failed(error),
         };
@@ -724,6 +752,20 @@ mod tests {
             "secret MISSING is not set: export RAILYARD_SECRET_MISSING for the promoter"
         );
         assert_eq!(expand("a {b", &target(), &secrets).unwrap(), "a {b");
+        // In a URL every value is percent-encoded: it cannot add a segment, a parameter or a
+        // host. (The artifact `pkg:oci/orders-api@sha256%3A0b` is one value.)
+        assert_eq!(
+            expand_url(
+                "http://deploy.internal/{service}/{artifact}?v={version}&t={secret:TOKEN}",
+                &Target {
+                    version: Some("2.4.0+b.1".into()),
+                    ..target()
+                },
+                &secrets
+            )
+            .unwrap(),
+            "http://deploy.internal/orders-api/pkg%3Aoci%2Forders-api%40sha256%253A0b?v=2.4.0%2Bb.1&t=t0k"
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use railyard_bus::Bus;
 use railyard_core::catalog::{CompareOp, Gate, OnEmpty};
 use railyard_core::{AggregateId, Event};
 
-use crate::adapter::{Runner, Target, error_chain, expand, humanize, within};
+use crate::adapter::{Runner, Target, error_chain, expand, expand_url, humanize, within};
 
 /// Default time limit of an http, prometheus or command gate without a `timeout`.
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,7 +159,7 @@ impl Runner {
                     expected.push(format!("body contains {text:?}"));
                 }
                 let expected = expected.join(", ");
-                let url = match expand(url, target, &self.secrets) {
+                let url = match expand_url(url, target, &self.secrets) {
                     Ok(url) => url,
                     Err(error) => return check(false, error, expected),
                 };
@@ -243,7 +243,7 @@ impl Runner {
                 on_empty,
             } => {
                 let expected = format!("{query} {} {threshold}", op_str(*op));
-                let base = match expand(url, target, &self.secrets) {
+                let base = match expand_url(url, target, &self.secrets) {
                     Ok(url) => url,
                     Err(error) => return check(false, error, expected),
                 };

@@ -512,6 +512,68 @@ impl Catalog {
         out
     }
 
+    /// Every command argv of the catalog with its key path: deploy, rollback, remove and
+    /// migrate forms, command gates, blue-green switch and retire, overrides included.
+    pub fn commands(&self) -> Vec<(String, &[String])> {
+        let mut out: Vec<(String, &[String])> = Vec::new();
+        fn deploy<'a>(out: &mut Vec<(String, &'a [String])>, at: &str, deploy: &'a Deploy) {
+            if let Deploy::Command {
+                run,
+                rollback,
+                remove,
+                ..
+            } = deploy
+            {
+                out.push((format!("{at}.run"), run));
+                if let Some(rollback) = rollback {
+                    out.push((format!("{at}.rollback"), rollback));
+                }
+                if let Some(remove) = remove {
+                    out.push((format!("{at}.remove"), remove));
+                }
+            }
+        }
+        fn gates<'a>(out: &mut Vec<(String, &'a [String])>, at: &str, gates: &'a [Gate]) {
+            for (i, gate) in gates.iter().enumerate() {
+                if let Gate::Command { run, .. } = gate {
+                    out.push((format!("{at}[{i}].run"), run));
+                }
+            }
+        }
+        fn strategy<'a>(out: &mut Vec<(String, &'a [String])>, at: &str, strategy: &'a Strategy) {
+            if let Strategy::BlueGreen { switch, retire, .. } = strategy {
+                out.push((format!("{at}.switch"), switch));
+                out.push((format!("{at}.retire"), retire));
+            }
+        }
+        for (name, service) in &self.services {
+            let at = format!("catalog.services.{name}");
+            deploy(&mut out, &format!("{at}.deploy"), &service.deploy);
+            gates(&mut out, &format!("{at}.gates"), &service.gates);
+            strategy(&mut out, &format!("{at}.strategy"), &service.strategy);
+            for (env, o) in &service.environments {
+                let at = format!("{at}.environments.{env}");
+                if let Some(d) = &o.deploy {
+                    deploy(&mut out, &format!("{at}.deploy"), d);
+                }
+                if let Some(g) = &o.gates {
+                    gates(&mut out, &format!("{at}.gates"), g);
+                }
+                if let Some(s) = &o.strategy {
+                    strategy(&mut out, &format!("{at}.strategy"), s);
+                }
+            }
+        }
+        for (name, db) in &self.databases {
+            deploy(
+                &mut out,
+                &format!("catalog.databases.{name}.migrate"),
+                &db.migrate,
+            );
+        }
+        out
+    }
+
     /// Checks references between sections; every problem names its key path.
     pub fn check(&self) -> Result<(), ParseError> {
         let envs: BTreeSet<&EnvName> = self.environments.iter().map(|e| &e.name).collect();
@@ -626,6 +688,9 @@ impl Catalog {
                 known(format!("catalog.databases.{name}.users[{j}]"), user)?;
             }
         }
+        for (path, argv) in self.commands() {
+            check_no_placeholder_in_shell(&path, argv)?;
+        }
         for (name, queue) in &self.queues {
             for (j, s) in queue.producers.iter().enumerate() {
                 known(format!("catalog.queues.{name}.producers[{j}]"), s)?;
@@ -650,4 +715,55 @@ fn list<T: std::fmt::Display>(items: &BTreeSet<&T>) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Shells whose `-c` script would parse a placeholder's value as code.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
+
+/// Refuses a placeholder inside a shell's `-c` script: a value spliced into a script is parsed
+/// as code. Values reach a script as variables instead (`"$RAILYARD_VERSION"`), which the
+/// shell never parses.
+fn check_no_placeholder_in_shell(path: &str, argv: &[String]) -> Result<(), ParseError> {
+    let Some(program) = argv.first() else {
+        return Ok(());
+    };
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if !SHELLS.contains(&name) {
+        return Ok(());
+    }
+    let Some(script_at) = argv
+        .iter()
+        .position(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'))
+        .map(|flag| flag + 1)
+    else {
+        return Ok(());
+    };
+    // Only the script is parsed; the arguments after it are its positional parameters.
+    for (i, arg) in argv.iter().enumerate().skip(script_at).take(1) {
+        let placeholder = arg.match_indices('{').find_map(|(open, _)| {
+            let rest = &arg[open + 1..];
+            let name = &rest[..rest.find('}')?];
+            (!name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':')))
+            .then_some(name)
+        });
+        let Some(placeholder) = placeholder else {
+            continue;
+        };
+        let variable = match placeholder.strip_prefix("secret:") {
+            Some(secret) => format!(
+                "\"$RAILYARD_SECRET_{secret}\" (and grant it: secrets = [\"{secret}\"] on the service)"
+            ),
+            None => format!("\"$RAILYARD_{}\"", placeholder.to_uppercase()),
+        };
+        return Err(ParseError::at(
+            format!("{path}[{i}]"),
+            format!(
+                "{{{placeholder}}} inside a {name} -c script would be run as code if its value held shell syntax: use the variable {variable} in the script instead, or pass {{{placeholder}}} as an argument of its own"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 fn catalog(h_dir: &std::path::Path, health: &str, policy: &str) -> String {
     let file = h_dir.join("invocations.log");
     let deploy = format!(
-        r#"{{ kind = "command", run = ["sh", "-c", "echo deploy {{env}} {{service}} {{version}} >> {f}"], rollback = ["sh", "-c", "echo rollback {{env}} {{service}} {{version}} from {{from_version}} >> {f}"] }}"#,
+        r#"{{ kind = "command", run = ["sh", "-c", "echo deploy $RAILYARD_ENV $RAILYARD_SERVICE $RAILYARD_VERSION >> {f}"], rollback = ["sh", "-c", "echo rollback $RAILYARD_ENV $RAILYARD_SERVICE $RAILYARD_VERSION from $RAILYARD_FROM_VERSION >> {f}"] }}"#,
         f = file.display()
     );
     let mut text = estate(&deploy, &format!("on_failure = \"{policy}\""));

@@ -19,7 +19,7 @@ const FREEZE: &str = r#"freeze = [{ cron = "0 9 * * MON", duration = "3h", timez
 async fn a_frozen_production_waits_for_the_window_to_end_then_completes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let deploy = format!(
-        r#"{{ kind = "command", run = ["sh", "-c", "echo {{env}} {{service}} {{version}} >> {}"] }}"#,
+        r#"{{ kind = "command", run = ["sh", "-c", "echo $RAILYARD_ENV $RAILYARD_SERVICE $RAILYARD_VERSION >> {}"] }}"#,
         counter_file(&dir).display()
     );
     let h = Harness::start(&estate(&deploy, FREEZE)).await?;

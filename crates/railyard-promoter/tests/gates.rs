@@ -159,7 +159,7 @@ async fn prometheus_and_command_gates_compare_what_they_observe() -> anyhow::Res
         r#"deploy = {{ kind = "simulated" }}
 gates = [
   {{ kind = "prometheus", url = "{}", query = "sum(rate(http_errors[5m]))", op = "<", threshold = 0.01, on_empty = "fail" }},
-  {{ kind = "command", run = ["sh", "-c", "test {{version}} != 2.1.0 || {{ echo too new >&2; exit 3; }}"] }},
+  {{ kind = "command", run = ["sh", "-c", "test $RAILYARD_VERSION != 2.1.0 || {{ echo too new >&2; exit 3; }}"] }},
 ]"#,
         fake.url("")
     )))
@@ -200,7 +200,7 @@ async fn a_canary_deploys_at_each_weight_with_the_gates_checked_at_each() -> any
     let dir = tempfile::tempdir()?;
     let file = counter_file(&dir);
     let h = Harness::start(&one_env(&format!(
-        r#"deploy = {{ kind = "command", run = ["sh", "-c", "echo {{service}} $RAILYARD_WEIGHT {{weight}} >> {}"] }}
+        r#"deploy = {{ kind = "command", run = ["sh", "-c", "echo $RAILYARD_SERVICE $RAILYARD_WEIGHT $RAILYARD_WEIGHT >> {}"] }}
 gates = [{{ kind = "http", url = "{}" }}]
 strategy = {{ kind = "canary", steps = [10, 50, 100] }}"#,
         file.display(),
@@ -230,7 +230,7 @@ async fn blue_green_switches_keeps_the_old_colour_for_rollback_and_retires_it_at
     let file = counter_file(&dir);
     let log = |what: &str| {
         format!(
-            r#"["sh", "-c", "echo {what} {{version}} {{colour}} >> {}"]"#,
+            r#"["sh", "-c", "echo {what} $RAILYARD_VERSION $RAILYARD_COLOUR >> {}"]"#,
             file.display()
         )
     };

@@ -25,7 +25,7 @@ fn started_order(events: &[railyard_core::Envelope]) -> Vec<String> {
 async fn a_release_runs_through_staging_and_production_in_plan_order() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let deploy = format!(
-        r#"{{ kind = "command", run = ["sh", "-c", "echo {{env}} {{service}} {{version}} >> {}"] }}"#,
+        r#"{{ kind = "command", run = ["sh", "-c", "echo $RAILYARD_ENV $RAILYARD_SERVICE $RAILYARD_VERSION >> {}"] }}"#,
         counter_file(&dir).display()
     );
     let h = Harness::start(&estate(&deploy, "")).await?;
@@ -83,7 +83,7 @@ async fn a_release_runs_through_staging_and_production_in_plan_order() -> anyhow
 async fn two_workers_run_every_step_exactly_once() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let deploy = format!(
-        r#"{{ kind = "command", run = ["sh", "-c", "echo {{env}} {{service}} >> {}"] }}"#,
+        r#"{{ kind = "command", run = ["sh", "-c", "echo $RAILYARD_ENV $RAILYARD_SERVICE >> {}"] }}"#,
         counter_file(&dir).display()
     );
     let h = Harness::start(&estate(&deploy, "")).await?;

@@ -423,7 +423,7 @@ impl Harness {
     /// A command deploy that appends `<env> <service> <version>` to the counter file.
     pub fn counting_deploy(&self) -> String {
         format!(
-            r#"{{ kind = "command", run = ["sh", "-c", "echo {{env}} {{service}} {{version}} >> {}"] }}"#,
+            r#"{{ kind = "command", run = ["sh", "-c", "echo $RAILYARD_ENV $RAILYARD_SERVICE $RAILYARD_VERSION >> {}"] }}"#,
             counter_file(&self.dir).display()
         )
     }

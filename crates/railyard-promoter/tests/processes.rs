@@ -12,13 +12,7 @@ use railyard_testkit::wait_until;
 
 /// Whether `pid` runs (a zombie waiting to be reaped does not).
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.split_whitespace()
-                .nth(2)
-                .is_none_or(|state| state != "Z")
-        })
-        .unwrap_or(false)
+    u32::try_from(pid).is_ok_and(railyard_testkit::process_alive)
 }
 
 #[tokio::test]

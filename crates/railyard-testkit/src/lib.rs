@@ -18,5 +18,6 @@ mod wait;
 pub use binary::{NATS_SERVER_BIN, locate_nats_server};
 pub use cluster::NatsCluster;
 pub use permissions::{Probe, refusal};
+pub use process::process_alive;
 pub use server::NatsServer;
 pub use wait::{STARTUP_TIMEOUT, wait_for_jetstream, wait_for_jetstream_as, wait_until};

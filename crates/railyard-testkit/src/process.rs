@@ -154,3 +154,15 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Whether process `pid` runs: a reaped process has no `/proc` entry, and a zombie waiting to
+/// be reaped (state `Z`) does not run either.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.split_whitespace()
+                .nth(2)
+                .is_none_or(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}

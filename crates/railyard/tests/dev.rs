@@ -43,16 +43,7 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -
     (status, body)
 }
 
-fn alive(pid: u32) -> bool {
-    // A reaped process has no /proc entry; a zombie would show state Z.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.split_whitespace()
-                .nth(2)
-                .is_none_or(|state| state != "Z")
-        })
-        .unwrap_or(false)
-}
+use railyard_testkit::process_alive as alive;
 
 fn nats_bin() -> std::path::PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/nats-server");

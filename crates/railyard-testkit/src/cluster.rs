@@ -31,11 +31,12 @@ impl NatsCluster {
             match NatsCluster::try_start(size).await {
                 Ok(cluster) => return Ok(cluster),
                 // Route ports are reserved by binding and releasing them; another process may
-                // take one before nats-server binds it. Start over with new ports.
-                Err(error) if format!("{error:#}").contains("address already in use") => {
+                // take one before nats-server binds it, and then the cluster never forms (the
+                // logs attached to the error say so). Start over with new ports and stores.
+                Err(error) => {
+                    eprintln!("a {size}-node cluster did not start, trying again: {error:#}");
                     last_error = Some(error);
                 }
-                Err(error) => return Err(error),
             }
         }
         Err(last_error
@@ -68,13 +69,12 @@ impl NatsCluster {
                 .with_context(|| format!("cannot start cluster node n{index}"))?;
             nodes.push(node);
         }
-        for node in &nodes {
-            wait_for_jetstream_as(&node.url(), None, STARTUP_TIMEOUT).await?;
-        }
-        Ok(NatsCluster {
+        let cluster = NatsCluster {
             nodes,
             credentials: None,
-        })
+        };
+        cluster.wait_formed().await?;
+        Ok(cluster)
     }
 
     /// Starts one node per configuration file (`nats-server -c <file>` with `env`, e.g. the
@@ -94,9 +94,15 @@ impl NatsCluster {
             nodes.push(node);
         }
         let cluster = NatsCluster { nodes, credentials };
-        for node in &cluster.nodes {
-            if let Err(error) = cluster.wait_ready(node).await {
-                let logs = cluster
+        cluster.wait_formed().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every node knows a JetStream meta leader; the error carries every node's log.
+    async fn wait_formed(&self) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            if let Err(error) = self.wait_ready(node).await {
+                let logs = self
                     .nodes
                     .iter()
                     .map(|node| format!("--- {}\n{}", node.url(), node.log_tail()))
@@ -105,7 +111,7 @@ impl NatsCluster {
                 return Err(error.context(format!("the cluster did not form; its logs:\n{logs}")));
             }
         }
-        Ok(cluster)
+        Ok(())
     }
 
     async fn wait_ready(&self, node: &NatsServer) -> anyhow::Result<()> {

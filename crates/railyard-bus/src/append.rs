@@ -2,6 +2,7 @@
 //! as one message on `railyard.events.<aggregate>` under optimistic concurrency, and
 //! [`Bus::load`] reads an aggregate's events back with the sequence to expect next time.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -171,6 +172,7 @@ impl Bus {
             });
         }
         let payload = serde_json::to_vec(&EventBatchRef { events })
+            .and_then(redact_payload)
             .map(Bytes::from)
             .map_err(|source| AppendError::Encode {
                 aggregate: aggregate.to_string(),
@@ -381,6 +383,22 @@ fn actual_sequence(error: &str) -> Option<u64> {
     let (_, rest) = error.rsplit_once("wrong last sequence: ")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
+}
+
+/// A serialized batch through the process's redaction layer ([`railyard_core::redact`]):
+/// no secret the process holds, in any encoded form, and no URL password reaches the stream.
+/// The common case, nothing to mask, costs one scan of the bytes; otherwise every string is
+/// masked on its own so the JSON stays well-formed.
+fn redact_payload(payload: Vec<u8>) -> Result<Vec<u8>, serde_json::Error> {
+    let clean = std::str::from_utf8(&payload)
+        .map(|text| matches!(railyard_core::redact::redact(text), Cow::Borrowed(_)))
+        .unwrap_or(false);
+    if clean {
+        return Ok(payload);
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&payload)?;
+    railyard_core::redact::redact_json(&mut value);
+    serde_json::to_vec(&value)
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ impl Bus {
         });
         let options = match credentials {
             Some(credentials) => {
+                // The process's logs, spans and records mask it from now on.
+                railyard_core::redact::register([credentials.password.as_str()]);
                 ConnectOptions::with_user_and_password(credentials.user, credentials.password)
             }
             None => ConnectOptions::new(),

@@ -227,3 +227,30 @@ async fn appends_that_cannot_be_stored_are_refused_before_publishing() -> anyhow
     assert_eq!(bus.stream_last_sequence().await?, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn secrets_the_process_holds_never_reach_the_stream() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let secret = "bus-secret-9f2c7\"x";
+    railyard_core::redact::register([secret]);
+    let rel = release("rel-secret");
+    let said = format!("token {secret} and https://ci:pw@git.example/x and kept");
+    bus.append(&rel, Expected::NoEvents, &[event(&rel, &said)])
+        .await?;
+    let stored = reasons(&bus.load(&rel).await?.events);
+    assert_eq!(
+        stored,
+        ["token *** and https://ci:***@git.example/x and kept"]
+    );
+    // The stored message itself, not just its decoding.
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let raw = js
+        .get_stream(EVENTS_STREAM)
+        .await?
+        .get_last_raw_message_by_subject("railyard.events.release.rel-secret")
+        .await?;
+    let text = String::from_utf8_lossy(&raw.payload);
+    assert!(!text.contains("bus-secret-9f2c7"), "{text}");
+    Ok(())
+}

@@ -162,6 +162,13 @@ pub struct Service {
     /// placeholders work for any secret; a variable only for these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The directory its commands run in (an absolute path); the promoter's own otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The system user its commands run as (the promoter must be allowed to switch to it,
+    /// i.e. run as root); the promoter's own user otherwise. `HOME` is then that user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl Service {
@@ -406,6 +413,12 @@ pub struct Database {
     /// Secrets its migrate commands receive as `RAILYARD_SECRET_<NAME>` variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The directory its migrate commands run in (see [`Service::workdir`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The system user its migrate commands run as (see [`Service::user`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// A queue or topic.
@@ -691,6 +704,18 @@ impl Catalog {
         for (path, argv) in self.commands() {
             check_no_placeholder_in_shell(&path, argv)?;
         }
+        let runs_as = self
+            .services
+            .iter()
+            .map(|(name, s)| (format!("catalog.services.{name}"), &s.workdir, &s.user))
+            .chain(
+                self.databases
+                    .iter()
+                    .map(|(name, d)| (format!("catalog.databases.{name}"), &d.workdir, &d.user)),
+            );
+        for (path, workdir, user) in runs_as {
+            check_runs_as(&path, workdir.as_deref(), user.as_deref())?;
+        }
         for (name, queue) in &self.queues {
             for (j, s) in queue.producers.iter().enumerate() {
                 known(format!("catalog.queues.{name}.producers[{j}]"), s)?;
@@ -715,6 +740,40 @@ fn list<T: std::fmt::Display>(items: &BTreeSet<&T>) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A command's working directory must be an absolute path, and its user a system user name.
+fn check_runs_as(path: &str, workdir: Option<&str>, user: Option<&str>) -> Result<(), ParseError> {
+    if let Some(dir) = workdir {
+        if !dir.starts_with('/') || dir.contains('\0') || dir.split('/').any(|part| part == "..") {
+            return Err(ParseError::at(
+                format!("{path}.workdir"),
+                format!(
+                    "{dir:?} is not an absolute path without `..`: write the directory the commands run in as /srv/deploy/orders-api"
+                ),
+            ));
+        }
+    }
+    if let Some(user) = user {
+        let valid = !user.is_empty()
+            && user.len() <= 32
+            && user
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && user
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if !valid {
+            return Err(ParseError::at(
+                format!("{path}.user"),
+                format!(
+                    "{user:?} is not a system user name (lower-case letters, digits, _ and -, at most 32, starting with a letter or _), like \"deploy\""
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shells whose `-c` script would parse a placeholder's value as code.

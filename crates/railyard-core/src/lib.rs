@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod names;
 pub mod parse;
 pub mod plan;
+pub mod redact;
 pub mod release;
 pub mod release_state;
 pub mod schema;

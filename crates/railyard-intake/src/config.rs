@@ -16,9 +16,14 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub struct Secret(Vec<u8>);
 
 impl Secret {
-    /// A secret from its bytes.
+    /// A secret from its bytes, registered with the process's redaction layer
+    /// ([`railyard_core::redact`]) so no log line or span of the process shows it.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
-        Secret(bytes.into())
+        let bytes = bytes.into();
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            railyard_core::redact::register([text]);
+        }
+        Secret(bytes)
     }
 
     /// The secret's bytes.

@@ -13,9 +13,6 @@ use crate::blocks::Message;
 use crate::config::{BotToken, Transport};
 use crate::error::NotifyError;
 
-/// What a secret found in a message's text becomes.
-pub const REDACTED: &str = "[redacted]";
-
 /// The `Retry-After` assumed when a 429 carries none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -95,7 +92,10 @@ impl Slack {
             .user_agent("railyard-notify")
             .build()
             .map_err(NotifyError::Http)?;
-        Ok(Slack { client, transport })
+        let slack = Slack { client, transport };
+        // Every log line, span and payload of the process masks them from now on.
+        railyard_core::redact::register(slack.secrets());
+        Ok(slack)
     }
 
     /// Whether messages go to threads (the Web API) or stand alone (webhooks).
@@ -143,11 +143,11 @@ impl Slack {
         .collect()
     }
 
-    /// The exact JSON body of `call`, with the notifier's secrets cut out of every string.
+    /// The exact JSON body of `call`, through the process's redaction layer: the notifier's
+    /// secrets (and every other secret the process holds) are cut out of every string.
     pub fn payload(&self, call: &Call) -> Value {
         let mut body = self.body(call);
-        let secrets = self.secrets();
-        redact(&mut body, &secrets);
+        railyard_core::redact::redact_json(&mut body);
         body
     }
 
@@ -289,22 +289,6 @@ fn web_api_outcome(body: &str, body_text: &str) -> Outcome {
     }
 }
 
-/// Replaces each of `secrets` in every string of `value` with [`REDACTED`].
-fn redact(value: &mut Value, secrets: &[&str]) {
-    match value {
-        Value::String(text) => {
-            for secret in secrets {
-                if text.contains(secret) {
-                    *text = text.replace(secret, REDACTED);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
-        Value::Object(map) => map.values_mut().for_each(|v| redact(v, secrets)),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -335,7 +319,7 @@ mod tests {
         .unwrap();
         let body = web.payload(&post(&format!("curl -H 'Authorization: Bearer {token}'")));
         assert!(!body.to_string().contains(token), "{body}");
-        assert!(body.to_string().contains("Bearer [redacted]"), "{body}");
+        assert!(body.to_string().contains("Bearer ***"), "{body}");
 
         let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
         let hooks = Slack::new(

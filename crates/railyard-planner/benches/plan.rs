@@ -93,6 +93,8 @@ fn estate(n: usize) -> Estate {
                 environments: BTreeMap::new(),
                 env: Vec::new(),
                 secrets: Vec::new(),
+                workdir: None,
+                user: None,
             },
         );
     }
@@ -156,6 +158,8 @@ fn estate(n: usize) -> Estate {
                 migrate: simulated(),
                 env: Vec::new(),
                 secrets: Vec::new(),
+                workdir: None,
+                user: None,
             },
         );
     }

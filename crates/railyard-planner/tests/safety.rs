@@ -274,6 +274,8 @@ fn estate(seed: u64) -> Estate {
                 environments: BTreeMap::new(),
                 env: Vec::new(),
                 secrets: Vec::new(),
+                workdir: None,
+                user: None,
             },
         );
     }
@@ -303,6 +305,8 @@ fn estate(seed: u64) -> Estate {
             },
             env: Vec::new(),
             secrets: Vec::new(),
+            workdir: None,
+            user: None,
         };
         catalog
             .databases

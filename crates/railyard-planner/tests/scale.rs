@@ -47,6 +47,8 @@ fn chain(closed: bool) -> (Catalog, ReleaseRequested) {
                 environments: BTreeMap::new(),
                 env: Vec::new(),
                 secrets: Vec::new(),
+                workdir: None,
+                user: None,
             },
         );
         changes.push(Change {

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use railyard_core::catalog::Deploy;
+use railyard_core::redact::percent_encode;
 use railyard_core::{Catalog, EnvName, ReleaseId, SharedClock, StepId};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -177,6 +178,8 @@ pub struct ChildEnv {
 struct Grant {
     env: Vec<String>,
     secrets: Vec<String>,
+    workdir: Option<String>,
+    user: Option<String>,
 }
 
 impl ChildEnv {
@@ -188,6 +191,8 @@ impl ChildEnv {
                 Grant {
                     env: service.env.clone(),
                     secrets: service.secrets.clone(),
+                    workdir: service.workdir.clone(),
+                    user: service.user.clone(),
                 },
             )
         });
@@ -197,6 +202,8 @@ impl ChildEnv {
                 Grant {
                     env: database.env.clone(),
                     secrets: database.secrets.clone(),
+                    workdir: database.workdir.clone(),
+                    user: database.user.clone(),
                 },
             )
         });
@@ -230,6 +237,53 @@ impl ChildEnv {
             }
         }
         vars
+    }
+
+    /// Puts `command` in `subject`'s working directory and under its user, as the catalog
+    /// says; an error names the user that cannot be found.
+    fn place(
+        &self,
+        subject: Option<&str>,
+        command: &mut tokio::process::Command,
+    ) -> Result<(), String> {
+        let Some((subject, grant)) = subject.and_then(|s| self.grants.get_key_value(s)) else {
+            return Ok(());
+        };
+        if let Some(dir) = &grant.workdir {
+            command.current_dir(dir);
+        }
+        if let Some(name) = &grant.user {
+            let user = nix::unistd::User::from_name(name)
+                .map_err(|error| format!("cannot look up the user {name:?} of {subject}: {error}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "the user {name:?} that {subject}'s commands run as does not exist on this machine: create it, or change `user` in the catalog"
+                    )
+                })?;
+            command
+                .uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .env("HOME", &user.dir)
+                .env("USER", name);
+        }
+        Ok(())
+    }
+
+    /// Why a command of `subject` may have failed to start, beyond the program itself.
+    fn start_hint(&self, subject: Option<&str>) -> String {
+        let Some(grant) = subject.and_then(|s| self.grants.get(s)) else {
+            return String::new();
+        };
+        let mut hint = String::new();
+        if let Some(dir) = &grant.workdir {
+            hint.push_str(&format!(", that its working directory {dir} exists"));
+        }
+        if let Some(user) = &grant.user {
+            hint.push_str(&format!(
+                ", and that the promoter may run commands as {user} (it must run as root for that)"
+            ));
+        }
+        hint
     }
 }
 
@@ -279,19 +333,6 @@ pub fn expand(template: &str, target: &Target, secrets: &Secrets) -> Result<Stri
 /// add a path segment, a query parameter, a host or a fragment to the URL it fills.
 pub fn expand_url(template: &str, target: &Target, secrets: &Secrets) -> Result<String, String> {
     expand_with(template, target, secrets, percent_encode)
-}
-
-/// `value` with every byte outside RFC 3986's unreserved characters percent-encoded.
-pub fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 fn expand_with(
@@ -529,11 +570,16 @@ impl Runner {
             command.env(format!("RAILYARD_{}", key.to_uppercase()), value);
         }
         command.env("RAILYARD_STEP", &target.step);
+        let subject = target.subject();
+        if let Err(error) = self.env.place(subject.as_deref(), &mut command) {
+            return Outcome::failed(error);
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
                 return Outcome::failed(format!(
-                    "cannot run {program:?}: {error} (check the path and that it is executable)"
+                    "cannot run {program:?}: {error} (check the path and that it is executable{})",
+                    self.env.start_hint(subject.as_deref())
                 ));
             }
         };
@@ -542,9 +588,10 @@ impl Runner {
         let mut group = child.id().map(ProcessGroup::armed);
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
-        // Only the tail is kept while the output streams (plus the longest secret, so that a
+        // Only the tail is kept while the output streams (plus the longest secret form, so that a
         // secret cut at the window's start is cut off again before the tail is shown).
-        let keep = self.tail_bytes + self.secrets.longest() + 8;
+        // An encoded secret (percent-encoding, base64) is at most three times as long.
+        let keep = self.tail_bytes + 3 * self.secrets.longest() + 8;
         let run = async {
             let mut out = Vec::new();
             let mut err = Vec::new();

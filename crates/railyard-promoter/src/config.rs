@@ -107,20 +107,26 @@ impl Secrets {
     }
 
     /// The `RAILYARD_SECRET_<NAME>` entries of `vars`, as `NAME`.
+    /// Each value is registered with the process's redaction layer
+    /// ([`railyard_core::redact`]), so it is masked in every event, log line and span.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Secrets {
-        Secrets(
+        let secrets = Secrets(
             vars.into_iter()
                 .filter_map(|(key, value)| {
                     key.strip_prefix("RAILYARD_SECRET_")
                         .map(|name| (name.to_owned(), value))
                 })
                 .collect(),
-        )
+        );
+        railyard_core::redact::register(secrets.0.values().map(String::as_str));
+        secrets
     }
 
-    /// Adds or replaces one secret.
+    /// Adds or replaces one secret (registered with the redaction layer too).
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(name.into(), value.into());
+        let value = value.into();
+        railyard_core::redact::register([value.as_str()]);
+        self.0.insert(name.into(), value);
     }
 
     /// The value of `name`.
@@ -133,13 +139,10 @@ impl Secrets {
         self.0.values().map(String::len).max().unwrap_or(0)
     }
 
-    /// `text` with every secret value replaced by `***`, for output kept in events and logs.
+    /// `text` through the process's redaction layer: every secret it holds (these and the
+    /// others the process registered), in every encoded form, and URL passwords become `***`.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for value in self.0.values().filter(|v| !v.is_empty()) {
-            out = out.replace(value.as_str(), "***");
-        }
-        out
+        railyard_core::redact::redact(text).into_owned()
     }
 }
 

@@ -171,6 +171,100 @@ deploy = { kind = "simulated" }
     Ok(())
 }
 
+#[tokio::test]
+async fn a_command_runs_in_its_services_directory_as_its_user() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The directory must be open to the user the command runs as.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let workdir = dir.path().canonicalize()?;
+    let catalog = railyard_core::Catalog::from_toml(&format!(
+        r#"
+[[environments]]
+name = "production"
+
+[services.orders-api]
+deploy = {{ kind = "simulated" }}
+workdir = "{}"
+user = "nobody"
+
+[services.billing]
+deploy = {{ kind = "simulated" }}
+user = "no-such-user-here"
+"#,
+        workdir.display()
+    ))?;
+    let runner = Runner {
+        clock: railyard_core::SystemClock::shared(),
+        secrets: Secrets::default(),
+        http: reqwest::Client::new(),
+        poll_interval: Duration::from_secs(1),
+        tail_bytes: 1024,
+        seed: 0,
+        env: ChildEnv::new(railyard_promoter::Environment::from_vars([]), &catalog),
+    };
+    let argv = ["sh", "-c", "echo dir=$(pwd) uid=$(id -u) home=$HOME"].map(str::to_owned);
+    let target = |service: &str| Target {
+        service: Some(service.to_owned()),
+        step: format!("production:deploy:{service}"),
+        ..Target::default()
+    };
+    let outcome = runner
+        .command(&argv, &target("orders-api"), Duration::from_secs(60))
+        .await;
+    let nobody = nix::unistd::User::from_name("nobody")?.expect("nobody exists");
+    if nix::unistd::geteuid().is_root() {
+        assert!(outcome.ok, "{}", outcome.detail);
+        let expected = format!(
+            "dir={} uid={} home={}",
+            workdir.display(),
+            nobody.uid,
+            nobody.dir.display()
+        );
+        assert!(outcome.detail.contains(&expected), "{}", outcome.detail);
+    } else {
+        // Only root may switch users: the step fails and says so.
+        assert!(!outcome.ok, "{}", outcome.detail);
+        assert!(
+            outcome.detail.contains("it must run as root"),
+            "{}",
+            outcome.detail
+        );
+    }
+
+    let outcome = runner
+        .command(&argv, &target("billing"), Duration::from_secs(60))
+        .await;
+    assert!(!outcome.ok, "{}", outcome.detail);
+    assert!(
+        outcome
+            .detail
+            .contains("\"no-such-user-here\" that billing's commands run as does not exist"),
+        "{}",
+        outcome.detail
+    );
+
+    // The catalog refuses a relative directory and a user name that is not one.
+    for (field, value, says) in [
+        ("workdir", "deploy/orders", "is not an absolute path"),
+        ("workdir", "/srv/../etc", "is not an absolute path"),
+        ("user", "root; rm -rf /", "is not a system user name"),
+    ] {
+        let error = railyard_core::Catalog::from_toml(&format!(
+            "[[environments]]\nname = \"production\"\n\n[services.a]\ndeploy = {{ kind = \"simulated\" }}\n{field} = {value:?}\n"
+        ))
+        .expect_err("refused");
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("catalog.services.a.{field}")) && text.contains(says),
+            "{text}"
+        );
+    }
+    Ok(())
+}
+
 /// The gates of `orders-api` in a one-service catalog whose `gates = [...]` is `gates`.
 fn gates_of(gates: &str) -> Vec<railyard_core::catalog::Gate> {
     let catalog = railyard_core::Catalog::from_toml(&format!(
@@ -269,7 +363,7 @@ fn peak_rss() -> u64 {
 }
 
 #[tokio::test]
-async fn a_command_printing_hundreds_of_megabytes_keeps_only_its_tail() -> anyhow::Result<()> {
+async fn a_command_printing_a_gibibyte_keeps_only_its_tail() -> anyhow::Result<()> {
     let runner = Runner {
         clock: railyard_core::SystemClock::shared(),
         secrets: Secrets::default(),
@@ -279,7 +373,7 @@ async fn a_command_printing_hundreds_of_megabytes_keeps_only_its_tail() -> anyho
         seed: 0,
         env: ChildEnv::default(),
     };
-    const PRINTED: u64 = 256 * 1024 * 1024;
+    const PRINTED: u64 = 1024 * 1024 * 1024;
     let before = peak_rss();
     let argv = vec![
         "sh".to_owned(),

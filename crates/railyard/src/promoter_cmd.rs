@@ -38,7 +38,14 @@ pub struct PromoterArgs {
     /// HTTP listener for the operator routes and /healthz, /readyz, /metrics.
     #[arg(long, default_value = "127.0.0.1:7812")]
     pub listen: SocketAddr,
+    /// How many bytes of the end of a command's output are kept (while it runs, and in its
+    /// step event), secrets masked.
+    #[arg(long, env = "RAILYARD_OUTPUT_TAIL_BYTES", default_value_t = OUTPUT_TAIL_BYTES)]
+    pub output_tail_bytes: usize,
 }
+
+/// The default of `--output-tail-bytes`.
+pub const OUTPUT_TAIL_BYTES: usize = 2048;
 
 /// A worker id from the host name and the process id.
 pub fn default_worker_id() -> String {
@@ -67,9 +74,11 @@ pub fn promoter_task(
     store: PathBuf,
     bus: Bus,
     metrics: Option<&railyard_http::Metrics>,
+    output_tail_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
     let mut config = PromoterConfig::new(catalog, worker_id, store);
+    config.output_tail_bytes = output_tail_bytes;
     config.secrets = Secrets::from_env();
     config.progress = metrics.map(|m| crate::services::reader_progress(m, "promoter"));
     async move {
@@ -105,6 +114,7 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
             args.store.clone(),
             bus.clone(),
             Some(&metrics),
+            args.output_tail_bytes,
             services.shutdown(),
         ),
     );

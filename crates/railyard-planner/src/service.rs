@@ -117,7 +117,21 @@ impl Projection for PlannerView {
                 AggregateId::Release(id) => Some(id),
                 _ => None,
             };
-            let key = release.map(|id| format!("{RELEASE}{id}"));
+            // A release event on another aggregate, or naming another release than its
+            // aggregate, is refused: the store dead-letters it with this reason.
+            let misrouted = |named: Option<&ReleaseId>| {
+                ProjectionError::rejected(format!(
+                    "{} arrived on the aggregate {}{}: a release's events belong on release.<id> of that release; the event was set aside, see `railyard dlq list`",
+                    envelope.event.type_name(),
+                    envelope.aggregate,
+                    named.map_or_else(String::new, |id| format!(" but names release {id}"))
+                ))
+            };
+            let release_key = |named: Option<&ReleaseId>| match (release, named) {
+                (Some(id), Some(named)) if id != named => Err(misrouted(Some(named))),
+                (Some(id), _) => Ok((id, format!("{RELEASE}{id}"))),
+                (None, named) => Err(misrouted(named)),
+            };
             match &envelope.event {
                 Event::ServiceDeployed(d) => {
                     let key = format!("{INVENTORY}{}", d.env);
@@ -136,6 +150,7 @@ impl Projection for PlannerView {
                 }
                 Event::CatalogApplied(c) => update.put_json(CATALOG, &c.hash)?,
                 Event::ReleaseRequested(r) => {
+                    release_key(Some(&r.release))?;
                     let tracked = Tracked {
                         sequence,
                         changes: r.changes.clone(),
@@ -146,7 +161,7 @@ impl Projection for PlannerView {
                     update.put(pending_key(sequence, &r.release), r.release.as_str());
                 }
                 Event::ReleasePlanned(p) => {
-                    let key = key.expect("a release event has a release aggregate");
+                    let (_, key) = release_key(Some(&p.plan.release))?;
                     if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
                         update.remove(pending_key(tracked.sequence, &p.plan.release));
                         tracked.remaining = p.plan.steps.iter().map(|s| s.id.clone()).collect();
@@ -155,7 +170,7 @@ impl Projection for PlannerView {
                     }
                 }
                 Event::StepSucceeded(o) => {
-                    let key = key.expect("a release event has a release aggregate");
+                    let (_, key) = release_key(None)?;
                     if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
                         tracked.remaining.remove(&o.step);
                         update.put_json(key, &tracked)?;
@@ -165,9 +180,8 @@ impl Projection for PlannerView {
                 | Event::ReleaseCancelled(_)
                 | Event::ReleaseCompleted(_)
                 | Event::ReleaseRolledBack(_) => {
-                    let key = key.expect("a release event has a release aggregate");
+                    let (id, key) = release_key(None)?;
                     if let Some(tracked) = update.get_json::<Tracked>(&key)? {
-                        let id = release.expect("checked above");
                         update.remove(pending_key(tracked.sequence, id));
                         update.remove(key);
                     }

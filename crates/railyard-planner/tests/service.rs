@@ -240,3 +240,57 @@ async fn two_planners_racing_decide_each_release_once() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn misrouted_release_events_are_dead_lettered_and_the_planner_goes_on() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start().await?;
+    let bus = Bus::connect(&nats.url(), BusConfig::default()).await?;
+    bus.ensure_topology().await?;
+    seed_inventory(&bus).await?;
+    // A release's end on an inventory aggregate, and a request on release.a for release b.
+    let inventory = AggregateId::Inventory("production".parse()?);
+    let ended = Event::ReleaseCancelled(railyard_core::event::Reasoned {
+        reason: "misrouted".into(),
+    });
+    let stray = Envelope::new(inventory.clone(), "mallory", chrono::Utc::now(), ended);
+    bus.append(&inventory, Expected::Any, &[stray]).await?;
+    let a = AggregateId::Release("a".parse()?);
+    let other = Event::ReleaseRequested(ReleaseRequested {
+        release: "b".parse()?,
+        requested_by: "mallory".into(),
+        changes: Vec::new(),
+    });
+    let stray = Envelope::new(a.clone(), "mallory", chrono::Utc::now(), other);
+    bus.append(&a, Expected::NoEvents, &[stray]).await?;
+
+    let dir = tempfile::tempdir()?;
+    let (stop, task) = start_planner(&nats.url(), dir.path());
+    // The planner did not stop at them: a release requested after them is planned.
+    let id = request(&bus, SAFE).await?;
+    let events = decided(&bus, &id).await?;
+    assert_eq!(events[1].event.type_name(), "release.planned");
+    let letters = wait_until("both strays dead-lettered", Duration::from_secs(20), || {
+        let bus = bus.clone();
+        async move {
+            let letters = bus.dead_letters().await?;
+            Ok((letters.len() >= 2).then_some(letters))
+        }
+    })
+    .await?;
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains(
+            "release.cancelled arrived on the aggregate inventory.production: a release's events belong on release.<id>"
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r
+            .contains("release.requested arrived on the aggregate release.a but names release b")),
+        "{reasons:?}"
+    );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}

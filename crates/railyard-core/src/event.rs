@@ -29,12 +29,14 @@ pub enum AggregateId {
     Incident(EnvName),
     /// `catalog`.
     Catalog,
+    /// `audit`: the audit service's signed checkpoints.
+    Audit,
 }
 
 /// An aggregate id that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not an aggregate id: expected release.<id>, inventory.<env>, signal.<service>, incident.<env> or catalog"
+    "{0:?} is not an aggregate id: expected release.<id>, inventory.<env>, signal.<service>, incident.<env>, catalog or audit"
 )]
 pub struct InvalidAggregate(pub String);
 
@@ -46,6 +48,7 @@ impl fmt::Display for AggregateId {
             AggregateId::Signal(svc) => write!(f, "signal.{svc}"),
             AggregateId::Incident(env) => write!(f, "incident.{env}"),
             AggregateId::Catalog => f.write_str("catalog"),
+            AggregateId::Audit => f.write_str("audit"),
         }
     }
 }
@@ -56,6 +59,9 @@ impl std::str::FromStr for AggregateId {
         let bad = || InvalidAggregate(s.to_owned());
         if s == "catalog" {
             return Ok(AggregateId::Catalog);
+        }
+        if s == "audit" {
+            return Ok(AggregateId::Audit);
         }
         let (kind, id) = s.split_once('.').ok_or_else(bad)?;
         match kind {
@@ -89,7 +95,7 @@ impl JsonSchema for AggregateId {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^(catalog|release\\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}|(inventory|signal|incident)\\.[a-z0-9][a-z0-9-]{0,62})$"
+            "pattern": "^(catalog|audit|release\\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}|(inventory|signal|incident)\\.[a-z0-9][a-z0-9-]{0,62})$"
         })
     }
 }
@@ -480,6 +486,9 @@ pub enum Event {
     /// An incident was resolved (on `incident.<env>`).
     #[serde(rename = "incident.resolved")]
     IncidentResolved(IncidentResolved),
+    /// The audit service sealed its hash chain up to a record (on `audit`).
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint(crate::audit::AuditCheckpoint),
 }
 
 impl Event {
@@ -511,6 +520,7 @@ impl Event {
             Event::CommitsPushed(_) => "change.commits_pushed",
             Event::IncidentOpened(_) => "incident.opened",
             Event::IncidentResolved(_) => "incident.resolved",
+            Event::AuditCheckpoint(_) => "audit.checkpoint",
         }
     }
 }

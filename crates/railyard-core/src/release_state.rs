@@ -647,7 +647,8 @@ impl ReleaseState {
             | Event::SuiteFinished(_)
             | Event::CommitsPushed(_)
             | Event::IncidentOpened(_)
-            | Event::IncidentResolved(_) => {
+            | Event::IncidentResolved(_)
+            | Event::AuditCheckpoint(_) => {
                 return Err(TransitionError::NotAReleaseEvent {
                     event_type: ty.to_owned(),
                 });
@@ -667,5 +668,6 @@ fn is_release_event(event: &Event) -> bool {
             | Event::CommitsPushed(_)
             | Event::IncidentOpened(_)
             | Event::IncidentResolved(_)
+            | Event::AuditCheckpoint(_)
     )
 }

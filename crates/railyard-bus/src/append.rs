@@ -171,13 +171,13 @@ impl Bus {
                 event_id: stranger.event_id,
             });
         }
-        let payload = serde_json::to_vec(&EventBatchRef { events })
-            .and_then(redact_payload)
-            .map(Bytes::from)
-            .map_err(|source| AppendError::Encode {
-                aggregate: aggregate.to_string(),
-                source,
-            })?;
+        let payload =
+            encode_batch(events)
+                .map(Bytes::from)
+                .map_err(|source| AppendError::Encode {
+                    aggregate: aggregate.to_string(),
+                    source,
+                })?;
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, message_id.as_str());
         if let Some(sequence) = expected.header() {
@@ -385,20 +385,36 @@ fn actual_sequence(error: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// A serialized batch through the process's redaction layer ([`railyard_core::redact`]):
-/// no secret the process holds, in any encoded form, and no URL password reaches the stream.
-/// The common case, nothing to mask, costs one scan of the bytes; otherwise every string is
-/// masked on its own so the JSON stays well-formed.
-fn redact_payload(payload: Vec<u8>) -> Result<Vec<u8>, serde_json::Error> {
+/// The payload of one event message: the events through the process's redaction layer
+/// ([`railyard_core::redact`]; no secret the process holds, in any encoded form, and no URL
+/// password reaches the stream), then sealed by the writer this process is
+/// ([`railyard_core::authority`]; the seal covers what is stored). The common case, nothing
+/// to mask and nothing to seal, costs one serialization and one scan of the bytes.
+fn encode_batch(events: &[Envelope]) -> Result<Vec<u8>, serde_json::Error> {
+    let payload = serde_json::to_vec(&EventBatchRef { events })?;
     let clean = std::str::from_utf8(&payload)
         .map(|text| matches!(railyard_core::redact::redact(text), Cow::Borrowed(_)))
         .unwrap_or(false);
-    if clean {
-        return Ok(payload);
+    let mut owned = if clean {
+        None
+    } else {
+        // Every string is masked on its own, so the JSON stays well-formed.
+        let mut value: serde_json::Value = serde_json::from_slice(&payload)?;
+        railyard_core::redact::redact_json(&mut value);
+        Some(serde_json::from_value::<EventBatch>(value)?.events)
+    };
+    let sealing = railyard_core::authority::holds_any()
+        && events
+            .iter()
+            .any(|e| railyard_core::authority::writer_of(&e.event).is_some());
+    if sealing {
+        let events = owned.get_or_insert_with(|| events.to_vec());
+        events.iter_mut().for_each(railyard_core::authority::seal);
     }
-    let mut value: serde_json::Value = serde_json::from_slice(&payload)?;
-    railyard_core::redact::redact_json(&mut value);
-    serde_json::to_vec(&value)
+    match owned {
+        Some(events) => serde_json::to_vec(&EventBatchRef { events: &events }),
+        None => Ok(payload),
+    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,14 @@ pub struct Envelope {
     pub correlation_id: Uuid,
     /// Payload format version.
     pub schema_version: u32,
+    /// The writer's signature, on the events only one service may write (see
+    /// [`crate::authority`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<crate::authority::Seal>,
+    /// Set when this envelope was read (deserialized) and the process's trusted keys do not
+    /// vouch for it ([`crate::authority::check`]): why it does not count. Never written.
+    #[serde(skip)]
+    pub untrusted: Option<String>,
     /// The event itself.
     #[serde(flatten)]
     pub event: Event,
@@ -143,6 +151,8 @@ impl Envelope {
             causation_id: None,
             correlation_id: event_id,
             schema_version: SCHEMA_VERSION,
+            seal: None,
+            untrusted: None,
             event,
         }
     }
@@ -259,6 +269,7 @@ mod envelope_de {
         CausationId,
         CorrelationId,
         SchemaVersion,
+        Seal,
         Type,
         Data,
     }
@@ -271,6 +282,7 @@ mod envelope_de {
         "causation_id",
         "correlation_id",
         "schema_version",
+        "seal",
         "type",
         "data",
     ];
@@ -301,6 +313,7 @@ mod envelope_de {
             let (mut event_id, mut aggregate, mut occurred_at, mut actor) =
                 (None, None, None, None);
             let (mut causation_id, mut correlation_id, mut schema_version) = (None, None, None);
+            let mut seal = None;
             let mut event_type: Option<String> = None;
             let mut event: Option<Event> = None;
             let mut early_data: Option<serde_json::Value> = None;
@@ -321,6 +334,7 @@ mod envelope_de {
                     Field::SchemaVersion => {
                         once(&mut schema_version, map.next_value()?, "schema_version")?
                     }
+                    Field::Seal => once(&mut seal, map.next_value::<Option<_>>()?, "seal")?,
                     Field::Type => once(&mut event_type, map.next_value()?, "type")?,
                     Field::Data => {
                         if event.is_some() || early_data.is_some() {
@@ -353,7 +367,7 @@ mod envelope_de {
                 }
                 (None, None) => return Err(de::Error::missing_field("type")),
             };
-            Ok(Envelope {
+            let mut envelope = Envelope {
                 event_id: event_id.ok_or_else(|| de::Error::missing_field("event_id"))?,
                 aggregate: aggregate.ok_or_else(|| de::Error::missing_field("aggregate"))?,
                 occurred_at: occurred_at.ok_or_else(|| de::Error::missing_field("occurred_at"))?,
@@ -363,8 +377,14 @@ mod envelope_de {
                     .ok_or_else(|| de::Error::missing_field("correlation_id"))?,
                 schema_version: schema_version
                     .ok_or_else(|| de::Error::missing_field("schema_version"))?,
+                seal: seal.flatten(),
+                untrusted: None,
                 event,
-            })
+            };
+            // Whatever it was read from (the stream, a store, a request), an authority event
+            // counts only if a trusted writer sealed it.
+            envelope.untrusted = crate::authority::admit(&envelope).err();
+            Ok(envelope)
         }
     }
 

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod authority;
 pub mod catalog;
 pub mod clock;
 pub mod contract;

@@ -301,10 +301,17 @@ impl ReleaseState {
     }
 
     /// Applies one event to the state; `None` is the state before the first event.
+    ///
+    /// An event read without a trusted writer's seal ([`Envelope::untrusted`], see
+    /// [`crate::authority`]) leaves the state as it was.
     pub fn apply(
         state: Option<ReleaseState>,
         envelope: &Envelope,
     ) -> Result<ReleaseState, TransitionError> {
+        let state = match (state, &envelope.untrusted) {
+            (Some(current), Some(_)) => return Ok(current),
+            (state, _) => state,
+        };
         let event_type = envelope.event.type_name().to_owned();
         let AggregateId::Release(aggregate) = &envelope.aggregate else {
             return Err(TransitionError::NotAReleaseEvent { event_type });

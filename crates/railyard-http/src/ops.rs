@@ -30,6 +30,8 @@ const NATS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     readers: Readers,
+    /// Mirrors [`railyard_core::authority::refused`] at each render.
+    authority_refused: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +52,13 @@ impl Default for Metrics {
         let metrics = Metrics {
             registry: Arc::new(Mutex::new(Registry::with_prefix("railyard"))),
             readers: Readers::default(),
+            authority_refused: Counter::default(),
         };
+        metrics.register(
+            "authority_refused",
+            "Authority events (approvals, steps, holds...) this process read without a trusted writer's seal, which therefore did not count",
+            metrics.authority_refused.clone(),
+        );
         metrics.register(
             "reader_events",
             "Events handled by a stream reader of this process (the planner's, the audit's, the notifier's...), by reader",
@@ -118,6 +126,11 @@ impl Metrics {
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
+        let refused = railyard_core::authority::refused();
+        let shown = self.authority_refused.get();
+        if refused > shown {
+            self.authority_refused.inc_by(refused - shown);
+        }
         let mut out = String::new();
         encode(
             &mut out,

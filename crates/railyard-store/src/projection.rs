@@ -34,6 +34,13 @@ pub trait Projection: Send + 'static {
         sequence: u64,
         envelopes: &[Envelope],
     ) -> Result<(), ProjectionError>;
+
+    /// Whether it is also handed the envelopes that do not count ([`Envelope::untrusted`]:
+    /// an authority event no trusted writer sealed). Most read models must not see them;
+    /// the audit record keeps everything the stream holds, and says which did not count.
+    fn sees_untrusted(&self) -> bool {
+        false
+    }
 }
 
 /// A key and its value, as reads return them.

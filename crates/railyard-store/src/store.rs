@@ -451,6 +451,19 @@ impl<P: Projection> Inner<P> {
                 continue;
             }
             let mut update = Update::new(&self.tree, &pending);
+            let counted;
+            let envelopes = if !projection.sees_untrusted()
+                && envelopes.iter().any(|e| e.untrusted.is_some())
+            {
+                counted = envelopes
+                    .iter()
+                    .filter(|e| e.untrusted.is_none())
+                    .cloned()
+                    .collect::<Vec<_>>();
+                &counted[..]
+            } else {
+                &envelopes[..]
+            };
             match projection.apply(&mut update, sequence, envelopes) {
                 Ok(()) => {
                     let writes = update.into_writes();

@@ -45,6 +45,10 @@ pub enum Command {
     /// Dead-lettered messages: list them with why they died, replay one.
     #[command(subcommand)]
     Dlq(crate::dlq_cmd::DlqCmd),
+    /// Signing keys of the planner and the promoter: only what they seal counts as a plan,
+    /// a step or an operator's decision.
+    #[command(subcommand)]
+    Authority(crate::authority_cmd::AuthorityCmd),
     /// Set up a NATS server or cluster for Railyard: `admin init` creates the streams and buckets.
     #[command(subcommand)]
     Admin(crate::stack::AdminCmd),
@@ -77,6 +81,7 @@ impl Command {
             Command::Demo(_) => "error",
             Command::Plan(_)
             | Command::Token(_)
+            | Command::Authority(_)
             | Command::Dlq(_)
             | Command::Admin(_)
             | Command::Release(_)
@@ -106,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Release(command) => crate::audit_cmd::run_release(command).await,
         Command::Audit(command) => crate::audit_cmd::run_audit(command).await,
+        Command::Authority(command) => crate::authority_cmd::run(command).map(ok),
         Command::Dlq(command) => crate::dlq_cmd::run(command).await.map(ok),
         Command::Admin(command) => crate::stack::run_admin(command).await.map(ok),
         Command::Inventory(InventoryCommand::Import(args)) => {

@@ -117,6 +117,7 @@ fn heading(text: &str) {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup_in_process();
     let data = std::env::temp_dir().join(format!("railyard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let stack = Stack::start(args.nats_url.as_deref(), &data, 0).await?;

@@ -173,6 +173,7 @@ fn choose_catalog(args: &DevArgs) -> anyhow::Result<(PathBuf, bool)> {
 
 /// Runs the development stack until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup_in_process();
     let (catalog_path, example) = choose_catalog(&args)?;
     let catalog = load_catalog(&catalog_path)?;
     let file_tokens = crate::promoter_cmd::load_tokens(args.tokens_file.as_deref())?;

@@ -6,6 +6,9 @@ macro_rules! common {
     () => {
         "  RAILYARD_NATS_USER, RAILYARD_NATS_PASSWORD or RAILYARD_NATS_PASSWORD_FILE
                                          NATS credentials (a least-privilege user, deploy/nats)
+  RAILYARD_AUTHORITY_TRUST               public keys of the planner and promoter (planner:<hex>,promoter:<hex>);
+                                         unset: any NATS user's approval or step counts
+  RAILYARD_AUTHORITY_KEY_FILE            the planner's or promoter's signing key (railyard authority key)
   RUST_LOG                               log filter (default info)
   RAILYARD_TRACE_FILTER                  which spans are exported
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_SERVICE_NAME
@@ -24,6 +27,12 @@ macro_rules! intake {
         "  RAILYARD_GITHUB_WEBHOOK_SECRET[_FILE]  GitHub webhook secret (HMAC-SHA256); unset: GitHub webhooks are refused
   RAILYARD_GITLAB_WEBHOOK_TOKEN[_FILE]   GitLab webhook token; unset: GitLab hooks are refused
   RAILYARD_INTAKE_BODY_LIMIT             largest request body intake reads, in bytes
+  RAILYARD_TRUSTED_PROXIES               proxies whose X-Forwarded-For names a request's origin
+                                         (addresses or CIDR blocks, comma-separated; default none:
+                                         the origin is the socket's peer)
+  RAILYARD_INTAKE_REJECTION_SAMPLE       unauthenticated refusals logged per origin (default 10/1m;
+                                         all are counted in railyard_intake_unauthenticated_total)
+  RAILYARD_INTAKE_REJECTION_SAMPLE_TOTAL unauthenticated refusals logged from all origins (default 100/1m)
 "
     };
 }
@@ -49,6 +58,7 @@ pub const DEV: &str = concat!(
     promoter!(),
     notify!(),
     "  NATS_SERVER_BIN                        the nats-server binary to embed (else nats-server on PATH)\n",
+    "  RAILYARD_AUDIT_SIGNING_KEY             the audit checkpoints' signing key file (default <data-dir>/audit-signing.key, created when absent)\n",
     common!()
 );
 

@@ -46,6 +46,7 @@ pub fn start(services: &mut Services, config: IntakeConfig, bus: Bus) -> axum::R
 
 /// Runs intake until Ctrl-C or SIGTERM.
 pub async fn run(args: IntakeArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup("intake", None)?;
     let config = IntakeConfig::from_env(&args.catalog)
         .with_context(|| args.catalog.display().to_string())?;
     let metrics = config.metrics.clone();

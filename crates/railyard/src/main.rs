@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_cmd;
+mod authority_cmd;
 mod cli;
 mod demo;
 mod dev;

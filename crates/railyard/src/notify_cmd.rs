@@ -120,6 +120,7 @@ pub struct NotifyArgs {
 
 /// Runs the notifier until Ctrl-C or SIGTERM.
 pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup("notify", None)?;
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let transport = args.slack.transport()?.context(
         "Slack is not configured: set RAILYARD_SLACK_TOKEN (Web API) or pass --slack-webhook #channel=URL",

@@ -32,6 +32,7 @@ pub struct PlannerArgs {
 
 /// Runs the planner until Ctrl-C or SIGTERM.
 pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup("planner", Some(railyard_core::authority::Writer::Planner))?;
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();

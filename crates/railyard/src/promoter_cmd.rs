@@ -100,6 +100,7 @@ pub fn promoter_routes(bus: Bus, catalog: Catalog, tokens: railyard_http::Tokens
 
 /// Runs one worker until Ctrl-C or SIGTERM.
 pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup("promoter", Some(railyard_core::authority::Writer::Promoter))?;
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let tokens = load_tokens(args.tokens_file.as_deref())?;
     let bus = crate::stack::connect(&args.nats_url).await?;

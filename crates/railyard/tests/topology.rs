@@ -125,7 +125,8 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
-/// `railyard <args>` as the NATS user `user`, output into `dir/<name>.log`.
+/// `railyard <args>` as the NATS user `user`, output into `dir/<name>.log`, trusting the
+/// authority keys listed in `dir/trust` and signing with `dir/<user>.key` when there is one.
 fn spawn(
     dir: &Path,
     name: &str,
@@ -133,6 +134,8 @@ fn spawn(
     nats_url: &str,
     args: &[&str],
 ) -> anyhow::Result<Service> {
+    let trust = std::fs::read_to_string(dir.join("trust"))?;
+    let key = dir.join(format!("{user}.key"));
     let port = free_port()?;
     let http = format!("127.0.0.1:{port}");
     let log = dir.join(format!("{name}.log"));
@@ -146,6 +149,15 @@ fn spawn(
         .env_remove("RAILYARD_NATS_PASSWORD_FILE")
         .env("RAILYARD_CATALOG", dir.join("railyard.toml"))
         .env("RAILYARD_TOKENS_FILE", dir.join("tokens.toml"))
+        .env("RAILYARD_AUTHORITY_TRUST", trust.trim())
+        .env(
+            "RAILYARD_AUTHORITY_KEY_FILE",
+            if key.exists() {
+                key.as_os_str()
+            } else {
+                "".as_ref()
+            },
+        )
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -256,6 +268,18 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
         })
         .collect::<String>();
     std::fs::write(dir.path().join("tokens.toml"), tokens)?;
+    // The planner's and the promoters' signing keys, made as an operator would; every
+    // service trusts their public halves.
+    let mut trust = Vec::new();
+    for writer in ["planner", "promoter"] {
+        let made = Command::new(env!("CARGO_BIN_EXE_railyard"))
+            .args(["authority", "key", "--writer", writer, "--out"])
+            .arg(dir.path().join(format!("{writer}.key")))
+            .output()?;
+        ensure!(made.status.success(), "railyard authority key: {made:?}");
+        trust.push(String::from_utf8(made.stdout)?.trim().to_owned());
+    }
+    std::fs::write(dir.path().join("trust"), trust.join(","))?;
 
     // A stand-in Slack: counts the webhook posts the notifier makes.
     let slack_posts = Arc::new(AtomicUsize::new(0));
@@ -394,6 +418,23 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
         ("promoter", publish("railyard.events.signal.accounts")),
         ("promoter", publish("$JS.API.STREAM.DELETE.RAILYARD_WORK")),
         ("promoter", publish("_INBOX.someone-elses-reply")),
+        // Nobody touches another service's durable consumer.
+        (
+            "notify",
+            publish("$JS.API.CONSUMER.DELETE.RAILYARD_EVENTS.railyard-promoter-dispatch"),
+        ),
+        (
+            "intake",
+            publish("$JS.API.CONSUMER.CREATE.RAILYARD_EVENTS.railyard-promoter-dispatch.>"),
+        ),
+        (
+            "audit",
+            publish("$JS.API.CONSUMER.MSG.NEXT.RAILYARD_EVENTS.railyard-promoter-dispatch"),
+        ),
+        (
+            "promoter",
+            publish("$JS.API.CONSUMER.DELETE.RAILYARD_EVENTS.railyard-notify"),
+        ),
     ];
     for (user, probe) in refused {
         let answer = refusal(&live, user, &deploy_password(user), probe).await?;
@@ -429,8 +470,157 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
             "{user} may not receive replies: {answer:?}"
         );
     }
-    bus.close().await?;
     eprintln!("permissions checked after {:?}", started.elapsed());
+
+    // Intake and planner may publish release events (requests, plans) but not decide: an
+    // approval, a cancel and a rollback they forge count nowhere.
+    forge_decisions(&url, &services, &http, &auditor)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error:#}\n{}", services.logs()))?;
+    bus.close().await?;
+    eprintln!("forgeries checked after {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Appends, as the intake and planner users, decisions on the completed release; checks that
+/// the audit record keeps them as refused, that the release is still completed with no
+/// anomaly, and that the services counted them.
+async fn forge_decisions(
+    url: &str,
+    services: &Services,
+    http: &reqwest::Client,
+    auditor: &str,
+) -> anyhow::Result<()> {
+    use railyard_core::event::{ApprovalDecision, Reasoned, ReleaseRolledBack};
+    let aggregate = AggregateId::Release("topology-1".parse()?);
+    for (user, event) in [
+        (
+            "intake",
+            railyard_core::Event::ApprovalGranted(ApprovalDecision {
+                step: "production:approve:release".parse()?,
+                comment: "forged".into(),
+            }),
+        ),
+        (
+            "intake",
+            railyard_core::Event::ReleaseCancelled(Reasoned {
+                reason: "forged".into(),
+            }),
+        ),
+        (
+            "planner",
+            railyard_core::Event::ReleaseRolledBack(serde_json::from_value::<ReleaseRolledBack>(
+                serde_json::json!({"reason": "forged"}),
+            )?),
+        ),
+    ] {
+        let forger = Bus::connect(
+            url,
+            BusConfig {
+                manage_topology: false,
+                credentials: Some(NatsCredentials {
+                    user: user.to_owned(),
+                    password: deploy_password(user),
+                }),
+                ..BusConfig::default()
+            },
+        )
+        .await?;
+        let envelope = Envelope::new(aggregate.clone(), "alice", chrono::Utc::now(), event);
+        forger
+            .append(&aggregate, railyard_bus::Expected::Any, &[envelope])
+            .await
+            .with_context(|| format!("NATS lets {user} publish release events"))?;
+        forger.close().await?;
+    }
+
+    let audit = services.by_name("audit").http.clone();
+    let refused = wait_until(
+        "the audit to record the forgeries",
+        RELEASE_TIMEOUT,
+        || async {
+            services_ok(services)?;
+            let answer = http
+                .get(format!("http://{audit}/v1/audit/events?release=topology-1"))
+                .bearer_auth(auditor)
+                .send()
+                .await?;
+            let body: Value = answer.json().await?;
+            let kinds: Vec<String> = body["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item["type"].as_str())
+                .filter(|kind| kind.starts_with("refused:"))
+                .map(str::to_owned)
+                .collect();
+            Ok((kinds.len() == 3).then_some(kinds))
+        },
+    )
+    .await?;
+    ensure!(
+        refused
+            == [
+                "refused:approval.granted",
+                "refused:release.cancelled",
+                "refused:release.rolled_back"
+            ],
+        "{refused:?}"
+    );
+    let status: Value = http
+        .get(format!("http://{audit}/v1/releases/topology-1"))
+        .bearer_auth(auditor)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        status["status"] == "completed" && status["anomalies"] == serde_json::json!([]),
+        "the forgeries changed the release: {status}"
+    );
+    let approvals: Value = http
+        .get(format!(
+            "http://{audit}/v1/audit/approvals?release=topology-1"
+        ))
+        .bearer_auth(auditor)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        approvals["items"] == serde_json::json!([]),
+        "a forged approval is listed: {approvals}"
+    );
+    // Each reader counted them and said why in its log.
+    let counted = |name: &str| {
+        let address = services.by_name(name).http.clone();
+        async move {
+            let metrics = http
+                .get(format!("http://{address}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok::<u64, anyhow::Error>(
+                metrics
+                    .lines()
+                    .find_map(|line| line.strip_prefix("railyard_authority_refused_total "))
+                    .and_then(|value| value.trim().parse().ok())
+                    .unwrap_or(0),
+            )
+        }
+    };
+    ensure!(
+        counted("audit").await? >= 3,
+        "the audit did not count the forgeries"
+    );
+    let promoters = counted("promoter-1").await? + counted("promoter-2").await?;
+    ensure!(promoters >= 1, "no promoter counted the forgeries");
+    let audit_log = std::fs::read_to_string(&services.by_name("audit").log)?;
+    ensure!(
+        audit_log.contains("carries no seal: only the promoter may write it"),
+        "the audit's log does not say why"
+    );
     Ok(())
 }
 

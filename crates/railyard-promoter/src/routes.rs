@@ -172,7 +172,8 @@ async fn command(
                 "id",
             ));
         };
-        let decision = decide(cmd, &current, &who, &body, &state.catalog)?;
+        let authors = verified_authors(&state.bus, &current).await?;
+        let decision = decide(cmd, &current, &who, &body, &state.catalog, &authors)?;
         let cause = loaded.events.last().expect("a folded release has events");
         let envelopes: Vec<Envelope> = decision
             .events
@@ -268,11 +269,14 @@ fn decide(
     who: &Identity,
     body: &CommandBody,
     catalog: &Catalog,
+    authors: &[VerifiedAuthor],
 ) -> Result<Decision, ApiError> {
     let id = &state.id;
     let refuse = |detail: String| Err(ApiError::conflict(detail, "id"));
     match cmd {
-        Command::Approve if body.override_freeze => override_freeze(state, who, body, catalog),
+        Command::Approve if body.override_freeze => {
+            override_freeze(state, who, body, catalog, authors)
+        }
         Command::Approve | Command::Deny => {
             if !matches!(state.status, Status::Planned | Status::Held) {
                 return refuse(format!(
@@ -287,7 +291,7 @@ fn decide(
                 .and_then(|p| p.step(&step))
                 .map(|s| s.env.to_string())
                 .unwrap_or_default();
-            check_approver(state, who, &env, &step, &approvers, catalog)?;
+            check_approver(state, who, &env, &step, &approvers, catalog, authors)?;
             if cmd == Command::Approve {
                 Ok(Decision {
                     events: vec![
@@ -542,6 +546,7 @@ fn override_freeze(
     who: &Identity,
     body: &CommandBody,
     catalog: &Catalog,
+    authors: &[VerifiedAuthor],
 ) -> Result<Decision, ApiError> {
     let id = &state.id;
     if !matches!(state.status, Status::Planned | Status::Held) {
@@ -591,7 +596,7 @@ fn override_freeze(
         ));
     }
     let what = format!("the freeze of {env_name}");
-    check_approver(state, who, env_name, &what, &approvers, catalog)?;
+    check_approver(state, who, env_name, &what, &approvers, catalog, authors)?;
     let mut events = vec![Event::FreezeOverridden(FreezeOverridden {
         env: env.name.clone(),
         reason: reason.to_owned(),
@@ -628,6 +633,7 @@ fn check_approver(
     step: &str,
     approvers: &[String],
     catalog: &Catalog,
+    authors: &[VerifiedAuthor],
 ) -> Result<(), ApiError> {
     let listed = approvers
         .iter()
@@ -670,5 +676,96 @@ fn check_approver(
             ),
         ));
     }
+    if let Some(found) = authors.iter().find(|a| who.is(&a.author)) {
+        return Err(ApiError::refused(
+            "author cannot approve",
+            format!(
+                "{} authored commit {} of {} {} ({}) in release {} and may not approve it: another approver must",
+                who.name, found.commit, found.service, found.version, found.source, state.id
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// An author of a commit in a release, as a verified source reported it (not as the release
+/// declares it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VerifiedAuthor {
+    pub(crate) service: String,
+    pub(crate) version: String,
+    pub(crate) commit: String,
+    pub(crate) author: String,
+    /// Where the author comes from, for the refusal.
+    pub(crate) source: String,
+}
+
+/// The authors of the commits of `state`'s changes, from the pushes intake recorded on each
+/// service's signals (GitHub and GitLab push webhooks, whose signatures intake checked): for a
+/// change built from commit C, the authors of every commit of the push that brought C, up to
+/// and including C.
+async fn verified_authors(
+    bus: &Bus,
+    state: &ReleaseState,
+) -> Result<Vec<VerifiedAuthor>, ApiError> {
+    let mut signals = Vec::new();
+    for change in state.changes.iter().filter(|c| c.commit.is_some()) {
+        let aggregate = AggregateId::Signal(change.service.clone());
+        let loaded = bus.load(&aggregate).await.map_err(|error| {
+            ApiError::unavailable(format!(
+                "cannot read the pushes of {}: {error}",
+                change.service
+            ))
+        })?;
+        signals.push(loaded.events);
+    }
+    Ok(authors_of_commits(state, signals.iter().flatten()))
+}
+
+/// The pure part of [`verified_authors`]: `events` are the services' signal events.
+pub(crate) fn authors_of_commits<'a>(
+    state: &ReleaseState,
+    events: impl IntoIterator<Item = &'a Envelope> + Clone,
+) -> Vec<VerifiedAuthor> {
+    // A release may name a commit by a prefix of its id (7 characters at least).
+    let same =
+        |a: &str, b: &str| a.len().min(b.len()) >= 7 && (a.starts_with(b) || b.starts_with(a));
+    let mut found = Vec::new();
+    for change in &state.changes {
+        let Some(commit) = change.commit.as_deref() else {
+            continue;
+        };
+        for envelope in events.clone() {
+            let (Event::CommitsPushed(push), AggregateId::Signal(service)) =
+                (&envelope.event, &envelope.aggregate)
+            else {
+                continue;
+            };
+            if service != &change.service {
+                continue;
+            }
+            let upto = match push.commits.iter().position(|c| same(&c.id, commit)) {
+                Some(index) => index + 1,
+                None if same(&push.after, commit) => push.commits.len(),
+                None => continue,
+            };
+            for pushed in &push.commits[..upto] {
+                if let Some(author) = &pushed.author {
+                    found.push(VerifiedAuthor {
+                        service: change.service.to_string(),
+                        version: change.version.clone(),
+                        commit: pushed.id.chars().take(12).collect(),
+                        author: author.clone(),
+                        source: format!(
+                            "a {} push to {} of {}",
+                            push.origin.door, push.branch, push.origin.source
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| (&a.author, &a.commit).cmp(&(&b.author, &b.commit)));
+    found.dedup();
+    found
 }

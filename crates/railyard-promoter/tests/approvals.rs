@@ -166,3 +166,78 @@ async fn a_denial_ends_the_release_as_denied() -> anyhow::Result<()> {
     );
     worker.shutdown().await
 }
+
+#[tokio::test]
+async fn the_verified_author_of_a_pushed_commit_may_not_approve() -> anyhow::Result<()> {
+    use railyard_core::event::{CommitsPushed, Origin, PushedCommit};
+    use railyard_core::{AggregateId, Envelope};
+
+    let h = Harness::start(&approval_catalog()).await?;
+    h.seed(&inventory()).await?;
+    // A signed GitHub push brought the commit billing-worker 1.5.0 is built from; bob wrote
+    // the commit before it in that push. The release declares no author for it.
+    let signal = AggregateId::Signal("billing-worker".parse()?);
+    let push = Event::CommitsPushed(CommitsPushed {
+        branch: "main".into(),
+        before: "0000000".into(),
+        after: "c0ffee1234567890".into(),
+        commits: vec![
+            PushedCommit {
+                id: "bad5eed0987654321".into(),
+                author: Some("bob".into()),
+                message: "fix rounding".into(),
+            },
+            PushedCommit {
+                id: "c0ffee1234567890".into(),
+                author: Some("erin".into()),
+                message: "release 1.5.0".into(),
+            },
+            PushedCommit {
+                id: "feed000111222".into(),
+                author: Some("alice".into()),
+                message: "after the release's commit".into(),
+            },
+        ],
+        origin: Origin {
+            door: "github".into(),
+            id: "delivery-1".into(),
+            source: "https://github.com/acme/billing".into(),
+        },
+    });
+    let envelope = Envelope::new(signal.clone(), "intake", chrono::Utc::now(), push);
+    h.bus
+        .append(&signal, railyard_bus::Expected::Any, &[envelope])
+        .await?;
+    let release = RELEASE.replace(
+        "service = \"billing-worker\"\nversion = \"1.5.0\"",
+        "service = \"billing-worker\"\nversion = \"1.5.0\"\ncommit = \"c0ffee1\"",
+    );
+    assert_ne!(release, RELEASE);
+    let id = h.submit(&release, &inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    h.drive_until(
+        &id,
+        std::time::Duration::from_millis(500),
+        "approval requested",
+        |s| !s.approvals.is_empty(),
+    )
+    .await?;
+
+    let (status, body) = api
+        .command("bob", &id, "approve", json!({"comment": "lgtm"}))
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "author cannot approve", "{body}");
+    assert_eq!(
+        body["detail"],
+        "bob authored commit bad5eed09876 of billing-worker 1.5.0 (a github push to main of https://github.com/acme/billing) in release rel-1 and may not approve it: another approver must"
+    );
+    // alice's commit came after the release's: she may approve.
+    let (status, body) = api
+        .command("alice", &id, "approve", json!({"comment": "checked"}))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    h.wait_status(&id, Status::Completed).await?;
+    worker.shutdown().await
+}

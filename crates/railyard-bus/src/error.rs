@@ -129,6 +129,17 @@ pub enum BusError {
         /// Who held it.
         holder: String,
     },
+    /// A delivery claim expired and another caller took it over before this one settled it.
+    #[error(
+        "the claim of {holder} on delivery {id:?} expired and was taken over before it was \
+         settled: raise the intake's delivery claim ttl above its slowest append"
+    )]
+    DeliveryClaimLost {
+        /// The delivery id.
+        id: String,
+        /// Who held the claim.
+        holder: String,
+    },
 }
 
 impl BusError {

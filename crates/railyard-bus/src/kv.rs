@@ -1,7 +1,7 @@
 //! The KV buckets behind intake dedupe and step leases: external delivery ids remembered for
-//! `delivery_ttl` (`railyard-deliveries`), and leases with an expiry read from the bus's clock,
-//! taken over by compare-and-set once expired (`railyard-leases`, whose TTL also removes
-//! abandoned ones).
+//! `delivery_ttl` (`railyard-deliveries`) — claimed while their events are being appended and
+//! marked stored only after — and leases with an expiry read from the bus's clock, taken over
+//! by compare-and-set once expired (`railyard-leases`, whose TTL also removes abandoned ones).
 
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
@@ -14,6 +14,69 @@ use crate::names::kv_key;
 
 /// Attempts at acquiring a lease while its entry changes under us.
 const LEASE_ATTEMPTS: usize = 5;
+/// Attempts at claiming a delivery while its entry changes under us.
+const CLAIM_ATTEMPTS: usize = 5;
+
+/// A delivery id's entry in `railyard-deliveries`. Entries written by
+/// [`Bus::remember_delivery`] (a bare timestamp) read as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+enum DeliveryRecord {
+    /// Someone is appending its events.
+    Pending {
+        holder: String,
+        claimed_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    /// Its events are in the stream.
+    Stored { stored_at: DateTime<Utc> },
+}
+
+impl DeliveryRecord {
+    fn read(value: &[u8]) -> DeliveryRecord {
+        serde_json::from_slice(value).unwrap_or(DeliveryRecord::Stored {
+            stored_at: DateTime::<Utc>::MIN_UTC,
+        })
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// What [`Bus::claim_delivery`] found.
+#[derive(Debug)]
+pub enum DeliveryClaim {
+    /// The caller holds the delivery now: append its events, then
+    /// [`Bus::delivery_stored`]; or, when the append failed, [`Bus::release_delivery`].
+    Claimed(ClaimedDelivery),
+    /// Its events were stored: a redelivery.
+    Stored,
+    /// Someone else is appending its events; their claim ends at `expires_at` unless they
+    /// settle it first.
+    Pending {
+        /// Who claimed it.
+        holder: String,
+        /// When the claim may be taken over.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// A delivery id claimed by this caller (see [`Bus::claim_delivery`]).
+#[derive(Debug)]
+pub struct ClaimedDelivery {
+    id: String,
+    encoded: String,
+    holder: String,
+    revision: u64,
+}
+
+impl ClaimedDelivery {
+    /// The delivery id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
 
 impl Bus {
     /// Remembers an external delivery id (GitHub `X-GitHub-Delivery`, a CDEvents source+id);
@@ -37,6 +100,123 @@ impl Bus {
             .purge(kv_key(id))
             .await
             .map_err(|error| self.nats_error(format!("forgetting delivery {id:?}"), error))
+    }
+
+    /// Claims delivery `id` for `holder` until `now + ttl`, so that exactly one caller appends
+    /// its events: [`DeliveryClaim::Claimed`] when it is new, was released, or its previous
+    /// claim expired or is `holder`'s own (taken over by compare-and-set: a holder claims an id
+    /// again only once it is no longer storing it); [`DeliveryClaim::Stored`] for a
+    /// redelivery; [`DeliveryClaim::Pending`] while someone else holds it. The id counts as
+    /// seen only once [`Bus::delivery_stored`] settles the claim, so a caller that fails (or
+    /// dies) before its events are stored never makes a retry look like a duplicate.
+    pub async fn claim_delivery(
+        &self,
+        id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<DeliveryClaim, BusError> {
+        let bucket = self.deliveries_bucket().await?;
+        let encoded = kv_key(id);
+        let claim = DeliveryRecord::Pending {
+            holder: holder.to_owned(),
+            claimed_at: now,
+            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        };
+        let claimed = |revision| {
+            DeliveryClaim::Claimed(ClaimedDelivery {
+                id: id.to_owned(),
+                encoded: encoded.clone(),
+                holder: holder.to_owned(),
+                revision,
+            })
+        };
+        let operation = || format!("claiming delivery {id:?}");
+        let mut last_holder = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            match bucket.create(&encoded, claim.to_bytes()).await {
+                Ok(revision) => return Ok(claimed(revision)),
+                Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(error) => return Err(self.nats_error(operation(), error)),
+            }
+            let entry = bucket
+                .entry(&encoded)
+                .await
+                .map_err(|error| self.nats_error(operation(), error))?;
+            let Some(entry) = entry.filter(|entry| entry.operation == Operation::Put) else {
+                // Released in between: try creating it again.
+                continue;
+            };
+            match DeliveryRecord::read(&entry.value) {
+                DeliveryRecord::Stored { .. } => return Ok(DeliveryClaim::Stored),
+                DeliveryRecord::Pending {
+                    holder: current,
+                    expires_at,
+                    ..
+                } if expires_at > now && current != holder => {
+                    return Ok(DeliveryClaim::Pending {
+                        holder: current,
+                        expires_at,
+                    });
+                }
+                DeliveryRecord::Pending {
+                    holder: current, ..
+                } => {
+                    tracing::warn!(delivery = id, holder = %current, "taking over an expired delivery claim (or our own, left by a settling that failed)");
+                    last_holder = Some(current);
+                    match bucket
+                        .update(&encoded, claim.to_bytes(), entry.revision)
+                        .await
+                    {
+                        Ok(revision) => return Ok(claimed(revision)),
+                        // Someone else took it over or settled it first: look again.
+                        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {}
+                        Err(error) => return Err(self.nats_error(operation(), error)),
+                    }
+                }
+            }
+        }
+        // The entry kept changing under us: someone else is busy with it.
+        Ok(DeliveryClaim::Pending {
+            holder: last_holder.unwrap_or_else(|| "another caller".to_owned()),
+            expires_at: now,
+        })
+    }
+
+    /// Settles a claim once the delivery's events are stored: from now on (for
+    /// `delivery_ttl`) the id is a redelivery. [`BusError::DeliveryClaimLost`] when the claim
+    /// expired and someone else took it over.
+    pub async fn delivery_stored(
+        &self,
+        claim: ClaimedDelivery,
+        now: DateTime<Utc>,
+    ) -> Result<(), BusError> {
+        let record = DeliveryRecord::Stored { stored_at: now };
+        let bucket = self.deliveries_bucket().await?;
+        match bucket
+            .update(&claim.encoded, record.to_bytes(), claim.revision)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(claim.lost()),
+            Err(error) => {
+                Err(self.nats_error(format!("marking delivery {:?} stored", claim.id), error))
+            }
+        }
+    }
+
+    /// Gives a claim up without storing anything (the append failed), so the delivery's
+    /// retry is accepted at once.
+    pub async fn release_delivery(&self, claim: ClaimedDelivery) -> Result<(), BusError> {
+        let bucket = self.deliveries_bucket().await?;
+        match bucket
+            .delete_expect_revision(&claim.encoded, Some(claim.revision))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(claim.lost()),
+            Err(error) => Err(self.nats_error(format!("releasing delivery {:?}", claim.id), error)),
+        }
     }
 
     /// Takes the lease `key` for `holder` until `now + lease_ttl` on the bus's clock: when it
@@ -92,6 +272,15 @@ impl Bus {
             .filter(|entry| entry.operation == Operation::Put)
             .and_then(|entry| serde_json::from_slice::<LeaseRecord>(&entry.value).ok())
             .filter(|record| record.expires_at > now))
+    }
+}
+
+impl ClaimedDelivery {
+    fn lost(&self) -> BusError {
+        BusError::DeliveryClaimLost {
+            id: self.id.clone(),
+            holder: self.holder.clone(),
+        }
     }
 }
 

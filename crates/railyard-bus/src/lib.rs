@@ -24,7 +24,7 @@ pub use config::{BusConfig, NatsCredentials};
 pub use consumer::{ConsumerSpec, DeliverFrom, Delivery, EventConsumer, WorkConsumer, WorkItem};
 pub use dlq::{DeadLetter, run_dlq_forwarder};
 pub use error::{Actual, AppendError, BoxError, BusError, error_chain};
-pub use kv::{Lease, LeaseRecord};
+pub use kv::{ClaimedDelivery, DeliveryClaim, Lease, LeaseRecord};
 pub use names::event_subject;
 pub use rejected::{Rejection, StoredRejection};
 pub use trace::{extract_trace, extract_trace_with, follow_trace, inject_context, inject_trace};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{bus_with, fast_config};
-use railyard_bus::{BusConfig, BusError, Rejection};
+use railyard_bus::{BusConfig, BusError, DeliveryClaim, Rejection};
 use railyard_core::{Clock, ManualClock};
 use railyard_testkit::NatsServer;
 
@@ -30,6 +30,93 @@ async fn a_delivery_id_is_new_once_and_again_after_it_is_forgotten() -> anyhow::
 
     bus.forget_delivery(id).await?;
     assert!(bus.remember_delivery(id).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delivery_counts_as_seen_only_once_its_claim_is_settled_as_stored() -> anyhow::Result<()>
+{
+    let server = NatsServer::start().await?;
+    let bus = common::bus(&server.url()).await?;
+    let now: chrono::DateTime<chrono::Utc> = "2026-06-01T12:00:00Z".parse()?;
+    let ttl = Duration::from_secs(300);
+    let id = "https://ci.example/pipelines#42";
+
+    // Eight racers: exactly one claims it, the others see it pending.
+    let holders: Vec<String> = (0..8).map(|n| format!("intake-{n}")).collect();
+    let racers = futures::future::join_all(
+        holders
+            .iter()
+            .map(|holder| bus.claim_delivery(id, holder, now, ttl)),
+    )
+    .await;
+    let mut claims = Vec::new();
+    for racer in racers {
+        match racer? {
+            DeliveryClaim::Claimed(claim) => claims.push(claim),
+            DeliveryClaim::Pending { expires_at, .. } => {
+                assert_eq!(expires_at, now + chrono::Duration::seconds(300));
+            }
+            DeliveryClaim::Stored => panic!("nothing was stored yet"),
+        }
+    }
+    assert_eq!(claims.len(), 1, "exactly one caller appends a delivery");
+    let claim = claims.pop().expect("one claim");
+    assert_eq!(claim.id(), id);
+
+    // Released (its append failed): the retry claims it again at once.
+    bus.release_delivery(claim).await?;
+    let DeliveryClaim::Claimed(claim) = bus.claim_delivery(id, "retry", now, ttl).await? else {
+        panic!("a released delivery is claimed again");
+    };
+    // Stored: a redelivery from now on.
+    bus.delivery_stored(claim, now).await?;
+    assert!(matches!(
+        bus.claim_delivery(id, "redelivery", now, ttl).await?,
+        DeliveryClaim::Stored
+    ));
+
+    // A holder that died: its claim is taken over once it expires, and its late settling
+    // is refused.
+    let DeliveryClaim::Claimed(dead) = bus.claim_delivery("other", "dead", now, ttl).await? else {
+        panic!("new");
+    };
+    let later = now + chrono::Duration::seconds(299);
+    assert!(matches!(
+        bus.claim_delivery("other", "retry", later, ttl).await?,
+        DeliveryClaim::Pending { holder, .. } if holder == "dead"
+    ));
+    let expired = now + chrono::Duration::seconds(301);
+    let DeliveryClaim::Claimed(taken) = bus.claim_delivery("other", "retry", expired, ttl).await?
+    else {
+        panic!("an expired claim is taken over");
+    };
+    let error = bus.delivery_stored(dead, expired).await.unwrap_err();
+    assert!(
+        matches!(error, BusError::DeliveryClaimLost { .. }),
+        "{error:?}"
+    );
+    bus.delivery_stored(taken, expired).await?;
+
+    // A holder whose settling failed claims its own leftover again at once.
+    let DeliveryClaim::Claimed(_left) = bus.claim_delivery("third", "a", now, ttl).await? else {
+        panic!("new");
+    };
+    assert!(matches!(
+        bus.claim_delivery("third", "b", now, ttl).await?,
+        DeliveryClaim::Pending { .. }
+    ));
+    assert!(matches!(
+        bus.claim_delivery("third", "a", now, ttl).await?,
+        DeliveryClaim::Claimed(_)
+    ));
+
+    // Ids remembered the old way read as stored.
+    assert!(bus.remember_delivery("legacy").await?);
+    assert!(matches!(
+        bus.claim_delivery("legacy", "retry", now, ttl).await?,
+        DeliveryClaim::Stored
+    ));
     Ok(())
 }
 

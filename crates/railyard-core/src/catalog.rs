@@ -68,6 +68,10 @@ pub struct Environment {
     /// Freeze windows during which nothing starts in this environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<Freeze>,
+    /// How long before a freeze starts an emergency override of it may already be filed
+    /// (default: only while it is in force). An override ends with the window it overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_override_lead: Option<crate::duration::HumanDuration>,
     /// What happens when a step fails here.
     #[serde(default)]
     pub on_failure: OnFailure,

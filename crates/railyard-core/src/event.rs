@@ -674,6 +674,10 @@ pub struct FreezeOverridden {
     pub env: EnvName,
     /// Why the emergency justifies it, as the approver wrote it (required).
     pub reason: String,
+    /// When the freeze window it overrides ends: the override counts until then, not for
+    /// the next window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// `colour.retired`: the colour a blue-green deploy step switched traffic away from was taken

@@ -189,6 +189,9 @@ pub struct FreezeOverride {
     pub reason: String,
     /// When.
     pub at: DateTime<Utc>,
+    /// When the window it overrides ends (it counts until then); `None` on overrides recorded
+    /// before windows were remembered.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// A hold and who must act.
@@ -622,6 +625,7 @@ impl ReleaseState {
                         by: envelope.actor.clone(),
                         reason: f.reason.clone(),
                         at: envelope.occurred_at,
+                        until: f.until,
                     },
                 );
             }

@@ -24,12 +24,18 @@ mod intake;
 mod mapped;
 mod nats;
 pub mod policy;
+mod sample;
 mod schemas;
 
 pub use answer::{Answer, Outcome, Refused};
-pub use config::{DEFAULT_BODY_LIMIT, IntakeConfig, Secret};
+pub use config::{
+    DEFAULT_BODY_LIMIT, DEFAULT_DELIVERY_CLAIM_TTL, IntakeConfig, REJECTION_SAMPLE_ENV,
+    REJECTION_SAMPLE_TOTAL_ENV, Secret,
+};
 pub use error::{ConfigError, IntakeError};
 pub use github::sign as github_signature;
 pub use http::router;
 pub use intake::{Door, Headers, Intake};
 pub use nats::{INTAKE_SUBJECT, run, serve_nats};
+pub use railyard_http::{Origin, TrustedProxies};
+pub use sample::{Rate, RejectionSampling};

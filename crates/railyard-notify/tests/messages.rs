@@ -211,6 +211,7 @@ async fn an_emergency_override_and_retired_colours() -> anyhow::Result<()> {
             vec![Event::FreezeOverridden(FreezeOverridden {
                 env: railyard_core::EnvName::new("production")?,
                 reason: "checkout is down; the fix is in this release".into(),
+                until: None,
             })],
         )
         .await?;

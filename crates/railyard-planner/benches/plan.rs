@@ -75,6 +75,7 @@ fn estate(n: usize) -> Estate {
                 approvers: vec!["alice".to_owned()],
             }),
             freeze: Vec::new(),
+            freeze_override_lead: None,
             on_failure: Default::default(),
         });
     }

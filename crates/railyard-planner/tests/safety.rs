@@ -233,6 +233,7 @@ fn estate(seed: u64) -> Estate {
             after: None,
             approval: None,
             freeze: Vec::new(),
+            freeze_override_lead: None,
             on_failure: Default::default(),
         },
         Environment {
@@ -243,6 +244,7 @@ fn estate(seed: u64) -> Estate {
                 approvers: vec!["alice".to_owned()],
             }),
             freeze: Vec::new(),
+            freeze_override_lead: None,
             on_failure: Default::default(),
         },
     ];

@@ -18,6 +18,7 @@ fn chain(closed: bool) -> (Catalog, ReleaseRequested) {
         after: None,
         approval: None,
         freeze: Vec::new(),
+        freeze_override_lead: None,
         on_failure: Default::default(),
     });
     let mut changes = Vec::with_capacity(SERVICES);

@@ -381,8 +381,13 @@ pub(crate) async fn take_step(
                 return release_then(lease, skip("it waits for other steps".to_owned())).await;
             }
             // An approver's emergency override (`freeze.overridden`) lets the environment's
-            // steps start inside the window; the override stays on the release's record.
-            let overridden = state.freeze_overrides.contains_key(&step.env);
+            // steps start inside the window it overrode, until that window ends; the override
+            // stays on the release's record.
+            let now = ctx.config.clock.now();
+            let overridden = state
+                .freeze_overrides
+                .get(&step.env)
+                .is_some_and(|o| o.until.is_none_or(|until| now < until));
             if let Some(reason) =
                 freeze_hold_reason(ctx, &step.env, release).filter(|_| !overridden)
             {

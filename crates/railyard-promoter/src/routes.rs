@@ -173,7 +173,8 @@ async fn command(
             ));
         };
         let authors = verified_authors(&state.bus, &current).await?;
-        let decision = decide(cmd, &current, &who, &body, &state.catalog, &authors)?;
+        let now = state.clock.now();
+        let decision = decide(cmd, &current, &who, &body, &state.catalog, &authors, now)?;
         let cause = loaded.events.last().expect("a folded release has events");
         let envelopes: Vec<Envelope> = decision
             .events
@@ -270,12 +271,13 @@ fn decide(
     body: &CommandBody,
     catalog: &Catalog,
     authors: &[VerifiedAuthor],
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Decision, ApiError> {
     let id = &state.id;
     let refuse = |detail: String| Err(ApiError::conflict(detail, "id"));
     match cmd {
         Command::Approve if body.override_freeze => {
-            override_freeze(state, who, body, catalog, authors)
+            override_freeze(state, who, body, catalog, authors, now)
         }
         Command::Approve | Command::Deny => {
             if !matches!(state.status, Status::Planned | Status::Held) {
@@ -292,6 +294,19 @@ fn decide(
                 .map(|s| s.env.to_string())
                 .unwrap_or_default();
             check_approver(state, who, &env, &step, &approvers, catalog, authors)?;
+            // Whoever overrode this environment's freeze is not also its approval.
+            let overrider = EnvName::new(env.as_str())
+                .ok()
+                .and_then(|name| state.freeze_overrides.get(&name));
+            if let (Command::Approve, Some(o)) = (cmd, overrider.filter(|o| who.is(&o.by))) {
+                return Err(ApiError::refused(
+                    "overrider cannot approve",
+                    format!(
+                        "{} overrode the freeze of {env} for release {id} ({}) and may not also approve it: another approver must",
+                        who.name, o.reason
+                    ),
+                ));
+            }
             if cmd == Command::Approve {
                 Ok(Decision {
                     events: vec![
@@ -547,6 +562,7 @@ fn override_freeze(
     body: &CommandBody,
     catalog: &Catalog,
     authors: &[VerifiedAuthor],
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Decision, ApiError> {
     let id = &state.id;
     if !matches!(state.status, Status::Planned | Status::Held) {
@@ -597,9 +613,66 @@ fn override_freeze(
     }
     let what = format!("the freeze of {env_name}");
     check_approver(state, who, env_name, &what, &approvers, catalog, authors)?;
+    // Only a freeze in force (or starting within the environment's lead time) is overridden,
+    // and only until that window ends.
+    let lead = env
+        .freeze_override_lead
+        .map_or(chrono::Duration::zero(), |d| {
+            chrono::Duration::from_std(d.0).unwrap_or(chrono::Duration::zero())
+        });
+    let Some(window) = crate::freeze::active_freeze(&env.freeze, now)
+        .or_else(|| crate::freeze::active_freeze(&env.freeze, now + lead))
+    else {
+        return Err(ApiError::conflict(
+            format!(
+                "{env_name} is not frozen now{}: an emergency override is filed while the freeze it overrides is in force{}",
+                if lead.is_zero() {
+                    String::new()
+                } else {
+                    format!(
+                        " and no freeze starts within {}",
+                        crate::adapter::humanize(lead.to_std().unwrap_or_default())
+                    )
+                },
+                if lead.is_zero() {
+                    " (or set freeze_override_lead on the environment to allow it shortly before)"
+                } else {
+                    ""
+                }
+            ),
+            "env",
+        ));
+    };
+    // Whoever approved this environment is not also the one who lifts its freeze.
+    let approved_by = state
+        .approvals
+        .iter()
+        .find_map(|(step, approval)| match approval {
+            railyard_core::release_state::ApprovalState::Granted { by, .. }
+                if who.is(by)
+                    && state
+                        .plan
+                        .as_ref()
+                        .and_then(|p| p.step(step))
+                        .is_some_and(|s| s.env == env.name) =>
+            {
+                Some(step.clone())
+            }
+            _ => None,
+        });
+    if let Some(step) = approved_by {
+        return Err(ApiError::refused(
+            "approver cannot override",
+            format!(
+                "{} approved {step} of release {id} and may not also override the freeze of {env_name}: another approver must",
+                who.name
+            ),
+        ));
+    }
     let mut events = vec![Event::FreezeOverridden(FreezeOverridden {
         env: env.name.clone(),
         reason: reason.to_owned(),
+        until: Some(window.ends_at),
     })];
     let held_by_freeze = state.status == Status::Held
         && state

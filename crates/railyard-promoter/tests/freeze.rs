@@ -201,9 +201,20 @@ async fn an_emergency_override_needs_an_approver_and_a_reason_and_is_marked() ->
         |s| s.approvals.contains_key("production:approve:rel-1"),
     )
     .await?;
+    // Whoever overrode the freeze is not also the approval: bob approves.
     let (status, body) = api
         .command(
             "alice",
+            &id,
+            "approve",
+            serde_json::json!({"env": "production", "comment": "go"}),
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "overrider cannot approve", "{body}");
+    let (status, body) = api
+        .command(
+            "bob",
             &id,
             "approve",
             serde_json::json!({"env": "production", "comment": "go"}),
@@ -225,6 +236,11 @@ async fn an_emergency_override_needs_an_approver_and_a_reason_and_is_marked() ->
     let mark = &done.freeze_overrides["production"];
     assert_eq!(mark.by, "alice");
     assert_eq!(mark.reason, "checkout is down; the fix is in this release");
+    assert_eq!(
+        mark.until,
+        Some(ends),
+        "it ends with the window it overrode"
+    );
     let events = h.events(&id).await?;
     let overridden: Vec<_> = events
         .iter()
@@ -265,4 +281,55 @@ async fn an_emergency_override_needs_an_approver_and_a_reason_and_is_marked() ->
         1
     );
     worker.shutdown().await
+}
+
+#[tokio::test]
+async fn an_override_is_filed_only_while_a_freeze_is_in_force_or_about_to_start()
+-> anyhow::Result<()> {
+    // The window opens on Tuesdays at 09:00 Berlin; the clock is Monday 10:00 Berlin.
+    let tuesday = r#"freeze = [{ cron = "0 9 * * TUE", duration = "3h", timezone = "Europe/Berlin", reason = "tuesday board" }]"#;
+    let approval = r#"approval = { required = true, approvers = ["group:release-managers"] }"#;
+    for (lead, accepted) in [("", false), ("freeze_override_lead = \"1d\"", true)] {
+        let h = Harness::start(&estate(
+            r#"{ kind = "simulated" }"#,
+            &format!("{tuesday}\n{approval}\n{lead}"),
+        ))
+        .await?;
+        h.seed(&inventory()).await?;
+        let api = Api::start(&h).await?;
+        let worker = h.worker("w1");
+        let id = h.submit(RELEASE, &inventory()).await?;
+        h.drive_until(
+            &id,
+            Duration::from_millis(200),
+            "the production approval is requested",
+            |s| s.approvals.contains_key("production:approve:rel-1"),
+        )
+        .await?;
+        let (status, body) = api
+            .command(
+                "alice",
+                &id,
+                "approve",
+                serde_json::json!({"env": "production", "override_freeze": true, "comment": "hotfix"}),
+            )
+            .await?;
+        if accepted {
+            assert_eq!(status, 202, "{body}");
+            let state = h.state(&id).await?;
+            let until: DateTime<Utc> = "2026-03-03T11:00:00Z".parse()?;
+            assert_eq!(state.freeze_overrides["production"].until, Some(until));
+        } else {
+            assert_eq!(status, 409, "{body}");
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("production is not frozen now: an emergency override is filed while the freeze it overrides is in force"),
+                "{body}"
+            );
+        }
+        worker.shutdown().await?;
+    }
+    Ok(())
 }

@@ -1,15 +1,26 @@
 //! [`IntakeConfig`]: the catalog, the tokens, the webhook secrets (from the environment or a
-//! file, never from the catalog), the body limit and the clock.
+//! file, never from the catalog), the body limit, the trusted proxies, how many unauthenticated
+//! refusals are logged, how long a delivery may stay claimed, and the clock.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use railyard_core::{Catalog, SharedClock, SystemClock};
-use railyard_http::{Metrics, Tokens};
+use railyard_http::{Metrics, Tokens, TrustedProxies};
 
 use crate::error::ConfigError;
+use crate::sample::{Rate, RejectionSampling};
 
 /// The default limit on a request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// How long a delivery stays claimed by the request storing it, by default: far longer than
+/// any append takes (each is bounded by the bus's `append_timeout`), so a claim only expires
+/// when its intake died.
+pub const DEFAULT_DELIVERY_CLAIM_TTL: Duration = Duration::from_secs(5 * 60);
+/// Unauthenticated refusals logged per origin (`10/1m`).
+pub const REJECTION_SAMPLE_ENV: &str = "RAILYARD_INTAKE_REJECTION_SAMPLE";
+/// Unauthenticated refusals logged from all origins together (`100/1m`).
+pub const REJECTION_SAMPLE_TOTAL_ENV: &str = "RAILYARD_INTAKE_REJECTION_SAMPLE_TOTAL";
 
 /// A shared secret; its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,6 +68,16 @@ pub struct IntakeConfig {
     pub metrics: Metrics,
     /// NATS requests handled at once by one responder.
     pub nats_concurrency: usize,
+    /// Proxies whose `X-Forwarded-For` names the origin; nobody by default (the origin is the
+    /// socket's peer).
+    pub trusted_proxies: TrustedProxies,
+    /// How many unauthenticated refusals (401, 403, bad webhook signatures and webhook bodies
+    /// refused before their signature was checked) are written to the rejection log; all of
+    /// them are counted in `railyard_intake_unauthenticated_total`.
+    pub rejection_sampling: RejectionSampling,
+    /// How long a delivery stays claimed while its events are appended; a claim left by an
+    /// intake that died is taken over after this (its redeliveries are answered 503 until then).
+    pub delivery_claim_ttl: Duration,
 }
 
 impl IntakeConfig {
@@ -71,13 +92,18 @@ impl IntakeConfig {
             clock: SystemClock::shared(),
             metrics: Metrics::default(),
             nats_concurrency: 256,
+            trusted_proxies: TrustedProxies::none(),
+            rejection_sampling: RejectionSampling::default(),
+            delivery_claim_ttl: DEFAULT_DELIVERY_CLAIM_TTL,
         }
     }
 
     /// Reads the catalog at `catalog_path` and the rest from the environment:
     /// `RAILYARD_TOKENS_FILE` (tokens file, TOML), `RAILYARD_GITHUB_WEBHOOK_SECRET` or
     /// `RAILYARD_GITHUB_WEBHOOK_SECRET_FILE`, `RAILYARD_GITLAB_WEBHOOK_TOKEN` or
-    /// `RAILYARD_GITLAB_WEBHOOK_TOKEN_FILE`, and `RAILYARD_INTAKE_BODY_LIMIT` (bytes).
+    /// `RAILYARD_GITLAB_WEBHOOK_TOKEN_FILE`, `RAILYARD_INTAKE_BODY_LIMIT` (bytes),
+    /// `RAILYARD_TRUSTED_PROXIES` (addresses and CIDR blocks), and
+    /// `RAILYARD_INTAKE_REJECTION_SAMPLE` / `RAILYARD_INTAKE_REJECTION_SAMPLE_TOTAL` (`10/1m`).
     pub fn from_env(catalog_path: &Path) -> Result<IntakeConfig, ConfigError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -107,7 +133,24 @@ impl IntakeConfig {
                 .parse()
                 .map_err(|_| ConfigError::BodyLimit { value: limit })?;
         }
+        config.trusted_proxies = TrustedProxies::from_env().map_err(ConfigError::TrustedProxies)?;
+        if let Some(rate) = rate_from_env(REJECTION_SAMPLE_ENV)? {
+            config.rejection_sampling.per_origin = rate;
+        }
+        if let Some(rate) = rate_from_env(REJECTION_SAMPLE_TOTAL_ENV)? {
+            config.rejection_sampling.total = rate;
+        }
         Ok(config)
+    }
+}
+
+fn rate_from_env(variable: &'static str) -> Result<Option<Rate>, ConfigError> {
+    match std::env::var(variable) {
+        Ok(text) if !text.trim().is_empty() => text
+            .parse()
+            .map(Some)
+            .map_err(|problem| ConfigError::Rate { variable, problem }),
+        _ => Ok(None),
     }
 }
 

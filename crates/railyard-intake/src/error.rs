@@ -39,6 +39,17 @@ pub enum ConfigError {
         /// The value given.
         value: String,
     },
+    /// `RAILYARD_TRUSTED_PROXIES` does not parse.
+    #[error("RAILYARD_TRUSTED_PROXIES: {0}")]
+    TrustedProxies(#[source] railyard_http::TrustedProxiesError),
+    /// A rejection sampling rate does not parse.
+    #[error("{variable}: {problem}")]
+    Rate {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong and how to write it.
+        problem: String,
+    },
 }
 
 /// Intake stopped.

@@ -5,18 +5,22 @@
 //! The operator routes `/v1/releases/{id}/approve|deny|hold|resume|rollback|cancel|retry`
 //! belong to the promoter and are not served by this router.
 //!
+//! A request's origin is the socket's peer (serve the router with `railyard_http::serve`),
+//! or the client a trusted proxy names in `X-Forwarded-For` ([`IntakeConfig::trusted_proxies`]).
+//!
 //! Every request is handled inside an `intake.request` span — the root of the release's
 //! trace, or a child of the caller's when it sends a W3C `traceparent` — so the events it
 //! appends carry that trace to every service downstream.
 
-use std::net::SocketAddr;
-
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use railyard_http::Role;
+use railyard_http::{Origin, Role};
 use tracing::Instrument;
+
+#[cfg(doc)]
+use crate::IntakeConfig;
 
 use crate::intake::{Door, Headers, Intake, read_body};
 
@@ -52,19 +56,10 @@ async fn traced(request: Request, next: axum::middleware::Next) -> Response {
     response
 }
 
-/// Where a request came from: the peer address when the server records it, else the first
-/// `X-Forwarded-For` hop, else `unknown`.
-fn origin(request: &Request) -> String {
-    if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        return addr.to_string();
-    }
-    request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
+/// Where a request came from: the socket's peer, or the client a trusted proxy forwarded it
+/// for; `unknown` when the router is served without the peer address.
+fn origin(intake: &Intake, request: &Request) -> Origin {
+    Origin::of_request(request, &intake.config().trusted_proxies)
 }
 
 fn declared_length(request: &Request) -> Option<u64> {
@@ -83,26 +78,34 @@ fn authorization(request: &Request) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads the body or answers 413/400 (recorded in the rejection log).
+/// Reads the body or answers 413/400 (recorded in the rejection log; sampled like a 401 on
+/// the webhook doors, whose sender is not authenticated until the body is read).
 async fn body(
     intake: &Intake,
     door: Door,
-    origin: &str,
+    origin: &Origin,
     request: Request,
 ) -> Result<(Headers, bytes::Bytes), Response> {
     let headers = Headers::from_http(request.headers());
     let declared = declared_length(&request);
     match read_body(request.into_body(), declared, intake.config().body_limit).await {
         Ok(bytes) => Ok((headers, bytes)),
-        Err(refused) => Err(intake
-            .refuse(door, origin, b"", refused)
-            .await
-            .into_response()),
+        Err(refused) => {
+            let refused = match door {
+                Door::GitHub | Door::GitLab => {
+                    intake
+                        .refuse_unauthenticated(door, origin, b"", refused)
+                        .await
+                }
+                _ => intake.refuse(door, origin, b"", refused).await,
+            };
+            Err(refused.into_response())
+        }
     }
 }
 
 async fn cdevents(State(intake): State<Intake>, request: Request) -> Response {
-    let origin = origin(&request);
+    let origin = origin(&intake, &request);
     let authorization = authorization(&request);
     let identity = match intake
         .authenticate(
@@ -127,7 +130,7 @@ async fn cdevents(State(intake): State<Intake>, request: Request) -> Response {
 }
 
 async fn github(State(intake): State<Intake>, request: Request) -> Response {
-    let origin = origin(&request);
+    let origin = origin(&intake, &request);
     let (headers, bytes) = match body(&intake, Door::GitHub, &origin, request).await {
         Ok(read) => read,
         Err(response) => return response,
@@ -139,7 +142,7 @@ async fn github(State(intake): State<Intake>, request: Request) -> Response {
 }
 
 async fn gitlab(State(intake): State<Intake>, request: Request) -> Response {
-    let origin = origin(&request);
+    let origin = origin(&intake, &request);
     let (headers, bytes) = match body(&intake, Door::GitLab, &origin, request).await {
         Ok(read) => read,
         Err(response) => return response,
@@ -151,7 +154,7 @@ async fn gitlab(State(intake): State<Intake>, request: Request) -> Response {
 }
 
 async fn releases(State(intake): State<Intake>, request: Request) -> Response {
-    let origin = origin(&request);
+    let origin = origin(&intake, &request);
     let authorization = authorization(&request);
     let identity = match intake
         .authenticate(

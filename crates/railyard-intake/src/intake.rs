@@ -1,30 +1,41 @@
 //! [`Intake`]: the door-independent core shared by HTTP and NATS. It authenticates and parses
-//! an input, records a refusal in the rejection log, de-duplicates by delivery id, appends
-//! the mapped event, and — when a signal completes a change or a group — appends
-//! `release.requested` exactly once (`Expected::NoEvents` on the release aggregate).
+//! an input, records a refusal in the rejection log (unauthenticated ones counted, and only
+//! sampled into the log per origin), de-duplicates by delivery id, appends the mapped event,
+//! and — when a signal completes a change or a group — appends `release.requested` exactly
+//! once (`Expected::NoEvents` on the release aggregate).
+//!
+//! Everything after parsing runs in a task of its own, so a caller that goes away (a closed
+//! connection) never leaves it half done. A delivery id is claimed in `railyard-deliveries`
+//! before its events are appended and counts as seen only once they are stored (the claim is
+//! then settled as stored); a failed append releases the claim, so the retry is accepted.
 //!
 //! Each service's signal state is a memo of the fold of `signal.<service>`: it is loaded from
 //! the stream on first use, and every signal append expects the memo's last sequence, so a
 //! conflict (another intake appended) reloads it. Nothing lives only in memory.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use railyard_bus::{AppendError, Bus, BusError, Expected, Rejection};
+use railyard_bus::{
+    AppendError, Bus, BusError, ClaimedDelivery, DeliveryClaim, Expected, Rejection,
+};
 use railyard_core::event::{ReleaseRequested, ServiceDeployed};
 use railyard_core::inventory::RunningService;
 use railyard_core::{AggregateId, Envelope, Event, ReleaseFile, ReleaseId, ServiceName};
-use railyard_http::Role;
+use railyard_http::{Origin, Role};
 use tokio::sync::Mutex as AsyncMutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 use crate::answer::{Answer, Refused};
 use crate::config::IntakeConfig;
 use crate::mapped::{Mapped, Parsed, Resolver, Running, Signal};
 use crate::policy::{SignalState, release_for};
+use crate::sample::Sampler;
 use crate::{cdevents, github, gitlab};
 
 /// How often a signal append is retried after conflicts with other intakes.
@@ -138,12 +149,63 @@ struct ServiceSlot {
 
 type Labels = Vec<(String, String)>;
 
+type FlightMap = Arc<Mutex<HashMap<String, watch::Receiver<()>>>>;
+
+/// The deliveries this process is storing right now: a second request for one waits for the
+/// first to finish (then finds it stored, or claims it itself when the first failed).
+#[derive(Default)]
+struct Flights(FlightMap);
+
+/// This process's turn at one delivery; ends (waking the next) when dropped.
+struct Flight {
+    key: String,
+    flights: FlightMap,
+    _done: watch::Sender<()>,
+}
+
+impl Flights {
+    async fn enter(&self, key: &str) -> Flight {
+        loop {
+            let mut running = {
+                let mut flights = self.0.lock().expect("flights lock");
+                match flights.get(key) {
+                    Some(running) => running.clone(),
+                    None => {
+                        let (done, running) = watch::channel(());
+                        flights.insert(key.to_owned(), running);
+                        return Flight {
+                            key: key.to_owned(),
+                            flights: self.0.clone(),
+                            _done: done,
+                        };
+                    }
+                }
+            };
+            // Ends (with an error) when the running flight drops its sender.
+            let _ = running.changed().await;
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.flights.lock().expect("flights lock").remove(&self.key);
+    }
+}
+
 struct Inner {
     bus: Bus,
     config: IntakeConfig,
+    /// Who this intake is in delivery claims.
+    holder: String,
     signals: Mutex<HashMap<ServiceName, Arc<ServiceSlot>>>,
     requested: Mutex<HashSet<ReleaseId>>,
+    flights: Flights,
+    sampler: Mutex<Sampler>,
     answers: Family<Labels, Counter>,
+    unauthenticated: Family<Labels, Counter>,
+    unlogged: Family<Labels, Counter>,
+    claims: Family<Labels, Counter>,
 }
 
 /// Trigger intake over one bus; cheap to clone.
@@ -166,6 +228,20 @@ fn unavailable(error: impl std::fmt::Display) -> Refused {
     ))
 }
 
+fn door_label(door: Door) -> Labels {
+    vec![("door".to_owned(), door.as_str().to_owned())]
+}
+
+/// Runs `work` in a task of its own (in the current span), so that a caller that goes away
+/// — a closed connection drops the request's future — never leaves it half done.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, Refused>> + Send + 'static,
+) -> Result<T, Refused> {
+    tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .map_err(|error| unavailable(format!("the task storing the input failed: {error}")))?
+}
+
 impl Intake {
     /// Intake over `bus` (whose topology must exist: `Bus::ensure_topology`).
     pub fn new(config: IntakeConfig, bus: Bus) -> Intake {
@@ -174,13 +250,35 @@ impl Intake {
             "Inputs answered by intake, by door and outcome or status",
             Family::<Labels, Counter>::default(),
         );
+        let unauthenticated = config.metrics.register(
+            "intake_unauthenticated",
+            "Requests intake refused before their sender was authenticated (401, 403, a bad webhook signature or token, a webhook body refused before its signature was checked), by door",
+            Family::<Labels, Counter>::default(),
+        );
+        let unlogged = config.metrics.register(
+            "intake_rejections_unlogged",
+            "Unauthenticated refusals counted but not written to the rejection log, because their origin (or all origins together) was over the sampling rate, by door",
+            Family::<Labels, Counter>::default(),
+        );
+        let claims = config.metrics.register(
+            "intake_delivery_claims",
+            "Delivery ids claimed while their events were appended, by how the claim ended: stored (a redelivery is a duplicate), released (the append failed; a retry is accepted) or unsettled (nats did not answer; a redelivery is answered 503 until the claim expires)",
+            Family::<Labels, Counter>::default(),
+        );
+        let sampler = Mutex::new(Sampler::new(config.rejection_sampling));
         Intake {
             inner: Arc::new(Inner {
                 bus,
                 config,
+                holder: format!("intake-{}", uuid::Uuid::new_v4()),
                 signals: Mutex::new(HashMap::new()),
                 requested: Mutex::new(HashSet::new()),
+                flights: Flights::default(),
+                sampler,
                 answers,
+                unauthenticated,
+                unlogged,
+                claims,
             }),
         }
     }
@@ -204,7 +302,7 @@ impl Intake {
         &self,
         door: Door,
         actor: &str,
-        origin: &str,
+        origin: &Origin,
         headers: &Headers,
         body: &[u8],
     ) -> Result<Answer, Refused> {
@@ -215,7 +313,7 @@ impl Intake {
     /// A GitHub delivery: signature first, then parsing.
     pub async fn github(
         &self,
-        origin: &str,
+        origin: &Origin,
         headers: &Headers,
         body: &[u8],
     ) -> Result<Answer, Refused> {
@@ -238,7 +336,7 @@ impl Intake {
     /// A GitLab delivery: token first, then parsing.
     pub async fn gitlab(
         &self,
-        origin: &str,
+        origin: &Origin,
         headers: &Headers,
         body: &[u8],
     ) -> Result<Answer, Refused> {
@@ -258,7 +356,7 @@ impl Intake {
     pub async fn authenticate(
         &self,
         door: Door,
-        origin: &str,
+        origin: &Origin,
         authorization: Option<&str>,
         role: Role,
     ) -> Result<String, Refused> {
@@ -275,35 +373,147 @@ impl Intake {
     }
 
     /// Records a refusal (4xx) in the rejection log and counts it; returns it for answering.
-    pub async fn refuse(&self, door: Door, origin: &str, body: &[u8], refused: Refused) -> Refused {
+    /// A 401 or 403 is an unauthenticated sender's: counted, and logged only as a sample
+    /// ([`IntakeConfig::rejection_sampling`]).
+    pub async fn refuse(
+        &self,
+        door: Door,
+        origin: &Origin,
+        body: &[u8],
+        refused: Refused,
+    ) -> Refused {
+        let unauthenticated = matches!(refused.status(), 401 | 403);
+        self.refuse_as(door, origin, body, refused, unauthenticated)
+            .await
+    }
+
+    /// Records a refusal of an input whose sender was not authenticated yet (a webhook body
+    /// that is too large or breaks off before its signature could be checked): counted, and
+    /// logged only as a sample, like a 401.
+    pub async fn refuse_unauthenticated(
+        &self,
+        door: Door,
+        origin: &Origin,
+        body: &[u8],
+        refused: Refused,
+    ) -> Refused {
+        self.refuse_as(door, origin, body, refused, true).await
+    }
+
+    async fn refuse_as(
+        &self,
+        door: Door,
+        origin: &Origin,
+        body: &[u8],
+        refused: Refused,
+        unauthenticated: bool,
+    ) -> Refused {
         self.count(door, &refused.status().to_string());
-        if refused.is_client_error() {
-            tracing::info!(door = door.as_str(), %origin, status = refused.status(), error = %refused, "input refused");
-            let rejection = Rejection::new(door.as_str(), origin, refused.to_string(), body);
-            if let Err(error) = self.inner.bus.record_rejection(&rejection).await {
-                tracing::warn!(door = door.as_str(), %error, "cannot record a rejection");
-            }
-        } else {
+        if !refused.is_client_error() {
             tracing::warn!(door = door.as_str(), %origin, error = %refused, "input not stored");
+            return refused;
+        }
+        if unauthenticated {
+            self.inner
+                .unauthenticated
+                .get_or_create(&door_label(door))
+                .inc();
+            let now = self.inner.config.clock.now();
+            let logged = self
+                .inner
+                .sampler
+                .lock()
+                .expect("sampler lock")
+                .admit(&origin.limit_key(), now);
+            if !logged {
+                self.inner.unlogged.get_or_create(&door_label(door)).inc();
+                tracing::debug!(door = door.as_str(), %origin, status = refused.status(), "unauthenticated input refused (over the sampling rate: counted, not logged)");
+                return refused;
+            }
+        }
+        tracing::info!(door = door.as_str(), %origin, status = refused.status(), error = %refused, "input refused");
+        let rejection = Rejection::new(door.as_str(), origin.as_str(), refused.to_string(), body);
+        if let Err(error) = self.inner.bus.record_rejection(&rejection).await {
+            tracing::warn!(door = door.as_str(), %error, "cannot record a rejection");
         }
         refused
     }
 
     fn count(&self, door: Door, outcome: &str) {
+        let mut labels = door_label(door);
+        labels.push(("outcome".to_owned(), outcome.to_owned()));
+        self.inner.answers.get_or_create(&labels).inc();
+    }
+
+    /// Runs `work` (which appends) detached from the caller. With a delivery id, only after
+    /// claiming it (one request per id in this process at a time; another intake's claim is
+    /// answered 503, a stored one `duplicate`), and the claim is settled before answering:
+    /// stored when `work` succeeded, released when it failed so that the retry is accepted.
+    async fn stored_once<W>(&self, delivery: Option<String>, work: W) -> Result<Answer, Refused>
+    where
+        W: Future<Output = Result<Answer, Refused>> + Send + 'static,
+    {
+        let Some(key) = delivery else {
+            return detached(work).await;
+        };
+        let this = self.clone();
+        detached(async move {
+            let _flight = this.inner.flights.enter(&key).await;
+            let config = &this.inner.config;
+            let claimed = this
+                .inner
+                .bus
+                .claim_delivery(
+                    &key,
+                    &this.inner.holder,
+                    config.clock.now(),
+                    config.delivery_claim_ttl,
+                )
+                .await
+                .map_err(unavailable)?;
+            let claim = match claimed {
+                DeliveryClaim::Claimed(claim) => claim,
+                DeliveryClaim::Stored => return Ok(Answer::duplicate(&key)),
+                DeliveryClaim::Pending { holder, expires_at } => {
+                    return Err(Refused::unavailable(format!(
+                        "delivery {key} is being stored by {holder} right now (its claim ends at {expires_at} at the latest): send it again later; it is stored once"
+                    )));
+                }
+            };
+            let result = work.await;
+            this.settle(claim, result.is_ok()).await;
+            result
+        })
+        .await
+    }
+
+    async fn settle(&self, claim: ClaimedDelivery, stored: bool) {
+        let delivery = claim.id().to_owned();
+        let settled = if stored {
+            let now = self.inner.config.clock.now();
+            self.inner.bus.delivery_stored(claim, now).await
+        } else {
+            self.inner.bus.release_delivery(claim).await
+        };
+        let outcome = match (&settled, stored) {
+            (Err(_), _) => "unsettled",
+            (Ok(()), true) => "stored",
+            (Ok(()), false) => "released",
+        };
         self.inner
-            .answers
-            .get_or_create(&vec![
-                ("door".to_owned(), door.as_str().to_owned()),
-                ("outcome".to_owned(), outcome.to_owned()),
-            ])
+            .claims
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
             .inc();
+        if let Err(error) = settled {
+            tracing::warn!(%delivery, stored, %error, "cannot settle a delivery claim: another intake answers its redeliveries 503 until the claim expires; this one retries it at once");
+        }
     }
 
     async fn finish(
         &self,
         door: Door,
         actor: &str,
-        origin: &str,
+        origin: &Origin,
         body: &[u8],
         parsed: Result<Parsed, Refused>,
     ) -> Result<Answer, Refused> {
@@ -325,7 +535,7 @@ impl Intake {
     pub async fn submit_release(
         &self,
         identity: &str,
-        origin: &str,
+        origin: &Origin,
         headers: &Headers,
         body: &[u8],
     ) -> Result<Answer, Refused> {
@@ -389,17 +599,20 @@ impl Intake {
             .get("idempotency-key")
             .filter(|k| !k.is_empty())
             .map(|k| format!("release:{identity}:{k}"));
-        if let Some(key) = &delivery {
-            if !self
-                .inner
-                .bus
-                .remember_delivery(key)
-                .await
-                .map_err(unavailable)?
-            {
-                return Ok(Answer::duplicate(key));
-            }
-        }
+        let this = self.clone();
+        let identity = identity.to_owned();
+        self.stored_once(delivery, async move {
+            this.request_release(&identity, release).await
+        })
+        .await
+    }
+
+    /// Appends `release.requested` for a submitted release.
+    async fn request_release(
+        &self,
+        identity: &str,
+        release: ReleaseFile,
+    ) -> Result<Answer, Refused> {
         let aggregate = AggregateId::Release(release.id.clone());
         let requested = ReleaseRequested {
             release: release.id.clone(),
@@ -413,7 +626,7 @@ impl Intake {
             Event::ReleaseRequested(requested),
         );
         tracing::Span::current().record("release", release.id.as_str());
-        let outcome = match self
+        match self
             .inner
             .bus
             .append(
@@ -443,18 +656,6 @@ impl Intake {
                 "release.id",
             )),
             Err(error) => Err(unavailable(error)),
-        };
-        if outcome.is_err() {
-            if let Some(key) = &delivery {
-                self.forget(key).await;
-            }
-        }
-        outcome
-    }
-
-    async fn forget(&self, key: &str) {
-        if let Err(error) = self.inner.bus.forget_delivery(key).await {
-            tracing::warn!(delivery = key, %error, "cannot forget a delivery; its redelivery will be answered duplicate");
         }
     }
 
@@ -479,24 +680,13 @@ impl Intake {
             }
             other => other,
         };
-        if let Some(key) = &parsed.delivery {
-            if !self
-                .inner
-                .bus
-                .remember_delivery(key)
-                .await
-                .map_err(unavailable)?
-            {
-                return Ok(Answer::duplicate(key));
-            }
-        }
-        let result = self.record(mapped, actor).await;
-        if result.is_err() {
-            if let Some(key) = &parsed.delivery {
-                self.forget(key).await;
-            }
-        }
-        result
+        let this = self.clone();
+        let actor = actor.to_owned();
+        self.stored_once(
+            parsed.delivery,
+            async move { this.record(mapped, &actor).await },
+        )
+        .await
     }
 
     async fn record(&self, mapped: Mapped, actor: &str) -> Result<Answer, Refused> {
@@ -715,22 +905,9 @@ impl Intake {
 
     /// Appends `envelope` to `signal.<service>`, in one message with whatever other signals of
     /// the service are queued, expecting the memo's last sequence (a conflict reloads the memo
-    /// from the stream and retries). Returns the versions whose readiness it may change.
+    /// from the stream and retries). Returns the versions whose readiness it may change. Runs
+    /// inside [`detached`] work, so a batch it leads is never left half done.
     async fn append_signal(
-        &self,
-        service: &ServiceName,
-        envelope: Envelope,
-    ) -> Result<BTreeSet<String>, Refused> {
-        // In its own task, so that a caller that goes away (a closed connection) never leaves
-        // a batch it leads half done.
-        let this = self.clone();
-        let service = service.clone();
-        tokio::spawn(async move { this.append_signal_now(&service, envelope).await })
-            .await
-            .map_err(|error| unavailable(format!("the append task failed: {error}")))?
-    }
-
-    async fn append_signal_now(
         &self,
         service: &ServiceName,
         envelope: Envelope,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use railyard_bus::Bus;
+use railyard_http::Origin;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -86,14 +87,15 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
                 .map(Headers::from_nats)
                 .unwrap_or_default();
             let limit = intake.config().body_limit;
+            let origin = Origin::named("nats");
             let reply = if message.payload.len() > limit {
                 intake
-                    .refuse(Door::Nats, "nats", b"", crate::Refused::too_large(limit))
+                    .refuse(Door::Nats, &origin, b"", crate::Refused::too_large(limit))
                     .await
                     .to_reply()
             } else {
                 match intake
-                    .cdevent(Door::Nats, NATS_ACTOR, "nats", &headers, &message.payload)
+                    .cdevent(Door::Nats, NATS_ACTOR, &origin, &headers, &message.payload)
                     .await
                 {
                     Ok(answer) => answer.to_reply(),

@@ -9,7 +9,7 @@ use common::{Harness, artifact, config, suite};
 use railyard_bus::{Bus, BusConfig};
 use railyard_core::{AggregateId, Event, ReleaseId, ServiceName};
 use railyard_http::Tokens;
-use railyard_intake::{Door, Headers, Intake};
+use railyard_intake::{Door, Headers, Intake, Origin};
 use serde_json::{Value, json};
 
 fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
@@ -147,11 +147,12 @@ async fn a_group_is_requested_once_whatever_the_order_even_across_two_intakes() 
         let body = |i: usize| serde_json::to_vec(&inputs[i]).expect("json");
         let headers = Headers::new([("content-type", "application/json")]);
         let (first, second) = (body(tail[0]), body(tail[1]));
+        let origin = Origin::named("test");
         let (a, b) = tokio::join!(
             harness
                 .intake
-                .cdevent(Door::CdEvents, "ci-bot", "test", &headers, &first),
-            other.cdevent(Door::CdEvents, "ci-bot", "test", &headers, &second),
+                .cdevent(Door::CdEvents, "ci-bot", &origin, &headers, &first),
+            other.cdevent(Door::CdEvents, "ci-bot", &origin, &headers, &second),
         );
         let (a, b) = (
             a.map_err(|e| anyhow::anyhow!("{e}"))?,

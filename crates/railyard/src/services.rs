@@ -57,7 +57,8 @@ impl Services {
         });
     }
 
-    /// Binds `listen` and serves `router` until shutdown; returns the bound address.
+    /// Binds `listen` and serves `router` until shutdown, with each request's socket address
+    /// (`railyard_http::serve`); returns the bound address.
     pub async fn serve_http(
         &mut self,
         listen: SocketAddr,
@@ -70,9 +71,9 @@ impl Services {
             })?;
         let addr = listener.local_addr()?;
         let stop = self.shutdown.clone();
+        // With the peer address, from which every route takes a request's origin.
         self.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
+            railyard_http::serve(listener, router, stop.cancelled_owned())
                 .await
                 .context("http listener")
         });

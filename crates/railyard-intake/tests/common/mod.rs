@@ -3,6 +3,8 @@
 //! reached the event stream and the rejection log.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,11 +51,35 @@ match = { artifact = "pkg:oci/email-worker", repository = "https://gitlab.com/ac
 deploy = { kind = "simulated", duration = "1s" }
 "#;
 
+/// How a harness's intake differs from the default one.
+pub struct Setup {
+    /// Where the intake's bus connects (a [`proxy::NatsProxy`]); the server by default.
+    pub nats_url: Option<String>,
+    /// The intake's bus configuration.
+    pub bus: BusConfig,
+    /// Changes to the intake's configuration.
+    pub configure: Box<dyn FnOnce(&mut IntakeConfig) + Send>,
+    /// The configuration the streams are made with (and the harness reads back with).
+    pub topology: BusConfig,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            nats_url: None,
+            bus: BusConfig::default(),
+            configure: Box::new(|_| {}),
+            topology: BusConfig::default(),
+        }
+    }
+}
+
 /// One running intake over a real NATS.
 pub struct Harness {
     pub server: NatsServer,
     pub bus: Bus,
     pub intake: Intake,
+    pub addr: SocketAddr,
     pub url: String,
     pub publisher: String,
     pub auditor: String,
@@ -68,26 +94,31 @@ impl Harness {
     }
 
     pub async fn on(server: NatsServer) -> anyhow::Result<Harness> {
-        let bus = Bus::connect(&server.url(), BusConfig::default()).await?;
+        Harness::with(server, Setup::default()).await
+    }
+
+    /// An intake set up as `setup` says; `bus` (for reading back) connects to the server
+    /// directly.
+    pub async fn with(server: NatsServer, setup: Setup) -> anyhow::Result<Harness> {
+        let bus = Bus::connect(&server.url(), setup.topology).await?;
         bus.ensure_topology().await?;
+        let intake_url = setup.nats_url.clone().unwrap_or_else(|| server.url());
+        let intake_bus = Bus::connect(&intake_url, setup.bus).await?;
         let (publisher, publisher_entry) =
             generate_token("ci-bot", [Role::Publisher].into(), vec![]);
         let (auditor, auditor_entry) = generate_token("audrey", [Role::Auditor].into(), vec![]);
         let tokens = Tokens::from_entries(vec![publisher_entry, auditor_entry])?;
-        let intake = Intake::new(config(tokens)?, bus.clone());
+        let mut config = config(tokens)?;
+        (setup.configure)(&mut config);
+        let metrics = config.metrics.clone();
+        let intake = Intake::new(config, intake_bus);
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = railyard_intake::router(intake.clone());
+        let app = railyard_http::ops_router(bus.clone(), metrics)
+            .merge(railyard_intake::router(intake.clone()));
         let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        });
+        tokio::spawn(railyard_http::serve(listener, app, stop.cancelled_owned()));
         let nats_intake = intake.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { railyard_intake::serve_nats(nats_intake, stop).await });
@@ -95,6 +126,7 @@ impl Harness {
             server,
             bus,
             intake,
+            addr,
             url: format!("http://{addr}"),
             publisher,
             auditor,
@@ -212,6 +244,28 @@ impl Harness {
     /// Every event appended after stream sequence `after`.
     pub async fn events_since(&self, after: u64) -> anyhow::Result<Vec<Envelope>> {
         events_since(&self.bus, after).await
+    }
+
+    /// The value of a sample in `GET /metrics` (`railyard_intake_unauthenticated_total{door="github"}`),
+    /// 0 when it is not there.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0))
     }
 
     /// How many rejections the log holds.

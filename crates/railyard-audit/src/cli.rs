@@ -1,7 +1,9 @@
-//! The operator and auditor commands: `railyard audit rebuild|verify|<query>` and
-//! `railyard release status|watch`. Queries, status and watch talk HTTP to `$RAILYARD_URL`
-//! with `$RAILYARD_TOKEN`; `rebuild` and `verify --store` open the store directly (the audit
-//! service must be stopped) and read the stream from NATS.
+//! The operator and auditor commands: `railyard audit rebuild|verify|export|key|<query>` and
+//! `railyard release status|watch`. Queries, status, watch, `export` and `verify` talk HTTP to
+//! `$RAILYARD_URL` with `$RAILYARD_TOKEN`; `rebuild`, `verify --store` and `export --store`
+//! open the store directly (the audit service must be stopped) and read the stream from NATS;
+//! `verify --offline` checks an export file with nothing but the public key that `key`
+//! prints.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,12 +17,17 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::AuditError;
+use crate::export::{OfflineReport, TrailerState, verify_export};
 use crate::format::{OutputFormat, Tabular, render};
 use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
 use crate::query::{MAX_LIMIT, Page, Reader};
 use crate::report::ReportRow;
+use crate::seal::{AuditKey, Keys, PublicKey, SealSummary};
 use crate::service::open_store;
-use crate::verify::{ProblemKind, VerifyReport, verify};
+use crate::verify::{Problem, ProblemKind, VerifyReport, verify_signed};
+
+/// Where `railyard audit serve` and `railyard audit key` keep the signing key by default.
+pub const DEFAULT_KEY_FILE: &str = ".railyard/audit-signing.key";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +161,17 @@ pub struct StoreArgs {
 pub struct VerifyArgs {
     /// Verify the store in this directory directly (the audit service must be stopped)
     /// instead of asking the running service.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "offline")]
     pub store: Option<PathBuf>,
+    /// Verify an export file (`railyard audit export`) with nothing but --public-key: exit 1
+    /// names the first bad record, exit 2 says which records no signature covers.
+    #[arg(long, value_name = "FILE", requires = "public_key")]
+    pub offline: Option<PathBuf>,
+    /// A public key that signed checkpoints (`ed25519:<hex>` as `railyard audit key` prints
+    /// it, or a file holding one); repeat for keys used before a rotation. With --offline or
+    /// --store.
+    #[arg(long = "public-key", value_name = "KEY")]
+    pub public_key: Vec<String>,
     /// NATS, to cross-check the records with the stream (with --store).
     #[arg(
         long,
@@ -174,14 +190,51 @@ pub struct VerifyArgs {
     pub client: ClientArgs,
 }
 
+/// Flags of `railyard audit key`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// The audit service's signing key file.
+    #[arg(long, env = "RAILYARD_AUDIT_SIGNING_KEY", default_value = DEFAULT_KEY_FILE)]
+    pub signing_key: PathBuf,
+    /// Create the key file first (refused when it exists: an existing key is never
+    /// replaced).
+    #[arg(long)]
+    pub generate: bool,
+}
+
+/// Flags of `railyard audit export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Write the export to this file (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Export the store in this directory directly (the audit service must be stopped)
+    /// instead of asking the running service, which seals the export with a checkpoint.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// With --store: sign the export's trailer with this key file (without it the export has
+    /// no trailer, and what follows the last checkpoint is not covered by a signature).
+    #[arg(long, requires = "store")]
+    pub signing_key: Option<PathBuf>,
+    /// Where the API is (without --store).
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// `railyard audit ...`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum AuditCommand {
     /// Drop the audit store and replay the whole event stream into it (stop the service first).
     Rebuild(StoreArgs),
-    /// Recompute the hash chain, cross-check it with the stream up to the stream's end, and
-    /// name the first bad record or the first event without one (exit 1).
+    /// Recompute the hash chain, cross-check it with the stream up to the stream's end and
+    /// its signed checkpoints, and name the first bad record or the first event without one
+    /// (exit 1); or check an export file offline (--offline FILE --public-key KEY).
     Verify(VerifyArgs),
+    /// Write the whole record and its signed checkpoints as JSON lines, sealed for the export.
+    Export(ExportArgs),
+    /// Print the public key that checks the audit service's checkpoints (--generate creates
+    /// the signing key first).
+    Key(KeyArgs),
     /// Any records, filtered.
     Events(QueryArgs),
     /// A release's timeline (--release).
@@ -352,6 +405,8 @@ pub async fn run_audit(
     match command {
         AuditCommand::Rebuild(args) => rebuild(args, out).await,
         AuditCommand::Verify(args) => verify_command(args, out).await,
+        AuditCommand::Export(args) => export_command(args, out).await,
+        AuditCommand::Key(args) => key_command(args, out),
         AuditCommand::Events(args) => query::<EventItem>("events", args, out).await,
         AuditCommand::Timeline(args) => query::<EventItem>("timeline", args, out).await,
         AuditCommand::Changes(args) => query::<EventItem>("changes", args, out).await,
@@ -390,7 +445,231 @@ async fn rebuild(args: StoreArgs, out: &mut (dyn Write + Send)) -> Result<u8, Cl
     Ok(0)
 }
 
+fn public_keys(args: &[String]) -> Result<Keys, CliError> {
+    let keys = args
+        .iter()
+        .map(|arg| PublicKey::from_arg(arg))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AuditError::from)?;
+    Ok(Keys::new(keys))
+}
+
+fn key_command(args: KeyArgs, out: &mut (dyn Write + Send)) -> Result<u8, CliError> {
+    let path = &args.signing_key;
+    let key = if args.generate {
+        AuditKey::create(path)
+    } else {
+        AuditKey::load(path)
+    }
+    .map_err(AuditError::from)?;
+    let public = key.public();
+    writeln!(out, "{public}")?;
+    writeln!(
+        out,
+        "# key id {}, signing key {}{}",
+        public.id(),
+        path.display(),
+        if args.generate { " (created)" } else { "" }
+    )?;
+    Ok(0)
+}
+
+async fn export_command(args: ExportArgs, out: &mut (dyn Write + Send)) -> Result<u8, CliError> {
+    let mut file = match &args.output {
+        Some(path) => Some(
+            std::fs::File::create(path).map_err(|source| AuditError::Export {
+                path: path.display().to_string(),
+                action: "write",
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let sink: &mut dyn Write = match &mut file {
+        Some(file) => file,
+        None => &mut *out,
+    };
+    let mut written = 0u64;
+    match &args.store {
+        Some(path) => {
+            let key = args
+                .signing_key
+                .as_deref()
+                .map(AuditKey::load)
+                .transpose()
+                .map_err(AuditError::from)?;
+            let reader = Reader::new(open_store(path, None).await.map_err(AuditError::from)?);
+            let now = SystemClock.now();
+            let trailer = match &key {
+                Some(key) => crate::sealer::seal_locally(&reader, key, now).await?,
+                None => None,
+            };
+            let upto = match &trailer {
+                Some(trailer) => trailer.records,
+                None => reader.head().await?.n,
+            };
+            let mut lines = std::pin::pin!(crate::export::lines(reader, now, upto, trailer));
+            while let Some(chunk) = lines.next().await {
+                let chunk = chunk?;
+                written += chunk.len() as u64;
+                sink.write_all(&chunk)?;
+            }
+        }
+        None => {
+            let client = Client::new(&args.client);
+            let path = "/v1/audit/export";
+            let response = client
+                .send(path, client.request(reqwest::Method::GET, path))
+                .await?;
+            let mut body = response.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|source| client.http_error(path, source))?;
+                written += chunk.len() as u64;
+                sink.write_all(&chunk)?;
+            }
+        }
+    }
+    sink.flush()?;
+    if let (Some(path), Some(file)) = (&args.output, &file) {
+        file.sync_all()?;
+        writeln!(
+            out,
+            "audit record exported to {} ({written} bytes): check it with `railyard audit verify --offline {} --public-key <key from railyard audit key>`",
+            path.display(),
+            path.display()
+        )?;
+    }
+    Ok(0)
+}
+
+async fn verify_offline(
+    path: &std::path::Path,
+    keys: Keys,
+    args: &VerifyArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<u8, CliError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| AuditError::Export {
+            path: path.display().to_string(),
+            action: "read",
+            source,
+        })?;
+    let report = verify_export(
+        tokio::io::BufReader::new(file),
+        &path.display().to_string(),
+        keys,
+    )
+    .await?;
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        )?;
+    } else {
+        writeln!(out, "{}", describe_offline(&report))?;
+    }
+    Ok(match (report.ok, report.complete) {
+        (false, _) => 1,
+        (true, false) => 2,
+        (true, true) => 0,
+    })
+}
+
+fn describe_problem(problem: &Problem) -> String {
+    format!(
+        "first bad record is {} ({}{}): {}",
+        problem.n,
+        serde_json::to_value(problem.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        problem
+            .sequence
+            .map(|s| format!(", stream sequence {s}"))
+            .unwrap_or_default(),
+        problem.detail
+    )
+}
+
+fn describe_seals(seals: &SealSummary) -> Option<String> {
+    if seals.checkpoints == 0 {
+        return None;
+    }
+    let mut out = format!(
+        "signed checkpoints: {} of {} verified",
+        seals.verified, seals.checkpoints
+    );
+    if seals.covered > 0 {
+        out.push_str(&format!(", records 1 to {} sealed", seals.covered));
+        if let Some(at) = seals.covered_at {
+            out.push_str(&format!(
+                " (at {})",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+    }
+    if !seals.unknown_keys.is_empty() {
+        out.push_str(&format!(
+            "; {} signed by keys not given (key ids {}): pass --public-key for each to count them",
+            seals.checkpoints - seals.verified,
+            seals
+                .unknown_keys
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Some(out)
+}
+
+/// The offline report in a few lines.
+pub fn describe_offline(report: &OfflineReport) -> String {
+    let mut out = match (&report.first_bad, &report.not_covered) {
+        (Some(problem), _) => format!(
+            "audit export TAMPERED: {}
+{} records before it verify",
+            describe_problem(problem),
+            report.records
+        ),
+        (None, None) if report.complete => format!(
+            "audit export intact: records 1 to {} verify and are sealed by the export's signed trailer",
+            report.records
+        ),
+        (None, None) => format!(
+            "audit export intact: records 1 to {} verify and are sealed by signed checkpoints",
+            report.records
+        ),
+        (None, Some(tail)) => format!(
+            "audit export intact but not all signed: records 1 to {} verify; records {} to {} are not covered by a signature",
+            report.records, tail.from, tail.to
+        ),
+    };
+    if let Some(seals) = describe_seals(&report.seals) {
+        out.push('\n');
+        out.push_str(&seals);
+    }
+    if report.first_bad.is_none() {
+        match report.trailer {
+            TrailerState::Missing => out.push_str(
+                "\nthe export has no signed trailer: it may have been cut short (an export by the running service, `railyard audit export`, ends with one)",
+            ),
+            TrailerState::UnknownKey => out.push_str(
+                "\nthe export's trailer is signed by a key not given: pass its public key with --public-key",
+            ),
+            TrailerState::Verified | TrailerState::Bad => {}
+        }
+    }
+    out
+}
+
 async fn verify_command(args: VerifyArgs, out: &mut (dyn Write + Send)) -> Result<u8, CliError> {
+    let keys = public_keys(&args.public_key)?;
+    if let Some(path) = &args.offline {
+        return verify_offline(path, keys, &args, out).await;
+    }
     let report: VerifyReport = match &args.store {
         Some(path) => {
             let bus = if args.no_stream {
@@ -399,7 +678,8 @@ async fn verify_command(args: VerifyArgs, out: &mut (dyn Write + Send)) -> Resul
                 Some(connect(&args.nats_url).await?)
             };
             let store = open_store(path, None).await.map_err(AuditError::from)?;
-            let report = verify(&Reader::new(store), bus.as_ref(), SystemClock.now()).await?;
+            let report =
+                verify_signed(&Reader::new(store), bus.as_ref(), &keys, SystemClock.now()).await?;
             if let Some(bus) = bus {
                 let _ = bus.close().await;
             }
@@ -461,6 +741,10 @@ pub fn describe_verify(report: &VerifyReport) -> String {
             report.records
         ),
     };
+    if let Some(seals) = describe_seals(&report.seals) {
+        out.push('\n');
+        out.push_str(&seals);
+    }
     if let Some(cut) = report.cut_short.as_ref().filter(|cut| cut.reapplied) {
         out.push_str(&format!(
             "\nthe store was cut short when it was opened (its log ended at stream sequence {} of {} it had made durable) and has applied the lost events again from the stream since",

@@ -1,6 +1,6 @@
 //! [`AuditError`], what the audit library returns; the HTTP layer maps it to a status.
 
-use railyard_bus::BusError;
+use railyard_bus::{AppendError, BusError};
 use railyard_store::{RunError, StoreError};
 
 /// Why an audit operation failed.
@@ -37,6 +37,26 @@ pub enum AuditError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Appending a checkpoint failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The sealer would not sign: says why and what to do.
+    #[error("{0}")]
+    Seal(String),
+    /// The signing key or a public key cannot be used.
+    #[error(transparent)]
+    Key(#[from] crate::seal::KeyError),
+    /// An export file cannot be read or written.
+    #[error("{path}: cannot {action} the export")]
+    Export {
+        /// The file.
+        path: String,
+        /// Read or write.
+        action: &'static str,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl AuditError {

@@ -3,8 +3,9 @@
 //! token), `GET /v1/releases/{id}` (status, any valid
 //! token), `GET /v1/releases/{id}/events` (Server-Sent Events: the release's history, then
 //! live; the SSE id is the record number, so `Last-Event-ID` resumes), `GET
-//! /v1/audit/{query}` (auditor; JSON pages with a cursor, or `format=csv`) and `POST
-//! /v1/audit/verify` (auditor).
+//! /v1/audit/{query}` (auditor; JSON pages with a cursor, or `format=csv`), `POST
+//! /v1/audit/verify` (auditor) and `GET /v1/audit/export` (auditor: the whole record as JSON
+//! lines, sealed for the export by a signed checkpoint; see [`crate::export`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -47,6 +48,7 @@ pub fn router(audit: Audit) -> Router {
         .route("/v1/releases/{id}", get(status))
         .route("/v1/releases/{id}/events", get(events))
         .route("/v1/audit/verify", post(verify))
+        .route("/v1/audit/export", get(export))
         .route("/v1/audit/{query}", get(query))
         .with_state(audit)
 }
@@ -357,4 +359,28 @@ async fn verify(
 ) -> Result<Response, ApiError> {
     who.require(Role::Auditor)?;
     Ok(Json(audit.verify().await?).into_response())
+}
+
+/// `GET /v1/audit/export`: seals the head (a checkpoint appended to the stream), then streams
+/// records 1 to the sealed one and the checkpoint as the trailer. Without a signing key, every
+/// record and no trailer.
+async fn export(
+    State(audit): State<Audit>,
+    Authenticated(who): Authenticated,
+) -> Result<Response, ApiError> {
+    who.require(Role::Auditor)?;
+    let trailer = audit.seal_for_export().await?;
+    let upto = match &trailer {
+        Some(trailer) => trailer.records,
+        None => audit.reader().head().await?.n,
+    };
+    let now = audit.config().clock.now();
+    let lines = crate::export::lines(audit.reader().clone(), now, upto, trailer);
+    let body = axum::body::Body::from_stream(futures::StreamExt::map(lines, |line| {
+        line.map_err(|error| {
+            warn!(error = %error, "audit export stopped");
+            std::io::Error::other(error.to_string())
+        })
+    }));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

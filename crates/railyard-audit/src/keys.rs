@@ -12,6 +12,9 @@
 //! - `inv <env> <service>`: the commit running there, for commit ranges;
 //! - `dep <env> <at µs> <n>`: one entry per deployment (first start of a deploy step), and
 //!   `depmark <release> <step>` so a retried step is not counted twice.
+//! - `seal last`: the latest signed checkpoint whose claims match the chain, with the record
+//!   holding it ([`crate::sealer::LastSeal`]); `seal subject`: the stream sequence of the
+//!   last message on the `audit` aggregate (what the next checkpoint's append expects).
 
 use railyard_store::{KeyBuf, KeyReader};
 
@@ -25,6 +28,14 @@ pub(crate) fn records_prefix() -> Vec<u8> {
 
 pub(crate) fn head() -> Vec<u8> {
     KeyBuf::new().str("head").into_vec()
+}
+
+pub(crate) fn last_seal() -> Vec<u8> {
+    KeyBuf::new().str("seal").str("last").into_vec()
+}
+
+pub(crate) fn seal_subject() -> Vec<u8> {
+    KeyBuf::new().str("seal").str("subject").into_vec()
 }
 
 pub(crate) fn scope(release: &str) -> Vec<u8> {

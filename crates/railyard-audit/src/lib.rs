@@ -2,7 +2,9 @@
 //! becomes one hash-chained record in sled, indexed by release, service, environment, actor,
 //! type and time; release status and live events (SSE) for operators; compliance queries and
 //! the production change report for auditors; and `verify`, which names the first record that
-//! was altered, removed or reordered, or the first stream event without one.
+//! was altered, removed or reordered, or the first stream event without one. The service
+//! seals its chain as signed checkpoints appended to the stream (`seal.rs`, `sealer.rs`);
+//! `export.rs` writes the record as a file and verifies such a file with only a public key.
 //!
 //! Wiring (the binary does this): open an [`Audit`] with an [`AuditConfig`], serve
 //! [`router`] (merged with the ops routes), and spawn [`Audit::run`]; the [`cli`] module has
@@ -12,6 +14,7 @@
 
 pub mod cli;
 mod error;
+pub mod export;
 pub mod format;
 mod http;
 pub mod items;
@@ -22,6 +25,8 @@ mod query;
 pub mod record;
 pub mod releases;
 pub mod report;
+pub mod seal;
+pub mod sealer;
 mod service;
 pub mod status;
 pub mod verify;
@@ -30,5 +35,10 @@ pub use error::AuditError;
 pub use http::{DEFAULT_LIMIT, router};
 pub use projection::{AuditProjection, Deployment, Head, PROJECTION_NAME};
 pub use query::{Filter, MAX_LIMIT, Page, Reader, parse_time};
+pub use seal::{AuditKey, Keys, PublicKey, SealSummary};
+pub use sealer::SealConfig;
 pub use service::{Audit, AuditConfig, open_store, run};
-pub use verify::{Problem, ProblemKind, StoreCutShort, VerifyReport, verify, verify_live};
+pub use verify::{
+    Problem, ProblemKind, StoreCutShort, VerifyReport, verify, verify_live, verify_live_signed,
+    verify_signed,
+};

@@ -1,7 +1,8 @@
 //! [`AuditProjection`]: turns every event of the stream into one hash-chained [`Record`] with
 //! its index entries. Any event type is recorded and indexed from its JSON; only
 //! `service.deployed` (running commits, for commit ranges) and the start of deploy steps
-//! (one entry per deployment, for the production change report) are interpreted.
+//! (one entry per deployment, for the production change report) are interpreted, and
+//! `audit.checkpoint`, whose latest plausible one the sealer starts from.
 
 use chrono::{DateTime, Utc};
 use railyard_core::Envelope;
@@ -14,6 +15,7 @@ use crate::record::{
     GENESIS, Record, ReleaseScope, derive_facets, release_of_aggregate, split_step,
 };
 use crate::releases::ReleaseSummary;
+use crate::seal::CHECKPOINT_TYPE;
 
 /// The projection's name, which names its tree.
 pub const PROJECTION_NAME: &str = "audit";
@@ -175,6 +177,7 @@ fn index_record(update: &mut Update<'_>, record: &Record) {
 fn interpret(update: &mut Update<'_>, record: &Record) -> Result<(), ProjectionError> {
     let data = record.data();
     match record.facets.kind.as_str() {
+        CHECKPOINT_TYPE => crate::sealer::record_checkpoint(update, record)?,
         "service.deployed" => {
             let (Some(env), Some(service)) = (
                 data.get("env").and_then(Value::as_str),

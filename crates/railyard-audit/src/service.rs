@@ -1,6 +1,6 @@
 //! The audit service: [`AuditConfig`], and [`Audit`], which owns the audit store and the bus
-//! handle that the projection task ([`Audit::run`]) and the HTTP routes
-//! ([`crate::router`]) share.
+//! handle that the projection task ([`Audit::run`]), the sealer (when
+//! [`AuditConfig::seal`] is set) and the HTTP routes ([`crate::router`]) share.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +21,9 @@ use tracing::{info, warn};
 use crate::error::AuditError;
 use crate::projection::AuditProjection;
 use crate::query::Reader;
-use crate::verify::{VerifyReport, verify_live};
+use crate::seal::Keys;
+use crate::sealer::{SealConfig, Sealer, Trigger};
+use crate::verify::{VerifyReport, verify_live_signed};
 
 /// How the audit service runs.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct AuditConfig {
     /// How long `verify` waits for the projection to apply the stream's last message before
     /// it reports the record as behind.
     pub verify_catch_up: Duration,
+    /// Signed checkpoints: the key and how often (`None`: the chain is not sealed).
+    pub seal: Option<SealConfig>,
 }
 
 impl AuditConfig {
@@ -67,6 +71,7 @@ impl AuditConfig {
             keep_alive: Duration::from_secs(15),
             flush_every: Some(Duration::from_millis(500)),
             verify_catch_up: Duration::from_secs(10),
+            seal: None,
         }
     }
 }
@@ -86,6 +91,7 @@ struct Inner {
     checkpoint: Gauge<i64, AtomicI64>,
     records: Gauge<i64, AtomicI64>,
     lost: Gauge<i64, AtomicI64>,
+    sealer: Option<Sealer>,
 }
 
 /// Opens the audit projection's store at `config.store`.
@@ -133,6 +139,11 @@ impl Audit {
             "Stream sequences the audit store had made durable but lost when it was opened (its log was damaged and cut short) and has not applied again yet; 0 when whole.",
             Gauge::<i64, AtomicI64>::default(),
         );
+        let sealed = config.metrics.register(
+            "audit_sealed_records",
+            "Records sealed by the last signed checkpoint this audit service appended.",
+            Gauge::<i64, AtomicI64>::default(),
+        );
         if let Some(cut) = store.cut_short() {
             warn!(
                 store = %config.store.display(),
@@ -141,15 +152,26 @@ impl Audit {
                 "the audit store was cut short: it serves a shorter history, and verify fails, until the projection has applied the lost events again from the stream; run `railyard audit rebuild` to redo it all"
             );
         }
+        let reader = Reader::new(store);
+        let sealer = config.seal.clone().map(|seal| {
+            Sealer::new(
+                seal,
+                reader.clone(),
+                bus.clone(),
+                config.clock.clone(),
+                sealed,
+            )
+        });
         let audit = Audit {
             inner: Arc::new(Inner {
                 config,
                 bus,
-                reader: Reader::new(store),
+                reader,
                 shutdown,
                 checkpoint,
                 records,
                 lost,
+                sealer,
             }),
         };
         audit.track_lost(*audit.inner.reader.store().watch_checkpoint().borrow());
@@ -202,12 +224,22 @@ impl Audit {
 
     /// Keeps the projection following the stream from its checkpoint until `stop` or the
     /// service's shutdown, following again (with a doubling pause) after a bus or store
-    /// failure. Returns an error only when another task already drives the projection.
+    /// failure, and the sealer sealing the chain meanwhile (when configured). Returns an error
+    /// only when another task already drives the projection.
     pub async fn follow(&self, stop: &CancellationToken) -> Result<(), AuditError> {
         let config = &self.inner.config;
         let store = self.inner.reader.store();
         let mut pause = config.retry_initial;
         let gauges = self.track_progress(stop.clone());
+        let sealing = CancellationToken::new();
+        let sealer = self.inner.sealer.is_some().then(|| {
+            let (audit, sealing) = (self.clone(), sealing.clone());
+            tokio::spawn(async move {
+                if let Some(sealer) = &audit.inner.sealer {
+                    sealer.run(sealing).await;
+                }
+            })
+        });
         let outcome = loop {
             if stop.is_cancelled() || self.inner.shutdown.is_cancelled() {
                 break Ok(());
@@ -240,8 +272,12 @@ impl Audit {
             }
         };
         gauges.abort();
-        // Wait for the task to drop its handle on the store, so the caller can close it.
+        // Wait for the tasks to drop their handles on the store, so the caller can close it.
         let _ = gauges.await;
+        sealing.cancel();
+        if let Some(sealer) = sealer {
+            let _ = sealer.await;
+        }
         outcome
     }
 
@@ -274,14 +310,34 @@ impl Audit {
     /// Verifies the chain and cross-checks it with the stream up to the stream's last
     /// message, once the projection has applied it (waiting up to
     /// [`AuditConfig::verify_catch_up`]).
+    /// Checkpoints are checked with the service's own key.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        verify_live(
+        verify_live_signed(
             &self.inner.reader,
             &self.inner.bus,
             self.inner.config.verify_catch_up,
             self.inner.config.clock.as_ref(),
+            &self.keys(),
         )
         .await
+    }
+
+    /// The keys the service checks checkpoints with: its own.
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.inner.sealer.as_ref().map(Sealer::public))
+    }
+
+    /// Seals the chain's head now, for an export: returns the checkpoint that seals every
+    /// record up to the one the export should end with (the latest checkpoint when nothing
+    /// but checkpoints came since it), `None` when the service does not seal or holds no
+    /// record yet.
+    pub async fn seal_for_export(
+        &self,
+    ) -> Result<Option<railyard_core::audit::AuditCheckpoint>, AuditError> {
+        match &self.inner.sealer {
+            Some(sealer) => sealer.seal(Trigger::Export).await,
+            None => Ok(None),
+        }
     }
 
     /// Drops the projection and replays the stream into it. Refused while [`Audit::run`]

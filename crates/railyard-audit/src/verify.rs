@@ -7,7 +7,10 @@
 //! (its sled log lost what a flush had made durable) fails until it holds that again.
 //! [`verify_live`] is the running service's: it first lets the projection catch up with the
 //! stream, for a bounded time. Records written after the head was read are left for the next
-//! run.
+//! run. The chain's head must also account for every stream message the projection says it
+//! applied (its checkpoint): a stream event at or below the checkpoint without a record means
+//! records were removed from the end and the head rewound. Every signed checkpoint in the
+//! chain is held against the records it seals ([`crate::seal::Seals`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -25,6 +28,7 @@ use crate::record::{
     GENESIS, Record, ReleaseScope, canonical_bytes, derive_facets, record_hash,
     release_of_aggregate,
 };
+use crate::seal::{Keys, SealSummary, Seals};
 
 /// Records read per store call.
 const CHUNK: usize = 1024;
@@ -85,6 +89,9 @@ pub struct VerifyReport {
     /// Set when the store was found cut short when it was opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_short: Option<StoreCutShort>,
+    /// What the signed checkpoints in the chain proved (up to the first bad record).
+    #[serde(default)]
+    pub seals: SealSummary,
 }
 
 /// A store whose sled log ended, when it was opened, before what a flush had made durable:
@@ -113,7 +120,7 @@ enum Mode {
 const STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// The stream's events in order, one per (sequence, index).
-struct StreamSide {
+pub(crate) struct StreamSide {
     consumer: EventConsumer,
     buffer: VecDeque<(u64, u32, Vec<u8>)>,
     read_up_to: u64,
@@ -193,13 +200,24 @@ pub async fn verify(
     bus: Option<&Bus>,
     now: DateTime<Utc>,
 ) -> Result<VerifyReport, AuditError> {
+    verify_signed(reader, bus, &Keys::default(), now).await
+}
+
+/// [`verify`], checking the signatures of checkpoints with `keys` (a checkpoint signed by
+/// another key is counted in [`SealSummary::unknown_keys`] and proves nothing).
+pub async fn verify_signed(
+    reader: &Reader,
+    bus: Option<&Bus>,
+    keys: &Keys,
+    now: DateTime<Utc>,
+) -> Result<VerifyReport, AuditError> {
     let checkpoint = reader.store().checkpoint().await?;
     let head = reader.head().await?;
     let stream = match bus {
         Some(bus) => Some((bus, bus.stream_last_sequence().await?)),
         None => None,
     };
-    check(reader, checkpoint, head, stream, Mode::AtRest, now).await
+    check(reader, checkpoint, head, stream, Mode::AtRest, keys, now).await
 }
 
 /// Verifies the running service's store against the stream as [`verify`] does, after waiting
@@ -211,6 +229,17 @@ pub async fn verify_live(
     bus: &Bus,
     catch_up: Duration,
     clock: &dyn railyard_core::Clock,
+) -> Result<VerifyReport, AuditError> {
+    verify_live_signed(reader, bus, catch_up, clock, &Keys::default()).await
+}
+
+/// [`verify_live`], checking the signatures of checkpoints with `keys`.
+pub async fn verify_live_signed(
+    reader: &Reader,
+    bus: &Bus,
+    catch_up: Duration,
+    clock: &dyn railyard_core::Clock,
+    keys: &Keys,
 ) -> Result<VerifyReport, AuditError> {
     let last = bus.stream_last_sequence().await?;
     let mut committed = reader.store().watch_checkpoint();
@@ -228,17 +257,20 @@ pub async fn verify_live(
         head,
         Some((bus, last)),
         Mode::Live(catch_up),
+        keys,
         now,
     )
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn check(
     reader: &Reader,
     checkpoint: u64,
     head: Head,
     stream: Option<(&Bus, u64)>,
     mode: Mode,
+    keys: &Keys,
     now: DateTime<Utc>,
 ) -> Result<VerifyReport, AuditError> {
     // Records applied after the stream's end was read (live) are compared too.
@@ -247,11 +279,7 @@ async fn check(
         (Some((bus, _)), Some(target)) if target > 0 => Some(StreamSide::open(bus, target).await?),
         _ => None,
     };
-    let mut checker = Checker {
-        expected: 1,
-        prev: GENESIS.to_owned(),
-        scopes: BTreeMap::new(),
-    };
+    let mut checker = Checker::new(keys.clone());
     let prefix = keys::records_prefix();
     let mut after: Option<Vec<u8>> = None;
     let mut first_bad = None;
@@ -336,6 +364,16 @@ async fn check(
                             "event {index} of stream sequence {sequence} has no record: a record after {checked} was removed"
                         ),
                     )
+                } else if *sequence <= checkpoint {
+                    problem(
+                        checked + 1,
+                        Some(*sequence),
+                        ProblemKind::Removed,
+                        format!(
+                            "event {index} of stream sequence {sequence} has no record, although the audit store says it applied the stream up to sequence {checkpoint}: the chain ends at record {checked} (stream sequence {}), so the records from stream sequence {sequence} on were removed and the chain's head rewound: stop the audit service, run `railyard audit rebuild`, find out who could write the audit store, then verify again",
+                            head.sequence
+                        ),
+                    )
                 } else {
                     problem(
                         checked + 1,
@@ -355,9 +393,13 @@ async fn check(
             end.missing(covered + 1),
         );
     }
+    // A checkpoint names a record before the one it was found in.
+    let records = first_bad
+        .as_ref()
+        .map_or(checked, |bad| checked.min(bad.n.saturating_sub(1)));
     Ok(VerifyReport {
         ok: first_bad.is_none(),
-        records: checked,
+        records,
         head,
         stream_checked: stream.is_some(),
         first_bad,
@@ -365,6 +407,7 @@ async fn check(
         stream_last_sequence: target,
         behind: target.map(|target| target.saturating_sub(covered)),
         cut_short,
+        seals: checker.seals.summary().clone(),
     })
 }
 
@@ -408,17 +451,30 @@ impl End<'_> {
     }
 }
 
-struct Checker {
+/// Checks records one by one, in chain order: each record's hash, its link to the one before,
+/// its facets, and (through [`Seals`]) every signed checkpoint against the records it seals.
+pub(crate) struct Checker {
     /// The record number expected next.
-    expected: u64,
+    pub(crate) expected: u64,
     /// The hash of the last good record.
     prev: String,
     /// Release scopes, rebuilt as the projection built them.
     scopes: BTreeMap<String, ReleaseScope>,
+    /// The checkpoints met so far.
+    pub(crate) seals: Seals,
 }
 
 impl Checker {
-    async fn check(
+    pub(crate) fn new(keys: Keys) -> Checker {
+        Checker {
+            expected: 1,
+            prev: GENESIS.to_owned(),
+            scopes: BTreeMap::new(),
+            seals: Seals::new(keys),
+        }
+    }
+
+    pub(crate) async fn check(
         &mut self,
         at: u64,
         bytes: &[u8],
@@ -495,6 +551,9 @@ impl Checker {
             if let Some(found) = compare_with_stream(n, &record, stream).await? {
                 return Ok(Some(found));
             }
+        }
+        if let Some(found) = self.seals.record(&record) {
+            return Ok(Some(found));
         }
         self.prev = record.hash;
         self.expected += 1;

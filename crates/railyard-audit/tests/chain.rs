@@ -5,27 +5,19 @@
 
 mod common;
 
-use common::{Script, Service, WAIT, callers, connect, script_releases, temp_store};
+use common::{
+    Script, Service, WAIT, callers, connect, head_key, open, record_key, record_value,
+    script_releases, tamper, temp_store,
+};
 use railyard_audit::cli::{AuditCommand, ClientArgs, VerifyArgs, run_audit};
 use railyard_audit::queries::{QueryKind, run_query};
 use railyard_audit::record::{canonical_bytes, record_hash};
-use railyard_audit::{Filter, Head, ProblemKind, Reader, open_store, verify};
+use railyard_audit::{Filter, Head, ProblemKind, Reader, verify};
 use railyard_bus::Bus;
-use railyard_core::Envelope;
-use railyard_store::{
-    KeyBuf, Projection, ProjectionError, ProjectionStore, RunOptions, StoreConfig, Update,
-};
+use railyard_store::RunOptions;
 use railyard_testkit::NatsServer;
 use serde_json::Value;
 use std::path::Path;
-
-fn record_key(n: u64) -> Vec<u8> {
-    KeyBuf::new().str("r").u64(n).into_vec()
-}
-
-fn head_key() -> Vec<u8> {
-    KeyBuf::new().str("head").into_vec()
-}
 
 /// Every query answer the test compares across a rebuild.
 async fn answers(service: &Service) -> Vec<String> {
@@ -127,58 +119,6 @@ async fn stopped_mid_stream_and_restarted_it_records_every_event_once_and_rebuil
     Ok(())
 }
 
-/// A projection over the audit tree that writes what the test says: how a test tampers with
-/// the store without importing sled.
-struct Tamper {
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
-impl Projection for Tamper {
-    fn name(&self) -> &str {
-        railyard_audit::PROJECTION_NAME
-    }
-
-    fn apply(
-        &mut self,
-        update: &mut Update<'_>,
-        _: u64,
-        _: &[Envelope],
-    ) -> Result<(), ProjectionError> {
-        for (key, value) in self.writes.drain(..) {
-            match value {
-                Some(value) => update.put(key, value),
-                None => update.remove(key),
-            }
-        }
-        Ok(())
-    }
-}
-
-async fn tamper(path: &Path, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> anyhow::Result<()> {
-    let store = common::reopen("the store to open for tampering", || {
-        let writes = writes.clone();
-        async move { Ok(ProjectionStore::open(StoreConfig::new(path), Tamper { writes }).await?) }
-    })
-    .await?;
-    let checkpoint = store.checkpoint().await?;
-    store.apply(checkpoint + 1, Vec::new()).await?;
-    store.flush().await?;
-    Ok(())
-}
-
-async fn open(path: &Path) -> anyhow::Result<ProjectionStore<railyard_audit::AuditProjection>> {
-    common::reopen("the audit store to open", || async {
-        Ok(open_store(path, None).await?)
-    })
-    .await
-}
-
-async fn record_value(path: &Path, n: u64) -> anyhow::Result<Value> {
-    let store = open(path).await?;
-    let bytes = store.get(record_key(n)).await?.expect("the record exists");
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
 /// Verifies the closed store at `path` against the stream (or not).
 async fn verify_offline(
     path: &Path,
@@ -210,6 +150,8 @@ async fn verify_cli(
                 store: Some(path.to_owned()),
                 nats_url: nats_url.to_owned(),
                 no_stream: false,
+                offline: None,
+                public_key: Vec::new(),
                 json: false,
                 client: client.clone(),
             }),

@@ -83,6 +83,8 @@ async fn verify_cli(path: &Path, nats_url: &str) -> anyhow::Result<(u8, String)>
                 store: Some(path.to_owned()),
                 nats_url: nats_url.to_owned(),
                 no_stream: false,
+                offline: None,
+                public_key: Vec::new(),
                 json: false,
                 client: ClientArgs {
                     url: "http://127.0.0.1:9".into(),

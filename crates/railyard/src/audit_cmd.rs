@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -50,9 +51,72 @@ pub struct ServeArgs {
     /// HTTP listener for the read routes and /healthz, /readyz, /metrics.
     #[arg(long, default_value = "127.0.0.1:7813")]
     pub listen: SocketAddr,
+    /// The key that signs the checkpoints sealing the audit chain (created when absent,
+    /// readable by its owner only; `railyard audit key` prints its public key) [default:
+    /// audit-signing.key beside the store].
+    #[arg(long, env = "RAILYARD_AUDIT_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Seal the chain with a signed checkpoint every this many records.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seal_every_records: u64,
+    /// Also seal this often what arrived since the last checkpoint.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub seal_every: Duration,
 }
 
-/// Opens the audit store, starts its projection as a task of `services`, returns its routes.
+/// `audit-signing.key` in the directory that holds the store (for the default store,
+/// `.railyard/audit-signing.key`, where `railyard audit key` looks).
+fn key_beside(store: &std::path::Path) -> PathBuf {
+    store.with_file_name("audit-signing.key")
+}
+
+/// How the audit service seals its chain: where its signing key is and how often.
+#[derive(Debug, Clone)]
+pub struct Sealing {
+    /// The signing key file, created when absent.
+    pub key_file: PathBuf,
+    /// Seal every this many records.
+    pub every_records: u64,
+    /// And this often.
+    pub every: Duration,
+}
+
+impl Sealing {
+    /// For a store at `store` (as `railyard dev` and the demo run it): the key in
+    /// `$RAILYARD_AUDIT_SIGNING_KEY`, else `audit-signing.key` beside the store; every 1,000
+    /// records and every minute.
+    pub fn beside(store: &std::path::Path) -> Sealing {
+        Sealing {
+            key_file: std::env::var_os("RAILYARD_AUDIT_SIGNING_KEY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| key_beside(store)),
+            every_records: 1000,
+            every: Duration::from_secs(60),
+        }
+    }
+
+    /// Reads (or creates) the key; logs where it is and its public half, never the key.
+    fn load(&self) -> anyhow::Result<railyard_audit::SealConfig> {
+        let (key, created) = railyard_audit::AuditKey::load_or_create(&self.key_file)
+            .context("cannot load the audit signing key")?;
+        let public = key.public();
+        tracing::info!(
+            key_file = %self.key_file.display(),
+            key_id = %public.id(),
+            public_key = %public,
+            created,
+            "audit checkpoints are signed with this key: give its public key to whoever verifies exports"
+        );
+        Ok(railyard_audit::SealConfig {
+            key,
+            every_records: self.every_records,
+            every: self.every,
+        })
+    }
+}
+
+/// Opens the audit store, starts its projection (sealing the chain with the key beside the
+/// store, see [`Sealing::beside`]) as a task of `services`, returns its routes.
 pub async fn start(
     services: &mut Services,
     store: PathBuf,
@@ -60,9 +124,23 @@ pub async fn start(
     metrics: railyard_http::Metrics,
     bus: Bus,
 ) -> anyhow::Result<axum::Router> {
+    let sealing = Sealing::beside(&store);
+    start_sealed(services, store, tokens, metrics, bus, &sealing).await
+}
+
+/// [`start`] with the sealing given.
+pub async fn start_sealed(
+    services: &mut Services,
+    store: PathBuf,
+    tokens: railyard_http::Tokens,
+    metrics: railyard_http::Metrics,
+    bus: Bus,
+    sealing: &Sealing,
+) -> anyhow::Result<axum::Router> {
     let mut config = railyard_audit::AuditConfig::new(store, tokens);
     config.run.progress = Some(crate::services::reader_progress(&metrics, "audit"));
     config.metrics = metrics;
+    config.seal = Some(sealing.load()?);
     let audit = railyard_audit::Audit::open(config, bus, services.shutdown())
         .await
         .context("cannot open the audit store")?;
@@ -72,16 +150,26 @@ pub async fn start(
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::authority_cmd::setup("audit", None)?;
     let tokens = crate::promoter_cmd::load_tokens(args.tokens_file.as_deref())?;
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     let mut services = Services::new();
-    let routes = start(
+    let sealing = Sealing {
+        key_file: args
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| key_beside(&args.store)),
+        every_records: args.seal_every_records,
+        every: args.seal_every,
+    };
+    let routes = start_sealed(
         &mut services,
         args.store.clone(),
         tokens,
         metrics.clone(),
         bus.clone(),
+        &sealing,
     )
     .await?;
     services.spawn_release_metrics(bus.clone(), metrics.clone());

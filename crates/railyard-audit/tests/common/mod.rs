@@ -1,6 +1,7 @@
 //! Shared test support: a real nats-server, an audit service on a temporary store served on
 //! `127.0.0.1:0`, tokens for each kind of caller, and a scripted set of releases appended
-//! straight to the bus as the promoter would, with fixed timestamps.
+//! straight to the bus as the promoter would, with fixed timestamps; and a way to tamper with a
+//! closed store (without importing sled).
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use railyard_audit::open_store;
 use railyard_audit::{Audit, AuditConfig};
 use railyard_bus::{Bus, BusConfig, Expected, Rejection};
 use railyard_core::event::{
@@ -21,7 +23,9 @@ use railyard_core::{
     Action, AggregateId, Change, Edge, Envelope, Event, ManualClock, Plan, Refusal, Step,
 };
 use railyard_http::{Role, Tokens, generate_token};
+use railyard_store::{KeyBuf, Projection, ProjectionError, ProjectionStore, StoreConfig, Update};
 use railyard_testkit::NatsServer;
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +95,11 @@ impl Service {
     pub async fn start(bus: &Bus, store: &Path, tokens: Tokens) -> anyhow::Result<Service> {
         let mut config = AuditConfig::new(store, tokens);
         config.clock = ManualClock::new(start()).shared();
+        Service::start_config(bus, config).await
+    }
+
+    /// A service as `config` says (its clock, sealing, ...).
+    pub async fn start_config(bus: &Bus, config: AuditConfig) -> anyhow::Result<Service> {
         let shutdown = CancellationToken::new();
         let audit = reopen("the audit store to open", || {
             let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
@@ -720,4 +729,68 @@ pub async fn reject_input(bus: &Bus) {
     );
     rejection.received_at = "2026-03-02T09:30:00Z".parse().unwrap();
     bus.record_rejection(&rejection).await.unwrap();
+}
+
+pub fn record_key(n: u64) -> Vec<u8> {
+    KeyBuf::new().str("r").u64(n).into_vec()
+}
+
+pub fn head_key() -> Vec<u8> {
+    KeyBuf::new().str("head").into_vec()
+}
+
+/// A projection over the audit tree that writes what the test says: how a test tampers with
+/// the store without importing sled.
+pub struct Tamper {
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Projection for Tamper {
+    fn name(&self) -> &str {
+        railyard_audit::PROJECTION_NAME
+    }
+
+    fn apply(
+        &mut self,
+        update: &mut Update<'_>,
+        _: u64,
+        _: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        for (key, value) in self.writes.drain(..) {
+            match value {
+                Some(value) => update.put(key, value),
+                None => update.remove(key),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes (or, for `None`, removes) `writes` in the closed audit store at `path`, as one
+/// committed batch (which moves its checkpoint one past where it was).
+pub async fn tamper(path: &Path, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> anyhow::Result<()> {
+    let store = reopen("the store to open for tampering", || {
+        let writes = writes.clone();
+        async move { Ok(ProjectionStore::open(StoreConfig::new(path), Tamper { writes }).await?) }
+    })
+    .await?;
+    let checkpoint = store.checkpoint().await?;
+    store.apply(checkpoint + 1, Vec::new()).await?;
+    store.flush().await?;
+    Ok(())
+}
+
+/// Opens the closed audit store at `path`.
+pub async fn open(path: &Path) -> anyhow::Result<ProjectionStore<railyard_audit::AuditProjection>> {
+    reopen("the audit store to open", || async {
+        Ok(open_store(path, None).await?)
+    })
+    .await
+}
+
+/// Record `n` of the closed store at `path`, as stored.
+pub async fn record_value(path: &Path, n: u64) -> anyhow::Result<Value> {
+    let store = open(path).await?;
+    let bytes = store.get(record_key(n)).await?.expect("the record exists");
+    Ok(serde_json::from_slice(&bytes)?)
 }

@@ -91,7 +91,16 @@ impl AuditProjection {
             ),
             None => None,
         };
-        let facets = derive_facets(&value, scope.as_ref());
+        let mut facets = derive_facets(&value, scope.as_ref());
+        // An authority event no trusted writer sealed (see railyard_core::authority) stays in
+        // the record, as the stream holds it, but under its own type: no query counts it as
+        // an approval, a step or a decision, and `type=refused:approval.granted` finds the
+        // attempts.
+        let refused = envelope.untrusted.is_some();
+        if refused {
+            facets.kind = format!("refused:{}", facets.kind);
+            facets.family = "refused".to_owned();
+        }
         let n = head.n + 1;
         let (record, bytes) = Record::seal(
             n,
@@ -103,7 +112,7 @@ impl AuditProjection {
         );
         update.put(keys::record(n), bytes);
         index_record(update, &record);
-        if let (Some(release), Some(scope)) = (&own_release, &mut scope) {
+        if let (false, Some(release), Some(scope)) = (refused, &own_release, &mut scope) {
             let before = scope.clone();
             scope.widen(&record.facets);
             if *scope != before {
@@ -122,7 +131,9 @@ impl AuditProjection {
                 update.put_json(key, &summary)?;
             }
         }
-        interpret(update, &record)?;
+        if !refused {
+            interpret(update, &record)?;
+        }
         *head = Head {
             n,
             hash: record.hash,
@@ -230,6 +241,11 @@ fn interpret(update: &mut Update<'_>, record: &Record) -> Result<(), ProjectionE
 impl Projection for AuditProjection {
     fn name(&self) -> &str {
         PROJECTION_NAME
+    }
+
+    /// The record keeps every event the stream holds, those that do not count too.
+    fn sees_untrusted(&self) -> bool {
+        true
     }
 
     fn apply(

@@ -25,14 +25,27 @@ demo *args: setup
 dev *args: setup
     cargo run --quiet -p railyard -- dev {{args}}
 
-# The whole test suite: formatting, lints, then every test against a real nats-server.
-test: setup lint
+# The whole test suite: formatting, lints, every test against a real nats-server, then a short fuzz run.
+test: setup lint && fuzz-smoke
     cargo test --workspace --quiet
 
 # Formatting and clippy, warnings are errors.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Build the fuzz targets (libFuzzer, stable toolchain) into fuzz/target: `release` as cargo-fuzz builds, `smoke` quicker to build.
+fuzz-build profile="release":
+    RUSTC_WRAPPER="{{justfile_directory()}}/fuzz/rustc-wrapper" RUSTFLAGS="--cfg fuzzing" cargo build --quiet --manifest-path fuzz/Cargo.toml --bins --profile {{profile}} --target "$(rustc -vV | sed -n 's/^host: //p')" --target-dir fuzz/target
+    RUSTFLAGS="" cargo build --quiet --manifest-path fuzz/Cargo.toml -p railyard-fuzz-runner --release --target-dir fuzz/target
+
+# Fuzz every target (or the ones named) for `seconds` each, seeded from the fixtures; a crash fails it.
+fuzz seconds="60" *targets: (fuzz-build "release")
+    fuzz/target/release/railyard-fuzz-runner --bin-dir "fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release" --seconds {{seconds}} --shared "{{corpus}}" {{targets}}
+
+# What CI runs: every fuzz target for 15 s (2 min 15 s in all) on the quicker `smoke` build.
+fuzz-smoke: (fuzz-build "smoke")
+    fuzz/target/release/railyard-fuzz-runner --bin-dir "fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/smoke" --seconds 15 --shared "{{corpus}}"
 
 # Feed every file of the shared corpus through intake over HTTP (one nats-server, a fresh stream per file).
 conformance dir=corpus: setup

@@ -69,16 +69,22 @@ pub fn from_json<T: DeserializeOwned>(root: &str, text: &str) -> Result<T, Parse
         let inner = error.into_inner();
         ParseError {
             path,
-            position: (inner.line() > 0).then(|| (inner.line(), inner.column())),
+            position: (inner.line() > 0).then(|| json_position(inner.line(), inner.column())),
             message: strip_json_position(&inner.to_string()),
         }
     })?;
     de.end().map_err(|error| ParseError {
         path: root.to_owned(),
-        position: Some((error.line(), error.column())),
+        position: Some(json_position(error.line(), error.column())),
         message: strip_json_position(&error.to_string()),
     })?;
     Ok(value)
+}
+
+/// serde_json's position as 1-based: it reports column 0 for an error before the first
+/// character of a line (an empty file, a line break where a value should be).
+fn json_position(line: usize, column: usize) -> (usize, usize) {
+    (line.max(1), column.max(1))
 }
 
 /// serde_json appends " at line L column C"; the position is reported separately.

@@ -16,6 +16,8 @@ mod cdevents;
 pub mod cli;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod github;
 mod gitlab;
 mod glob;

@@ -74,6 +74,11 @@ impl Bus {
             }
             None => ConnectOptions::new(),
         };
+        let options = match &config.tls_ca {
+            Some(ca) => options.add_root_certificates(ca.clone()).require_tls(true),
+            None => options.require_tls(config.require_tls),
+        };
+        let tls = config.require_tls || config.tls_ca.is_some();
         let client = options
             .name(&config.connection_name)
             .request_timeout(Some(config.request_timeout))
@@ -93,9 +98,15 @@ impl Bus {
             })
             .connect(addresses)
             .await
-            .map_err(|error| BusError::Connect {
-                url: shown.clone(),
-                source: Box::new(error),
+            .map_err(|error| match tls {
+                true => BusError::ConnectTls {
+                    url: shown.clone(),
+                    source: Box::new(error),
+                },
+                false => BusError::Connect {
+                    url: shown.clone(),
+                    source: Box::new(error),
+                },
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
@@ -217,7 +228,7 @@ impl Bus {
 }
 
 /// `url` with any password replaced by `***`, for logs and errors.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     url.split(',')
         .map(|address| {
             let (scheme, rest) = address.split_once("://").unwrap_or(("", address));

@@ -1,6 +1,7 @@
 //! [`BusConfig`]: every limit, window and wait the bus uses, so tests can run redelivery,
 //! backoff and dead-lettering in milliseconds (INTERFACES §10).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use railyard_core::{SharedClock, SystemClock};
@@ -18,6 +19,12 @@ pub struct BusConfig {
     /// The NATS user and password to connect as; `None` connects as the URL says (a
     /// `nats://user:password@host:port` URL also works) or anonymously.
     pub credentials: Option<NatsCredentials>,
+    /// A PEM file of the CA certificate(s) that signed the NATS servers' certificates (a
+    /// private CA), trusted besides the system's roots; setting it also requires TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse to talk to a server that does not use TLS, before sending it any credentials
+    /// (a `tls://` URL requires it too; otherwise TLS is used when the server requires it).
+    pub require_tls: bool,
     /// Replicas of `RAILYARD_EVENTS` (3 in a production cluster).
     pub event_stream_replicas: usize,
     /// Replicas of every other stream and KV bucket.
@@ -73,6 +80,8 @@ impl Default for BusConfig {
         BusConfig {
             manage_topology: true,
             credentials: None,
+            tls_ca: None,
+            require_tls: false,
             event_stream_replicas: 1,
             replicas: 1,
             dedupe_window: Duration::from_secs(120),

@@ -44,6 +44,19 @@ pub enum BusError {
         #[source]
         source: BoxError,
     },
+    /// No server answered over TLS at connect (TLS was required, or a CA given).
+    #[error(
+        "cannot connect to nats at {url} over tls: check that the server has a `tls {{}}` block \
+         (deploy/nats), that its certificate names the host in the url, and that the CA that \
+         signed it is the one given (RAILYARD_NATS_CA)"
+    )]
+    ConnectTls {
+        /// Where it tried.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
     /// The server did not answer in time.
     #[error(
         "nats did not answer {operation} within {timeout:?}: check that nats-server is up and has \

@@ -19,6 +19,8 @@ pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     /// The user the readiness checks connect as, when the nodes require one.
     credentials: Option<(String, String)>,
+    /// The CA certificate clients trust, when the nodes require TLS.
+    ca: Option<PathBuf>,
 }
 
 impl NatsCluster {
@@ -72,6 +74,7 @@ impl NatsCluster {
         let cluster = NatsCluster {
             nodes,
             credentials: None,
+            ca: None,
         };
         cluster.wait_formed().await?;
         Ok(cluster)
@@ -79,11 +82,13 @@ impl NatsCluster {
 
     /// Starts one node per configuration file (`nats-server -c <file>` with `env`, e.g. the
     /// files [`crate::deploy::local_cluster`] writes) and waits, connecting as `credentials`
-    /// (a user allowed to use JetStream's API), until every node knows a JetStream meta leader.
+    /// (a user allowed to use JetStream's API) and trusting the CA certificate `ca` when the
+    /// files require TLS, until every node knows a JetStream meta leader.
     pub async fn start_from_configs(
         files: Vec<PathBuf>,
         env: Vec<(String, String)>,
         credentials: Option<(String, String)>,
+        ca: Option<PathBuf>,
     ) -> anyhow::Result<NatsCluster> {
         anyhow::ensure!(!files.is_empty(), "a cluster needs at least one node");
         let mut nodes = Vec::with_capacity(files.len());
@@ -93,7 +98,11 @@ impl NatsCluster {
                 .with_context(|| format!("cannot start the node of {}", file.display()))?;
             nodes.push(node);
         }
-        let cluster = NatsCluster { nodes, credentials };
+        let cluster = NatsCluster {
+            nodes,
+            credentials,
+            ca,
+        };
         cluster.wait_formed().await?;
         Ok(cluster)
     }
@@ -119,7 +128,13 @@ impl NatsCluster {
             .credentials
             .as_ref()
             .map(|(user, password)| (user.as_str(), password.as_str()));
-        wait_for_jetstream_as(&node.url(), credentials, STARTUP_TIMEOUT).await
+        wait_for_jetstream_as(
+            &node.url(),
+            credentials,
+            self.ca.as_deref(),
+            STARTUP_TIMEOUT,
+        )
+        .await
     }
 
     /// How many nodes it has.
@@ -127,9 +142,20 @@ impl NatsCluster {
         self.nodes.len()
     }
 
-    /// Every node's client URL, in node order.
+    /// Every node's client URL, in node order: `tls://` when the nodes require TLS.
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(NatsServer::url).collect()
+        self.nodes
+            .iter()
+            .map(|node| match self.ca {
+                Some(_) => format!("tls://127.0.0.1:{}", node.port()),
+                None => node.url(),
+            })
+            .collect()
+    }
+
+    /// The CA certificate the nodes' certificates are signed by, when they require TLS.
+    pub fn ca(&self) -> Option<&std::path::Path> {
+        self.ca.as_deref()
     }
 
     /// Every node's client URL joined with commas, as `Bus::connect` accepts it.

@@ -1,7 +1,8 @@
 //! The production NATS configurations of `deploy/nats/` on loopback: [`local_cluster`] copies
 //! `cluster-<n>.conf` and `accounts.conf` into a directory with every address, port and store
-//! rewritten to free loopback ports and temporary directories, and nothing else changed, so a
-//! test runs exactly the users, permissions and JetStream settings that production runs.
+//! rewritten to free loopback ports and temporary directories, and the TLS files pointed at
+//! certificates made for the test ([`TestTls`]); nothing else changed, so a test runs exactly
+//! the users, permissions, TLS and JetStream settings that production runs.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +10,15 @@ use anyhow::Context as _;
 
 use crate::binary::workspace_root;
 use crate::cluster::reserve_ports;
+use crate::tls::TestTls;
 
 /// `deploy/nats/` in this workspace.
 pub fn deploy_nats_dir() -> PathBuf {
     workspace_root().join("deploy").join("nats")
 }
+
+/// Where the `deploy/nats` configurations read their TLS files (`tls.crt`, `tls.key`, `ca.crt`).
+pub const DEPLOY_TLS_DIR: &str = "/etc/nats/tls";
 
 /// Every user of `deploy/nats/accounts.conf` with the environment variable holding its password.
 pub const DEPLOY_USERS: [&str; 7] = [
@@ -42,9 +47,16 @@ pub fn deploy_password(user: &str) -> String {
 /// Writes `cluster-1.conf` … `cluster-<size>.conf` from `source` (usually
 /// [`deploy_nats_dir`]) into `into`, with `accounts.conf` beside them, rewritten for loopback:
 /// the client `listen` to `127.0.0.1:<free port>`, the cluster `listen` and `routes` to free
-/// loopback route ports, `store_dir` to `into/node-<n>`, and the `http` monitoring port
-/// removed. Fails when a file lacks one of those settings, so a changed layout is noticed.
-pub fn local_cluster(source: &Path, into: &Path, size: usize) -> anyhow::Result<Vec<PathBuf>> {
+/// loopback route ports, `store_dir` to `into/node-<n>`, every `cert_file`, `key_file` and
+/// `ca_file` to `tls`'s files, and the `http` monitoring port removed. Fails when a file lacks
+/// one of those settings (client TLS, and route TLS in a cluster), so a changed layout is
+/// noticed.
+pub fn local_cluster(
+    source: &Path,
+    into: &Path,
+    size: usize,
+    tls: &TestTls,
+) -> anyhow::Result<Vec<PathBuf>> {
     // One reservation for both kinds, so no port is handed out twice.
     let ports = reserve_ports(2 * size)?;
     let (client_ports, route_ports) = ports.split_at(size);
@@ -65,6 +77,7 @@ pub fn local_cluster(source: &Path, into: &Path, size: usize) -> anyhow::Result<
                 client_ports[index],
                 Some((route_ports[index], &routes)),
                 &store,
+                tls,
             )
             .with_context(|| name.clone())?;
             let file = into.join(&name);
@@ -76,12 +89,12 @@ pub fn local_cluster(source: &Path, into: &Path, size: usize) -> anyhow::Result<
 }
 
 /// Writes `single.conf` from `source` into `into` the same way as [`local_cluster`].
-pub fn local_single(source: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+pub fn local_single(source: &Path, into: &Path, tls: &TestTls) -> anyhow::Result<PathBuf> {
     let port = reserve_ports(1)?[0];
     copy_accounts(source, into)?;
     let text = std::fs::read_to_string(source.join("single.conf"))
         .with_context(|| format!("cannot read {}", source.join("single.conf").display()))?;
-    let rewritten = rewrite(&text, port, None, &into.join("node-1")).context("single.conf")?;
+    let rewritten = rewrite(&text, port, None, &into.join("node-1"), tls).context("single.conf")?;
     let file = into.join("single.conf");
     std::fs::write(&file, rewritten).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(file)
@@ -101,19 +114,37 @@ fn rewrite(
     client_port: u16,
     cluster: Option<(u16, &str)>,
     store: &Path,
+    tls: &TestTls,
 ) -> anyhow::Result<String> {
     let mut out = Vec::new();
-    let mut in_cluster = false;
+    // Block nesting, to tell the client `tls {}` and `listen` from the cluster's.
+    let mut blocks: Vec<&str> = Vec::new();
     let (mut client, mut store_dir, mut route_listen, mut routes) = (false, false, false, false);
+    let (mut client_tls, mut route_tls) = (false, false);
     for line in text.lines() {
         let trimmed = line.trim_start();
         let indent = &line[..line.len() - trimmed.len()];
-        if trimmed.starts_with("cluster {") {
-            in_cluster = true;
-        } else if in_cluster && trimmed.starts_with('}') {
-            in_cluster = false;
+        if let Some(name) = trimmed.strip_suffix('{') {
+            blocks.push(name.trim());
+        } else if trimmed.starts_with('}') {
+            blocks.pop();
         }
-        if trimmed.starts_with("http:") {
+        let in_cluster = blocks.contains(&"cluster");
+        let tls_file = [
+            ("cert_file:", &tls.cert),
+            ("key_file:", &tls.key),
+            ("ca_file:", &tls.ca),
+        ]
+        .into_iter()
+        .find(|(key, _)| trimmed.starts_with(key));
+        if let Some((key, path)) = tls_file {
+            out.push(format!("{indent}{key} \"{}\"", path.display()));
+            if in_cluster {
+                route_tls = true;
+            } else {
+                client_tls = true;
+            }
+        } else if trimmed.starts_with("http:") {
             continue;
         } else if trimmed.starts_with("listen:") && !in_cluster {
             out.push(format!("{indent}listen: 127.0.0.1:{client_port}"));
@@ -135,9 +166,17 @@ fn rewrite(
     }
     anyhow::ensure!(client, "no client `listen:` line to rewrite");
     anyhow::ensure!(store_dir, "no `store_dir:` line to rewrite");
+    anyhow::ensure!(
+        client_tls,
+        "no client `tls {{ cert_file: ... }}` to rewrite"
+    );
     if cluster.is_some() {
         anyhow::ensure!(route_listen, "no cluster `listen:` line to rewrite");
         anyhow::ensure!(routes, "no cluster `routes:` line to rewrite");
+        anyhow::ensure!(
+            route_tls,
+            "no cluster `tls {{ cert_file: ... }}` to rewrite"
+        );
     }
     Ok(out.join("\n") + "\n")
 }
@@ -149,7 +188,8 @@ mod tests {
     #[test]
     fn the_cluster_files_are_rewritten_for_loopback() {
         let dir = tempfile::tempdir().unwrap();
-        let files = local_cluster(&deploy_nats_dir(), dir.path(), 3).unwrap();
+        let tls = TestTls::generate(&dir.path().join("tls")).unwrap();
+        let files = local_cluster(&deploy_nats_dir(), dir.path(), 3, &tls).unwrap();
         assert_eq!(files.len(), 3);
         assert!(dir.path().join("accounts.conf").is_file());
         for file in files {
@@ -160,14 +200,39 @@ mod tests {
             assert!(!text.contains("http:"), "{text}");
             assert!(!text.contains("/var/lib"), "{text}");
             assert!(text.contains("include ./accounts.conf"), "{text}");
+            assert!(!text.contains(DEPLOY_TLS_DIR), "{text}");
+            assert_eq!(
+                text.matches(&*tls.cert.display().to_string()).count(),
+                2,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn a_file_without_a_store_is_refused() {
-        let error = rewrite("listen: 0.0.0.0:4222\n", 1, None, Path::new("/tmp/x"))
+        let tls = TestTls {
+            ca: "ca.crt".into(),
+            cert: "tls.crt".into(),
+            key: "tls.key".into(),
+        };
+        let error = rewrite("listen: 0.0.0.0:4222\n", 1, None, Path::new("/tmp/x"), &tls)
             .unwrap_err()
             .to_string();
         assert!(error.contains("store_dir"), "{error}");
+    }
+
+    #[test]
+    fn a_file_without_tls_is_refused() {
+        let tls = TestTls {
+            ca: "ca.crt".into(),
+            cert: "tls.crt".into(),
+            key: "tls.key".into(),
+        };
+        let plain = "listen: 0.0.0.0:4222\njetstream {\n  store_dir: /x\n}\n";
+        let error = rewrite(plain, 1, None, Path::new("/tmp/x"), &tls)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("tls"), "{error}");
     }
 }

@@ -1,8 +1,9 @@
 //! Real NATS for Railyard's tests: [`NatsServer`] runs one `nats-server -js` on a dynamic
 //! loopback port with a temporary store, [`NatsCluster`] runs a 3-node JetStream cluster (also
 //! from the production configurations in `deploy/nats/`, see [`deploy`]), both kill and reap
-//! their processes on drop, [`refusal`] asks whether a NATS user may use a subject, and [`disk`]
-//! damages a store's files as a bad disk would. Every
+//! their processes on drop, [`refusal`] asks whether a NATS user may use a subject, [`TestTls`]
+//! makes the certificates the `deploy/nats` configurations need, and [`disk`] damages a store's
+//! files as a bad disk would. Every
 //! wait is bounded.
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod disk;
 mod permissions;
 mod process;
 mod server;
+mod tls;
 mod wait;
 
 pub use binary::{NATS_SERVER_BIN, locate_nats_server};
@@ -20,4 +22,7 @@ pub use cluster::NatsCluster;
 pub use permissions::{Probe, refusal};
 pub use process::process_alive;
 pub use server::NatsServer;
-pub use wait::{STARTUP_TIMEOUT, wait_for_jetstream, wait_for_jetstream_as, wait_until};
+pub use tls::TestTls;
+pub use wait::{
+    STARTUP_TIMEOUT, connect_options, wait_for_jetstream, wait_for_jetstream_as, wait_until,
+};

@@ -3,6 +3,7 @@
 //! returns; an allowed one gets no answer, which [`refusal`] reports as `None` once a later,
 //! forbidden probe's refusal arrives (errors arrive in order), so no probe waits on a timer.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,8 +24,9 @@ const SENTINEL: &str = "railyard-testkit.permission-sentinel";
 /// How long a refusal may take to arrive before the probe gives up (an error, not an answer).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to `url` as `user`/`password`, tries `probe`, and returns the server's permissions
-/// violation for it, or `None` when the server allowed it.
+/// Connects to `url` as `user`/`password` (trusting the CA certificate `ca` when the server
+/// requires TLS), tries `probe`, and returns the server's permissions violation for it, or
+/// `None` when the server allowed it.
 ///
 /// After the probe it publishes to a subject nobody may use; the server answers in order, so
 /// the first violation received is the probe's own or the sentinel's.
@@ -32,23 +34,23 @@ pub async fn refusal(
     url: &str,
     user: &str,
     password: &str,
+    ca: Option<&Path>,
     probe: &Probe,
 ) -> anyhow::Result<Option<String>> {
     let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
-    let client =
-        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
-            .connection_timeout(ANSWER_TIMEOUT)
-            .event_callback(move |event| {
-                let errors_tx = errors_tx.clone();
-                async move {
-                    if let async_nats::Event::ServerError(error) = event {
-                        let _ = errors_tx.send(error.to_string());
-                    }
+    let client = crate::wait::connect_options(Some((user, password)), ca)
+        .connection_timeout(ANSWER_TIMEOUT)
+        .event_callback(move |event| {
+            let errors_tx = errors_tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let _ = errors_tx.send(error.to_string());
                 }
-            })
-            .connect(url)
-            .await
-            .with_context(|| format!("cannot connect to {url} as {user}"))?;
+            }
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {url} as {user}"))?;
     let _subscription = match probe {
         Probe::Publish(subject) => {
             client

@@ -3,6 +3,7 @@
 //! until it knows a meta leader).
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,22 +47,18 @@ where
 /// Waits until the server at `url` answers JetStream API requests: for a single server, until
 /// JetStream is up; for a cluster node, until it knows a meta leader.
 pub async fn wait_for_jetstream(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    wait_for_jetstream_as(url, None, timeout).await
+    wait_for_jetstream_as(url, None, None, timeout).await
 }
 
-/// [`wait_for_jetstream`] as a NATS user (`(user, password)`), for servers that require one.
+/// [`wait_for_jetstream`] as a NATS user (`(user, password)`), for servers that require one,
+/// trusting the CA certificate `ca` for servers that require TLS.
 pub async fn wait_for_jetstream_as(
     url: &str,
     credentials: Option<(&str, &str)>,
+    ca: Option<&Path>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let options = match credentials {
-        Some((user, password)) => {
-            async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
-        }
-        None => async_nats::ConnectOptions::new(),
-    };
-    let client = options
+    let client = connect_options(credentials, ca)
         .connection_timeout(Duration::from_secs(2))
         .request_timeout(Some(Duration::from_secs(2)))
         .retry_on_initial_connect()
@@ -81,4 +78,24 @@ pub async fn wait_for_jetstream_as(
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(1), client.drain()).await;
     result
+}
+
+/// Client options connecting as `credentials` (or anonymously), trusting `ca` (a PEM file)
+/// besides the system's roots and then requiring TLS.
+pub fn connect_options(
+    credentials: Option<(&str, &str)>,
+    ca: Option<&Path>,
+) -> async_nats::ConnectOptions {
+    let options = match credentials {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    match ca {
+        Some(ca) => options
+            .add_root_certificates(ca.to_path_buf())
+            .require_tls(true),
+        None => options,
+    }
 }

@@ -6,6 +6,8 @@ macro_rules! common {
     () => {
         "  RAILYARD_NATS_USER, RAILYARD_NATS_PASSWORD or RAILYARD_NATS_PASSWORD_FILE
                                          NATS credentials (a least-privilege user, deploy/nats)
+  RAILYARD_NATS_CA                       PEM certificate of the CA that signed the NATS servers'
+                                         certificates; with it TLS is required (tls:// URLs too)
   RAILYARD_AUTHORITY_TRUST               public keys of the planner and promoter (planner:<hex>,promoter:<hex>);
                                          unset: any NATS user's approval or step counts
   RAILYARD_AUTHORITY_KEY_FILE            the planner's or promoter's signing key (railyard authority key)

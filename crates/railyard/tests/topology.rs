@@ -1,5 +1,6 @@
 //! The production topology, run for real: a 3-node NATS cluster from `deploy/nats/` (ports and
-//! stores rewritten for loopback, users and permissions untouched), the streams created as
+//! stores rewritten for loopback, TLS for clients and mutual TLS for routes with certificates
+//! made for the test, users and permissions untouched), the streams created as
 //! `admin` by `railyard admin init --replicas 3`, and every service as its own process of the
 //! real binary connected as its own NATS user — intake, planner, two promotion workers, audit.
 //! A release submitted through the HTTP intake completes although the node leading the event
@@ -20,7 +21,7 @@ use railyard_bus::{Bus, BusConfig, NatsCredentials};
 use railyard_core::{AggregateId, Envelope, ReleaseId, ReleaseState, Status};
 use railyard_http::{Role, generate_token};
 use railyard_testkit::deploy::{deploy_env, deploy_nats_dir, deploy_password, local_cluster};
-use railyard_testkit::{NatsCluster, Probe, refusal, wait_until};
+use railyard_testkit::{NatsCluster, Probe, TestTls, refusal, wait_until};
 use serde_json::Value;
 
 /// Bound on starting the services and on the release.
@@ -125,6 +126,11 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
+/// The CA certificate the test's NATS nodes are signed by, made in `dir/tls`.
+fn ca_file(dir: &Path) -> PathBuf {
+    dir.join("tls").join("ca.crt")
+}
+
 /// `railyard <args>` as the NATS user `user`, output into `dir/<name>.log`, trusting the
 /// authority keys listed in `dir/trust` and signing with `dir/<user>.key` when there is one.
 fn spawn(
@@ -147,6 +153,7 @@ fn spawn(
         .env("RAILYARD_NATS_USER", user)
         .env("RAILYARD_NATS_PASSWORD", deploy_password(user))
         .env_remove("RAILYARD_NATS_PASSWORD_FILE")
+        .env("RAILYARD_NATS_CA", ca_file(dir))
         .env("RAILYARD_CATALOG", dir.join("railyard.toml"))
         .env("RAILYARD_TOKENS_FILE", dir.join("tokens.toml"))
         .env("RAILYARD_AUTHORITY_TRUST", trust.trim())
@@ -209,10 +216,21 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
 -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir()?;
-    let configs = local_cluster(&deploy_nats_dir(), &dir.path().join("nats"), 3)?;
+    let tls = TestTls::generate(&dir.path().join("tls"))?;
+    ensure!(
+        tls.ca == ca_file(dir.path()),
+        "the CA is not where spawn() looks"
+    );
+    let configs = local_cluster(&deploy_nats_dir(), &dir.path().join("nats"), 3, &tls)?;
     let admin = ("admin".to_owned(), deploy_password("admin"));
-    let mut cluster =
-        NatsCluster::start_from_configs(configs, deploy_env(), Some(admin.clone())).await?;
+    let mut cluster = NatsCluster::start_from_configs(
+        configs,
+        deploy_env(),
+        Some(admin.clone()),
+        Some(tls.ca.clone()),
+    )
+    .await?;
+    // tls://127.0.0.1:<port>,...: every client below requires TLS.
     let url = cluster.url();
     eprintln!("cluster up after {:?}", started.elapsed());
 
@@ -221,6 +239,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
         .args(["admin", "init", "--replicas", "3", "--nats-url", &url])
         .env("RAILYARD_NATS_USER", &admin.0)
         .env("RAILYARD_NATS_PASSWORD", &admin.1)
+        .env("RAILYARD_NATS_CA", &tls.ca)
         .output()?;
     ensure!(
         init.status.success(),
@@ -236,6 +255,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
                 user: admin.0.clone(),
                 password: admin.1.clone(),
             }),
+            tls_ca: Some(tls.ca.clone()),
             ..BusConfig::default()
         },
     )
@@ -437,7 +457,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
         ),
     ];
     for (user, probe) in refused {
-        let answer = refusal(&live, user, &deploy_password(user), probe).await?;
+        let answer = refusal(&live, user, &deploy_password(user), cluster.ca(), probe).await?;
         let subject = match probe {
             Probe::Publish(subject) | Probe::Subscribe(subject) => subject,
         };
@@ -452,7 +472,14 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
     }
     // The notifier dead-letters a message Slack keeps refusing: it may write that one subject.
     let notify_dlq = publish("railyard.dlq.RAILYARD_EVENTS.railyard-notify");
-    let answer = refusal(&live, "notify", &deploy_password("notify"), &notify_dlq).await?;
+    let answer = refusal(
+        &live,
+        "notify",
+        &deploy_password("notify"),
+        cluster.ca(),
+        &notify_dlq,
+    )
+    .await?;
     ensure!(
         answer.is_none(),
         "notify may not write its dead letters: {answer:?}"
@@ -462,6 +489,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
             &live,
             user,
             &deploy_password(user),
+            cluster.ca(),
             &subscribe("_INBOX.replies-to-me"),
         )
         .await?;
@@ -474,7 +502,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
 
     // Intake and planner may publish release events (requests, plans) but not decide: an
     // approval, a cancel and a rollback they forge count nowhere.
-    forge_decisions(&url, &services, &http, &auditor)
+    forge_decisions(&url, &tls.ca, &services, &http, &auditor)
         .await
         .map_err(|error| anyhow::anyhow!("{error:#}\n{}", services.logs()))?;
     bus.close().await?;
@@ -487,6 +515,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
 /// anomaly, and that the services counted them.
 async fn forge_decisions(
     url: &str,
+    ca: &Path,
     services: &Services,
     http: &reqwest::Client,
     auditor: &str,
@@ -522,6 +551,7 @@ async fn forge_decisions(
                     user: user.to_owned(),
                     password: deploy_password(user),
                 }),
+                tls_ca: Some(ca.to_path_buf()),
                 ..BusConfig::default()
             },
         )

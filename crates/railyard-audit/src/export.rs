@@ -274,8 +274,7 @@ pub async fn verify_export(
                     };
                     break;
                 }
-                let bytes = serde_json::to_vec(&value).expect("JSON serializes");
-                if let Some(problem) = checker.check(expected, &bytes, None).await? {
+                if let Some(problem) = checker.check_value(value, None).await? {
                     first_bad = Some(problem);
                     break;
                 }

@@ -184,20 +184,7 @@ pub fn derive_facets(envelope: &Value, scope: Option<&ReleaseScope>) -> Facets {
 /// number and string escaping.
 pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(key.clone()), out);
-                out.push(b':');
-                canonical_json(&map[key], out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => canonical_object(map, None, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -210,6 +197,26 @@ pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
         }
         scalar => write_scalar(scalar, out),
     }
+}
+
+/// An object as canonical JSON, without the key `skip`.
+fn canonical_object(map: &serde_json::Map<String, Value>, skip: Option<&str>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = map
+        .keys()
+        .filter(|key| Some(key.as_str()) != skip)
+        .collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // A key serializes as a JSON string; writing one into a Vec cannot fail.
+        serde_json::to_writer(&mut *out, key).expect("a JSON string serializes");
+        out.push(b':');
+        canonical_json(&map[key], out);
+    }
+    out.push(b'}');
 }
 
 fn write_scalar(value: &Value, out: &mut Vec<u8>) {
@@ -226,13 +233,14 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
 
 /// The hash of a record given as JSON: SHA-256 over its canonical form without `hash`.
 pub fn record_hash(record: &Value) -> String {
-    let mut body = record.clone();
-    if let Value::Object(map) = &mut body {
-        map.remove("hash");
+    let mut body = Vec::with_capacity(1024);
+    match record {
+        Value::Object(map) => canonical_object(map, Some("hash"), &mut body),
+        other => canonical_json(other, &mut body),
     }
     let mut hasher = Sha256::new();
     hasher.update(HASH_DOMAIN);
-    hasher.update(canonical_bytes(&body));
+    hasher.update(body);
     hex::encode(hasher.finalize())
 }
 
@@ -324,6 +332,18 @@ mod tests {
             assert_eq!(facets.services, services, "{envelope}");
             assert_eq!(facets.envs, envs, "{envelope}");
         }
+    }
+
+    #[test]
+    fn the_hash_is_the_canonical_form_without_the_top_level_hash() {
+        let record = json!({"n": 1, "hash": "x", "prev": "p\u{e9}\"\n",
+            "envelope": {"hash": "kept", "data": {"b": [1, {"z": null, "a": 2.5}], "a": "é"}}});
+        let mut body = record.clone();
+        body.as_object_mut().unwrap().remove("hash");
+        let mut hasher = Sha256::new();
+        hasher.update(HASH_DOMAIN);
+        hasher.update(canonical_bytes(&body));
+        assert_eq!(record_hash(&record), hex::encode(hasher.finalize()));
     }
 
     #[test]

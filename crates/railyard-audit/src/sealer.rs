@@ -190,6 +190,9 @@ impl Sealer {
         );
         let mut committed = self.reader.store().watch_checkpoint();
         let mut tick = self.clock.sleep(self.config.every);
+        // After a failure (NATS refusing, the chain not holding), wait for the next interval
+        // instead of trying again at every record.
+        let mut held_back = false;
         loop {
             let timed = tokio::select! {
                 changed = committed.changed() => {
@@ -204,13 +207,16 @@ impl Sealer {
                 }
                 () = stop.cancelled() => break,
             };
-            self.seal_due(timed).await;
+            if held_back && !timed {
+                continue;
+            }
+            held_back = !self.seal_due(timed).await;
         }
     }
 
     /// Seals at every multiple of `every_records` the head has passed, then (when `timed`)
-    /// what is left.
-    async fn seal_due(&self, timed: bool) {
+    /// what is left. Returns false after a failure worth waiting for the next interval.
+    async fn seal_due(&self, timed: bool) -> bool {
         let every = self.config.every_records.max(1);
         loop {
             let covered = match self.covered().await {
@@ -232,19 +238,25 @@ impl Sealer {
         }
         if timed {
             if let Err(error) = self.seal(Trigger::Time).await {
-                self.failed(&error);
+                return self.failed(&error);
             }
         }
+        true
     }
 
-    fn failed(&self, error: &AuditError) {
+    /// Logs a failed seal; says whether to go on at the next record (true after a conflict).
+    fn failed(&self, error: &AuditError) -> bool {
         match error {
-            AuditError::Append(AppendError::Conflict { .. }) => debug!(
-                error = %error,
-                "another checkpoint was appended meanwhile: sealing again once the record holds it"
-            ),
+            AuditError::Append(AppendError::Conflict { .. }) => {
+                debug!(
+                    error = %error,
+                    "another checkpoint was appended meanwhile: sealing again once the record holds it"
+                );
+                true
+            }
             _ => {
-                warn!(error = %error, "audit sealer could not seal the chain; it tries again at the next interval")
+                warn!(error = %error, retry_in = ?self.config.every, "audit sealer could not seal the chain; it tries again at the next interval");
+                false
             }
         }
     }
@@ -380,8 +392,8 @@ async fn read_window(
             }
             let value: Value =
                 serde_json::from_slice(&bytes).map_err(|_| refuse(expected, "does not decode"))?;
-            let record: Record = serde_json::from_value(value.clone())
-                .map_err(|_| refuse(expected, "does not decode"))?;
+            let record =
+                Record::deserialize(&value).map_err(|_| refuse(expected, "does not decode"))?;
             if record.n != expected {
                 return Err(refuse(expected, "is missing or out of place"));
             }

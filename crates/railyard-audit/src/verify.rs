@@ -492,10 +492,25 @@ impl Checker {
                 ),
             ));
         }
-        let Some((value, record)) = serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|value| Some((value.clone(), serde_json::from_value::<Record>(value).ok()?)))
-        else {
+        let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+            return Ok(problem(
+                n,
+                None,
+                ProblemKind::Altered,
+                format!("record {n} is not a valid record any more"),
+            ));
+        };
+        self.check_value(value, stream).await
+    }
+
+    /// [`Checker::check`] of the next record, already read as JSON.
+    pub(crate) async fn check_value(
+        &mut self,
+        value: Value,
+        stream: Option<&mut StreamSide>,
+    ) -> Result<Option<Problem>, AuditError> {
+        let n = self.expected;
+        let Ok(record) = Record::deserialize(&value) else {
             return Ok(problem(
                 n,
                 None,

@@ -206,6 +206,14 @@ pub fn describe(kind: &str, actor: &str, data: &Value) -> String {
             ),
         },
         "catalog.applied" => format!("catalog {} applied", text(data, "hash")),
+        "audit.checkpoint" => format!(
+            "records 1 to {} sealed by key {} (head {}…)",
+            data.get("records")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
+            text(data, "key_id"),
+            text(data, "head").get(..16).unwrap_or_default()
+        ),
         other => {
             let mut payload = data.to_string();
             if payload.len() > 200 {

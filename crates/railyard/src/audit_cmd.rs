@@ -100,13 +100,21 @@ impl Sealing {
         let (key, created) = railyard_audit::AuditKey::load_or_create(&self.key_file)
             .context("cannot load the audit signing key")?;
         let public = key.public();
-        tracing::info!(
-            key_file = %self.key_file.display(),
-            key_id = %public.id(),
-            public_key = %public,
-            created,
-            "audit checkpoints are signed with this key: give its public key to whoever verifies exports"
-        );
+        if created {
+            tracing::warn!(
+                key_file = %self.key_file.display(),
+                key_id = %public.id(),
+                public_key = %public,
+                "created a new audit signing key: keep this file (on storage that outlives the service, readable only by it) and give its public key to whoever verifies exports; checkpoints signed by an earlier key verify only with that key's public half"
+            );
+        } else {
+            tracing::info!(
+                key_file = %self.key_file.display(),
+                key_id = %public.id(),
+                public_key = %public,
+                "audit checkpoints are signed with this key"
+            );
+        }
         Ok(railyard_audit::SealConfig {
             key,
             every_records: self.every_records,

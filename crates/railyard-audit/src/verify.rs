@@ -25,7 +25,7 @@ use crate::keys;
 use crate::projection::Head;
 use crate::query::Reader;
 use crate::record::{
-    GENESIS, Record, ReleaseScope, canonical_bytes, derive_facets, record_hash,
+    Facets, GENESIS, Record, ReleaseScope, canonical_bytes, derive_facets, record_hash,
     release_of_aggregate,
 };
 use crate::seal::{Keys, SealSummary, Seals};
@@ -551,15 +551,19 @@ impl Checker {
             .as_ref()
             .map(|release| self.scopes.entry(release.clone()).or_default().clone());
         let facets = derive_facets(&record.envelope, scope.as_ref());
-        if facets != record.facets {
-            return Ok(problem(
-                n,
-                sequence,
-                ProblemKind::Altered,
-                format!("record {n}'s index facets do not match its event"),
-            ));
-        }
-        if let Some(release) = own_release {
+        let refused = match refused_facets(&facets, &record) {
+            Ok(refused) => refused,
+            Err(why) => {
+                return Ok(problem(
+                    n,
+                    sequence,
+                    ProblemKind::Altered,
+                    format!("record {n}'s index facets {why}"),
+                ));
+            }
+        };
+        // The projection widens a release's scope with its counted events only.
+        if let (false, Some(release)) = (refused, own_release) {
             self.scopes.entry(release).or_default().widen(&facets);
         }
         if let Some(stream) = stream {
@@ -574,6 +578,46 @@ impl Checker {
         self.expected += 1;
         Ok(None)
     }
+}
+
+/// Whether `record` is recorded as refused (an authority event no trusted writer sealed, kept
+/// under `refused:<type>`), given the facets its event derives: `Err` says why its facets do
+/// not match its event. A process that checks seals (`RAILYARD_AUTHORITY_TRUST`) also holds
+/// the label against its own judgement; one that does not takes either form.
+fn refused_facets(derived: &Facets, record: &Record) -> Result<bool, String> {
+    let refused_form = Facets {
+        kind: format!("refused:{}", derived.kind),
+        family: "refused".to_owned(),
+        ..derived.clone()
+    };
+    let refused = if record.facets == *derived {
+        false
+    } else if record.facets == refused_form {
+        true
+    } else {
+        return Err("do not match its event".to_owned());
+    };
+    if railyard_core::authority::enforced() {
+        let envelope = serde_json::from_value::<railyard_core::Envelope>(record.envelope.clone())
+            .map_err(|error| {
+            format!("cannot be checked: its event does not decode ({error})")
+        })?;
+        match (refused, envelope.untrusted.is_some()) {
+            (true, false) => {
+                return Err(
+                    "mark it refused, but the keys trusted here vouch for its event".into(),
+                );
+            }
+            (false, true) => {
+                return Err(
+                    "count it, but no key trusted here vouches for its event (it was relabelled)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(refused)
 }
 
 async fn compare_with_stream(

@@ -333,3 +333,61 @@ async fn an_override_is_filed_only_while_a_freeze_is_in_force_or_about_to_start(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_override_ends_with_the_window_it_overrode() -> anyhow::Result<()> {
+    let h = Harness::start(&frozen_with_approvers()).await?;
+    h.seed(&inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    h.wait_status(&id, Status::Held).await?;
+    let (status, body) = api
+        .command(
+            "alice",
+            &id,
+            "approve",
+            serde_json::json!({"env": "production", "override_freeze": true, "comment": "hotfix"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    h.drive_until(
+        &id,
+        Duration::from_millis(200),
+        "the production approval is requested",
+        |s| s.approvals.contains_key("production:approve:rel-1"),
+    )
+    .await?;
+    // Nobody approves until the next Monday's window: the override of last week's is spent.
+    h.clock.advance(Duration::from_secs(7 * 24 * 3600));
+    let (status, body) = api
+        .command(
+            "bob",
+            &id,
+            "approve",
+            serde_json::json!({"env": "production", "comment": "go"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let held = h
+        .drive_until(
+            &id,
+            Duration::from_millis(200),
+            "production held by the new window",
+            |s| s.status == Status::Held,
+        )
+        .await?;
+    let hold = held.hold.expect("a hold");
+    assert_eq!(
+        hold.frozen.as_ref().map(|env| env.as_str()),
+        Some("production"),
+        "{hold:?}"
+    );
+    assert!(
+        !h.events(&id).await?.iter().any(
+            |e| matches!(&e.event, Event::StepStarted(s) if s.step.starts_with("production:deploy"))
+        ),
+        "a production step started under last week's override"
+    );
+    worker.shutdown().await
+}

@@ -691,6 +691,16 @@ impl Catalog {
                     ));
                 }
             }
+            let path = format!("catalog.services.{name}");
+            check_rate(&path, &service.deploy)?;
+            check_thresholds(&path, &service.gates)?;
+            for (env, over) in &service.environments {
+                let path = format!("{path}.environments.{env}");
+                if let Some(deploy) = &over.deploy {
+                    check_rate(&path, deploy)?;
+                }
+                check_thresholds(&path, over.gates.as_deref().unwrap_or_default())?;
+            }
             if let Strategy::Canary { steps } = &service.strategy {
                 if steps.last() != Some(&100) || steps.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(ParseError::at(
@@ -744,6 +754,42 @@ fn list<T: std::fmt::Display>(items: &BTreeSet<&T>) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A simulated failure rate is a probability and a Prometheus threshold a finite number:
+/// `nan` and `inf` (valid TOML) would make every comparison false and cannot be written as
+/// the JSON the catalog's hash is computed over.
+fn check_rate(path: &str, deploy: &Deploy) -> Result<(), ParseError> {
+    if let Deploy::Simulated {
+        fail_rate: Some(rate),
+        ..
+    } = deploy
+    {
+        if !(0.0..=1.0).contains(rate) {
+            return Err(ParseError::at(
+                format!("{path}.deploy.fail_rate"),
+                format!("{rate} is not a probability: write a number from 0 to 1, like 0.2"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// See [`check_rate`].
+fn check_thresholds(path: &str, gates: &[Gate]) -> Result<(), ParseError> {
+    for (i, gate) in gates.iter().enumerate() {
+        if let Gate::Prometheus { threshold, .. } = gate {
+            if !threshold.is_finite() {
+                return Err(ParseError::at(
+                    format!("{path}.gates[{i}].threshold"),
+                    format!(
+                        "{threshold} is not a finite number: write the value to compare with, like 0.05"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A command's working directory must be an absolute path, and its user a system user name.

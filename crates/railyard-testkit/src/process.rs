@@ -1,6 +1,7 @@
 //! One `nats-server` child process: its stderr is drained on a thread (kept as a short log
-//! tail for error messages), it counts as started once it logs "Server is ready" and accepts a
-//! TCP connection, and it is killed (SIGKILL) and reaped on drop.
+//! tail for error messages), it counts as started once it logs "Server is ready" (and, for a
+//! cluster node, that it listens for routes) and accepts a TCP connection, and it is killed
+//! (SIGKILL) and reaped on drop.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -25,12 +26,14 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns `bin args...` and waits (at most `timeout`) until it is ready and accepts
-    /// connections.
+    /// connections. With `routes`, it must also have bound its route port: nats-server logs
+    /// "Server is ready" before it binds that port, and exits if the port is taken.
     pub(crate) async fn spawn(
         bin: &Path,
         args: &[String],
         env: &[(String, String)],
         timeout: Duration,
+        routes: bool,
     ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(bin)
             .args(args)
@@ -74,7 +77,8 @@ impl ServerProcess {
 
         let deadline = Instant::now() + timeout;
         let mut port = None;
-        loop {
+        let (mut ready, mut routing) = (false, !routes);
+        while !(ready && routing) {
             let line = match tokio::time::timeout_at(deadline, lines.recv()).await {
                 Err(_) => anyhow::bail!(
                     "nats-server did not report ready within {timeout:?}; its log:\n{}",
@@ -100,9 +104,8 @@ impl ServerProcess {
                     .next()
                     .and_then(|port| port.parse::<u16>().ok());
             }
-            if line.contains("Server is ready") {
-                break;
-            }
+            ready |= line.contains("Server is ready");
+            routing |= line.contains("Listening for route connections on ");
         }
         let port = port.with_context(|| {
             format!(

@@ -88,14 +88,22 @@ impl NatsServer {
     }
 
     async fn spawn(&mut self, port: Option<u16>) -> anyhow::Result<()> {
-        let (args, env) = match &self.launch {
-            Launch::Flags(extra_args) => (self.flag_args(port, extra_args), Vec::new()),
+        let (args, env, routes) = match &self.launch {
+            Launch::Flags(extra_args) => (
+                self.flag_args(port, extra_args),
+                Vec::new(),
+                extra_args.iter().any(|arg| arg == "--cluster"),
+            ),
             Launch::Config { file, env } => (
                 vec!["-c".to_owned(), file.display().to_string()],
                 env.clone(),
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+                    .lines()
+                    .any(|line| line.trim_start().starts_with("cluster")),
             ),
         };
-        let process = ServerProcess::spawn(&self.bin, &args, &env, STARTUP_TIMEOUT).await?;
+        let process = ServerProcess::spawn(&self.bin, &args, &env, STARTUP_TIMEOUT, routes).await?;
         self.port = process.client_port();
         self.process = Some(process);
         Ok(())

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use anyhow::ensure;
 use railyard_bus::{Bus, BusConfig, NatsCredentials};
 use railyard_testkit::deploy::{
-    deploy_env, deploy_nats_dir, deploy_password, local_cluster, local_single,
+    deploy_env, deploy_nats_dir, deploy_password, local_cluster, local_single, on_fresh_ports,
 };
 use railyard_testkit::{NatsServer, STARTUP_TIMEOUT, TestTls, wait_until};
 
@@ -84,8 +84,18 @@ async fn admin_init_refuses_a_server_without_tls_unless_insecure() -> anyhow::Re
 async fn single_conf_serves_tls_and_admin_init_needs_the_ca() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let tls = TestTls::generate(&dir.path().join("tls"))?;
-    let config = local_single(&deploy_nats_dir(), &dir.path().join("nats"), &tls)?;
-    let server = NatsServer::start_from_config(config, deploy_env()).await?;
+    let server = on_fresh_ports(|attempt| {
+        let (dir, tls) = (dir.path(), &tls);
+        async move {
+            let config = local_single(
+                &deploy_nats_dir(),
+                &dir.join(format!("nats-{attempt}")),
+                tls,
+            )?;
+            NatsServer::start_from_config(config, deploy_env()).await
+        }
+    })
+    .await?;
     let url = format!("tls://127.0.0.1:{}", server.port());
     let password = deploy_password("admin");
     let ca = tls.ca.display().to_string();
@@ -160,23 +170,31 @@ async fn single_conf_serves_tls_and_admin_init_needs_the_ca() -> anyhow::Result<
 async fn a_node_without_a_certificate_from_the_ca_cannot_join_the_cluster() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let tls = TestTls::generate(&dir.path().join("tls"))?;
-    let files = local_cluster(&deploy_nats_dir(), &dir.path().join("nats"), 3, &tls)?;
     // Node 3's own file, but its certificate (same names) signed by another CA.
     let rogue_tls = TestTls::generate(&dir.path().join("rogue-tls"))?;
-    let rogue_file = dir.path().join("nats").join("rogue.conf");
-    let mut rogue_text = std::fs::read_to_string(&files[2])?;
-    for (ours, theirs) in [
-        (&tls.cert, &rogue_tls.cert),
-        (&tls.key, &rogue_tls.key),
-        (&tls.ca, &rogue_tls.ca),
-    ] {
-        rogue_text = rogue_text.replace(&ours.display().to_string(), &theirs.display().to_string());
-    }
-    std::fs::write(&rogue_file, rogue_text)?;
-
-    let one = NatsServer::start_from_config(files[0].clone(), deploy_env()).await?;
-    let two = NatsServer::start_from_config(files[1].clone(), deploy_env()).await?;
-    let rogue = NatsServer::start_from_config(rogue_file, deploy_env()).await?;
+    let (one, two, rogue) = on_fresh_ports(|attempt| {
+        let (dir, tls, rogue_tls) = (dir.path(), &tls, &rogue_tls);
+        async move {
+            let nats = dir.join(format!("nats-{attempt}"));
+            let files = local_cluster(&deploy_nats_dir(), &nats, 3, tls)?;
+            let rogue_file = nats.join("rogue.conf");
+            let mut rogue_text = std::fs::read_to_string(&files[2])?;
+            for (ours, theirs) in [
+                (&tls.cert, &rogue_tls.cert),
+                (&tls.key, &rogue_tls.key),
+                (&tls.ca, &rogue_tls.ca),
+            ] {
+                rogue_text =
+                    rogue_text.replace(&ours.display().to_string(), &theirs.display().to_string());
+            }
+            std::fs::write(&rogue_file, rogue_text)?;
+            let one = NatsServer::start_from_config(files[0].clone(), deploy_env()).await?;
+            let two = NatsServer::start_from_config(files[1].clone(), deploy_env()).await?;
+            let rogue = NatsServer::start_from_config(rogue_file, deploy_env()).await?;
+            anyhow::Ok((one, two, rogue))
+        }
+    })
+    .await?;
     // A node tells its clients the client URLs of the nodes it has routes to (INFO
     // connect_urls); both sides refuse the rogue's routes: neither CA signed the other's node.
     let password = deploy_password("admin");

@@ -20,7 +20,9 @@ use anyhow::{Context, bail, ensure};
 use railyard_bus::{Bus, BusConfig, NatsCredentials};
 use railyard_core::{AggregateId, Envelope, ReleaseId, ReleaseState, Status};
 use railyard_http::{Role, generate_token};
-use railyard_testkit::deploy::{deploy_env, deploy_nats_dir, deploy_password, local_cluster};
+use railyard_testkit::deploy::{
+    deploy_env, deploy_nats_dir, deploy_password, local_cluster, on_fresh_ports,
+};
 use railyard_testkit::{NatsCluster, Probe, TestTls, refusal, wait_until};
 use serde_json::Value;
 
@@ -221,14 +223,21 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
         tls.ca == ca_file(dir.path()),
         "the CA is not where spawn() looks"
     );
-    let configs = local_cluster(&deploy_nats_dir(), &dir.path().join("nats"), 3, &tls)?;
     let admin = ("admin".to_owned(), deploy_password("admin"));
-    let mut cluster = NatsCluster::start_from_configs(
-        configs,
-        deploy_env(),
-        Some(admin.clone()),
-        Some(tls.ca.clone()),
-    )
+    let mut cluster = on_fresh_ports(|attempt| {
+        let (dir, tls, admin) = (dir.path(), &tls, admin.clone());
+        async move {
+            let nats = dir.join(format!("nats-{attempt}"));
+            let configs = local_cluster(&deploy_nats_dir(), &nats, 3, tls)?;
+            NatsCluster::start_from_configs(
+                configs,
+                deploy_env(),
+                Some(admin),
+                Some(tls.ca.clone()),
+            )
+            .await
+        }
+    })
     .await?;
     // tls://127.0.0.1:<port>,...: every client below requires TLS.
     let url = cluster.url();

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod authority;
 pub mod catalog;
+#[cfg(feature = "clock")]
 pub mod clock;
 pub mod contract;
 pub mod duration;
@@ -20,6 +21,7 @@ pub mod release_state;
 pub mod schema;
 
 pub use catalog::Catalog;
+#[cfg(feature = "clock")]
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use contract::{Range, Version};
 pub use event::{AggregateId, Envelope, Event};

@@ -42,3 +42,51 @@ fn every_rust_file_starts_with_a_module_doc() {
         "these files need a leading `//!` doc saying what they are for: {missing:#?}"
     );
 }
+
+/// The planning core is pure (issue 15, STYLE "one crate per side effect"): `railyard-plan`
+/// — and so `railyard plan`'s planning — links no NATS, sled or tokio code. Checked on the
+/// resolved dependency tree, so a transitive dependency counts too.
+#[test]
+fn the_planning_core_links_no_nats_sled_or_tokio() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "railyard-plan",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree -p railyard-plan failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.contains(&"railyard-core") && crates.contains(&"petgraph"),
+        "cargo tree -p railyard-plan did not list the planner's own dependencies:\n{tree}"
+    );
+    let forbidden: Vec<&str> = crates
+        .iter()
+        .copied()
+        .filter(|name| ["async-nats", "sled", "tokio"].contains(name))
+        .collect();
+    assert!(
+        forbidden.is_empty(),
+        "railyard-plan must stay pure, but its dependency tree has {forbidden:?}; keep IO in railyard-planner (the service shell):\n{tree}"
+    );
+}

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use crate::input::{InFlight, PlanInput};
+use railyard_plan::{InFlight, PlanInput};
 
 /// The actor of the planner's events.
 pub const ACTOR: &str = "railyard-planner";
@@ -382,7 +382,7 @@ async fn attempt(
         inventory: &inventory,
         in_flight: &in_flight,
     };
-    let decision = match crate::plan(&input) {
+    let decision = match railyard_plan::plan(&input) {
         Ok(plan) => {
             tracing::Span::current().record("outcome", "planned");
             info!(release = %id, steps = plan.steps.len(), waves = plan.waves.len(), "planned");

@@ -69,7 +69,7 @@ fn releases_of(
                 requested_by: "bench".into(),
                 changes,
             };
-            let plan = railyard_planner::plan(&railyard_planner::PlanInput {
+            let plan = railyard_plan::plan(&railyard_plan::PlanInput {
                 catalog,
                 release: &request,
                 inventory: &Inventory::default(),

@@ -610,13 +610,13 @@ async fn revalidate(
         .map(|(id, _)| id.clone())
         .collect();
     let in_flight = in_flight_before(ctx, plan).await?;
-    let input = railyard_planner::PlanInput {
+    let input = railyard_plan::PlanInput {
         catalog: &ctx.config.catalog,
         release: requested,
         inventory,
         in_flight: &in_flight,
     };
-    Ok(railyard_planner::revalidate(&input, plan, &remaining)
+    Ok(railyard_plan::revalidate(&input, plan, &remaining)
         .err()
         .map(|refusals| {
             let what = if step.action == Action::Migrate {
@@ -652,7 +652,7 @@ async fn revalidate(
 async fn in_flight_before(
     ctx: &Ctx,
     plan: &railyard_core::Plan,
-) -> Result<Vec<railyard_planner::InFlight>, PromoterError> {
+) -> Result<Vec<railyard_plan::InFlight>, PromoterError> {
     let others: BTreeSet<&ReleaseId> = plan.external_edges.iter().map(|e| &e.release).collect();
     let mut flights = Vec::new();
     for other in others {
@@ -676,7 +676,7 @@ async fn in_flight_before(
             .collect();
         flights.push((
             requested_at,
-            railyard_planner::InFlight {
+            railyard_plan::InFlight {
                 release: other.clone(),
                 sequence: 0,
                 changes: current.state.changes.clone(),
@@ -689,7 +689,7 @@ async fn in_flight_before(
     Ok(flights
         .into_iter()
         .enumerate()
-        .map(|(i, (_, flight))| railyard_planner::InFlight {
+        .map(|(i, (_, flight))| railyard_plan::InFlight {
             sequence: i as u64 + 1,
             ..flight
         })

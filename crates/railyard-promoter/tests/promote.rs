@@ -218,7 +218,7 @@ produces = { orders-events = 3 }
     let a = h.submit(consumers, &inventory()).await?;
     let a_state = h.state(&a).await?;
     let plan_a = a_state.plan.as_ref().expect("planned");
-    let in_flight = [railyard_planner::InFlight {
+    let in_flight = [railyard_plan::InFlight {
         release: a.clone(),
         sequence: 1,
         changes: a_state.changes.clone(),

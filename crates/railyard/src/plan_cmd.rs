@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use railyard_core::event::ReleaseRequested;
 use railyard_core::{Catalog, Inventory, ReleaseFile};
-use railyard_planner::{Format, PlanInput};
+use railyard_plan::{Format, PlanInput};
 
 /// Flags of `railyard plan`.
 #[derive(Debug, clap::Args)]
@@ -78,13 +78,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         inventory: &inputs.inventory,
         in_flight: &[],
     };
-    match railyard_planner::plan(&input) {
+    match railyard_plan::plan(&input) {
         Ok(plan) => {
-            print!("{}", railyard_planner::render(&plan, format));
+            print!("{}", railyard_plan::render(&plan, format));
             Ok(ExitCode::SUCCESS)
         }
         Err(refusals) => {
-            print!("{}", railyard_planner::render_refusals(&refusals, format));
+            print!("{}", railyard_plan::render_refusals(&refusals, format));
             Ok(ExitCode::from(2))
         }
     }

@@ -109,7 +109,7 @@ impl Harness {
         &self,
         release_toml: &str,
         inventory: &Inventory,
-        in_flight: &[railyard_planner::InFlight],
+        in_flight: &[railyard_plan::InFlight],
     ) -> anyhow::Result<ReleaseId> {
         let file = ReleaseFile::from_toml(release_toml)?;
         let aggregate = AggregateId::Release(file.id.clone());
@@ -118,7 +118,7 @@ impl Harness {
             requested_by: "carol".into(),
             changes: file.changes,
         };
-        let plan = railyard_planner::plan(&railyard_planner::PlanInput {
+        let plan = railyard_plan::plan(&railyard_plan::PlanInput {
             catalog: &self.catalog,
             release: &request,
             inventory,

@@ -1,0 +1,347 @@
+//! Test support shared by the scenario, revalidation and property tests: loading a scenario
+//! directory, and an independent, brute-force simulator of the safety invariant (INTERFACES
+//! §2) that runs a plan along random topological orders with every step split into its
+//! start and its finish.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use railyard_core::contract::{Range, Version};
+use railyard_core::event::ReleaseRequested;
+use railyard_core::inventory::RunningService;
+use railyard_core::plan::{Action, Plan};
+use railyard_core::{Catalog, Change, EnvName, Inventory, ReleaseFile, ServiceName};
+use railyard_plan::{InFlight, PlanInput};
+
+/// A scenario directory: catalog.toml, release.toml, optional inventory.json and
+/// in_flight.toml (`[[releases]]` of [`InFlight`]).
+pub struct Scenario {
+    pub catalog: Catalog,
+    pub release: ReleaseRequested,
+    pub inventory: Inventory,
+    pub in_flight: Vec<InFlight>,
+}
+
+#[derive(serde::Deserialize)]
+struct InFlightFile {
+    releases: Vec<InFlight>,
+}
+
+impl Scenario {
+    pub fn load(dir: &Path) -> Scenario {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name));
+        let catalog = Catalog::from_toml(&read("catalog.toml").expect("catalog.toml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let file = ReleaseFile::from_toml(&read("release.toml").expect("release.toml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let inventory = read("inventory.json")
+            .map(|t| Inventory::from_json(&t).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+            .unwrap_or_default();
+        let in_flight = read("in_flight.toml")
+            .map(|t| {
+                toml::from_str::<InFlightFile>(&t)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                    .releases
+            })
+            .unwrap_or_default();
+        Scenario {
+            catalog,
+            release: ReleaseRequested {
+                release: file.id,
+                requested_by: "carol".to_owned(),
+                changes: file.changes,
+            },
+            inventory,
+            in_flight,
+        }
+    }
+
+    pub fn input(&self) -> PlanInput<'_> {
+        PlanInput {
+            catalog: &self.catalog,
+            release: &self.release,
+            inventory: &self.inventory,
+            in_flight: &self.in_flight,
+        }
+    }
+}
+
+/// A small deterministic generator (splitmix64) so simulations are reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One running version of a service; `new` when this release put it there.
+#[derive(Clone)]
+struct Live<'a> {
+    new: bool,
+    contracts: &'a RunningService,
+}
+
+#[derive(Default, Clone)]
+struct EnvState<'a> {
+    current: BTreeMap<&'a ServiceName, Live<'a>>,
+    deploying: BTreeMap<&'a ServiceName, Live<'a>>,
+    /// (version, new) per database.
+    db: BTreeMap<String, (Version, bool)>,
+    migrating: BTreeMap<String, Vec<Version>>,
+}
+
+impl<'a> EnvState<'a> {
+    fn live(&self, s: &ServiceName) -> Vec<&Live<'a>> {
+        self.current
+            .get(s)
+            .into_iter()
+            .chain(self.deploying.get(s))
+            .collect()
+    }
+
+    fn db_live(&self, d: &str) -> Vec<(Version, bool)> {
+        let mut out: Vec<(Version, bool)> = self.db.get(d).copied().into_iter().collect();
+        for &v in self.migrating.get(d).into_iter().flatten() {
+            out.push((v, true));
+        }
+        out
+    }
+}
+
+/// Checks the invariant of INTERFACES §2 in one environment's state; pairs of versions that
+/// both ran before the release are not the release's doing and are skipped.
+fn check(catalog: &Catalog, state: &EnvState, env: &str) -> Result<(), String> {
+    for (q, queue) in &catalog.queues {
+        for c in &queue.consumers {
+            for cv in state.live(c) {
+                let Some(read) = cv.contracts.consumes.get(q) else {
+                    continue;
+                };
+                for p in &queue.producers {
+                    for pv in state.live(p) {
+                        let Some(&v) = pv.contracts.produces.get(q) else {
+                            continue;
+                        };
+                        if (cv.new || pv.new) && !read.contains(v) {
+                            return Err(format!(
+                                "{env}: {c} {} reads {q} {read} while {p} {} emits {v}",
+                                cv.contracts.version, pv.contracts.version
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (a, api) in &catalog.apis {
+        for c in &api.consumers {
+            for cv in state.live(c) {
+                let Some(req) = cv.contracts.requires.get(a) else {
+                    continue;
+                };
+                let providers = state.live(&api.provider);
+                if providers.is_empty() && cv.new {
+                    return Err(format!(
+                        "{env}: {c} {} requires {a} {req} but {} does not run",
+                        cv.contracts.version, api.provider
+                    ));
+                }
+                for pv in providers {
+                    if !(cv.new || pv.new) {
+                        continue;
+                    }
+                    let ok = match pv.contracts.provides.get(a) {
+                        Some(served) => served.intersects(req),
+                        None => !pv.new,
+                    };
+                    if !ok {
+                        return Err(format!(
+                            "{env}: {c} {} requires {a} {req} while {} {} serves {:?}",
+                            cv.contracts.version,
+                            api.provider,
+                            pv.contracts.version,
+                            pv.contracts.provides.get(a)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (d, db) in &catalog.databases {
+        for u in &db.users {
+            for uv in state.live(u) {
+                let Some(r) = uv.contracts.schema.get(d) else {
+                    continue;
+                };
+                for (v, new) in state.db_live(d.as_str()) {
+                    if (uv.new || new) && !r.contains(v) {
+                        return Err(format!(
+                            "{env}: {u} {} works with {d} {r} while {d} is at {v}",
+                            uv.contracts.version
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `plan` along `orders` random topological orders (each step a start and a finish
+/// event, any interleaving of running steps) and checks the invariant after every event.
+pub fn simulate(
+    catalog: &Catalog,
+    inventory: &Inventory,
+    changes: &[Change],
+    plan: &Plan,
+    orders: usize,
+    rng: &mut Rng,
+) -> Result<(), String> {
+    let new: BTreeMap<ServiceName, RunningService> = changes
+        .iter()
+        .map(|c| (c.service.clone(), RunningService::from(c)))
+        .collect();
+    let index: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let n = plan.steps.len();
+    let mut preds = vec![0usize; n];
+    let mut succs = vec![Vec::new(); n];
+    for e in &plan.edges {
+        let (a, b) = (index[e.from.as_str()], index[e.to.as_str()]);
+        preds[b] += 1;
+        succs[a].push(b);
+    }
+    let envs: BTreeSet<&EnvName> = plan.steps.iter().map(|s| &s.env).collect();
+    let mut initial: BTreeMap<&EnvName, EnvState> = BTreeMap::new();
+    for env in &envs {
+        let mut state = EnvState::default();
+        if let Some(inv) = inventory.env(env) {
+            for (s, r) in &inv.services {
+                state.current.insert(
+                    s,
+                    Live {
+                        new: false,
+                        contracts: r,
+                    },
+                );
+            }
+            for (d, v) in &inv.databases {
+                state.db.insert(d.to_string(), (*v, false));
+            }
+        }
+        check(catalog, &state, env.as_str()).map_err(|e| format!("before the release: {e}"))?;
+        initial.insert(env, state);
+    }
+    for _ in 0..orders {
+        let mut states = initial.clone();
+        let mut waiting = preds.clone();
+        let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+        let mut running: Vec<usize> = Vec::new();
+        let mut done = 0;
+        let mut trace: Vec<String> = Vec::new();
+        while done < n {
+            let pick = rng.below(ready.len() + running.len());
+            let step_idx;
+            let starting = pick < ready.len();
+            if starting {
+                step_idx = ready.swap_remove(pick);
+                running.push(step_idx);
+            } else {
+                step_idx = running.swap_remove(pick - ready.len());
+                done += 1;
+                for &s in &succs[step_idx] {
+                    waiting[s] -= 1;
+                    if waiting[s] == 0 {
+                        ready.push(s);
+                    }
+                }
+            }
+            let step = &plan.steps[step_idx];
+            trace.push(format!(
+                "{} {}",
+                if starting { "start" } else { "finish" },
+                step.id
+            ));
+            let state = states
+                .get_mut(&step.env)
+                .expect("every step's env has a state");
+            match step.action {
+                Action::Deploy => {
+                    let s = new
+                        .get_key_value(step.target.as_str())
+                        .expect("a deploy step targets a change");
+                    let live = Live {
+                        new: true,
+                        contracts: s.1,
+                    };
+                    if starting {
+                        state.deploying.insert(s.0, live);
+                    } else {
+                        state.deploying.remove(s.0);
+                        state.current.insert(s.0, live);
+                    }
+                }
+                Action::Migrate => {
+                    let (d, v) = step.target.split_once('@').expect("db@version");
+                    let v: Version = v.parse().expect("a numeric version");
+                    let list = state.migrating.entry(d.to_owned()).or_default();
+                    if starting {
+                        list.push(v);
+                    } else {
+                        list.retain(|&x| x != v);
+                        state.db.insert(d.to_owned(), (v, true));
+                    }
+                }
+                Action::Verify | Action::Approve => {}
+            }
+            if let Err(e) = check(catalog, state, step.env.as_str()) {
+                return Err(format!("{e}\n  after: {}", trace.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `lo..=hi` for tests.
+pub fn range(lo: Version, hi: Version) -> Range {
+    Range::between(lo, hi).expect("lo <= hi")
+}
+
+/// Whether every environment's inventory keeps the invariant with every pair checked, as if
+/// everything running were new: an estate without pre-existing violations.
+pub fn consistent(catalog: &Catalog, inventory: &Inventory) -> bool {
+    inventory.0.iter().all(|(env, inv)| {
+        let mut state = EnvState::default();
+        for (s, r) in &inv.services {
+            state.current.insert(
+                s,
+                Live {
+                    new: true,
+                    contracts: r,
+                },
+            );
+        }
+        for (d, v) in &inv.databases {
+            state.db.insert(d.to_string(), (*v, true));
+        }
+        check(catalog, &state, env.as_str()).is_ok()
+    })
+}

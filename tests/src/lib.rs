@@ -524,36 +524,6 @@ impl SlackStandIn {
     }
 }
 
-/// The part of the `railyard` binary's command line the scenarios use, built from the same
-/// library types the binary flattens in (`crates/railyard/src/cli.rs`): the operator and
-/// approver commands of `railyard_promoter::cli`, `release submit` of `railyard_intake::cli`
-/// and `release status|watch` of `railyard_audit::cli`.
-#[derive(Debug, clap::Parser)]
-#[command(name = "railyard")]
-struct RailyardCli {
-    #[command(subcommand)]
-    command: CliCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum CliCommand {
-    /// `railyard release submit|status|watch`.
-    #[command(subcommand)]
-    Release(ReleaseCli),
-    /// `railyard approve|deny|hold|resume|rollback|cancel|retry`.
-    #[command(flatten)]
-    Operator(railyard_promoter::cli::OperatorCommand),
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum ReleaseCli {
-    /// `railyard release submit <file>`.
-    Submit(railyard_intake::cli::ReleaseSubmitArgs),
-    /// `railyard release status|watch <id>`.
-    #[command(flatten)]
-    Read(railyard_audit::cli::ReleaseCommand),
-}
-
 /// What one `railyard` command printed and how it exited, as the binary would: stdout, and on
 /// error `error: <message>` on stderr with exit code 1.
 #[derive(Debug, Clone)]
@@ -564,23 +534,6 @@ pub struct CliRun {
     pub stdout: String,
     /// What it printed on stderr.
     pub stderr: String,
-}
-
-async fn run_cli(cli: RailyardCli) -> anyhow::Result<(u8, String)> {
-    match cli.command {
-        CliCommand::Operator(command) => {
-            let answer = railyard_promoter::cli::run(&command).await?;
-            Ok((0, format!("{}\n", answer.detail)))
-        }
-        CliCommand::Release(ReleaseCli::Submit(submit)) => {
-            Ok((0, format!("{}\n", submit.run().await?)))
-        }
-        CliCommand::Release(ReleaseCli::Read(read)) => {
-            let mut out = Vec::new();
-            let code = railyard_audit::cli::run_release(read, &mut out).await?;
-            Ok((code, String::from_utf8(out)?))
-        }
-    }
 }
 
 /// Every service over one real NATS, and the handles a scenario needs.
@@ -987,8 +940,8 @@ impl Stack {
         Ok(())
     }
 
-    /// Runs `railyard <args> --url <base> --token <token>` as a user would type it: parsed by
-    /// the CLI's own clap definitions and run by its library entry points, in this process.
+    /// Runs `railyard <args> --url <base> --token <token>` as a user would type it: parsed and
+    /// run by the binary's own library (`railyard::parse`, `railyard::run`), in this process.
     /// (`--url` and `--token` rather than `RAILYARD_URL` and `RAILYARD_TOKEN`: scenarios run
     /// in parallel in one process, which shares one environment.) Fails when the arguments
     /// do not parse or the command takes longer than [`CLI_TIMEOUT`]; a command that fails
@@ -1006,21 +959,23 @@ impl Stack {
         let mut argv = vec!["railyard"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--url", &self.base, "--token", token]);
-        let cli = <RailyardCli as clap::Parser>::try_parse_from(&argv)
+        let cli = railyard::parse(&argv)
             .map_err(|error| anyhow::anyhow!("`{}` does not parse: {error}", argv.join(" ")))?;
-        let run = tokio::time::timeout(timeout, run_cli(cli))
+        let mut stdout = Vec::new();
+        let run = tokio::time::timeout(timeout, railyard::run(cli, &mut stdout))
             .await
             .with_context(|| format!("`{}` did not end within {timeout:?}", argv.join(" ")))?;
+        let stdout = String::from_utf8(stdout)?;
         Ok(match run {
-            Ok((code, stdout)) => CliRun {
+            Ok(code) => CliRun {
                 code,
                 stdout,
                 stderr: String::new(),
             },
             Err(error) => CliRun {
                 code: 1,
-                stdout: String::new(),
-                stderr: format!("error: {error:#}\n"),
+                stdout,
+                stderr: format!("{}\n", railyard::error_line(&error)),
             },
         })
     }

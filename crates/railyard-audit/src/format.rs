@@ -7,7 +7,7 @@ use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
 use crate::report::ReportRow;
 
 /// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// An aligned text table.

@@ -7,12 +7,11 @@
 //! `export.rs` writes the record as a file and verifies such a file with only a public key.
 //!
 //! Wiring (the binary does this): open an [`Audit`] with an [`AuditConfig`], serve
-//! [`router`] (merged with the ops routes), and spawn [`Audit::run`]; the [`cli`] module has
-//! the `railyard audit ...` and `railyard release status|watch` subcommands.
+//! [`router`] (merged with the ops routes), and spawn [`Audit::run`]. The `railyard audit ...`
+//! and `railyard release status|watch` subcommands are the binary's (`crates/railyard`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod cli;
 mod error;
 pub mod export;
 pub mod format;

@@ -9,7 +9,7 @@ use common::{
     Script, Service, WAIT, callers, connect, head_key, open, record_key, record_value,
     script_releases, tamper, temp_store,
 };
-use railyard_audit::cli::{AuditCommand, ClientArgs, VerifyArgs, run_audit};
+use railyard::audit_cli::{AuditCommand, ClientArgs, VerifyArgs, run_audit};
 use railyard_audit::queries::{QueryKind, run_query};
 use railyard_audit::record::{canonical_bytes, record_hash};
 use railyard_audit::{Filter, Head, ProblemKind, Reader, verify};

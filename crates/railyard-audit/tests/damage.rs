@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Script, WAIT, callers, connect, script_releases, temp_store};
-use railyard_audit::cli::{AuditCommand, ClientArgs, VerifyArgs, run_audit};
+use railyard::audit_cli::{AuditCommand, ClientArgs, VerifyArgs, run_audit};
 use railyard_audit::{
     Audit, AuditConfig, AuditProjection, ProblemKind, Reader, StoreCutShort, VerifyReport,
     open_store, verify, verify_live,
@@ -257,7 +257,7 @@ async fn a_record_damaged_on_disk_cuts_the_store_short_and_verify_names_the_firs
             reapplied: true,
         })
     );
-    let described = railyard_audit::cli::describe_verify(&report);
+    let described = railyard::audit_cli::describe_verify(&report);
     assert!(
         described.contains("applied the lost events again"),
         "{described}"

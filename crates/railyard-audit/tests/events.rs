@@ -238,12 +238,12 @@ async fn events_replay_history_then_follow_live_across_restarts() -> anyhow::Res
 
     // `railyard release watch` follows the same stream and stops at the end of the release.
     let mut out = Vec::new();
-    let code = railyard_audit::cli::run_release(
-        railyard_audit::cli::ReleaseCommand::Watch(railyard_audit::cli::WatchArgs {
+    let code = railyard::audit_cli::run_release(
+        railyard::audit_cli::ReleaseCommand::Watch(railyard::audit_cli::WatchArgs {
             id: "rel-1".into(),
             after: Some(8),
             retries: 0,
-            client: railyard_audit::cli::ClientArgs {
+            client: railyard::audit_cli::ClientArgs {
                 url: service.url(""),
                 token: Some(callers.operator.clone()),
             },

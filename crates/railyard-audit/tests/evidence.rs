@@ -18,7 +18,7 @@ use common::{
     Script, Service, WAIT, callers, connect, head_key, record_key, record_value, script_releases,
     tamper, temp_store,
 };
-use railyard_audit::cli::{
+use railyard::audit_cli::{
     AuditCommand, ClientArgs, ExportArgs, KeyArgs, VerifyArgs, describe_verify, run_audit,
 };
 use railyard_audit::record::{GENESIS, canonical_bytes, record_hash};

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Script, Service, callers, connect, reject_input, script_releases, temp_store};
-use railyard_audit::cli::{AuditCommand, ClientArgs, FilterArgs, QueryArgs, run_audit};
-use railyard_audit::format::OutputFormat;
+use railyard::audit_cli::Format as OutputFormat;
+use railyard::audit_cli::{AuditCommand, ClientArgs, FilterArgs, QueryArgs, run_audit};
 use railyard_testkit::NatsServer;
 use serde_json::Value;
 
@@ -286,8 +286,8 @@ async fn scripted_releases_give_the_expected_report_timelines_and_status() -> an
     let (status, _) = get(&service.url("/v1/releases"), None).await;
     assert_eq!(status, 401);
     let mut out = Vec::new();
-    railyard_audit::cli::run_release(
-        railyard_audit::cli::ReleaseCommand::List(railyard_audit::cli::ListArgs {
+    railyard::audit_cli::run_release(
+        railyard::audit_cli::ReleaseCommand::List(railyard::audit_cli::ListArgs {
             service: None,
             env: Some("production".into()),
             status: None,
@@ -306,8 +306,8 @@ async fn scripted_releases_give_the_expected_report_timelines_and_status() -> an
     .await?;
     insta::assert_snapshot!("release_list_text", String::from_utf8(out)?);
     let mut out = Vec::new();
-    railyard_audit::cli::run_release(
-        railyard_audit::cli::ReleaseCommand::Status(railyard_audit::cli::StatusArgs {
+    railyard::audit_cli::run_release(
+        railyard::audit_cli::ReleaseCommand::Status(railyard::audit_cli::StatusArgs {
             id: "rel-4".into(),
             json: false,
             client: ClientArgs {

@@ -13,7 +13,6 @@
 
 mod answer;
 mod cdevents;
-pub mod cli;
 mod config;
 mod error;
 #[doc(hidden)]

@@ -6,9 +6,9 @@
 mod common;
 
 use common::Harness;
+use railyard::intake_cli::{CliError, ReleaseSubmitArgs, TokenCreateArgs};
 use railyard_core::{AggregateId, Event, ReleaseId};
 use railyard_http::{Role, Tokens};
-use railyard_intake::cli::{CliError, ReleaseSubmitArgs, TokenCreateArgs};
 
 const RELEASE: &str = r#"
 id = "rel-7"

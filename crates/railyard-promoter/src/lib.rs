@@ -5,14 +5,13 @@
 //! resumed by another. Deploy adapters (`simulated`, `command`, `http`), gates (`http`,
 //! `prometheus`, `command`, `soak`, `incident`), strategies (rolling, canary, blue-green),
 //! the failure policies (`rollback`, `hold`), freeze windows, re-validation against the live inventory, and the
-//! operator and approver routes with their CLI live here.
+//! operator and approver routes live here (their CLI is the binary's, `crates/railyard`).
 //!
-//! The binary wires [`run`] (a worker), [`router`] (the routes of INTERFACES §6) and [`cli`].
+//! The binary wires [`run`] (a worker) and [`router`] (the routes of INTERFACES §6).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod adapter;
-pub mod cli;
 mod config;
 pub mod decide;
 mod dispatch;

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
+use railyard::operator_cli::{OperatorCommand, Target};
 use railyard_core::release_state::ApprovalState;
 use railyard_core::{Event, Status};
-use railyard_promoter::cli::{OperatorCommand, Target};
 use serde_json::json;
 
 fn approval_catalog() -> String {
@@ -90,7 +90,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
     )));
 
     // alice is in release-managers: she approves through the CLI.
-    let answer = railyard_promoter::cli::run(&OperatorCommand::Approve(Target {
+    let answer = railyard::operator_cli::run(&OperatorCommand::Approve(Target {
         release: id.to_string(),
         step: None,
         env: Some("production".into()),
@@ -111,7 +111,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
         }
     );
     // Deciding again is a conflict, and the CLI says why.
-    let again = railyard_promoter::cli::run(&OperatorCommand::Approve(Target {
+    let again = railyard::operator_cli::run(&OperatorCommand::Approve(Target {
         release: id.to_string(),
         step: None,
         env: None,

@@ -2,16 +2,16 @@
 //! offline tools and queries, and release submission (intake) with status and live watch
 //! (audit) under one `release` command.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
 use railyard_bus::Bus;
 
-use crate::services::Services;
+use crate::stack::Services;
 
 /// `railyard audit ...`.
 #[derive(Debug, Subcommand)]
@@ -19,16 +19,16 @@ pub enum AuditCmd {
     /// Run the audit projection and its read routes against a NATS server or cluster.
     Serve(ServeArgs),
     #[command(flatten)]
-    Tool(railyard_audit::cli::AuditCommand),
+    Tool(crate::audit_cli::AuditCommand),
 }
 
 /// `railyard release ...`.
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCmd {
     /// Submit a release file (TOML, or JSON by its .json extension) as your token's identity.
-    Submit(railyard_intake::cli::ReleaseSubmitArgs),
+    Submit(crate::intake_cli::ReleaseSubmitArgs),
     #[command(flatten)]
-    Read(railyard_audit::cli::ReleaseCommand),
+    Read(crate::audit_cli::ReleaseCommand),
 }
 
 /// Flags of `railyard audit serve`.
@@ -96,7 +96,7 @@ impl Sealing {
     }
 
     /// Reads (or creates) the key; logs where it is and its public half, never the key.
-    fn load(&self) -> anyhow::Result<railyard_audit::SealConfig> {
+    pub fn load(&self) -> anyhow::Result<railyard_audit::SealConfig> {
         let (key, created) = railyard_audit::AuditKey::load_or_create(&self.key_file)
             .context("cannot load the audit signing key")?;
         let public = key.public();
@@ -123,32 +123,12 @@ impl Sealing {
     }
 }
 
-/// Opens the audit store, starts its projection (sealing the chain with the key beside the
-/// store, see [`Sealing::beside`]) as a task of `services`, returns its routes.
+/// Opens the audit store, starts its projection as a task of `services`, returns its routes.
 pub async fn start(
     services: &mut Services,
-    store: PathBuf,
-    tokens: railyard_http::Tokens,
-    metrics: railyard_http::Metrics,
+    config: railyard_audit::AuditConfig,
     bus: Bus,
 ) -> anyhow::Result<axum::Router> {
-    let sealing = Sealing::beside(&store);
-    start_sealed(services, store, tokens, metrics, bus, &sealing).await
-}
-
-/// [`start`] with the sealing given.
-pub async fn start_sealed(
-    services: &mut Services,
-    store: PathBuf,
-    tokens: railyard_http::Tokens,
-    metrics: railyard_http::Metrics,
-    bus: Bus,
-    sealing: &Sealing,
-) -> anyhow::Result<axum::Router> {
-    let mut config = railyard_audit::AuditConfig::new(store, tokens);
-    config.run.progress = Some(crate::services::reader_progress(&metrics, "audit"));
-    config.metrics = metrics;
-    config.seal = Some(sealing.load()?);
     let audit = railyard_audit::Audit::open(config, bus, services.shutdown())
         .await
         .context("cannot open the audit store")?;
@@ -171,15 +151,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         every_records: args.seal_every_records,
         every: args.seal_every,
     };
-    let routes = start_sealed(
-        &mut services,
-        args.store.clone(),
-        tokens,
-        metrics.clone(),
-        bus.clone(),
-        &sealing,
-    )
-    .await?;
+    let mut config = railyard_audit::AuditConfig::new(args.store.clone(), tokens);
+    config.run.progress = Some(crate::stack::reader_progress(&metrics, "audit"));
+    config.metrics = metrics.clone();
+    config.seal = Some(sealing.load()?);
+    let routes = start(&mut services, config, bus.clone()).await?;
     services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app = railyard_http::ops_router(bus.clone(), metrics).merge(routes);
     services.serve_http(args.listen, app).await?;
@@ -190,33 +166,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-fn exit(code: u8) -> ExitCode {
-    ExitCode::from(code)
-}
-
-/// Runs `railyard audit ...`.
-pub async fn run_audit(command: AuditCmd) -> anyhow::Result<ExitCode> {
+/// Runs `railyard audit ...`; queries and tools print to `out`.
+pub async fn run_audit(command: AuditCmd, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
     match command {
-        AuditCmd::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
-        AuditCmd::Tool(tool) => {
-            let mut out = std::io::stdout();
-            Ok(exit(railyard_audit::cli::run_audit(tool, &mut out).await?))
-        }
+        AuditCmd::Serve(args) => serve(args).await.map(|()| 0),
+        AuditCmd::Tool(tool) => Ok(crate::audit_cli::run_audit(tool, out).await?),
     }
 }
 
-/// Runs `railyard release ...`.
-pub async fn run_release(command: ReleaseCmd) -> anyhow::Result<ExitCode> {
+/// Runs `railyard release ...`, printing to `out`.
+pub async fn run_release(command: ReleaseCmd, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
     match command {
         ReleaseCmd::Submit(submit) => {
-            println!("{}", submit.run().await?);
-            Ok(ExitCode::SUCCESS)
+            writeln!(out, "{}", submit.run().await?)?;
+            Ok(0)
         }
-        ReleaseCmd::Read(read) => {
-            let mut out = std::io::stdout();
-            Ok(exit(
-                railyard_audit::cli::run_release(read, &mut out).await?,
-            ))
-        }
+        ReleaseCmd::Read(read) => Ok(crate::audit_cli::run_release(read, out).await?),
     }
 }

@@ -1,6 +1,6 @@
 //! Command-line surface: subcommands, their flags and their exit codes.
 
-use std::process::ExitCode;
+use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
@@ -35,7 +35,7 @@ pub enum Command {
     /// Run trigger intake (HTTP and NATS) against a NATS server or cluster.
     Intake(crate::intake_cmd::IntakeArgs),
     /// Create API tokens.
-    Token(railyard_intake::cli::TokenArgs),
+    Token(crate::intake_cli::TokenArgs),
     /// Submit a release, see where it is, follow it live.
     #[command(subcommand)]
     Release(crate::audit_cmd::ReleaseCmd),
@@ -56,7 +56,7 @@ pub enum Command {
     #[command(subcommand)]
     Inventory(InventoryCommand),
     #[command(flatten)]
-    Operator(railyard_promoter::cli::OperatorCommand),
+    Operator(crate::operator_cli::OperatorCommand),
 }
 
 /// `railyard inventory ...`.
@@ -92,9 +92,11 @@ impl Command {
     }
 }
 
-/// Runs the chosen subcommand and returns the process exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ok = |()| ExitCode::SUCCESS;
+/// Runs the chosen subcommand and returns the process exit code. The operator, release,
+/// token and audit commands print to `out`; the services, `dev`, `demo` and the rest to
+/// stdout.
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    let ok = |()| 0;
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await.map(ok),
         Command::Demo(args) => crate::demo::run(args).await.map(ok),
@@ -104,19 +106,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promoter(args) => crate::promoter_cmd::run(args).await.map(ok),
         Command::Intake(args) => crate::intake_cmd::run(args).await.map(ok),
         Command::Token(args) => match &args.command {
-            railyard_intake::cli::TokenCommand::Create(create) => {
-                print!("{}", create.run()?);
-                Ok(ExitCode::SUCCESS)
+            crate::intake_cli::TokenCommand::Create(create) => {
+                write!(out, "{}", create.run()?)?;
+                Ok(0)
             }
         },
-        Command::Release(command) => crate::audit_cmd::run_release(command).await,
-        Command::Audit(command) => crate::audit_cmd::run_audit(command).await,
+        Command::Release(command) => crate::audit_cmd::run_release(command, out).await,
+        Command::Audit(command) => crate::audit_cmd::run_audit(command, out).await,
         Command::Authority(command) => crate::authority_cmd::run(command).map(ok),
         Command::Dlq(command) => crate::dlq_cmd::run(command).await.map(ok),
         Command::Admin(command) => crate::stack::run_admin(command).await.map(ok),
         Command::Inventory(InventoryCommand::Import(args)) => {
             crate::inventory_cmd::run(args).await.map(ok)
         }
-        Command::Operator(command) => crate::promoter_cmd::operator(command).await,
+        Command::Operator(command) => crate::promoter_cmd::operator(command, out).await,
     }
 }

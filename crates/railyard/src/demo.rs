@@ -12,20 +12,16 @@
 //! It exits 0 when the story ran as told, 1 otherwise; `--keep-running` leaves the stack up
 //! for the CLI afterwards.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use railyard_core::{Event, Inventory, Status};
 use tokio::sync::mpsc;
 
-use crate::services::Services;
-use crate::stack::Stack;
+use crate::stack::health::Health;
+use crate::stack::{Listener, NatsSource, StackConfig};
 
 /// Flags of `railyard demo`.
 #[derive(Debug, clap::Args)]
@@ -45,37 +41,6 @@ pub struct DemoArgs {
     /// How long one release may take before the demo gives up.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     pub release_timeout: Duration,
-}
-
-/// Health of every `<service>/<env>` the gates ask about: healthy unless marked failing.
-#[derive(Clone, Default)]
-pub struct Health(Arc<Mutex<BTreeSet<String>>>);
-
-/// The example estate's health endpoints (`GET /health/<service>/<env>`), answering from
-/// `state`; `railyard dev` serves them for the bundled example too.
-pub fn health_router(state: Health) -> axum::Router {
-    axum::Router::new()
-        .route("/health/{service}/{env}", axum::routing::get(health))
-        .with_state(state)
-}
-
-async fn health(
-    State(state): State<Health>,
-    Path((service, env)): Path<(String, String)>,
-) -> (StatusCode, String) {
-    let failing = state
-        .0
-        .lock()
-        .expect("health lock")
-        .contains(&format!("{service}/{env}"));
-    if failing {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            r#"{"status":"error","error":"checkout latency over budget"}"#.into(),
-        )
-    } else {
-        (StatusCode::OK, r#"{"status":"ok"}"#.into())
-    }
 }
 
 struct Tokens {
@@ -120,19 +85,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     crate::authority_cmd::setup_in_process();
     let data = std::env::temp_dir().join(format!("railyard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-    let stack = Stack::start(args.nats_url.as_deref(), &data, 0).await?;
-    let outcome = play(&args, &stack, &data).await;
-    let stopped = stack.stop().await;
+    let outcome = play(&args, &data).await;
     let _ = std::fs::remove_dir_all(&data);
-    outcome.and(stopped)
+    outcome
 }
 
-async fn play(args: &DemoArgs, stack: &Stack, data: &std::path::Path) -> anyhow::Result<()> {
+async fn play(args: &DemoArgs, data: &std::path::Path) -> anyhow::Result<()> {
     let catalog_path = args.estate.join("railyard.toml");
     let catalog = crate::dev::load_catalog(&catalog_path)?;
     let inventory_text = std::fs::read_to_string(args.estate.join("inventory.json"))?;
     let inventory = Inventory::from_json(&inventory_text).context("inventory.json")?;
-    let bus = stack.bus.clone();
     let tokens = tokens();
 
     heading(&format!(
@@ -145,73 +107,45 @@ async fn play(args: &DemoArgs, stack: &Stack, data: &std::path::Path) -> anyhow:
             .collect::<Vec<_>>()
             .join(" -> ")
     ));
-    let count = crate::inventory_cmd::import(&bus, &inventory, "operator:import").await?;
-    println!(
-        "recorded what runs now: {count} services in staging and production (service.deployed events)"
-    );
 
-    // Every service in this process, as `railyard dev` runs them.
-    let mut services = Services::new();
-    let stop = services.shutdown();
-    services.spawn(
-        "planner",
-        crate::dev::planner_task(
-            catalog.clone(),
-            data.join("planner"),
-            bus.clone(),
-            stop.clone(),
-        ),
-    );
-    for worker in ["worker-a", "worker-b"] {
-        let mut config =
-            railyard_promoter::PromoterConfig::new(catalog.clone(), worker, data.join(worker));
-        config.poll_interval = Duration::from_millis(250);
-        config.sweep_interval = Duration::from_secs(2);
-        let (bus, stop) = (bus.clone(), stop.clone());
-        services.spawn(worker, async move {
-            railyard_promoter::run(config, bus, stop)
-                .await
-                .context("promoter")
-        });
+    // Every service in this process, as `railyard dev` runs them, with two promotion workers.
+    let mut config = StackConfig::new(catalog.clone(), data.to_owned(), tokens.table.clone())?;
+    if let Some(url) = &args.nats_url {
+        config.nats = NatsSource::External(url.clone());
     }
-    let metrics = railyard_http::Metrics::default();
-    let mut intake = railyard_intake::IntakeConfig::new(catalog.clone(), tokens.table.clone());
-    intake.metrics = metrics.clone();
-    let intake_routes = crate::intake_cmd::start(&mut services, intake, bus.clone());
-    let audit_routes = crate::audit_cmd::start(
-        &mut services,
-        data.join("audit"),
-        tokens.table.clone(),
-        metrics.clone(),
-        bus.clone(),
-    )
-    .await?;
-    let app = railyard_http::ops_router(bus.clone(), metrics)
-        .merge(intake_routes)
-        .merge(audit_routes)
-        .merge(crate::promoter_cmd::promoter_routes(
-            bus.clone(),
-            catalog.clone(),
-            tokens.table.clone(),
-        ));
-    let addr = services.serve_http("127.0.0.1:0".parse()?, app).await?;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.inventory = Some((inventory, "operator:import".into()));
+    for worker in &mut config.workers {
+        worker.poll_interval = Duration::from_millis(250);
+        worker.sweep_interval = Duration::from_secs(2);
+    }
+    config.name_workers(&["worker-a", "worker-b"]);
     let health_state = Health::default();
-    services
-        .serve_http(args.health_listen, health_router(health_state.clone()))
-        .await
-        .context("the demo serves the gates' health endpoints")?;
-    let base = format!("http://{addr}");
+    config.listeners.push(Listener {
+        name: "the gates' health endpoints".into(),
+        addr: args.health_listen,
+        router: health_state.router(),
+        required: true,
+    });
+    let mut running = config.start().await?;
+    println!(
+        "recorded what runs now: {} services in staging and production (service.deployed events)",
+        running.imported
+    );
+    let base = format!("http://{}", running.addr);
     println!(
         "services up: intake, planner, 2 promotion workers, audit on {base}; gates on http://{}",
         args.health_listen
     );
+    let stop = running.shutdown();
+    let bus = running.bus.clone();
 
     // Follow the whole stream live, as `railyard release watch` follows one release.
     let (tx, mut rx) = mpsc::unbounded_channel();
     {
         let bus = bus.clone();
         let stop = stop.clone();
-        services.spawn("watch", async move {
+        running.spawn("watch", async move {
             let mut consumer = bus.replay(1).await?;
             loop {
                 let delivery = tokio::select! {
@@ -229,7 +163,7 @@ async fn play(args: &DemoArgs, stack: &Stack, data: &std::path::Path) -> anyhow:
             }
         });
     }
-    let runner = tokio::spawn(async move { services.run_until_signal().await });
+    let runner = tokio::spawn(async move { running.run_until_signal().await });
 
     let http = reqwest::Client::new();
     let story = async {
@@ -241,7 +175,7 @@ async fn play(args: &DemoArgs, stack: &Stack, data: &std::path::Path) -> anyhow:
 
         // 2. A release whose production gate fails and is rolled back automatically.
         heading("2. pricing-6: healthy in staging, failing in production");
-        health_state.0.lock().expect("health lock").insert("pricing/production".into());
+        health_state.set_failing("pricing", "production", true);
         submit(&http, &base, &tokens.ci, &args.estate.join("release-pricing-6.toml")).await?;
         let end = follow(&mut rx, "pricing-6", args.release_timeout, &http, &base, &tokens.alice).await?;
         anyhow::ensure!(end == Status::RolledBack, "pricing-6 ended {end}, expected rolled back");

@@ -4,13 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
-use railyard_core::{Catalog, SystemClock};
+use railyard_core::Catalog;
 
-use crate::services::Services;
-use crate::stack::Stack;
+use crate::stack::health::Health;
+use crate::stack::{Listener, NatsSource, StackConfig};
 
 /// The catalog file `railyard dev` looks for in the current directory.
 const DEFAULT_CATALOG: &str = "railyard.toml";
@@ -87,48 +86,6 @@ pub fn load_catalog(path: &std::path::Path) -> anyhow::Result<Catalog> {
     Catalog::from_toml(&text).with_context(|| path.display().to_string())
 }
 
-/// The planner service as a task body.
-pub fn planner_task(
-    catalog: Catalog,
-    store: PathBuf,
-    bus: railyard_bus::Bus,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-    metered_planner_task(
-        catalog,
-        store,
-        &railyard_http::Metrics::default(),
-        bus,
-        shutdown,
-    )
-}
-
-/// The planner service as a task body; its projection counts into `metrics` as the reader
-/// `planner`.
-pub fn metered_planner_task(
-    catalog: Catalog,
-    store: PathBuf,
-    metrics: &railyard_http::Metrics,
-    bus: railyard_bus::Bus,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
-    let config = railyard_planner::service::PlannerConfig {
-        catalog,
-        store,
-        clock: SystemClock::shared(),
-        catch_up_timeout: Duration::from_secs(30),
-    };
-    let options = railyard_store::RunOptions {
-        progress: Some(crate::services::reader_progress(metrics, "planner")),
-        ..railyard_store::RunOptions::default()
-    };
-    async move {
-        railyard_planner::service::run_with(config, bus, shutdown, options)
-            .await
-            .context("planner")
-    }
-}
-
 /// One token per role for the development stack (INTERFACES §6): identities `dev-<role>`,
 /// printed once at start; only their hashes are kept.
 pub fn dev_tokens() -> (
@@ -177,131 +134,46 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let (catalog_path, example) = choose_catalog(&args)?;
     let catalog = load_catalog(&catalog_path)?;
     let file_tokens = crate::promoter_cmd::load_tokens(args.tokens_file.as_deref())?;
-    let stack = Stack::start(args.nats_url.as_deref(), &args.data_dir, args.nats_port).await?;
-    let served = serve(
-        &args,
-        Chosen {
-            catalog,
-            catalog_path,
-            example,
-            file_tokens,
-        },
-        &stack,
-    )
-    .await;
-    let stopped = stack.stop().await;
-    served.and(stopped)
-}
-
-/// What `run` settled before starting the services.
-struct Chosen {
-    catalog: Catalog,
-    catalog_path: PathBuf,
-    example: bool,
-    file_tokens: railyard_http::Tokens,
-}
-
-async fn serve(args: &DevArgs, chosen: Chosen, stack: &Stack) -> anyhow::Result<()> {
-    let Chosen {
-        catalog,
-        catalog_path,
-        example,
-        file_tokens,
-    } = chosen;
-    let bus = stack.bus.clone();
-    let mut services = Services::new();
-    let stop = services.shutdown();
-    let metrics = railyard_http::Metrics::default();
-
-    {
-        let (bus, stop) = (bus.clone(), stop.clone());
-        services.spawn("dead-letters", async move {
-            railyard_bus::run_dlq_forwarder(bus, stop.cancelled_owned())
-                .await
-                .context("dead-letter forwarder")
+    let (tokens, printed) = dev_tokens();
+    let mut config = StackConfig::new(
+        catalog.clone(),
+        args.data_dir.clone(),
+        tokens.merged(&file_tokens),
+    )?;
+    if let Some(url) = &args.nats_url {
+        config.nats = NatsSource::External(url.clone());
+    } else {
+        config.nats = NatsSource::Embedded {
+            port: args.nats_port,
+        };
+    }
+    config.listen = args.listen;
+    for worker in &mut config.workers {
+        worker.output_tail_bytes = args.output_tail_bytes;
+    }
+    config.intake = railyard_intake::IntakeConfig::from_env(&catalog_path)
+        .with_context(|| catalog_path.display().to_string())?;
+    config.notify = args.slack.transport()?.map(|transport| {
+        args.slack
+            .config(catalog, transport, args.data_dir.join("notify"))
+    });
+    if example {
+        // The example's gates ask http://127.0.0.1:7801/health/<service>/<env>: serve them,
+        // healthy, so releases of the example can complete.
+        config.listeners.push(Listener {
+            name: "the example's health endpoints (its gates will fail)".into(),
+            addr: ([127, 0, 0, 1], 7801).into(),
+            router: Health::default().router(),
+            required: false,
         });
     }
-    services.spawn(
-        "planner",
-        metered_planner_task(
-            catalog.clone(),
-            args.data_dir.join("planner"),
-            &metrics,
-            bus.clone(),
-            stop.clone(),
-        ),
-    );
-
-    let (tokens, printed) = dev_tokens();
-    let tokens = tokens.merged(&file_tokens);
-    services.spawn(
-        "promoter",
-        crate::promoter_cmd::promoter_task(
-            catalog.clone(),
-            crate::promoter_cmd::default_worker_id(),
-            args.data_dir.join("promoter"),
-            bus.clone(),
-            Some(&metrics),
-            args.output_tail_bytes,
-            stop.clone(),
-        ),
-    );
-    match args.slack.transport()? {
-        Some(transport) => {
-            let task = crate::notify_cmd::notify_task(
-                catalog.clone(),
-                transport,
-                &args.slack,
-                args.data_dir.join("notify"),
-                metrics.clone(),
-                bus.clone(),
-                stop.clone(),
-            );
-            services.spawn("notify", task);
-        }
-        None => tracing::info!(
-            "slack is not configured (RAILYARD_SLACK_TOKEN or --slack-webhook): the notifier does not run"
-        ),
-    }
-    services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let mut intake = railyard_intake::IntakeConfig::from_env(&catalog_path)
-        .with_context(|| catalog_path.display().to_string())?;
-    intake.tokens = tokens.clone();
-    intake.metrics = metrics.clone();
-    let intake_routes = crate::intake_cmd::start(&mut services, intake, bus.clone());
-    let audit_routes = crate::audit_cmd::start(
-        &mut services,
-        args.data_dir.join("audit"),
-        tokens.clone(),
-        metrics.clone(),
-        bus.clone(),
-    )
-    .await?;
-    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics)
-        .merge(intake_routes)
-        .merge(audit_routes)
-        .merge(crate::promoter_cmd::promoter_routes(
-            bus.clone(),
-            catalog.clone(),
-            tokens.clone(),
-        ));
-    if example {
-        // The example's gates ask http://127.0.0.1:7801/health/<service>/<env>: serve the
-        // demo's stand-in there, healthy, so releases of the example can complete.
-        let listen: SocketAddr = ([127, 0, 0, 1], 7801).into();
-        if let Err(error) = services
-            .serve_http(listen, crate::demo::health_router(Default::default()))
-            .await
-        {
-            tracing::warn!(%listen, error = %format!("{error:#}"), "cannot serve the example's health endpoints: its gates will fail");
-        }
-    }
-    let addr = services.serve_http(args.listen, app).await?;
+    let running = config.start().await?;
     // One line a script can wait for.
     println!(
-        "railyard dev ready: http://{addr} nats={}{}",
-        stack.url,
-        stack
+        "railyard dev ready: http://{} nats={}{}",
+        running.addr,
+        running.url,
+        running
             .nats_pid()
             .map(|p| format!(" nats_pid={p}"))
             .unwrap_or_default()
@@ -326,5 +198,5 @@ async fn serve(args: &DevArgs, chosen: Chosen, stack: &Stack) -> anyhow::Result<
             dir.join("release-orders-v3.toml").display()
         );
     }
-    services.run_until_signal().await
+    running.run_until_signal().await
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use railyard_bus::Bus;
 use railyard_intake::{Intake, IntakeConfig};
 
-use crate::services::Services;
+use crate::stack::Services;
 
 /// Flags of `railyard intake`.
 #[derive(Debug, clap::Args)]

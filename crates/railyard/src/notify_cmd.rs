@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use railyard_bus::Bus;
 use railyard_core::Catalog;
 use railyard_notify::{BotToken, NotifyConfig, Transport};
 
-use crate::services::Services;
+use crate::stack::Services;
 
 /// How the notifier reaches Slack.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,26 +70,13 @@ impl SlackArgs {
             .unwrap_or_else(|| railyard_notify::SLACK_API.to_owned());
         Ok(Some(Transport::WebApi { base_url, token }))
     }
-}
 
-/// The notifier as a service task.
-pub fn notify_task(
-    catalog: Catalog,
-    transport: Transport,
-    slack: &SlackArgs,
-    store: PathBuf,
-    metrics: railyard_http::Metrics,
-    bus: Bus,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-    let mut config = NotifyConfig::new(catalog, transport, store);
-    config.ui_url = slack.ui_url.clone();
-    config.pacing = slack.slack_pacing;
-    config.metrics = Some(metrics);
-    async move {
-        railyard_notify::run(config, bus, shutdown)
-            .await
-            .context("notify")
+    /// The notifier's configuration: `transport`, and the UI link and pacing of these flags.
+    pub fn config(&self, catalog: Catalog, transport: Transport, store: PathBuf) -> NotifyConfig {
+        let mut config = NotifyConfig::new(catalog, transport, store);
+        config.ui_url = self.ui_url.clone();
+        config.pacing = self.slack_pacing;
+        config
     }
 }
 
@@ -128,16 +114,15 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     let mut services = Services::new();
-    let task = notify_task(
-        catalog,
-        transport,
-        &args.slack,
-        args.store.clone(),
-        metrics.clone(),
-        bus.clone(),
-        services.shutdown(),
-    );
-    services.spawn("notify", task);
+    let mut config = args.slack.config(catalog, transport, args.store.clone());
+    config.metrics = Some(metrics.clone());
+    let stop = services.shutdown();
+    let notify_bus = bus.clone();
+    services.spawn("notify", async move {
+        railyard_notify::run(config, notify_bus, stop)
+            .await
+            .context("notify")
+    });
     services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
     services.serve_http(args.listen, app).await?;

@@ -3,7 +3,6 @@
 //! 1 when an input cannot be read.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use railyard_core::event::ReleaseRequested;
@@ -61,7 +60,7 @@ pub fn load(catalog: &Path, release: &Path, inventory: Option<&Path>) -> anyhow:
 }
 
 /// Runs the dry run and prints the result on stdout.
-pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
     let format: Format = args
         .format
         .parse()
@@ -81,11 +80,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     match railyard_plan::plan(&input) {
         Ok(plan) => {
             print!("{}", railyard_plan::render(&plan, format));
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Err(refusals) => {
             print!("{}", railyard_plan::render_refusals(&refusals, format));
-            Ok(ExitCode::from(2))
+            Ok(2)
         }
     }
 }

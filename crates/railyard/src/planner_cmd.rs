@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::services::Services;
+use crate::stack::Services;
 
 /// Flags of `railyard planner`.
 #[derive(Debug, clap::Args)]
@@ -37,15 +37,10 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
     let metrics = railyard_http::Metrics::default();
+    let config = crate::stack::planner_config(catalog, args.store.clone());
     services.spawn(
         "planner",
-        crate::dev::metered_planner_task(
-            catalog,
-            args.store.clone(),
-            &metrics,
-            bus.clone(),
-            services.shutdown(),
-        ),
+        crate::stack::planner_task(config, &metrics, bus.clone(), services.shutdown()),
     );
     services.spawn_release_metrics(bus.clone(), metrics.clone());
     let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);

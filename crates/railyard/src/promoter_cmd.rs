@@ -10,7 +10,7 @@ use railyard_bus::Bus;
 use railyard_core::{Catalog, SystemClock};
 use railyard_promoter::{PromoterConfig, RouteState, Secrets};
 
-use crate::services::Services;
+use crate::stack::Services;
 
 /// Flags of `railyard promoter`.
 #[derive(Debug, clap::Args)]
@@ -80,7 +80,7 @@ pub fn promoter_task(
     let mut config = PromoterConfig::new(catalog, worker_id, store);
     config.output_tail_bytes = output_tail_bytes;
     config.secrets = Secrets::from_env();
-    config.progress = metrics.map(|m| crate::services::reader_progress(m, "promoter"));
+    config.progress = metrics.map(|m| crate::stack::reader_progress(m, "promoter"));
     async move {
         railyard_promoter::run(config, bus, shutdown)
             .await
@@ -144,11 +144,12 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Runs an operator command over HTTP and prints the answer.
+/// Runs an operator command over HTTP and prints the answer to `out`.
 pub async fn operator(
-    command: railyard_promoter::cli::OperatorCommand,
-) -> anyhow::Result<std::process::ExitCode> {
-    let answer = railyard_promoter::cli::run(&command).await?;
-    println!("{}", answer.detail);
-    Ok(std::process::ExitCode::SUCCESS)
+    command: crate::operator_cli::OperatorCommand,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<u8> {
+    let answer = crate::operator_cli::run(&command).await?;
+    writeln!(out, "{}", answer.detail)?;
+    Ok(0)
 }

@@ -1,4 +1,4 @@
-//! The NATS side every in-process command shares: the embedded `nats-server` (unless a URL
+//! The NATS side of the stack, which every in-process command shares: the embedded `nats-server` (unless a URL
 //! is given), a connected [`Bus`], the NATS user it connects as (from the environment), and
 //! `railyard admin init`, which creates the streams and buckets that services only check.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use railyard_bus::{Bus, BusConfig, NatsCredentials};
 
-use crate::embedded_nats::EmbeddedNats;
+use super::embedded_nats::EmbeddedNats;
 
 /// How long the embedded NATS may take to start and to stop.
 const NATS_STARTUP: Duration = Duration::from_secs(20);
@@ -185,7 +185,7 @@ async fn refuse_plain_servers(url: &str, timeout: Duration) -> anyhow::Result<()
 }
 
 /// A connected bus, with the embedded server it runs on when there is one.
-pub struct Stack {
+pub struct Nats {
     /// The bus, topology ensured.
     pub bus: Bus,
     /// The NATS URL in use.
@@ -193,13 +193,15 @@ pub struct Stack {
     embedded: Option<EmbeddedNats>,
 }
 
-impl Stack {
-    /// Connects to `nats_url`, or starts an embedded server storing under `data_dir`.
+impl Nats {
+    /// Connects to `nats_url`, or starts an embedded server storing under `data_dir`, as the
+    /// bus `config` says (with `manage_topology`, the streams and buckets are created).
     pub async fn start(
         nats_url: Option<&str>,
         data_dir: &Path,
         nats_port: u16,
-    ) -> anyhow::Result<Stack> {
+        config: BusConfig,
+    ) -> anyhow::Result<Nats> {
         let embedded = match nats_url {
             Some(_) => None,
             None => Some(EmbeddedNats::start(data_dir, nats_port, NATS_STARTUP).await?),
@@ -209,14 +211,8 @@ impl Stack {
             (None, Some(nats)) => nats.url().to_owned(),
             (None, None) => unreachable!("an embedded server is started when no url is given"),
         };
-        // `railyard dev` owns its NATS (or is pointed at one to use as its own): it creates
-        // the topology instead of only checking it.
-        let connected = match bus_config(true) {
-            Ok(config) => connect_with(&url, config).await,
-            Err(error) => Err(error),
-        };
-        match connected {
-            Ok(bus) => Ok(Stack { bus, url, embedded }),
+        match connect_with(&url, config).await {
+            Ok(bus) => Ok(Nats { bus, url, embedded }),
             Err(error) => {
                 if let Some(nats) = embedded {
                     nats.shutdown(NATS_GRACE).await?;

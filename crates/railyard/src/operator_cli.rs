@@ -1,8 +1,8 @@
 //! The operator CLI (`railyard approve|deny|hold|resume|rollback|cancel|retry <release>`): a
-//! client of the routes in [`crate::router`], over HTTP at `RAILYARD_URL` with the bearer token
+//! client of the routes in `railyard_promoter::router`, over HTTP at `RAILYARD_URL` with the bearer token
 //! in `RAILYARD_TOKEN`. It prints what the server answered; errors carry the server's reason.
 
-use crate::routes::{CommandAnswer, CommandBody};
+use railyard_promoter::{CommandAnswer, CommandBody};
 
 /// The flags every command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -102,7 +102,7 @@ pub async fn run(command: &OperatorCommand) -> Result<CommandAnswer, CliError> {
     };
     let unreachable = |error: reqwest::Error| CliError::Unreachable {
         url: target.url.clone(),
-        detail: crate::adapter::error_chain(&error),
+        detail: railyard_promoter::adapter::error_chain(&error),
     };
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))

@@ -16,15 +16,15 @@ use railyard_core::{Clock, SystemClock};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::AuditError;
-use crate::export::{OfflineReport, TrailerState, verify_export};
-use crate::format::{OutputFormat, Tabular, render};
-use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
-use crate::query::{MAX_LIMIT, Page, Reader};
-use crate::report::ReportRow;
-use crate::seal::{AuditKey, Keys, PublicKey, SealSummary};
-use crate::service::open_store;
-use crate::verify::{Problem, ProblemKind, VerifyReport, verify_signed};
+use railyard_audit::AuditError;
+use railyard_audit::export::{OfflineReport, TrailerState, verify_export};
+use railyard_audit::format::{OutputFormat, Tabular, render};
+use railyard_audit::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
+use railyard_audit::open_store;
+use railyard_audit::report::ReportRow;
+use railyard_audit::seal::{AuditKey, Keys, PublicKey, SealSummary};
+use railyard_audit::verify::{Problem, ProblemKind, VerifyReport, verify_signed};
+use railyard_audit::{MAX_LIMIT, Page, Reader};
 
 /// Where `railyard audit serve` and `railyard audit key` keep the signing key by default.
 pub const DEFAULT_KEY_FILE: &str = ".railyard/audit-signing.key";
@@ -124,6 +124,28 @@ impl FilterArgs {
     }
 }
 
+/// How query results are printed (`railyard_audit::format::OutputFormat`, as a flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    #[default]
+    Table,
+    /// A JSON array.
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+impl From<Format> for OutputFormat {
+    fn from(format: Format) -> OutputFormat {
+        match format {
+            Format::Table => OutputFormat::Table,
+            Format::Json => OutputFormat::Json,
+            Format::Csv => OutputFormat::Csv,
+        }
+    }
+}
+
 /// Flags of every audit query.
 #[derive(Debug, Clone, Args)]
 pub struct QueryArgs {
@@ -132,7 +154,7 @@ pub struct QueryArgs {
     pub filter: FilterArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+    pub format: Format,
     /// At most this many items (default: all, page by page).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -501,14 +523,15 @@ async fn export_command(args: ExportArgs, out: &mut (dyn Write + Send)) -> Resul
             let reader = Reader::new(open_store(path, None).await.map_err(AuditError::from)?);
             let now = SystemClock.now();
             let trailer = match &key {
-                Some(key) => crate::sealer::seal_locally(&reader, key, now).await?,
+                Some(key) => railyard_audit::sealer::seal_locally(&reader, key, now).await?,
                 None => None,
             };
             let upto = match &trailer {
                 Some(trailer) => trailer.records,
                 None => reader.head().await?.n,
             };
-            let mut lines = std::pin::pin!(crate::export::lines(reader, now, upto, trailer));
+            let mut lines =
+                std::pin::pin!(railyard_audit::export::lines(reader, now, upto, trailer));
             while let Some(chunk) = lines.next().await {
                 let chunk = chunk?;
                 written += chunk.len() as u64;
@@ -784,7 +807,7 @@ async fn query<T: Tabular + DeserializeOwned>(
             _ => break,
         }
     }
-    out.write_all(render(&items, args.format).as_bytes())?;
+    out.write_all(render(&items, args.format.into()).as_bytes())?;
     Ok(0)
 }
 

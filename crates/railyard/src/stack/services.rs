@@ -15,6 +15,12 @@ pub struct Services {
     tasks: JoinSet<(String, anyhow::Result<()>)>,
 }
 
+impl Default for Services {
+    fn default() -> Services {
+        Services::new()
+    }
+}
+
 impl Services {
     /// An empty set.
     pub fn new() -> Services {
@@ -80,29 +86,72 @@ impl Services {
         Ok(addr)
     }
 
+    /// Fails, naming it, when a service has ended (every service runs until shutdown).
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        match self.tasks.try_join_next() {
+            None => Ok(()),
+            Some(done) => Err(ended(done)),
+        }
+    }
+
     /// Waits for Ctrl-C, SIGTERM or a service ending, then stops every service and waits for
     /// them. A service that ends on its own (or fails) is an error.
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let outcome = tokio::select! {
             signal = wait_for_signal() => signal,
-            Some(done) = self.tasks.join_next() => match done {
-                Ok((name, Ok(()))) => Err(anyhow::anyhow!("service {name} stopped on its own")),
-                Ok((name, Err(error))) => Err(error.context(format!("service {name} failed"))),
-                Err(error) => Err(anyhow::anyhow!("a service panicked: {error}")),
-            },
+            Some(done) = self.tasks.join_next() => Err(ended(done)),
         };
         tracing::info!("shutting down");
-        self.shutdown.cancel();
-        while let Some(done) = self.tasks.join_next().await {
-            match done {
-                Ok((_, Ok(()))) => {}
-                Ok((name, Err(error))) => {
-                    tracing::warn!(service = %name, error = %format!("{error:#}"), "service stopped with an error")
-                }
-                Err(error) => tracing::warn!(error = %error, "a service panicked while stopping"),
-            }
+        for failure in self.stop_all(None).await {
+            tracing::warn!(error = %failure, "service stopped with an error");
         }
         outcome
+    }
+
+    /// Stops every service and waits for them, at most `timeout`; what failed while stopping
+    /// is the error.
+    pub async fn stop(mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let failures = self.stop_all(Some(timeout)).await;
+        anyhow::ensure!(
+            failures.is_empty(),
+            "services stopped with errors: {failures:?}"
+        );
+        Ok(())
+    }
+
+    async fn stop_all(&mut self, timeout: Option<std::time::Duration>) -> Vec<String> {
+        self.shutdown.cancel();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut failures = Vec::new();
+        loop {
+            let next = match deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            failures.push(format!("services did not stop within {timeout:?}"));
+                            return failures;
+                        }
+                    }
+                }
+                None => self.tasks.join_next().await,
+            };
+            match next {
+                None => return failures,
+                Some(Ok((_, Ok(())))) => {}
+                Some(Ok((name, Err(error)))) => failures.push(format!("{name}: {error:#}")),
+                Some(Err(error)) => failures.push(format!("a service panicked: {error}")),
+            }
+        }
+    }
+}
+
+/// The error of a service that ended before shutdown.
+fn ended(done: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Error {
+    match done {
+        Ok((name, Ok(()))) => anyhow::anyhow!("service {name} stopped on its own"),
+        Ok((name, Err(error))) => error.context(format!("service {name} failed")),
+        Err(error) => anyhow::anyhow!("a service panicked: {error}"),
     }
 }
 

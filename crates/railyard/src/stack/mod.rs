@@ -1,0 +1,429 @@
+//! The one wiring of Railyard: what `railyard dev`, `railyard demo` and the scenario tests
+//! (`tests/`) start, so the tests run what `dev` runs. [`StackConfig::new`] holds every
+//! service's configuration with its defaults; callers change values (timings, tokens, the
+//! listener, Slack), never the wiring; [`StackConfig::start`] then starts, in order:
+//!
+//! 1. NATS: an embedded `nats-server` ([`embedded_nats`]) or an external server, one
+//!    connection (`Bus`) that every service shares, the topology ensured ([`nats`]);
+//! 2. the inventory to record first, if any (`service.deployed` events);
+//! 3. the tasks: the dead-letter forwarder, the planner, each promotion worker, the notifier
+//!    (when Slack is configured), the release metrics, intake's NATS door, the audit
+//!    projection, then every optional service ([`Optional`]);
+//! 4. the routes, on one listener: ops (`/healthz`, `/readyz`, `/metrics`), intake, audit, the
+//!    operator and approver routes, and the optional services' routes; plus any extra
+//!    listener ([`Listener`], e.g. the example's health endpoints).
+//!
+//! [`Running::run_until_signal`] and [`Running::stop`] shut it down: the services first, then
+//! the NATS connection is drained, then the embedded server is stopped and reaped.
+
+pub mod embedded_nats;
+pub mod health;
+mod nats;
+pub mod services;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use railyard_bus::{Bus, BusConfig};
+use railyard_core::{Catalog, Inventory, SystemClock};
+use railyard_http::{Metrics, Tokens};
+use tokio_util::sync::CancellationToken;
+
+pub use nats::{
+    AdminCmd, AdminInitArgs, NATS_CA_ENV, NATS_PASSWORD_ENV, NATS_PASSWORD_FILE_ENV, NATS_USER_ENV,
+    Nats, bus_config, connect, credentials_from_env, run_admin, tls_ca_from_env,
+};
+pub use services::{Services, reader_progress};
+
+use crate::audit_cmd::Sealing;
+
+/// Where NATS comes from.
+#[derive(Debug, Clone)]
+pub enum NatsSource {
+    /// Start `nats-server` as a child storing under `<data_dir>/nats`, on this port (0 picks a
+    /// free one).
+    Embedded {
+        /// The client port.
+        port: u16,
+    },
+    /// Use the server (or cluster) at this URL as the stack's own.
+    External(String),
+}
+
+/// An HTTP listener besides the main one.
+pub struct Listener {
+    /// What it serves, for messages.
+    pub name: String,
+    /// Where.
+    pub addr: SocketAddr,
+    /// What.
+    pub router: axum::Router,
+    /// When it cannot bind: fail the start (`true`) or warn and go on (`false`).
+    pub required: bool,
+}
+
+/// What an optional service gets to start with: the shared connection, catalog, tokens and
+/// metrics, its own store directory under the data directory, and the shutdown token.
+pub struct ServiceContext {
+    /// The shared NATS connection.
+    pub bus: Bus,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The tokens every route admits.
+    pub tokens: Tokens,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// `<data_dir>/<name>`.
+    pub store: PathBuf,
+    /// Fires when the stack stops.
+    pub shutdown: CancellationToken,
+}
+
+/// What an optional service starts: a task that runs until shutdown, and routes for the main
+/// listener; either may be absent.
+#[derive(Default)]
+pub struct Started {
+    /// The task.
+    pub task: Option<BoxFuture<'static, anyhow::Result<()>>>,
+    /// Its HTTP routes.
+    pub routes: Option<axum::Router>,
+}
+
+/// A service the stack starts only when configured (an integration such as the GitHub or
+/// CDEvents feedback): started after the core services, its task named `name`, its routes
+/// merged into the main listener.
+pub struct Optional {
+    /// The task's name.
+    pub name: String,
+    /// Starts it.
+    pub start: Box<dyn FnOnce(ServiceContext) -> anyhow::Result<Started> + Send>,
+}
+
+/// The Slack notifier's settings, when Slack is configured.
+pub type NotifyConfig = railyard_notify::NotifyConfig;
+
+/// Everything the stack starts, with the settings of each service.
+pub struct StackConfig {
+    /// Where NATS comes from.
+    pub nats: NatsSource,
+    /// The shared connection's settings (`manage_topology` creates the streams).
+    pub bus: BusConfig,
+    /// Where the embedded NATS and every read model keep their data.
+    pub data_dir: PathBuf,
+    /// The catalog every service uses.
+    pub catalog: Catalog,
+    /// The tokens every route admits (only their hashes).
+    pub tokens: Tokens,
+    /// The process's metrics, shared by every service.
+    pub metrics: Metrics,
+    /// The main HTTP listener.
+    pub listen: SocketAddr,
+    /// What runs now, recorded as `service.deployed` events (by `actor`) before the services
+    /// start.
+    pub inventory: Option<(Inventory, String)>,
+    /// The planner.
+    pub planner: railyard_planner::service::PlannerConfig,
+    /// The promotion workers, one task each.
+    pub workers: Vec<railyard_promoter::PromoterConfig>,
+    /// Intake (HTTP and NATS).
+    pub intake: railyard_intake::IntakeConfig,
+    /// The audit projection and its routes.
+    pub audit: railyard_audit::AuditConfig,
+    /// How the audit chain is sealed (its key is read or created at start); `None` seals
+    /// nothing.
+    pub sealing: Option<Sealing>,
+    /// The Slack notifier; `None` runs none.
+    pub notify: Option<NotifyConfig>,
+    /// Listeners besides the main one.
+    pub listeners: Vec<Listener>,
+    /// Optional services, started after the core ones.
+    pub optional: Vec<Optional>,
+}
+
+impl StackConfig {
+    /// Every service with its defaults: an embedded NATS on a free port that the stack owns
+    /// (topology created, NATS user from the environment), stores under `data_dir`, one
+    /// promotion worker named after the host and process, no inventory, no Slack, the main
+    /// listener on `127.0.0.1:7800`, the audit chain sealed with the key beside its store.
+    pub fn new(catalog: Catalog, data_dir: PathBuf, tokens: Tokens) -> anyhow::Result<StackConfig> {
+        let metrics = Metrics::default();
+        let planner = planner_config(catalog.clone(), data_dir.join("planner"));
+        let mut worker = railyard_promoter::PromoterConfig::new(
+            catalog.clone(),
+            crate::promoter_cmd::default_worker_id(),
+            data_dir.join("promoter"),
+        );
+        worker.secrets = railyard_promoter::Secrets::from_env();
+        let audit_store = data_dir.join("audit");
+        Ok(StackConfig {
+            nats: NatsSource::Embedded { port: 0 },
+            bus: bus_config(true)?,
+            intake: railyard_intake::IntakeConfig::new(catalog.clone(), tokens.clone()),
+            sealing: Some(Sealing::beside(&audit_store)),
+            audit: railyard_audit::AuditConfig::new(audit_store, tokens.clone()),
+            planner,
+            workers: vec![worker],
+            catalog,
+            tokens,
+            metrics,
+            listen: ([127, 0, 0, 1], 7800).into(),
+            inventory: None,
+            notify: None,
+            listeners: Vec::new(),
+            optional: Vec::new(),
+            data_dir,
+        })
+    }
+
+    /// Promotion workers named `names`, each with its own store under the data directory and
+    /// the settings of the first worker configured.
+    pub fn name_workers(&mut self, names: &[&str]) {
+        let template = self.workers.first().cloned();
+        self.workers = names
+            .iter()
+            .map(|name| {
+                let mut worker = template.clone().unwrap_or_else(|| {
+                    railyard_promoter::PromoterConfig::new(self.catalog.clone(), *name, "")
+                });
+                worker.worker_id = (*name).to_owned();
+                worker.store = self.data_dir.join(name);
+                worker
+            })
+            .collect();
+    }
+
+    /// Starts NATS, records the inventory, starts every service and binds the listeners.
+    /// On failure, whatever was started is stopped again.
+    pub async fn start(self) -> anyhow::Result<Running> {
+        let (url, port) = match &self.nats {
+            NatsSource::Embedded { port } => (None, *port),
+            NatsSource::External(url) => (Some(url.clone()), 0),
+        };
+        let nats = Nats::start(url.as_deref(), &self.data_dir, port, self.bus.clone()).await?;
+        let mut services = Services::new();
+        match self.wire(&nats.bus, &mut services).await {
+            Ok((addr, imported)) => Ok(Running {
+                bus: nats.bus.clone(),
+                url: nats.url.clone(),
+                addr,
+                imported,
+                services,
+                nats,
+            }),
+            Err(error) => {
+                let _ = services.stop(Duration::from_secs(15)).await;
+                let _ = nats.stop().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn wire(self, bus: &Bus, services: &mut Services) -> anyhow::Result<(SocketAddr, usize)> {
+        let StackConfig {
+            catalog,
+            tokens,
+            metrics,
+            data_dir,
+            listen,
+            inventory,
+            planner,
+            workers,
+            mut intake,
+            mut audit,
+            sealing,
+            notify,
+            listeners,
+            optional,
+            ..
+        } = self;
+        let imported = match &inventory {
+            Some((inventory, actor)) => crate::inventory_cmd::import(bus, inventory, actor).await?,
+            None => 0,
+        };
+        let stop = services.shutdown();
+
+        // Every process that runs workers also copies dead letters into RAILYARD_DLQ.
+        {
+            let (bus, stop) = (bus.clone(), stop.clone());
+            services.spawn("dead-letters", async move {
+                railyard_bus::run_dlq_forwarder(bus, stop.cancelled_owned())
+                    .await
+                    .context("dead-letter forwarder")
+            });
+        }
+        services.spawn(
+            "planner",
+            planner_task(planner, &metrics, bus.clone(), stop.clone()),
+        );
+        for mut worker in workers {
+            worker.progress = Some(reader_progress(&metrics, "promoter"));
+            let name = worker.worker_id.clone();
+            let (bus, stop) = (bus.clone(), stop.clone());
+            services.spawn(&name, async move {
+                railyard_promoter::run(worker, bus, stop)
+                    .await
+                    .context("promoter")
+            });
+        }
+        match notify {
+            Some(mut config) => {
+                config.metrics = Some(metrics.clone());
+                let (bus, stop) = (bus.clone(), stop.clone());
+                services.spawn("notify", async move {
+                    railyard_notify::run(config, bus, stop)
+                        .await
+                        .context("notify")
+                });
+            }
+            None => tracing::info!(
+                "slack is not configured (RAILYARD_SLACK_TOKEN or --slack-webhook): the notifier does not run"
+            ),
+        }
+        services.spawn_release_metrics(bus.clone(), metrics.clone());
+
+        intake.tokens = tokens.clone();
+        intake.metrics = metrics.clone();
+        let intake_routes = crate::intake_cmd::start(services, intake, bus.clone());
+        audit.tokens = tokens.clone();
+        audit.metrics = metrics.clone();
+        audit.run.progress = Some(reader_progress(&metrics, "audit"));
+        if let Some(sealing) = &sealing {
+            audit.seal = Some(sealing.load()?);
+        }
+        let audit_routes = crate::audit_cmd::start(services, audit, bus.clone()).await?;
+        let mut app: axum::Router = railyard_http::ops_router(bus.clone(), metrics.clone())
+            .merge(intake_routes)
+            .merge(audit_routes)
+            .merge(railyard_promoter::router(railyard_promoter::RouteState {
+                bus: bus.clone(),
+                catalog: Arc::new(catalog.clone()),
+                tokens: tokens.clone(),
+                clock: SystemClock::shared(),
+            }));
+        for service in optional {
+            let context = ServiceContext {
+                bus: bus.clone(),
+                catalog: catalog.clone(),
+                tokens: tokens.clone(),
+                metrics: metrics.clone(),
+                store: data_dir.join(&service.name),
+                shutdown: stop.clone(),
+            };
+            let started = (service.start)(context)
+                .with_context(|| format!("cannot start {}", service.name))?;
+            if let Some(task) = started.task {
+                services.spawn(&service.name, task);
+            }
+            if let Some(routes) = started.routes {
+                app = app.merge(routes);
+            }
+        }
+        for listener in listeners {
+            let bound = services.serve_http(listener.addr, listener.router).await;
+            match bound {
+                Ok(_) => {}
+                Err(error) if listener.required => {
+                    return Err(error).with_context(|| format!("cannot serve {}", listener.name));
+                }
+                Err(error) => tracing::warn!(
+                    listen = %listener.addr,
+                    error = %format!("{error:#}"),
+                    "cannot serve {}", listener.name
+                ),
+            }
+        }
+        let addr = services.serve_http(listen, app).await?;
+        Ok((addr, imported))
+    }
+}
+
+/// The planner's configuration: the system clock, 30 s to catch up with the stream.
+pub fn planner_config(
+    catalog: Catalog,
+    store: PathBuf,
+) -> railyard_planner::service::PlannerConfig {
+    railyard_planner::service::PlannerConfig {
+        catalog,
+        store,
+        clock: SystemClock::shared(),
+        catch_up_timeout: Duration::from_secs(30),
+    }
+}
+
+/// The planner service as a task body; its projection counts into `metrics` as the reader
+/// `planner`.
+pub fn planner_task(
+    config: railyard_planner::service::PlannerConfig,
+    metrics: &Metrics,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
+    let options = railyard_store::RunOptions {
+        progress: Some(reader_progress(metrics, "planner")),
+        ..railyard_store::RunOptions::default()
+    };
+    async move {
+        railyard_planner::service::run_with(config, bus, shutdown, options)
+            .await
+            .context("planner")
+    }
+}
+
+/// A started stack.
+pub struct Running {
+    /// The shared connection.
+    pub bus: Bus,
+    /// The NATS URL in use.
+    pub url: String,
+    /// Where the main listener is bound.
+    pub addr: SocketAddr,
+    /// How many running services the inventory recorded.
+    pub imported: usize,
+    services: Services,
+    nats: Nats,
+}
+
+impl Running {
+    /// The token every service stops on.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.services.shutdown()
+    }
+
+    /// The embedded server's process id, when there is one.
+    pub fn nats_pid(&self) -> Option<u32> {
+        self.nats.nats_pid()
+    }
+
+    /// Runs one more task until shutdown, as a service of the stack.
+    pub fn spawn<F>(&mut self, name: &str, task: F)
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.services.spawn(name, task);
+    }
+
+    /// Fails, naming it, when a service has ended.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        self.services.check()
+    }
+
+    /// Runs until Ctrl-C, SIGTERM or a service ending; then stops the services, drains the
+    /// connection and stops the embedded server.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let served = self.services.run_until_signal().await;
+        let stopped = self.nats.stop().await;
+        served.and(stopped)
+    }
+
+    /// Stops the services (waiting at most `timeout`), drains the connection and stops the
+    /// embedded server; what failed while stopping is the error.
+    pub async fn stop(self, timeout: Duration) -> anyhow::Result<()> {
+        let services = self.services.stop(timeout).await;
+        let nats = self.nats.stop().await;
+        services.and(nats)
+    }
+}

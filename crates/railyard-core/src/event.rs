@@ -791,12 +791,14 @@ pub struct PushedCommit {
     pub message: String,
 }
 
-/// `change.commits_pushed`: commits reached a protected branch (for commit ranges).
+/// `change.commits_pushed`: commits reached a protected branch (for commit ranges), by a push,
+/// a merged pull request or a CDEvents `change.merged`; their authors are verified authors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CommitsPushed {
     /// The branch.
     pub branch: String,
-    /// The commit the branch pointed at before.
+    /// The commit the branch pointed at before; empty when the source does not say (a
+    /// CDEvents `change.merged`).
     pub before: String,
     /// The commit it points at now.
     pub after: String,

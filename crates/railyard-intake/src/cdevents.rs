@@ -5,7 +5,8 @@
 //! ignored with the reason.
 
 use railyard_core::event::{
-    ArtifactPublished, IncidentOpened, IncidentResolved, Origin, SuiteFinished,
+    ArtifactPublished, CommitsPushed, IncidentOpened, IncidentResolved, Origin, PushedCommit,
+    SuiteFinished,
 };
 use railyard_core::{Change, ServiceName};
 use serde_json::Value;
@@ -496,8 +497,66 @@ fn map(
                 }))
             }
         }
+        // A change merged into a branch: its commit and the authors the (authenticated)
+        // publisher vouches for, as a push would record them. CDEvents' change content names
+        // only the repository, so the rest comes from customData.railyard.
+        "change.merged" => {
+            let repository = data
+                .repository
+                .as_deref()
+                .or_else(|| str_at(event, "/subject/content/repository/source"));
+            let service = match named(&data)? {
+                Some(service) => service,
+                None => match repository.and_then(|r| resolver.by_repository(r)) {
+                    Some(service) => service,
+                    None => {
+                        return Ok(Mapped::Ignored(format!(
+                            "no service matches the merged change's repository {}: set match.repository in the catalog, or send customData.railyard.service",
+                            repository
+                                .map_or_else(|| "(none given)".to_owned(), |r| format!("{r:?}"))
+                        )));
+                    }
+                },
+            };
+            let Some(commit) = data.commit.clone().filter(|c| !c.trim().is_empty()) else {
+                return Ok(Mapped::Ignored(format!(
+                    "change.merged for {service} names no commit: send customData.railyard.commit (and authors) so railyard can tell who wrote what reaches {service}"
+                )));
+            };
+            let Some(branch) = data.branch.clone() else {
+                return Ok(Mapped::Ignored(format!(
+                    "change.merged for {service} names no branch: send customData.railyard.branch (the branch it was merged into)"
+                )));
+            };
+            if !resolver.protected(&branch) {
+                return Ok(Mapped::Ignored(format!(
+                    "change merged into {branch:?}, which is not protected (policy.protected_branches: {}): only protected branches are released",
+                    resolver.catalog().policy.protected_branches.join(", ")
+                )));
+            }
+            let subject = str_at(event, "/subject/id").unwrap_or_default();
+            let commits = data
+                .authors
+                .iter()
+                .map(|author| PushedCommit {
+                    id: commit.clone(),
+                    author: Some(author.clone()),
+                    message: format!("change {subject}"),
+                })
+                .collect();
+            Ok(Mapped::Signal {
+                service,
+                signal: Signal::Commits(CommitsPushed {
+                    branch,
+                    before: String::new(),
+                    after: commit,
+                    commits,
+                    origin,
+                }),
+            })
+        }
         other => Ok(Mapped::Ignored(format!(
-            "railyard does not act on {other} events (it acts on artifact.published, testsuiterun.finished, pipelinerun.finished, service.* and incident.*)"
+            "railyard does not act on {other} events (it acts on artifact.published, testsuiterun.finished, pipelinerun.finished, change.merged, service.* and incident.*)"
         ))),
     }
 }

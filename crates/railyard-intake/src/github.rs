@@ -1,7 +1,8 @@
 //! GitHub webhooks: the `X-Hub-Signature-256` HMAC-SHA256 checked in constant time over the
 //! raw body before anything parses it, `X-GitHub-Delivery` as the dedupe key, and the
 //! mappings of INTERFACES §8 (completed `workflow_run`/`check_suite` → suite results,
-//! `deployment_status` → inventory or incident, `push` to a protected branch → commits).
+//! `deployment_status` → inventory or incident, `push` to a protected branch and a merged
+//! `pull_request` into one → commits and their verified authors).
 
 use hmac::{Hmac, Mac};
 use railyard_core::event::{CommitsPushed, IncidentOpened, Origin, PushedCommit, SuiteFinished};
@@ -148,6 +149,43 @@ struct Author {
 }
 
 #[derive(Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    pull_request: PullRequest,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: u64,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    merged: bool,
+    merge_commit_sha: Option<String>,
+    user: Login,
+    head: Head,
+    base: Base,
+}
+
+#[derive(Deserialize)]
+struct Login {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct Base {
+    #[serde(rename = "ref")]
+    reference: String,
+    sha: String,
+}
+
+#[derive(Deserialize)]
 struct ActionOnly {
     action: Option<String>,
 }
@@ -285,13 +323,12 @@ pub fn parse(resolver: &Resolver<'_>, headers: &Headers, body: &[u8]) -> Result<
         "push" => {
             let payload: PushEvent = typed(event, &value)?;
             let url = payload.repository.html_url;
-            let protected = &resolver.catalog().policy.protected_branches;
             match payload.reference.strip_prefix("refs/heads/") {
                 None => Mapped::Ignored(format!("push to {}: only branch pushes give commit ranges", payload.reference)),
                 Some(_) if payload.deleted => Mapped::Ignored(format!("push deleting {}: nothing to record", payload.reference)),
-                Some(branch) if !protected.is_empty() && !protected.iter().any(|p| p == branch) => Mapped::Ignored(format!(
+                Some(branch) if !resolver.protected(branch) => Mapped::Ignored(format!(
                     "push to {branch:?}, which is not protected (policy.protected_branches: {}): only protected branches are released",
-                    protected.join(", ")
+                    resolver.catalog().policy.protected_branches.join(", ")
                 )),
                 Some(branch) => match resolver.by_repository(&url) {
                     None => no_service(&url),
@@ -316,6 +353,49 @@ pub fn parse(resolver: &Resolver<'_>, headers: &Headers, body: &[u8]) -> Result<
                 },
             }
         }
+        // A merged pull request brings its head commit (and, unless it was rebased, a merge or
+        // squash commit) to the base branch; its author is who GitHub says opened it. Who
+        // merged it is not an author.
+        "pull_request" => {
+            let payload: PullRequestEvent = typed(event, &value)?;
+            let url = payload.repository.html_url;
+            let pr = payload.pull_request;
+            let branch = pr.base.reference;
+            if payload.action != "closed" || !pr.merged {
+                Mapped::Ignored(format!(
+                    "pull_request {} (merged: {}): only a merged pull request brings commits to a branch",
+                    payload.action, pr.merged
+                ))
+            } else if !resolver.protected(&branch) {
+                Mapped::Ignored(format!(
+                    "pull request #{} merged into {branch:?}, which is not protected (policy.protected_branches: {}): only protected branches are released",
+                    pr.number,
+                    resolver.catalog().policy.protected_branches.join(", ")
+                ))
+            } else {
+                match resolver.by_repository(&url) {
+                    None => no_service(&url),
+                    Some(service) => {
+                        let message = format!("#{} {}", pr.number, pr.title.lines().next().unwrap_or_default());
+                        let mut commits = vec![PushedCommit { id: pr.head.sha.clone(), author: Some(pr.user.login.clone()), message: message.clone() }];
+                        let after = pr.merge_commit_sha.filter(|sha| !sha.is_empty()).unwrap_or(pr.head.sha);
+                        if after != commits[0].id {
+                            commits.push(PushedCommit { id: after.clone(), author: Some(pr.user.login), message });
+                        }
+                        Mapped::Signal {
+                            service,
+                            signal: Signal::Commits(CommitsPushed {
+                                branch,
+                                before: pr.base.sha,
+                                after,
+                                commits,
+                                origin: origin(&url),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
         "workflow_job" => {
             let action = typed::<ActionOnly>(event, &value)?.action.unwrap_or_default();
             Mapped::Ignored(format!(
@@ -326,7 +406,7 @@ pub fn parse(resolver: &Resolver<'_>, headers: &Headers, body: &[u8]) -> Result<
             "deployment: railyard records the outcome from deployment_status events, not the request".to_owned(),
         ),
         other => Mapped::Ignored(format!(
-            "railyard does not act on github {other} events (it acts on workflow_run, check_suite, deployment_status and push)"
+            "railyard does not act on github {other} events (it acts on workflow_run, check_suite, deployment_status, push and merged pull_request)"
         )),
     };
     Ok(Parsed { mapped, delivery })

@@ -196,6 +196,13 @@ impl<'a> Resolver<'a> {
             .map(|(name, _)| name.clone())
     }
 
+    /// Whether `branch` may be released: it is one of `policy.protected_branches`, or that list
+    /// is empty.
+    pub fn protected(&self, branch: &str) -> bool {
+        let protected = &self.catalog.policy.protected_branches;
+        protected.is_empty() || protected.iter().any(|p| p == branch)
+    }
+
     /// The service whose `match.repository` is `url` (case, trailing `/` and `.git` ignored).
     pub fn by_repository(&self, url: &str) -> Option<ServiceName> {
         let url = normalize_repository(url);

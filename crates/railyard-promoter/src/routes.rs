@@ -774,9 +774,10 @@ pub(crate) struct VerifiedAuthor {
 }
 
 /// The authors of the commits of `state`'s changes, from the pushes intake recorded on each
-/// service's signals (GitHub and GitLab push webhooks, whose signatures intake checked): for a
-/// change built from commit C, the authors of every commit of the push that brought C, up to
-/// and including C.
+/// service's signals (GitHub and GitLab push webhooks and merged GitHub pull requests, whose
+/// signatures intake checked, and CDEvents `change.merged` from an authenticated publisher):
+/// for a change built from commit C, the authors of every commit of the push that brought C,
+/// up to and including C.
 async fn verified_authors(
     bus: &Bus,
     state: &ReleaseState,
@@ -817,7 +818,8 @@ pub(crate) fn authors_of_commits<'a>(
             if service != &change.service {
                 continue;
             }
-            let upto = match push.commits.iter().position(|c| same(&c.id, commit)) {
+            // The last entry of C: a merged change lists one entry per author of C.
+            let upto = match push.commits.iter().rposition(|c| same(&c.id, commit)) {
                 Some(index) => index + 1,
                 None if same(&push.after, commit) => push.commits.len(),
                 None => continue,
@@ -830,7 +832,7 @@ pub(crate) fn authors_of_commits<'a>(
                         commit: pushed.id.chars().take(12).collect(),
                         author: author.clone(),
                         source: format!(
-                            "a {} push to {} of {}",
+                            "{} reported it reaching {} of {}",
                             push.origin.door, push.branch, push.origin.source
                         ),
                     });

@@ -204,9 +204,29 @@ async fn the_verified_author_of_a_pushed_commit_may_not_approve() -> anyhow::Res
             source: "https://github.com/acme/billing".into(),
         },
     });
-    let envelope = Envelope::new(signal.clone(), "intake", chrono::Utc::now(), push);
+    // A CDEvents change.merged for the same commit names two authors of it (intake records
+    // one entry per author): the second, ivan, is as much an author as the first.
+    let merged = Event::CommitsPushed(CommitsPushed {
+        branch: "main".into(),
+        before: String::new(),
+        after: "c0ffee1234567890".into(),
+        commits: ["heidi", "ivan"]
+            .map(|author| PushedCommit {
+                id: "c0ffee1234567890".into(),
+                author: Some(author.into()),
+                message: "change I8f3c2a".into(),
+            })
+            .into(),
+        origin: Origin {
+            door: "cdevents".into(),
+            id: "cm-1".into(),
+            source: "/gerrit".into(),
+        },
+    });
+    let envelopes = [push, merged]
+        .map(|event| Envelope::new(signal.clone(), "intake", chrono::Utc::now(), event));
     h.bus
-        .append(&signal, railyard_bus::Expected::Any, &[envelope])
+        .append(&signal, railyard_bus::Expected::Any, &envelopes)
         .await?;
     let release = RELEASE.replace(
         "service = \"billing-worker\"\nversion = \"1.5.0\"",
@@ -231,7 +251,15 @@ async fn the_verified_author_of_a_pushed_commit_may_not_approve() -> anyhow::Res
     assert_eq!(body["error"], "author cannot approve", "{body}");
     assert_eq!(
         body["detail"],
-        "bob authored commit bad5eed09876 of billing-worker 1.5.0 (a github push to main of https://github.com/acme/billing) in release rel-1 and may not approve it: another approver must"
+        "bob authored commit bad5eed09876 of billing-worker 1.5.0 (github reported it reaching main of https://github.com/acme/billing) in release rel-1 and may not approve it: another approver must"
+    );
+    let (status, body) = api
+        .command("ivan", &id, "approve", json!({"comment": "lgtm"}))
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["detail"],
+        "ivan authored commit c0ffee123456 of billing-worker 1.5.0 (cdevents reported it reaching main of /gerrit) in release rel-1 and may not approve it: another approver must"
     );
     // alice's commit came after the release's: she may approve.
     let (status, body) = api

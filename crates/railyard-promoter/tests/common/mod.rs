@@ -335,7 +335,7 @@ pub fn estate(deploy: &str, production_extra: &str) -> String {
     format!(
         r#"
 [groups]
-release-managers = ["alice", "bob"]
+release-managers = ["alice", "bob", "ivan"]
 
 [[environments]]
 name = "staging"
@@ -438,13 +438,14 @@ pub struct Api {
 impl Api {
     pub async fn start(h: &Harness) -> anyhow::Result<Api> {
         use railyard_http::{Role, Tokens, generate_token};
-        let people: [(&str, &[Role], &[&str]); 6] = [
+        let people: [(&str, &[Role], &[&str]); 7] = [
             ("ops", &[Role::Operator], &[]),
             ("alice", &[Role::Approver], &["github:alice"]),
             ("carol", &[Role::Approver], &[]),
             ("dave", &[Role::Approver], &["github:dave"]),
             ("eve", &[Role::Approver], &[]),
             ("bob", &[Role::Approver, Role::Operator], &[]),
+            ("ivan", &[Role::Approver], &[]),
         ];
         let mut tokens = BTreeMap::new();
         let mut entries = Vec::new();

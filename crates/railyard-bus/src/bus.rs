@@ -131,6 +131,48 @@ impl Bus {
         &self.inner.client
     }
 
+    /// Publishes `payload` with `headers` on the plain NATS subject `subject` (no stream, no
+    /// acknowledgement) and flushes it to the server: for messages Railyard hands to other
+    /// tools, such as the CDEvents it emits. `subject` may not start with `railyard.events.`
+    /// nor hold wildcards.
+    pub async fn publish_plain(
+        &self,
+        subject: &str,
+        headers: &[(String, String)],
+        payload: bytes::Bytes,
+    ) -> Result<(), BusError> {
+        let valid = !subject.is_empty()
+            && !subject.starts_with(crate::names::EVENTS_PREFIX)
+            && subject.split('.').all(|token| {
+                !token.is_empty()
+                    && !token
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == '*' || c == '>')
+            });
+        if !valid {
+            return Err(BusError::InvalidName {
+                what: "plain subject",
+                value: subject.to_owned(),
+                rule: "dot-separated tokens without spaces or wildcards, outside railyard.events.",
+            });
+        }
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(name.as_str(), value.as_str());
+        }
+        let operation = || format!("publishing to {subject}");
+        self.inner
+            .client
+            .publish_with_headers(subject.to_owned(), map, payload)
+            .await
+            .map_err(|error| self.nats_error(operation(), error))?;
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|error| self.nats_error(operation(), error))
+    }
+
     /// The configuration it was connected with.
     pub fn config(&self) -> &BusConfig {
         &self.inner.config

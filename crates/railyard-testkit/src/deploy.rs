@@ -21,8 +21,8 @@ pub fn deploy_nats_dir() -> PathBuf {
 pub const DEPLOY_TLS_DIR: &str = "/etc/nats/tls";
 
 /// Every user of `deploy/nats/accounts.conf` with the environment variable holding its password.
-pub const DEPLOY_USERS: [&str; 7] = [
-    "intake", "planner", "promoter", "audit", "notify", "admin", "sys",
+pub const DEPLOY_USERS: [&str; 9] = [
+    "intake", "planner", "promoter", "audit", "notify", "github", "cdevents", "admin", "sys",
 ];
 
 /// The environment a `deploy/nats` configuration needs: `RAILYARD_NATS_<USER>_PASSWORD` for

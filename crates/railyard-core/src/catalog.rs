@@ -75,6 +75,31 @@ pub struct Environment {
     /// What happens when a step fails here.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// What a point of no return of a plan requires here (a step after which no rollback
+    /// keeps the contracts: see `docs/planning-rules.md`).
+    #[serde(default, skip_serializing_if = "PointOfNoReturnPolicy::is_allow")]
+    pub point_of_no_return: PointOfNoReturnPolicy,
+}
+
+/// What a plan's point of no return requires in an environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PointOfNoReturnPolicy {
+    /// Nothing: the plan names it, the release passes it like any step.
+    #[default]
+    Allow,
+    /// A dedicated approval step right before it, asked of the environment's approvers with
+    /// the reason it is one.
+    Approve,
+    /// The release is refused: it must be made reversible first.
+    Refuse,
+}
+
+impl PointOfNoReturnPolicy {
+    /// The default (nothing required).
+    pub fn is_allow(&self) -> bool {
+        *self == PointOfNoReturnPolicy::Allow
+    }
 }
 
 /// Who must approve before changes enter an environment.
@@ -634,6 +659,14 @@ impl Catalog {
                         "an approval is required but nobody may approve: list identities or group:<name>",
                     ));
                 }
+            }
+            if env.point_of_no_return == PointOfNoReturnPolicy::Approve
+                && env.approval.as_ref().is_none_or(|a| a.approvers.is_empty())
+            {
+                return Err(ParseError::at(
+                    format!("catalog.environments[{i}].point_of_no_return"),
+                    "points of no return need an approval here but nobody may approve: list identities or group:<name> under approval.approvers",
+                ));
             }
             for (j, freeze) in env.freeze.iter().enumerate() {
                 match freeze {

@@ -91,6 +91,23 @@ pub struct Plan {
     /// Steps of this plan that wait for steps of other in-flight releases (`cross-release`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_edges: Vec<ExternalEdge>,
+    /// Steps after which no rollback keeps the contracts (`docs/planning-rules.md`): a
+    /// rollback requested once one of them ran holds the release instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points_of_no_return: Vec<PointOfNoReturn>,
+}
+
+/// A step after which no rollback keeps the contracts: typically a migration without a
+/// rollback form, after which the version a rollback would go back to cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct PointOfNoReturn {
+    /// The step.
+    pub step: StepId,
+    /// Why, in words a release manager understands.
+    pub reason: String,
+    /// The approval step placed right before it, when the environment asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<StepId>,
 }
 
 /// An ordering on a step of another in-flight release: `to` (a step of this plan) starts only
@@ -113,6 +130,11 @@ impl Plan {
     /// The step with id `id`.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The point of no return at step `id`, if it is one.
+    pub fn point_of_no_return(&self, id: &str) -> Option<&PointOfNoReturn> {
+        self.points_of_no_return.iter().find(|p| p.step == id)
     }
 
     /// Ids of the steps `id` waits for.

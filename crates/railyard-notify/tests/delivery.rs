@@ -222,6 +222,7 @@ async fn a_release_of_300_services_stays_within_slacks_limits() -> anyhow::Resul
         critical_path: vec![],
         steps,
         external_edges: vec![],
+        points_of_no_return: vec![],
     };
     append(&bus, id, "carol", vec![requested(id, changes)]).await?;
     append(

@@ -77,6 +77,7 @@ fn estate(n: usize) -> Estate {
             freeze: Vec::new(),
             freeze_override_lead: None,
             on_failure: Default::default(),
+            point_of_no_return: Default::default(),
         });
     }
     for i in 0..n {

@@ -220,6 +220,30 @@ impl<'a> Estate<'a> {
         }
     }
 
+    /// What runs of `name` in `env` right before this release deploys it — the version of
+    /// the last in-flight release that still ships it there, else the inventory's — with the
+    /// schema ranges it works with; `None` when nothing runs (a rollback removes it).
+    pub fn before_ours(
+        &self,
+        env: &EnvName,
+        inventory: Option<&'a EnvInventory>,
+        name: &ServiceName,
+    ) -> Option<(&'a str, &'a BTreeMap<DatabaseName, Range>)> {
+        let flown = self.flight_services.get(name).and_then(|list| {
+            list.iter().rev().find(|(f, _)| {
+                let remaining = &self.flights[*f].remaining;
+                remaining.contains(&step_id(env, Action::Verify, name.as_str()))
+                    || remaining.contains(&step_id(env, Action::Deploy, name.as_str()))
+            })
+        });
+        match flown {
+            Some((_, change)) => Some((change.version.as_str(), &change.schema)),
+            None => inventory
+                .and_then(|inv| inv.services.get(name))
+                .map(|r| (r.version.as_str(), &r.schema)),
+        }
+    }
+
     pub fn flight_id(&self, f: usize) -> &'a railyard_core::ReleaseId {
         &self.flights[f].release
     }

@@ -23,6 +23,7 @@ mod planning;
 mod refusal;
 mod render;
 mod revalidate;
+mod rollback;
 mod rule;
 
 pub use fix::{ContractKey, Fix, Remedy, apply_fixes};
@@ -31,4 +32,5 @@ pub use planning::plan;
 pub use refusal::{Refusals, Refused};
 pub use render::{Format, UnknownFormat, render, render_refusals};
 pub use revalidate::revalidate;
+pub use rollback::{LiveEnv, contract_breaks};
 pub use rule::Rule;

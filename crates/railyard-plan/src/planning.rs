@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use railyard_core::catalog::{Catalog, Environment};
+use railyard_core::catalog::{Catalog, Environment, PointOfNoReturnPolicy};
 use railyard_core::contract::Version;
 use railyard_core::event::ReleaseRequested;
 use railyard_core::names::{DatabaseName, EnvName, ReleaseId, ServiceName};
-use railyard_core::plan::{Action, Edge, ExternalEdge, Plan, Step, step_id};
+use railyard_core::plan::{Action, Edge, ExternalEdge, Plan, PointOfNoReturn, Step, step_id};
 use railyard_core::release::Change;
 
 use crate::analysis::{Findings, RawEdge, RawExternal, Topology, analyse};
@@ -16,6 +16,7 @@ use crate::fix::Fix;
 use crate::graph::StepGraph;
 use crate::input::PlanInput;
 use crate::refusal::{RefusalLog, Refusals, Refused};
+use crate::rollback::{Found, points_of_no_return};
 use crate::rule::Rule;
 
 /// Plans a release: every step, every edge with its rule and reason, the waves and the
@@ -65,9 +66,25 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         }
     }
 
+    let estate = Estate::new(catalog, input.in_flight);
+    // The way back: per environment, the migrations after which no rollback keeps the
+    // contracts, each with the approval step placed before it when the environment asks.
+    let ponrs: Vec<Vec<Found>> = envs
+        .iter()
+        .map(|env| {
+            points_of_no_return(
+                &estate,
+                &env.name,
+                input.inventory.env(&env.name),
+                &known,
+                &migrations,
+            )
+        })
+        .collect();
     let mut b = Builder::default();
     let mut scopes: Vec<EnvScope> = Vec::with_capacity(envs.len());
     let mut approvals: Vec<Option<u32>> = Vec::with_capacity(envs.len());
+    let mut ponr_steps: Vec<(usize, &Found, u32, Option<u32>)> = Vec::new();
     for (ei, env) in envs.iter().enumerate() {
         let approve = env.approval.as_ref().filter(|a| a.required).map(|_| {
             b.step(
@@ -79,12 +96,34 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
             )
         });
         approvals.push(approve);
+        let ponr_approvals: Vec<Option<u32>> = ponrs[ei]
+            .iter()
+            .map(|f| {
+                (env.point_of_no_return == PointOfNoReturnPolicy::Approve).then(|| {
+                    b.step(
+                        ei,
+                        &env.name,
+                        Action::Approve,
+                        format!("{}@{}", f.db, f.version),
+                        None,
+                    )
+                })
+            })
+            .collect();
         let mut db_steps: BTreeMap<&DatabaseName, Vec<(Version, u32)>> = BTreeMap::new();
         for (d, versions) in &migrations {
             for &v in versions {
                 let idx = b.step(ei, &env.name, Action::Migrate, format!("{d}@{v}"), None);
                 db_steps.entry(d).or_default().push((v, idx));
             }
+        }
+        for (f, approval) in ponrs[ei].iter().zip(ponr_approvals) {
+            let migrate = db_steps[f.db]
+                .iter()
+                .find(|(v, _)| *v == f.version)
+                .map(|(_, idx)| *idx)
+                .expect("a point of no return is one of the release's migrations");
+            ponr_steps.push((ei, f, migrate, approval));
         }
         let mut deploys = Vec::with_capacity(known.len());
         for (s, c) in &known {
@@ -121,7 +160,6 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         });
     }
 
-    let estate = Estate::new(catalog, input.in_flight);
     let topology = Topology::new(&estate, known.values().copied(), migrations.keys().copied());
     let mut found = Findings::default();
     for (env, scope) in envs.iter().zip(&scopes) {
@@ -151,6 +189,40 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
             input.inventory.env(&env.name),
             &mut found,
         );
+    }
+    for &(ei, f, migrate, approval) in &ponr_steps {
+        let env = &envs[ei];
+        let step = &b.steps[migrate as usize].id;
+        match (env.point_of_no_return, approval) {
+            (PointOfNoReturnPolicy::Refuse, _) => found.refusals.push(Refused::new(
+                Rule::PointOfNoReturn.as_str(),
+                Some(&env.name),
+                format!("{step} is a point of no return: {}", f.reason),
+                format!(
+                    "give {}'s migrate adapter a rollback form; or ship a version of {} that works with {} {} before this release, so a rollback goes back to it; or let {} pass points of no return with an approval (point_of_no_return = \"approve\")",
+                    f.db,
+                    f.stays
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    f.db,
+                    f.version,
+                    env.name
+                ),
+                None,
+            )),
+            (_, Some(a)) => found.edges.push(RawEdge {
+                from: a,
+                to: migrate,
+                rule: Rule::PointOfNoReturn,
+                reason: format!(
+                    "{step} is a point of no return, so it waits for an approval: {}",
+                    f.reason
+                ),
+            }),
+            _ => {}
+        }
     }
     for mut r in std::mem::take(&mut found.refusals.items) {
         // Re-shipping a service is mechanical only when it runs the same everywhere.
@@ -241,6 +313,28 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         }
     }
 
+    // A point of no return's approval is asked once its migration is otherwise ready: it
+    // waits for everything the migration waits for.
+    for &(_, _, migrate, approval) in &ponr_steps {
+        let Some(a) = approval else { continue };
+        let before: Vec<u32> = found
+            .edges
+            .iter()
+            .filter(|e| e.to == migrate && e.from != a)
+            .map(|e| e.from)
+            .collect();
+        for from in before {
+            found.edges.push(RawEdge {
+                from,
+                to: a,
+                rule: Rule::PointOfNoReturn,
+                reason: format!(
+                    "the approval to pass {} is asked once that step is otherwise ready to run",
+                    b.steps[migrate as usize].id
+                ),
+            });
+        }
+    }
     let edges = merge_edges(found.edges);
     let graph = StepGraph::new(n, edges.iter().map(|e| (e.from, e.to)));
     let layout = match graph.layout() {
@@ -277,6 +371,14 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         })
         .collect();
     let external_edges = merge_external(&steps, found.external);
+    let points_of_no_return = ponr_steps
+        .iter()
+        .map(|&(_, f, migrate, approval)| PointOfNoReturn {
+            step: steps[migrate as usize].id.clone(),
+            reason: f.reason.clone(),
+            approval: approval.map(|a| steps[a as usize].id.clone()),
+        })
+        .collect();
     Ok(Plan {
         release: release.release.clone(),
         catalog_hash: catalog.hash(),
@@ -285,6 +387,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         waves,
         critical_path,
         external_edges,
+        points_of_no_return,
     })
 }
 

@@ -145,7 +145,13 @@ fn label(step: &Step) -> String {
 
 fn text(plan: &Plan) -> String {
     let index: BTreeMap<&str, &Step> = plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
-    let show = |id: &str| index.get(id).map_or_else(|| id.to_owned(), |s| label(s));
+    let show = |id: &str| {
+        let mut text = index.get(id).map_or_else(|| id.to_owned(), |s| label(s));
+        if plan.point_of_no_return(id).is_some() {
+            text.push_str("  [point of no return]");
+        }
+        text
+    };
     let mut s = String::new();
     let _ = writeln!(s, "release {}", plan.release);
     let _ = writeln!(s, "catalog {}", plan.catalog_hash);
@@ -179,6 +185,17 @@ fn text(plan: &Plan) -> String {
     for (i, id) in plan.critical_path.iter().enumerate() {
         let arrow = if i == 0 { "  " } else { "  -> " };
         let _ = writeln!(s, "{arrow}{}", show(id));
+    }
+
+    if !plan.points_of_no_return.is_empty() {
+        s.push_str("\npoints of no return (a rollback requested once one has started holds the release instead)\n");
+        for p in &plan.points_of_no_return {
+            let _ = writeln!(s, "  {}", p.step);
+            let _ = writeln!(s, "    {}", p.reason);
+            if let Some(a) = &p.approval {
+                let _ = writeln!(s, "    approved first: {a}");
+            }
+        }
     }
 
     let mut waits: BTreeMap<&str, Vec<&Edge>> = BTreeMap::new();
@@ -241,7 +258,15 @@ fn mermaid(plan: &Plan) -> String {
             Some(v) => format!("{} {} {v}", step.action.as_str(), step.target),
             None => format!("{} {}", step.action.as_str(), step.target),
         };
-        let _ = writeln!(s, "    s{i}[\"{}\"]", mermaid_escape(&text));
+        if plan.point_of_no_return(&step.id).is_some() {
+            let _ = writeln!(
+                s,
+                "    s{i}[\"{}\"]:::ponr",
+                mermaid_escape(&format!("{text} (point of no return)"))
+            );
+        } else {
+            let _ = writeln!(s, "    s{i}[\"{}\"]", mermaid_escape(&text));
+        }
     }
     if env.is_some() {
         s.push_str("  end\n");
@@ -254,6 +279,17 @@ fn mermaid(plan: &Plan) -> String {
             e.rule,
             node[e.to.as_str()]
         );
+    }
+    if !plan.points_of_no_return.is_empty() {
+        s.push_str("  classDef ponr stroke:#c00,stroke-width:3px\n");
+        for p in &plan.points_of_no_return {
+            let _ = writeln!(
+                s,
+                "  %% point of no return {}: {}",
+                p.step,
+                p.reason.replace('\n', " ")
+            );
+        }
     }
     let mut externals: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for e in &plan.external_edges {
@@ -306,12 +342,25 @@ fn dot(plan: &Plan) -> String {
                 Some(v) => format!("{} {}\n{v}", step.action.as_str(), step.target),
                 None => format!("{} {}", step.action.as_str(), step.target),
             };
-            let _ = writeln!(
-                s,
-                "    {} [label={}];",
-                dot_quote(&step.id),
-                dot_quote(&text)
-            );
+            match plan.point_of_no_return(&step.id) {
+                Some(p) => {
+                    let _ = writeln!(
+                        s,
+                        "    {} [label={}, color=red, penwidth=3, tooltip={}];",
+                        dot_quote(&step.id),
+                        dot_quote(&format!("{text}\npoint of no return")),
+                        dot_quote(&p.reason)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "    {} [label={}];",
+                        dot_quote(&step.id),
+                        dot_quote(&text)
+                    );
+                }
+            }
         }
         s.push_str("  }\n");
     }

@@ -21,6 +21,9 @@ pub enum Rule {
     CrossRelease,
     /// `after` in the catalog or the release.
     Explicit,
+    /// A point of no return waits for its approval (or is refused), per the environment's
+    /// `point_of_no_return` policy.
+    PointOfNoReturn,
 }
 
 impl Rule {
@@ -34,6 +37,7 @@ impl Rule {
             Rule::Schema => "schema",
             Rule::CrossRelease => "cross-release",
             Rule::Explicit => "explicit",
+            Rule::PointOfNoReturn => "point-of-no-return",
         }
     }
 }

@@ -3,15 +3,21 @@
 //! random topological orders (deploys and migrations as a start and a finish, so mid-deploy
 //! states are checked); revalidating any prefix of it against the inventory it leaves is
 //! clean; and a refusal whose every reason has a mechanical fix is accepted once the fixes
-//! are applied.
+//! are applied. The way back too: with some databases without a rollback form and random
+//! point-of-no-return policies, a rollback from any failure point keeps the invariant on
+//! every state until a named point of no return has started, and breaks after one (so each
+//! named point is necessary); a refusal for one names a point that planning without the
+//! policy names too.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Rng, consistent, simulate};
+use common::{Rng, consistent, simulate, simulate_rollback};
 use proptest::prelude::*;
-use railyard_core::catalog::{Api, Approval, Database, Deploy, Environment, Queue, Service};
+use railyard_core::catalog::{
+    Api, Approval, Database, Deploy, Environment, PointOfNoReturnPolicy, Queue, Service,
+};
 use railyard_core::contract::{Range, Version};
 use railyard_core::event::ReleaseRequested;
 use railyard_core::inventory::{EnvInventory, RunningService};
@@ -235,6 +241,7 @@ fn estate(seed: u64) -> Estate {
             freeze: Vec::new(),
             freeze_override_lead: None,
             on_failure: Default::default(),
+            point_of_no_return: Default::default(),
         },
         Environment {
             name: name("production"),
@@ -246,6 +253,7 @@ fn estate(seed: u64) -> Estate {
             freeze: Vec::new(),
             freeze_override_lead: None,
             on_failure: Default::default(),
+            point_of_no_return: Default::default(),
         },
     ];
     let mut catalog = Catalog {
@@ -551,6 +559,135 @@ fn check_estate(seed: u64) -> Result<bool, TestCaseError> {
     }
 }
 
+/// `estate(seed)` with some databases losing their rollback form and each environment a
+/// random point-of-no-return policy (a separate generator, so `estate` stays as it was).
+fn one_way_estate(seed: u64) -> Estate {
+    let mut estate = estate(seed);
+    let mut rng = Rng::new(seed ^ 0x0DB0_0DB0);
+    for db in estate.catalog.databases.values_mut() {
+        if chance(&mut rng, 60) {
+            db.migrate = Deploy::Command {
+                run: vec!["./migrate.sh".to_owned(), "{to}".to_owned()],
+                rollback: None,
+                remove: None,
+                timeout: None,
+            };
+        }
+    }
+    for env in &mut estate.catalog.environments {
+        env.point_of_no_return = match rng.below(3) {
+            0 => PointOfNoReturnPolicy::Allow,
+            1 => PointOfNoReturnPolicy::Approve,
+            _ => PointOfNoReturnPolicy::Refuse,
+        };
+        if env.point_of_no_return == PointOfNoReturnPolicy::Approve && env.approval.is_none() {
+            env.approval = Some(Approval {
+                required: false,
+                approvers: vec!["alice".to_owned()],
+            });
+        }
+    }
+    estate
+}
+
+/// Plans `one_way_estate(seed)` and checks the way back; `(named, necessary)` counts.
+fn check_way_back(seed: u64) -> Result<(usize, usize), TestCaseError> {
+    let estate = one_way_estate(seed);
+    let input = PlanInput {
+        catalog: &estate.catalog,
+        release: &estate.release,
+        inventory: &estate.inventory,
+        in_flight: &[],
+    };
+    let mut rng = Rng::new(seed ^ 0x5A5A);
+    match plan(&input) {
+        Ok(p) => {
+            simulate(
+                &estate.catalog,
+                &estate.inventory,
+                &estate.release.changes,
+                &p,
+                8,
+                &mut rng,
+            )
+            .map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
+            let runs = simulate_rollback(
+                &estate.catalog,
+                &estate.inventory,
+                &estate.release.changes,
+                &p,
+                24,
+                &mut rng,
+            )
+            .map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
+            for ponr in &p.points_of_no_return {
+                let env = &p.step(&ponr.step).expect("a step of the plan").env;
+                let policy = estate
+                    .catalog
+                    .environment(env)
+                    .expect("known")
+                    .point_of_no_return;
+                prop_assert_ne!(policy, PointOfNoReturnPolicy::Refuse, "seed {}", seed);
+                prop_assert_eq!(
+                    ponr.approval.is_some(),
+                    policy == PointOfNoReturnPolicy::Approve,
+                    "seed {}",
+                    seed
+                );
+            }
+            Ok((p.points_of_no_return.len(), runs.necessary))
+        }
+        Err(refusals) => {
+            let named: Vec<String> = refusals
+                .refusals()
+                .into_iter()
+                .filter(|r| r.rule == "point-of-no-return")
+                .map(|r| r.reason)
+                .collect();
+            if named.is_empty() {
+                return Ok((0, 0));
+            }
+            // Necessary: without the policy, the same points are named (and the rollback
+            // simulation, which requires every named point to break a rollback, holds).
+            let mut allowed = estate.catalog.clone();
+            for env in &mut allowed.environments {
+                env.point_of_no_return = PointOfNoReturnPolicy::Allow;
+            }
+            let again = PlanInput {
+                catalog: &allowed,
+                ..input
+            };
+            if let Ok(p) = plan(&again) {
+                for reason in &named {
+                    prop_assert!(
+                        p.points_of_no_return
+                            .iter()
+                            .any(|x| reason.starts_with(&format!(
+                                "{} is a point of no return: {}",
+                                x.step, x.reason
+                            ))),
+                        "seed {}: refused for {} but planning without the policy names {:?}",
+                        seed,
+                        reason,
+                        p.points_of_no_return
+                    );
+                }
+                let runs = simulate_rollback(
+                    &allowed,
+                    &estate.inventory,
+                    &estate.release.changes,
+                    &p,
+                    24,
+                    &mut rng,
+                )
+                .map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
+                return Ok((named.len(), runs.necessary));
+            }
+            Ok((named.len(), 0))
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -558,6 +695,31 @@ proptest! {
     fn accepted_plans_keep_the_invariant_and_mechanical_fixes_work(seed in any::<u64>()) {
         check_estate(seed)?;
     }
+
+    #[test]
+    fn rollbacks_keep_the_invariant_until_a_named_point_of_no_return(seed in any::<u64>()) {
+        check_way_back(seed)?;
+    }
+}
+
+/// The one-way generator must yield points of no return, and rollbacks past them.
+#[test]
+fn the_one_way_generator_yields_points_of_no_return() {
+    let (mut named, mut necessary) = (0, 0);
+    for seed in 0..3000u64 {
+        let (n, k) = check_way_back(seed).expect("the property holds");
+        named += n;
+        necessary += k;
+    }
+    println!("{named} points of no return named, {necessary} rollbacks past one shown to break");
+    assert!(
+        named >= 100,
+        "only {named} points of no return in 3000 estates"
+    );
+    assert!(
+        necessary >= 30,
+        "only {necessary} rollbacks past a point of no return"
+    );
 }
 
 /// The generator must produce both outcomes often enough for the property to mean anything.

@@ -20,6 +20,7 @@ fn chain(closed: bool) -> (Catalog, ReleaseRequested) {
         freeze: Vec::new(),
         freeze_override_lead: None,
         on_failure: Default::default(),
+        point_of_no_return: Default::default(),
     });
     let mut changes = Vec::with_capacity(SERVICES);
     for i in 0..SERVICES {

@@ -262,6 +262,7 @@ mod tests {
             waves: STEPS.iter().map(|s| vec![s.to_string()]).collect(),
             critical_path: Vec::new(),
             external_edges: external,
+            points_of_no_return: Vec::new(),
         }
     }
 

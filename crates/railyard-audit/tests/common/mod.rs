@@ -272,6 +272,7 @@ pub fn plan(release: &str, steps: &[(&str, Action, &str, Option<&str>)]) -> Plan
         steps,
         edges,
         external_edges: Vec::new(),
+        points_of_no_return: Vec::new(),
     }
 }
 

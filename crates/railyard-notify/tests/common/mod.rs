@@ -574,6 +574,7 @@ pub fn plan(id: &str) -> Plan {
         critical_path: s.clone(),
         steps,
         external_edges: vec![],
+        points_of_no_return: vec![],
     }
 }
 
@@ -748,6 +749,7 @@ pub fn plan_of(id: &str, services: &[&str]) -> Plan {
         critical_path: ids,
         steps,
         external_edges: vec![],
+        points_of_no_return: vec![],
     }
 }
 

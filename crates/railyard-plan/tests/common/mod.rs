@@ -102,6 +102,8 @@ struct EnvState<'a> {
     /// (version, new) per database.
     db: BTreeMap<String, (Version, bool)>,
     migrating: BTreeMap<String, Vec<Version>>,
+    /// The version a migration being undone goes back to, exposed with the current one.
+    restoring: BTreeMap<String, (Version, bool)>,
 }
 
 impl<'a> EnvState<'a> {
@@ -118,6 +120,7 @@ impl<'a> EnvState<'a> {
         for &v in self.migrating.get(d).into_iter().flatten() {
             out.push((v, true));
         }
+        out.extend(self.restoring.get(d).copied());
         out
     }
 }
@@ -344,4 +347,283 @@ pub fn consistent(catalog: &Catalog, inventory: &Inventory) -> bool {
         }
         check(catalog, &state, env.as_str()).is_ok()
     })
+}
+
+/// How a run of [`simulate_rollback`] went.
+#[derive(Debug, Default)]
+pub struct RollbackRuns {
+    /// Rollbacks carried out before any point of no return, every state checked.
+    pub safe: usize,
+    /// Failures after a point of no return whose full rollback was shown to break.
+    pub necessary: usize,
+}
+
+/// Runs `plan` along `runs` random orders, stops each at a random event (the failure: what
+/// runs then failed), and rolls one environment back the way the promoter does — what was
+/// running first, then what was applied, in reverse wave order; a deploy is undone with the
+/// old and new version side by side, a migration of a database with a rollback form with both
+/// schemas exposed, a migration without one stays (and one that was running completes). Every
+/// state on the way back is checked against the invariant. Once one of the plan's points of
+/// no return has started in that environment the rollback must break (the point is
+/// necessary); before, it must keep the invariant.
+pub fn simulate_rollback(
+    catalog: &Catalog,
+    inventory: &Inventory,
+    changes: &[Change],
+    plan: &Plan,
+    runs: usize,
+    rng: &mut Rng,
+) -> Result<RollbackRuns, String> {
+    let new: BTreeMap<ServiceName, RunningService> = changes
+        .iter()
+        .map(|c| (c.service.clone(), RunningService::from(c)))
+        .collect();
+    let index: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let n = plan.steps.len();
+    let mut preds = vec![0usize; n];
+    let mut succs = vec![Vec::new(); n];
+    for e in &plan.edges {
+        let (a, b) = (index[e.from.as_str()], index[e.to.as_str()]);
+        preds[b] += 1;
+        succs[a].push(b);
+    }
+    let wave_order: Vec<usize> = plan
+        .waves
+        .iter()
+        .flatten()
+        .map(|id| index[id.as_str()])
+        .collect();
+    let reversible = |d: &str| {
+        catalog
+            .databases
+            .iter()
+            .find(|(name, _)| name.as_str() == d)
+            .is_some_and(|(_, db)| db.migrate.has_rollback())
+    };
+    let mut out = RollbackRuns::default();
+    for _ in 0..runs {
+        // Forward, up to the failure.
+        let mut waiting = preds.clone();
+        let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+        let mut running: Vec<usize> = Vec::new();
+        let mut applied: Vec<usize> = Vec::new();
+        let events = rng.below(2 * n + 1);
+        for _ in 0..events {
+            if ready.is_empty() && running.is_empty() {
+                break;
+            }
+            let pick = rng.below(ready.len() + running.len());
+            if pick < ready.len() {
+                running.push(ready.swap_remove(pick));
+            } else {
+                let i = running.swap_remove(pick - ready.len());
+                applied.push(i);
+                for &s in &succs[i] {
+                    waiting[s] -= 1;
+                    if waiting[s] == 0 {
+                        ready.push(s);
+                    }
+                }
+            }
+        }
+        let touched: Vec<usize> = running.iter().chain(&applied).copied().collect();
+        let Some(&last) = touched.last() else {
+            continue;
+        };
+        let env = &plan.steps[last].env;
+        let in_env = |i: &usize| &plan.steps[*i].env == env;
+        // The environment's state at the failure.
+        let mut state = EnvState::default();
+        let before = inventory.env(env);
+        if let Some(inv) = before {
+            for (s, r) in &inv.services {
+                state.current.insert(
+                    s,
+                    Live {
+                        new: false,
+                        contracts: r,
+                    },
+                );
+            }
+            for (d, v) in &inv.databases {
+                state.db.insert(d.to_string(), (*v, false));
+            }
+        }
+        let mut migrated: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+        for &i in applied.iter().filter(|i| in_env(i)) {
+            let step = &plan.steps[i];
+            match step.action {
+                Action::Deploy => {
+                    let (s, r) = new.get_key_value(step.target.as_str()).expect("a change");
+                    state.current.insert(
+                        s,
+                        Live {
+                            new: true,
+                            contracts: r,
+                        },
+                    );
+                }
+                Action::Migrate => {
+                    let (d, v) = step.target.split_once('@').expect("db@version");
+                    let v: Version = v.parse().expect("a version");
+                    state.db.insert(d.to_owned(), (v, true));
+                    migrated.entry(d.to_owned()).or_default().push(v);
+                }
+                Action::Verify | Action::Approve => {}
+            }
+        }
+        let mut failed: Vec<usize> = running.iter().copied().filter(|i| in_env(i)).collect();
+        failed.sort_by_key(|i| wave_order.iter().position(|w| w == i));
+        for &i in &failed {
+            let step = &plan.steps[i];
+            match step.action {
+                Action::Deploy => {
+                    let (s, r) = new.get_key_value(step.target.as_str()).expect("a change");
+                    state.deploying.insert(
+                        s,
+                        Live {
+                            new: true,
+                            contracts: r,
+                        },
+                    );
+                }
+                Action::Migrate => {
+                    let (d, v) = step.target.split_once('@').expect("db@version");
+                    let v: Version = v.parse().expect("a version");
+                    state.migrating.entry(d.to_owned()).or_default().push(v);
+                }
+                Action::Verify | Action::Approve => {}
+            }
+        }
+        let passed = touched.iter().filter(|i| in_env(i)).any(|&i| {
+            plan.points_of_no_return
+                .iter()
+                .any(|p| p.step == plan.steps[i].id)
+        });
+        let mut trace: Vec<String> = vec![format!(
+            "failed in {env} with {} applied and {} running",
+            applied.iter().filter(|i| in_env(i)).count(),
+            failed.len()
+        )];
+        // The way back: what was running first, then what was applied, latest wave first.
+        let mut order = failed.clone();
+        let mut back: Vec<usize> = applied.iter().copied().filter(|i| in_env(i)).collect();
+        back.sort_by_key(|i| std::cmp::Reverse(wave_order.iter().position(|w| w == i)));
+        order.extend(back);
+        let mut broke: Option<String> = None;
+        for i in order {
+            let step = &plan.steps[i];
+            let was_running = failed.contains(&i);
+            match step.action {
+                Action::Deploy => {
+                    let s = new.get_key_value(step.target.as_str()).expect("a change").0;
+                    let old = before.and_then(|inv| inv.services.get_key_value(s));
+                    if was_running {
+                        // Stopping a deploy half-way: the new version goes, the old stays.
+                        state.deploying.remove(s);
+                    } else {
+                        if let Some((name, r)) = old {
+                            state.deploying.insert(
+                                name,
+                                Live {
+                                    new: false,
+                                    contracts: r,
+                                },
+                            );
+                            trace.push(format!("undoing {}", step.id));
+                            if let Err(e) = check(catalog, &state, env.as_str()) {
+                                broke =
+                                    Some(format!("{e}\n  on the way back: {}", trace.join(", ")));
+                                break;
+                            }
+                            state.deploying.remove(s);
+                            state.current.insert(
+                                name,
+                                Live {
+                                    new: false,
+                                    contracts: r,
+                                },
+                            );
+                        } else {
+                            state.current.remove(s);
+                        }
+                    }
+                }
+                Action::Migrate => {
+                    let (d, v) = step.target.split_once('@').expect("db@version");
+                    let v: Version = v.parse().expect("a version");
+                    if !reversible(d) {
+                        if was_running {
+                            // It cannot be stopped half-way: it completes and stays.
+                            state
+                                .migrating
+                                .entry(d.to_owned())
+                                .or_default()
+                                .retain(|&x| x != v);
+                            state.db.insert(d.to_owned(), (v, true));
+                        }
+                        continue;
+                    }
+                    let list = migrated.entry(d.to_owned()).or_default();
+                    list.retain(|&x| x != v);
+                    if was_running {
+                        state
+                            .migrating
+                            .entry(d.to_owned())
+                            .or_default()
+                            .retain(|&x| x != v);
+                    } else {
+                        let previous =
+                            list.iter().max().copied().map(|x| (x, true)).or_else(|| {
+                                before
+                                    .and_then(|inv| {
+                                        inv.databases.iter().find(|(k, _)| k.as_str() == d)
+                                    })
+                                    .map(|(_, x)| (*x, false))
+                            });
+                        if let Some(p) = previous {
+                            state.restoring.insert(d.to_owned(), p);
+                        }
+                        trace.push(format!("undoing {}", step.id));
+                        if let Err(e) = check(catalog, &state, env.as_str()) {
+                            broke = Some(format!("{e}\n  on the way back: {}", trace.join(", ")));
+                            break;
+                        }
+                        state.restoring.remove(d);
+                        match previous {
+                            Some(p) => {
+                                state.db.insert(d.to_owned(), p);
+                            }
+                            None => {
+                                state.db.remove(d);
+                            }
+                        }
+                    }
+                }
+                Action::Verify | Action::Approve => continue,
+            }
+            trace.push(format!("undone {}", step.id));
+            if let Err(e) = check(catalog, &state, env.as_str()) {
+                broke = Some(format!("{e}\n  on the way back: {}", trace.join(", ")));
+                break;
+            }
+        }
+        match (passed, broke) {
+            (false, None) => out.safe += 1,
+            (true, Some(_)) => out.necessary += 1,
+            (false, Some(e)) => return Err(format!("the rollback breaks the invariant: {e}")),
+            (true, None) => {
+                return Err(format!(
+                    "a point of no return was named, yet the whole rollback kept the invariant: {}",
+                    trace.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -222,6 +222,13 @@ fn cdevent(
             path,
         ));
     }
+    // What `railyard cdevents` emits tells what Railyard already did: taking it back in would
+    // record it twice, or loop. It is ignored, with the reason, whoever sends it back.
+    if event.pointer("/customData/railyardEmitted").is_some() {
+        return Ok(ignored(format!(
+            "this {kind} event was emitted by railyard itself (customData.railyardEmitted): it tells what railyard already did, so it is not taken as input"
+        )));
+    }
     let source = str_at(event, "/context/source")
         .unwrap_or_default()
         .to_owned();

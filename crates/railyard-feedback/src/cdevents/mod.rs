@@ -127,9 +127,9 @@ impl CdeventsConfig {
 
     /// The configuration from the environment (`RAILYARD_CDEVENTS_SINK_URL`,
     /// `RAILYARD_CDEVENTS_SINK_TOKEN`, `RAILYARD_CDEVENTS_MODE`, `RAILYARD_CDEVENTS_VERSION`,
-    /// `RAILYARD_CDEVENTS_SUBJECT` — `off` for none —, `RAILYARD_CDEVENTS_SOURCE`,
-    /// `RAILYARD_CONSOLE_URL`). `Ok(None)` when neither a sink URL nor a subject is set: the
-    /// service is not configured.
+    /// `RAILYARD_CDEVENTS_SUBJECT` — default [`SUBJECT`], `off` for none —,
+    /// `RAILYARD_CDEVENTS_SOURCE`, `RAILYARD_UI_URL`). `Ok(None)` when neither a sink URL
+    /// nor a subject is set: the service is not configured.
     pub fn from_env(store: impl Into<PathBuf>) -> Result<Option<CdeventsConfig>, FeedbackError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let sink_url = var("RAILYARD_CDEVENTS_SINK_URL");
@@ -137,10 +137,11 @@ impl CdeventsConfig {
         if sink_url.is_none() && subject.is_none() {
             return Ok(None);
         }
-        let console =
-            var("RAILYARD_CONSOLE_URL").unwrap_or_else(|| "http://127.0.0.1:7800".to_owned());
+        let console = var("RAILYARD_UI_URL").unwrap_or_else(|| "http://127.0.0.1:7800".to_owned());
         let mut config = CdeventsConfig::new(console, store);
-        config.subject = subject.filter(|s| s != "off");
+        if let Some(subject) = subject {
+            config.subject = (subject.trim() != "off").then(|| subject.trim().to_owned());
+        }
         if let Some(url) = sink_url {
             let token = var("RAILYARD_CDEVENTS_SINK_TOKEN")
                 .map(|t| Secret::new("RAILYARD_CDEVENTS_SINK_TOKEN", t))
@@ -170,6 +171,21 @@ impl CdeventsConfig {
                     .to_owned(),
             ));
         }
+        if let Some(subject) = &self.subject {
+            let valid = !subject.starts_with("railyard.events.")
+                && subject.split('.').all(|token| {
+                    !token.is_empty()
+                        && !token
+                            .chars()
+                            .any(|c| c.is_whitespace() || c == '*' || c == '>')
+                })
+                && !subject.is_empty();
+            if !valid {
+                return Err(FeedbackError::Config(format!(
+                    "RAILYARD_CDEVENTS_SUBJECT {subject:?} is not a subject to publish on: give dot-separated tokens without spaces or wildcards, outside railyard.events. (the cdevents nats user may publish on railyard.out.cdevents and below)"
+                )));
+            }
+        }
         if let Some(sink) = &self.sink {
             if !(sink.url.starts_with("https://") || sink.url.starts_with("http://")) {
                 return Err(FeedbackError::Config(format!(
@@ -180,7 +196,7 @@ impl CdeventsConfig {
         }
         if !(self.console_url.starts_with("https://") || self.console_url.starts_with("http://")) {
             return Err(FeedbackError::Config(format!(
-                "RAILYARD_CONSOLE_URL {:?} is not an http(s) url: pipeline run urls must be absolute",
+                "RAILYARD_UI_URL {:?} is not an http(s) url: pipeline run urls must be absolute",
                 self.console_url
             )));
         }

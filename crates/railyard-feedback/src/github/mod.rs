@@ -71,7 +71,7 @@ pub struct GithubConfig {
     /// Where repositories live: [`GITHUB_WEB`] or `https://<host>` (`RAILYARD_GITHUB_WEB_URL`).
     pub web_url: String,
     /// The console's base URL; statuses link to `{console_url}/releases/{id}`
-    /// (`RAILYARD_CONSOLE_URL`).
+    /// (`RAILYARD_UI_URL`).
     pub console_url: String,
     /// Credentials per repository owner.
     pub auths: Auths,
@@ -123,7 +123,7 @@ impl GithubConfig {
     /// owner), `RAILYARD_GITHUB_APP_ID` with `RAILYARD_GITHUB_APP_KEY_FILE` (and optionally
     /// `RAILYARD_GITHUB_APP_INSTALLATION_ID`) for a default App, `RAILYARD_GITHUB_AUTH_FILE`
     /// (per owner, see [`Auths::from_file`]), `RAILYARD_GITHUB_API_URL`,
-    /// `RAILYARD_GITHUB_WEB_URL`, `RAILYARD_CONSOLE_URL` (default `http://127.0.0.1:7800`).
+    /// `RAILYARD_GITHUB_WEB_URL`, `RAILYARD_UI_URL` (default `http://127.0.0.1:7800`).
     /// `Ok(None)` when none of the credentials is set: the service is not configured.
     pub fn from_env(
         catalog: Catalog,
@@ -170,7 +170,7 @@ impl GithubConfig {
         let mut config = GithubConfig::new(
             catalog,
             auths,
-            var("RAILYARD_CONSOLE_URL").unwrap_or_else(|| "http://127.0.0.1:7800".to_owned()),
+            var("RAILYARD_UI_URL").unwrap_or_else(|| "http://127.0.0.1:7800".to_owned()),
             store,
         );
         if let Some(url) = var("RAILYARD_GITHUB_API_URL") {
@@ -186,7 +186,7 @@ impl GithubConfig {
         for (what, url) in [
             ("RAILYARD_GITHUB_API_URL", &self.api_url),
             ("RAILYARD_GITHUB_WEB_URL", &self.web_url),
-            ("RAILYARD_CONSOLE_URL", &self.console_url),
+            ("RAILYARD_UI_URL", &self.console_url),
         ] {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(FeedbackError::Config(format!(

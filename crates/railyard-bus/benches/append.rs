@@ -222,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         bus.ensure_topology().await?;
         let raw = async_nats::connect(server.url()).await?;
         let js = jetstream::new(raw);
-        let version = Arc::new(bus.client().server_info().version);
+        let version = Arc::new(bus.server_info().version);
 
         // Warm up the server, the connections and the allocator.
         raw_concurrent(&js, "warmup-raw", true).await;

@@ -125,9 +125,8 @@ impl Bus {
         })
     }
 
-    /// The underlying NATS client, for request/reply services (intake's
-    /// `railyard.intake.cdevents`). Everything stream-related goes through `Bus` methods.
-    pub fn client(&self) -> &async_nats::Client {
+    /// The underlying NATS client; it does not leave the crate.
+    pub(crate) fn raw_client(&self) -> &async_nats::Client {
         &self.inner.client
     }
 
@@ -141,21 +140,7 @@ impl Bus {
         headers: &[(String, String)],
         payload: bytes::Bytes,
     ) -> Result<(), BusError> {
-        let valid = !subject.is_empty()
-            && !subject.starts_with(crate::names::EVENTS_PREFIX)
-            && subject.split('.').all(|token| {
-                !token.is_empty()
-                    && !token
-                        .chars()
-                        .any(|c| c.is_whitespace() || c == '*' || c == '>')
-            });
-        if !valid {
-            return Err(BusError::InvalidName {
-                what: "plain subject",
-                value: subject.to_owned(),
-                rule: "dot-separated tokens without spaces or wildcards, outside railyard.events.",
-            });
-        }
+        self.check_plain_subject(subject)?;
         let mut map = async_nats::HeaderMap::new();
         for (name, value) in headers {
             map.insert(name.as_str(), value.as_str());
@@ -171,6 +156,27 @@ impl Bus {
             .flush()
             .await
             .map_err(|error| self.nats_error(operation(), error))
+    }
+
+    /// Refuses a subject that is empty, inside `railyard.events.` or holds wildcards.
+    pub(crate) fn check_plain_subject(&self, subject: &str) -> Result<(), BusError> {
+        let valid = !subject.is_empty()
+            && !subject.starts_with(crate::names::EVENTS_PREFIX)
+            && subject.split('.').all(|token| {
+                !token.is_empty()
+                    && !token
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == '*' || c == '>')
+            });
+        if valid {
+            Ok(())
+        } else {
+            Err(BusError::InvalidName {
+                what: "plain subject",
+                value: subject.to_owned(),
+                rule: "dot-separated tokens without spaces or wildcards, outside railyard.events.",
+            })
+        }
     }
 
     /// The configuration it was connected with.
@@ -193,6 +199,14 @@ impl Bus {
     pub async fn stream_last_sequence(&self) -> Result<u64, BusError> {
         let info = self.stream_info(EVENTS_STREAM).await?;
         Ok(info.state.last_sequence)
+    }
+
+    /// `RAILYARD_EVENTS`'s configuration and state as the server reports them (replicas,
+    /// cluster leader, sequences), for operators' checks and tests.
+    pub async fn events_stream_info(
+        &self,
+    ) -> Result<async_nats::jetstream::stream::Info, BusError> {
+        self.stream_info(EVENTS_STREAM).await
     }
 
     /// A stream's info, with a missing stream reported as missing topology.

@@ -15,6 +15,7 @@ mod error;
 mod kv;
 pub mod names;
 mod rejected;
+mod requests;
 mod tls;
 mod topology;
 mod trace;
@@ -28,6 +29,7 @@ pub use error::{Actual, AppendError, BoxError, BusError, error_chain};
 pub use kv::{ClaimedDelivery, DeliveryClaim, Lease, LeaseRecord};
 pub use names::event_subject;
 pub use rejected::{Rejection, StoredRejection};
+pub use requests::{Request, Requests};
 pub use tls::servers_without_tls;
 pub use trace::{extract_trace, extract_trace_with, follow_trace, inject_context, inject_trace};
 

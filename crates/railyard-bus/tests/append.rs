@@ -101,7 +101,8 @@ async fn a_multi_event_append_is_one_message_and_all_or_nothing() -> anyhow::Res
     assert_eq!(bus.load(&rel).await?.events, decision.to_vec());
 
     // The message carries the headers the rest of the system relies on.
-    let stored = jetstream::new(bus.client().clone())
+    let stored = common::raw_jetstream(&server.url())
+        .await?
         .get_stream(EVENTS_STREAM)
         .await?
         .get_raw_message(appended.sequence)

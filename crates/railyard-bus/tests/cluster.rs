@@ -3,7 +3,6 @@
 
 mod common;
 
-use async_nats::jetstream;
 use common::{bus_with, event, fast_config, reasons, release};
 use railyard_bus::names::EVENTS_STREAM;
 use railyard_bus::{BusConfig, Expected};
@@ -20,7 +19,8 @@ async fn an_r3_event_store_survives_losing_a_node() -> anyhow::Result<()> {
     // Connected through nodes 1 and 2 only, so killing node 0 does not cut the connection.
     let urls = cluster.urls();
     let bus = bus_with(&format!("{},{}", urls[1], urls[2]), config).await?;
-    let info = jetstream::new(bus.client().clone())
+    let info = common::raw_jetstream(&urls[1])
+        .await?
         .get_stream(EVENTS_STREAM)
         .await?
         .get_info()

@@ -4,7 +4,6 @@
 
 mod common;
 
-use async_nats::jetstream;
 use bytes::Bytes;
 use common::{WAIT, bus, event, next, reasons, release};
 use railyard_bus::names::{ADVISORIES_STREAM, DLQ_FORWARDER, WORK_STREAM};
@@ -110,7 +109,7 @@ async fn a_message_never_acknowledged_is_dead_lettered_even_when_the_forwarder_s
     }
 
     // No forwarder runs, yet the advisory is kept.
-    let js = jetstream::new(bus.client().clone());
+    let js = common::raw_jetstream(&server.url()).await?;
     wait_until("the max-deliveries advisory to be kept", WAIT, || {
         let js = js.clone();
         async move {
@@ -174,7 +173,7 @@ async fn two_forwarders_store_each_dead_letter_once() -> anyhow::Result<()> {
     let letters = dead_letters(&bus, 3).await?;
 
     // Once both forwarders have settled every advisory, there are still exactly three.
-    let js = jetstream::new(bus.client().clone());
+    let js = common::raw_jetstream(&server.url()).await?;
     wait_until("the forwarders to settle every advisory", WAIT, || {
         let js = js.clone();
         async move {
@@ -224,7 +223,7 @@ async fn a_dead_work_item_leaves_the_queue_and_can_be_replayed() -> anyhow::Resu
     let letters = dead_letters(&bus, 1).await?;
     assert_eq!(letters[0].source_stream, WORK_STREAM);
     assert_eq!(letters[0].reason, "deploy.sh exited 1");
-    let js = jetstream::new(bus.client().clone());
+    let js = common::raw_jetstream(&server.url()).await?;
     wait_until("the dead item to leave the work queue", WAIT, || {
         let js = js.clone();
         async move {

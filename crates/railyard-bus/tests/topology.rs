@@ -42,7 +42,7 @@ async fn ensure_topology_twice_and_concurrently_succeeds() -> anyhow::Result<()>
         result?;
     }
 
-    let js = jetstream::new(racers[0].client().clone());
+    let js = common::raw_jetstream(&server.url()).await?;
     for stream in [
         EVENTS_STREAM,
         WORK_STREAM,
@@ -82,7 +82,7 @@ async fn a_changed_configuration_updates_the_streams() -> anyhow::Result<()> {
     };
     let bus = Bus::connect(&server.url(), changed).await?;
     bus.ensure_topology().await?;
-    let js = jetstream::new(bus.client().clone());
+    let js = common::raw_jetstream(&server.url()).await?;
     let events = js.get_stream(EVENTS_STREAM).await?.get_info().await?.config;
     assert_eq!(events.duplicate_window, Duration::from_secs(30));
     let rejected = js

@@ -109,13 +109,13 @@ async fn nats_intake(bus: &Bus, payloads: Vec<Vec<u8>>, concurrency: usize) -> a
     let mut tasks = Vec::with_capacity(n);
     for payload in payloads {
         let permit = permits.clone().acquire_owned().await?;
-        let client = bus.client().clone();
+        let bus = bus.clone();
         tasks.push(tokio::spawn(async move {
-            let reply = client
-                .request("railyard.intake.cdevents", payload.into())
+            let reply = bus
+                .request("railyard.intake.cdevents", &[], payload.into())
                 .await?;
             drop(permit);
-            let answer: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+            let answer: serde_json::Value = serde_json::from_slice(&reply)?;
             anyhow::ensure!(answer["outcome"] == "accepted", "not accepted: {answer}");
             anyhow::Ok(())
         }));

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use railyard_bus::Bus;
 use railyard_http::Origin;
 use tokio::sync::Semaphore;
@@ -41,9 +40,9 @@ pub async fn run(
 /// Answers requests on [`INTAKE_SUBJECT`] until `shutdown`, then waits (bounded) for the
 /// requests in flight.
 pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(), IntakeError> {
-    let client = intake.bus().client().clone();
-    let mut subscription = client
-        .queue_subscribe(INTAKE_SUBJECT, QUEUE_GROUP.to_owned())
+    let mut subscription = intake
+        .bus()
+        .serve(INTAKE_SUBJECT, QUEUE_GROUP)
         .await
         .map_err(|error| IntakeError::Subscribe {
             subject: INTAKE_SUBJECT.to_owned(),
@@ -67,7 +66,6 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let intake = intake.clone();
-        let client = client.clone();
         let span = tracing::info_span!(
             "intake.request",
             service = "intake",
@@ -105,17 +103,15 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
             if let Some(status) = reply.get("status").and_then(|status| status.as_u64()) {
                 tracing::Span::current().record("status", status);
             }
-            if let Some(reply_to) = message.reply {
-                let payload = serde_json::to_vec(&reply).unwrap_or_default();
-                if let Err(error) = client.publish(reply_to, payload.into()).await {
-                    tracing::warn!(%error, "cannot send an intake reply");
-                }
+            let payload = serde_json::to_vec(&reply).unwrap_or_default();
+            if let Err(error) = message.respond(payload.into()).await {
+                tracing::warn!(error = %railyard_bus::error_chain(&error), "cannot send an intake reply");
             }
             drop(permit);
         };
         tokio::spawn(task.instrument(span));
     };
-    let _ = subscription.unsubscribe().await;
+    subscription.stop().await;
     let clock = intake.config().clock.clone();
     tokio::select! {
         _ = permits.acquire_many(u32::try_from(limit).unwrap_or(u32::MAX)) => {}

@@ -159,7 +159,7 @@ async fn single_conf_serves_tls_and_admin_init_needs_the_ca() -> anyhow::Result<
     .await?;
     bus.check_topology().await?;
     ensure!(
-        bus.client().server_info().tls_required,
+        bus.server_info().tls_required,
         "the server does not require TLS"
     );
     bus.close().await?;

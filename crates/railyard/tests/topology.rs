@@ -201,16 +201,13 @@ fn find_step(value: &Value) -> Option<String> {
 }
 
 async fn stream_leader(bus: &Bus) -> anyhow::Result<Option<String>> {
-    let reply = bus
-        .client()
-        .request("$JS.API.STREAM.INFO.RAILYARD_EVENTS", "".into())
-        .await?;
-    let info: Value = serde_json::from_slice(&reply.payload)?;
+    let info = bus.events_stream_info().await?;
     ensure!(
-        info["config"]["num_replicas"] == 3,
-        "RAILYARD_EVENTS is not R3: {info}"
+        info.config.num_replicas == 3,
+        "RAILYARD_EVENTS is not R3: {:?}",
+        info.config
     );
-    Ok(info["cluster"]["leader"].as_str().map(str::to_owned))
+    Ok(info.cluster.and_then(|cluster| cluster.leader))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

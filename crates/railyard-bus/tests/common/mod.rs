@@ -74,3 +74,9 @@ pub async fn next(consumer: &mut EventConsumer) -> anyhow::Result<Delivery> {
         .map_err(|_| anyhow::anyhow!("no delivery within {WAIT:?}"))??
         .ok_or_else(|| anyhow::anyhow!("the consumer closed"))
 }
+
+/// JetStream through a connection of the test's own (the bus keeps its client to itself), to
+/// look at streams the way an operator's `nats` CLI would.
+pub async fn raw_jetstream(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
+    Ok(async_nats::jetstream::new(async_nats::connect(url).await?))
+}

@@ -139,20 +139,15 @@ impl Harness {
 
     /// Waits until the NATS responder answers (its subscription is registered).
     async fn wait_for_responder(&self) -> anyhow::Result<()> {
-        let client = self.bus.client().clone();
         // An event of a type nobody acts on: answered `ignored`, recorded nowhere.
         let probe = br#"{"context": {"specversion": "0.5.1", "type": "com.example.probe"}}"#;
-        railyard_testkit::wait_until("the intake responder to answer", WAIT, || {
-            let client = client.clone();
-            async move {
-                let answered = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client.request("railyard.intake.cdevents", probe.as_slice().into()),
-                )
+        railyard_testkit::wait_until("the intake responder to answer", WAIT, || async {
+            let answered = self
+                .bus
+                .request("railyard.intake.cdevents", &[], probe.as_slice().into())
                 .await
-                .is_ok_and(|r| r.is_ok());
-                Ok(answered.then_some(()))
-            }
+                .is_ok();
+            Ok(answered.then_some(()))
         })
         .await
     }
@@ -221,19 +216,14 @@ impl Harness {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> anyhow::Result<serde_json::Value> {
-        let mut map = railyard_bus::HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, *value);
-        }
         let reply = tokio::time::timeout(
             WAIT,
             self.bus
-                .client()
-                .request_with_headers("railyard.intake.cdevents", map, body.into()),
+                .request("railyard.intake.cdevents", headers, body.into()),
         )
         .await
         .context("nats reply in time")??;
-        Ok(serde_json::from_slice(&reply.payload)?)
+        Ok(serde_json::from_slice(&reply)?)
     }
 
     /// The last sequence of the event stream.

@@ -33,7 +33,7 @@ pub const CHECKPOINT_TYPE: &str = "audit.checkpoint";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file cannot be read or written.
-    #[error("{path}: {action}: {source}")]
+    #[error("{path}: {action}")]
     Io {
         /// The file.
         path: String,

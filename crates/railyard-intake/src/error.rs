@@ -18,7 +18,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The catalog does not parse.
-    #[error("catalog {path} is not valid: {source}")]
+    #[error("catalog {path} is not valid")]
     Catalog {
         /// The file.
         path: PathBuf,
@@ -26,7 +26,7 @@ pub enum ConfigError {
         source: railyard_core::ParseError,
     },
     /// The tokens file does not parse.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Tokens {
         /// The file.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum ConfigError {
         value: String,
     },
     /// `RAILYARD_TRUSTED_PROXIES` does not parse.
-    #[error("RAILYARD_TRUSTED_PROXIES: {0}")]
+    #[error("RAILYARD_TRUSTED_PROXIES")]
     TrustedProxies(#[source] railyard_http::TrustedProxiesError),
     /// A rejection sampling rate does not parse.
     #[error("{variable}: {problem}")]
@@ -56,7 +56,7 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     /// NATS failed (at start, or the subscription broke).
-    #[error("intake lost nats: {0}")]
+    #[error("intake lost nats")]
     Bus(#[from] BusError),
     /// The request/reply subscription could not be made.
     #[error("cannot subscribe to {subject}: check the nats user's permissions for it")]

@@ -27,6 +27,6 @@ pub enum NotifyError {
         detail: String,
     },
     /// The HTTP client could not be built.
-    #[error("cannot build the http client for slack: {0}")]
+    #[error("cannot build the http client for slack")]
     Http(#[source] reqwest::Error),
 }

@@ -59,7 +59,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Append(#[from] AppendError),
     /// A release's events do not fold.
-    #[error("release {release}: {source}")]
+    #[error("release {release}")]
     Fold {
         /// The release.
         release: ReleaseId,

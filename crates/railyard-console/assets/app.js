@@ -1,0 +1,547 @@
+// The console: sign-in, the release list, a release's page and the audit page, routed by the
+// URL's hash. Reads through the read routes (/v1/releases..., /v1/audit/...), acts through the
+// promoter's routes (POST /v1/releases/{id}/{command}); the server decides, the page shows.
+
+import { api, ApiFailure, clearToken, follow, setToken, token } from "./api.js";
+import { drawPlan, paintStatuses, STEP_ICONS } from "./graph.js";
+
+const RELEASE_ICONS = {
+  requested: ["…", "requested"],
+  planned: ["▶", "in progress"],
+  held: ["⏸", "held"],
+  completed: ["✓", "completed"],
+  rolled_back: ["↺", "rolled back"],
+  rejected: ["⛔", "refused"],
+  cancelled: ["■", "cancelled"],
+  denied: ["✗", "denied"],
+};
+const TERMINAL = new Set(["completed", "rolled_back", "rejected", "cancelled", "denied"]);
+const PAGE_SIZE = 25;
+
+let me = null; // {identity, roles}
+let leave = () => {}; // stops the current view's live updates
+
+// ---- small DOM helpers: text goes in as text -------------------------------------------------
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function badge(status) {
+  const [icon, word] = RELEASE_ICONS[status] || ["?", status];
+  return h("span", { class: `badge ${status}`, "data-status": status }, h("span", { "aria-hidden": "true" }, icon), " ", word);
+}
+
+function age(at) {
+  const seconds = Math.max(0, Math.round((Date.now() - new Date(at).getTime()) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+function notice(message, kind = "error") {
+  const box = document.getElementById("notice");
+  box.textContent = message;
+  box.className = kind;
+  box.hidden = !message;
+}
+
+function main() {
+  return document.getElementById("main");
+}
+
+function has(role) {
+  return !!me && me.roles.includes(role);
+}
+
+// ---- sign-in --------------------------------------------------------------------------------
+async function loadMe() {
+  if (!token()) { me = null; return; }
+  try {
+    me = await api("/v1/whoami");
+  } catch (error) {
+    me = null;
+    if (error instanceof ApiFailure && error.status === 401) clearToken();
+    throw error;
+  }
+}
+
+function paintHeader() {
+  document.getElementById("whoami").textContent = me ? `${me.identity} (${me.roles.join(", ")})` : "";
+  document.getElementById("signout").hidden = !me;
+  document.getElementById("nav-audit").hidden = !has("auditor");
+  for (const link of document.querySelectorAll("nav a")) {
+    const here = location.hash.startsWith(`#/${link.dataset.nav}`);
+    if (here) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
+  }
+}
+
+function signInView() {
+  const input = h("input", { id: "token", type: "password", autocomplete: "off", required: true, spellcheck: "false", placeholder: "ry_…" });
+  const form = h("form", { id: "signin", class: "card narrow" },
+    h("h1", {}, "Sign in"),
+    h("p", {}, "Paste your Railyard token. It stays in this tab (session storage) and is sent only as an Authorization header; your role decides which actions you see."),
+    h("label", {}, "Token ", input),
+    h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary", id: "signin-submit" }, "Sign in")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    setToken(input.value.trim());
+    try {
+      await loadMe();
+      notice("");
+      const next = sessionStorage.getItem("railyard.after") || "#/releases";
+      sessionStorage.removeItem("railyard.after");
+      if (location.hash === next) route(); else location.hash = next;
+    } catch (error) {
+      clearToken();
+      notice(`Sign-in failed: ${error.message}`);
+    }
+  });
+  main().replaceChildren(form);
+  input.focus();
+}
+
+// ---- releases -------------------------------------------------------------------------------
+function releasesView(params) {
+  const filters = ["service", "env", "status", "requester"];
+  const value = (name) => params.get(name) || "";
+  const statusSelect = h("select", { name: "status", id: "filter-status" }, h("option", { value: "" }, "any"),
+    Object.entries(RELEASE_ICONS).map(([key, [, word]]) => h("option", { value: key, selected: value("status") === key }, word)));
+  const form = h("form", { class: "filters", id: "filters" },
+    h("label", {}, "Service ", h("input", { name: "service", id: "filter-service", value: value("service") })),
+    h("label", {}, "Environment ", h("input", { name: "env", id: "filter-env", value: value("env") })),
+    h("label", {}, "Status ", statusSelect),
+    h("label", {}, "Requester ", h("input", { name: "requester", id: "filter-requester", value: value("requester") })),
+    h("button", { type: "submit" }, "Filter"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    for (const name of filters) {
+      const v = form.elements[name].value.trim();
+      if (v) next.set(name, v);
+    }
+    location.hash = `#/releases?${next}`;
+  });
+  const body = h("tbody", { id: "release-rows" });
+  const table = h("table", { class: "releases" },
+    h("caption", { class: "sr" }, "Releases, newest first"),
+    h("thead", {}, h("tr", {}, ["Release", "Status", "Where", "Blocked by / waits for", "Requester", "Age"].map((t) => h("th", { scope: "col" }, t)))),
+    body);
+  const pager = h("div", { class: "pager" });
+  const live = h("span", { class: "live", id: "list-live" }, "");
+  main().replaceChildren(h("h1", {}, "Releases ", live), form, table, pager);
+
+  const cursors = [null];
+  let page = 0;
+  let timer = null;
+  let stopped = false;
+  async function load() {
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    for (const name of filters) if (value(name)) query.set(name, value(name));
+    if (cursors[page]) query.set("cursor", cursors[page]);
+    try {
+      const answer = await api(`/v1/releases?${query}`);
+      if (stopped) return;
+      cursors[page + 1] = answer.next_cursor || null;
+      body.replaceChildren(...answer.items.map(row));
+      if (!answer.items.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No release matches.")));
+      pager.replaceChildren(
+        h("button", { type: "button", id: "page-prev", disabled: page === 0, onclick: () => { page -= 1; load(); } }, "← Newer"),
+        h("span", {}, ` page ${page + 1} `),
+        h("button", { type: "button", id: "page-next", disabled: !answer.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
+      live.textContent = "· live";
+      notice("");
+    } catch (error) {
+      live.textContent = "· not updating";
+      notice(error.message);
+    }
+    clearTimeout(timer);
+    // The list is small JSON from an index (one page); refreshing it keeps it live.
+    if (!stopped) timer = setTimeout(load, 2000);
+  }
+  load();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+function row(summary) {
+  const where = h("span", { class: "where" }, summary.envs.length
+    ? summary.envs.map((env) => h("span", { class: `env${env === summary.current_env ? " current" : ""}` }, env))
+    : "not planned yet");
+  return h("tr", { "data-release": summary.release },
+    h("td", {}, h("a", { href: `#/releases/${encodeURIComponent(summary.release)}` }, summary.release),
+      h("div", { class: "muted" }, summary.services.join(", "))),
+    h("td", {}, badge(summary.status)),
+    h("td", {}, where),
+    h("td", {}, summary.waiting_for || "—"),
+    h("td", {}, summary.requested_by),
+    h("td", { title: summary.requested_at }, age(summary.requested_at)));
+}
+
+// ---- one release ----------------------------------------------------------------------------
+function stepState(status, id) {
+  const step = status && status.steps.find((s) => s.id === id);
+  return step ? step.status.state : "pending";
+}
+
+function releaseView(id) {
+  const controller = new AbortController();
+  const head = h("div", { class: "release-head" });
+  const banner = h("section", { id: "banner", class: "banner", "aria-live": "polite" });
+  const actions = h("div", { id: "actions", class: "actions", role: "toolbar", "aria-label": "Actions" });
+  const graphBox = h("div", { id: "graph", class: "graph" });
+  const detail = h("section", { id: "detail", class: "detail card", "aria-live": "polite" }, h("p", { class: "muted" }, "Select a step or an edge to see its rule and reason."));
+  const refusals = h("section", { id: "refusals" });
+  const gates = h("section", { id: "gates" });
+  const approvals = h("section", { id: "approvals" });
+  const timeline = h("ol", { id: "timeline", class: "timeline", reversed: true });
+  const liveState = h("span", { id: "live", class: "live" }, "· connecting");
+  main().replaceChildren(
+    h("p", {}, h("a", { href: "#/releases" }, "← Releases")),
+    head, banner, actions,
+    h("h2", {}, "Plan ", h("span", { class: "muted small" }, "waves left to right; ★ marks the critical path")),
+    graphBox, detail, refusals, gates, approvals,
+    h("h2", {}, "Timeline ", liveState), timeline);
+
+  let status = null;
+  let plan = null;
+  let svg = null;
+  let loading = null;
+  let again = false;
+
+  async function refresh() {
+    if (loading) { again = true; return loading; }
+    loading = (async () => {
+      do {
+        again = false;
+        try {
+          status = await api(`/v1/releases/${encodeURIComponent(id)}`);
+          if (!plan && status.steps.length) plan = await api(`/v1/releases/${encodeURIComponent(id)}/plan`);
+          if (!controller.signal.aborted) paint();
+        } catch (error) {
+          if (!(error instanceof ApiFailure && error.status === 404)) notice(error.message);
+          else head.replaceChildren(h("h1", {}, id), h("p", {}, error.message));
+        }
+      } while (again && !controller.signal.aborted);
+      loading = null;
+    })();
+    return loading;
+  }
+
+  function select(what) {
+    if (what.edge) {
+      const e = what.edge;
+      detail.replaceChildren(h("h3", {}, `${e.to} waits for ${e.from}`),
+        h("p", {}, h("strong", {}, "Rule: "), h("code", { id: "detail-rule" }, e.rule)),
+        h("p", { id: "detail-reason" }, e.reason));
+    } else {
+      const step = status && status.steps.find((s) => s.id === what.step.id);
+      const st = step ? step.status : { state: "pending" };
+      const [icon, word] = STEP_ICONS[st.state] || ["?", st.state];
+      const waits = step ? step.waits_for : [];
+      detail.replaceChildren(h("h3", {}, what.step.id),
+        h("p", {}, `${icon} ${word}`, st.detail ? ` — ${st.detail}` : "", st.worker ? ` (worker ${st.worker}, attempt ${st.attempt})` : ""),
+        waits.length
+          ? h("ul", { id: "detail-waits" }, waits.map((w) => h("li", {},
+            h("span", { class: "muted" }, `${stepState(status, w.step) === "succeeded" ? "✓ waited" : "… waits"} for `), h("code", {}, w.step), ` (${w.rule}): `, w.reason)))
+          : h("p", { class: "muted" }, "It waits for nothing."));
+    }
+  }
+
+  function paint() {
+    head.replaceChildren(
+      h("h1", {}, `${status.release} `, h("span", { id: "release-status" }, badge(status.status))),
+      h("p", { class: "muted" }, `requested by ${status.requested_by} · updated ${age(status.updated_at)} · `,
+        status.changes.map((c) => `${c.service} ${c.version}`).join(", ")));
+    paintBanner(banner, status);
+    paintActions(actions, status, refresh);
+    if (plan) {
+      if (!svg) {
+        svg = drawPlan(plan, (step) => stepState(status, step), select);
+        graphBox.replaceChildren(svg);
+      } else {
+        paintStatuses(svg, (step) => stepState(status, step));
+      }
+    } else {
+      graphBox.replaceChildren(h("p", { class: "muted" }, status.status === "rejected" ? "No plan: the planner refused this release." : "Not planned yet."));
+    }
+    refusals.replaceChildren(...(status.refusals.length ? [
+      h("h2", {}, "Why it was refused"),
+      h("ul", { class: "refusals" }, status.refusals.map((r) => h("li", {},
+        h("p", {}, h("strong", {}, `${r.rule}${r.env ? " in " + r.env : ""}: `), h("span", { class: "reason" }, r.reason)),
+        h("p", { class: "remedy" }, h("strong", {}, "Remedy: "), r.remedy)))),
+    ] : []));
+    gates.replaceChildren(...(status.gates.length ? [
+      h("h2", {}, "Gate observations"),
+      h("table", { class: "gates" },
+        h("thead", {}, h("tr", {}, ["Step", "Gate", "Result", "Observed", "Expected"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, status.gates.map((g) => h("tr", { class: g.passed ? "passed" : "failed" },
+          h("td", {}, g.step), h("td", {}, g.gate), h("td", {}, g.passed ? "✓ passed" : "✗ failed"),
+          h("td", {}, g.observed), h("td", {}, g.expected))))),
+    ] : []));
+    approvals.replaceChildren(...(status.approvals.length ? [
+      h("h2", {}, "Approvals"),
+      h("ul", {}, status.approvals.map((a) => h("li", { "data-approval": a.state },
+        `${a.step}: ${a.state}`,
+        (a.approvers || []).length ? ` — from ${a.approvers.join(", ")}` : "",
+        a.by ? ` by ${a.by}` : "", a.comment ? `: “${a.comment}”` : "",
+        a.at ? ` (${new Date(a.at).toLocaleString()})` : ""))),
+    ] : []));
+  }
+
+  refresh();
+  follow(`/v1/releases/${encodeURIComponent(id)}/events`, {
+    signal: controller.signal,
+    onState: (state, why) => { liveState.textContent = state === "live" ? "· live" : `· ${state}${why ? ": " + why : ""}`; liveState.dataset.state = state; },
+    onEvent: ({ id: n, event, data }) => {
+      if (event === "error") { notice(data); return; }
+      let item;
+      try { item = JSON.parse(data); } catch { return; }
+      timeline.prepend(h("li", { "data-n": n, "data-type": item.type },
+        h("time", { datetime: item.at }, new Date(item.at).toLocaleTimeString()), " ",
+        h("code", {}, item.type), " ", h("span", { class: "muted" }, item.actor), " — ", item.summary));
+      refresh();
+    },
+  });
+  return () => controller.abort();
+}
+
+function paintBanner(banner, status) {
+  const lines = [];
+  let kind = "info";
+  const who = status.owner_to_act;
+  switch (status.status) {
+    case "requested": lines.push("Waits for the planner."); break;
+    case "planned": {
+      const asked = status.approvals.find((a) => a.state === "requested");
+      if (asked) {
+        kind = "act";
+        lines.push(`Waits for approval of ${asked.step} from ${(asked.approvers || []).join(", ") || "an approver"}.`);
+      } else {
+        const running = status.steps.filter((s) => s.status.state === "running").map((s) => s.id);
+        lines.push(running.length ? `In progress: ${running.join(", ")}.` : "In progress.");
+      }
+      break;
+    }
+    case "held": {
+      kind = "act";
+      const hold = status.hold || {};
+      lines.push(hold.frozen
+        ? `Frozen: ${hold.frozen} is in a freeze window — ${hold.reason}.`
+        : `Held${hold.owner ? " by " + hold.owner : ""}${hold.step ? " at " + hold.step : ""}: “${hold.reason}”.`);
+      break;
+    }
+    case "completed": kind = "done"; lines.push("Completed: every step succeeded."); break;
+    case "rolled_back": {
+      kind = "bad";
+      lines.push(`Rolled back: ${status.ended_because || "no reason recorded"}.`);
+      const failed = status.gates.filter((g) => !g.passed);
+      for (const g of failed) lines.push(`Gate failed at ${g.step}: ${g.gate} observed ${g.observed}, expected ${g.expected}.`);
+      break;
+    }
+    case "rejected": kind = "bad"; lines.push(`Refused by the planner for ${status.refusals.length} reason${status.refusals.length === 1 ? "" : "s"}; each is listed below with its remedy.`); break;
+    case "cancelled": lines.push(`Cancelled: ${status.ended_because || "no reason recorded"}.`); break;
+    case "denied": kind = "bad"; lines.push(`Denied: ${status.ended_because || "an approver denied it"}.`); break;
+    default: lines.push(status.status);
+  }
+  if (who && !TERMINAL.has(status.status)) lines.push(`Who must act: ${who.who} — ${who.why}.`);
+  banner.className = `banner ${kind}`;
+  banner.dataset.status = status.status;
+  banner.replaceChildren(...lines.map((line) => h("p", {}, line)));
+}
+
+const ACTIONS = [
+  // name, role, label, when (status) -> bool
+  ["approve", "approver", "Approve", (s) => s.approvals.some((a) => a.state === "requested")],
+  ["deny", "approver", "Deny", (s) => s.approvals.some((a) => a.state === "requested")],
+  ["hold", "operator", "Hold", (s) => s.status === "planned"],
+  ["resume", "operator", "Resume", (s) => s.status === "held"],
+  ["retry", "operator", "Retry", (s) => s.status === "held" && s.steps.some((x) => x.status.state === "failed")],
+  ["rollback", "operator", "Roll back", (s) => s.status === "planned" || s.status === "held"],
+  ["cancel", "operator", "Cancel", (s) => s.status === "requested" || s.status === "planned" || s.status === "held"],
+];
+
+function paintActions(box, status, refresh) {
+  const buttons = ACTIONS.filter(([, role, , when]) => has(role) && when(status))
+    .map(([name, , label]) => h("button", { type: "button", "data-action": name, class: name === "approve" ? "primary" : "", onclick: () => act(name, label, status, refresh) }, label));
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.action : null;
+  box.replaceChildren(...buttons);
+  if (focused) { const again = box.querySelector(`[data-action="${focused}"]`); if (again) again.focus(); }
+}
+
+function options(select, values, chosen) {
+  select.replaceChildren(...values.map((v) => h("option", { value: v, selected: v === chosen }, v || "—")));
+}
+
+/** Asks for confirmation (reason, environment, step, freeze override as the action takes). */
+function act(name, label, status, refresh) {
+  const dialog = document.getElementById("confirm");
+  const envs = [...new Set(status.steps.map((s) => s.env))];
+  const asked = status.approvals.filter((a) => a.state === "requested").map((a) => a.step);
+  const failed = status.steps.filter((s) => s.status.state === "failed").map((s) => s.id);
+  const stepChoices = name === "approve" || name === "deny" ? asked : name === "retry" ? failed : [];
+  document.getElementById("confirm-title").textContent = `${label} ${status.release}?`;
+  document.getElementById("confirm-text").textContent = {
+    approve: "Your approval is recorded with your identity and counts only if the environment lists you as an approver.",
+    deny: "Denying ends the release.", hold: "The release stops before its next step until an operator resumes it.",
+    resume: "The release continues from where it stopped.", retry: "The failed step runs again.",
+    rollback: "Every completed step is undone, in reverse order.", cancel: "The release ends; nothing more runs.",
+  }[name];
+  options(document.getElementById("confirm-step"), stepChoices, stepChoices[0]);
+  document.getElementById("confirm-step-label").hidden = stepChoices.length === 0;
+  const envChoices = name === "approve" || name === "deny" || name === "rollback" ? ["", ...envs] : [];
+  options(document.getElementById("confirm-env"), envChoices, "");
+  document.getElementById("confirm-env-label").hidden = envChoices.length === 0;
+  const override = document.getElementById("confirm-override");
+  override.checked = false;
+  document.getElementById("confirm-override-label").hidden = !(name === "approve" && status.hold && status.hold.frozen);
+  const reason = document.getElementById("confirm-reason");
+  reason.value = "";
+  reason.required = name === "hold" || name === "deny";
+  dialog.dataset.action = name;
+  dialog.returnValue = "";
+  dialog.showModal();
+  reason.focus();
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== "ok") return;
+    const body = {};
+    const step = document.getElementById("confirm-step").value;
+    const env = document.getElementById("confirm-env").value;
+    if (stepChoices.length && step) body.step = step;
+    if (envChoices.length && env) body.env = env;
+    if (reason.value.trim()) body.comment = reason.value.trim();
+    if (override.checked) { body.override_freeze = true; body.env = body.env || status.hold.frozen; }
+    try {
+      const answer = await api(`/v1/releases/${encodeURIComponent(status.release)}/${name}`, { method: "POST", body });
+      notice(`${label}: ${answer.detail}`, "ok");
+    } catch (error) {
+      notice(`${label} refused: ${error.message}`);
+    }
+    refresh();
+  };
+}
+
+// ---- audit ----------------------------------------------------------------------------------
+const QUERIES = ["approvals", "gates", "changes", "actor", "rejections", "report", "events"];
+
+function auditView(params) {
+  const form = h("form", { class: "filters", id: "audit-form" },
+    h("label", {}, "Query ", h("select", { name: "query", id: "audit-query" }, QUERIES.map((q) => h("option", { value: q, selected: params.get("query") === q }, q)))),
+    ["release", "service", "env", "actor", "since", "until"].map((name) =>
+      h("label", {}, `${name} `, h("input", { name, value: params.get(name) || "", placeholder: name === "since" || name === "until" ? "2026-01-31T00:00:00Z" : "" }))),
+    h("button", { type: "submit", class: "primary" }, "Run"));
+  const result = h("div", { id: "audit-result" });
+  const exports = h("div", { class: "buttons", id: "audit-exports" });
+  const verify = h("div", { id: "verify" });
+  main().replaceChildren(h("h1", {}, "Audit"), form, exports, result,
+    h("h2", {}, "Verify and export the whole record"),
+    h("div", { class: "buttons" },
+      h("button", { type: "button", id: "verify-run", onclick: runVerify }, "Run audit verify"),
+      h("button", { type: "button", id: "export-all", onclick: () => download("/v1/audit/export", "railyard-audit.jsonl") }, "Export the record (JSON lines, sealed)")),
+    verify);
+
+  function query() {
+    const q = new URLSearchParams();
+    for (const el of form.elements) if (el.name && el.name !== "query" && el.value.trim()) q.set(el.name, el.value.trim());
+    return q;
+  }
+  async function run(event) {
+    if (event) event.preventDefault();
+    const name = form.elements.query.value;
+    const q = query();
+    try {
+      const answer = await api(`/v1/audit/${name}?${q}`);
+      const items = answer.items || [];
+      const columns = [...new Set(items.flatMap((item) => Object.keys(item)))].filter((c) => c !== "data");
+      result.replaceChildren(h("p", {}, `${items.length} item${items.length === 1 ? "" : "s"}${answer.next_cursor ? " (more: narrow the filters or export)" : ""}`),
+        h("div", { class: "scroll" }, h("table", { class: "audit" },
+          h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, items.map((item) => h("tr", {}, columns.map((c) => h("td", {}, typeof item[c] === "object" && item[c] !== null ? JSON.stringify(item[c]) : item[c] ?? ""))))))));
+      const csv = new URLSearchParams(q); csv.set("format", "csv");
+      exports.replaceChildren(
+        h("button", { type: "button", id: "export-csv", onclick: () => download(`/v1/audit/${name}?${csv}`, `railyard-${name}.csv`) }, "Download CSV"),
+        h("button", { type: "button", id: "export-json", onclick: () => download(`/v1/audit/${name}?${q}`, `railyard-${name}.json`) }, "Download JSON"));
+      notice("");
+    } catch (error) {
+      result.replaceChildren();
+      notice(error.message);
+    }
+  }
+  async function runVerify() {
+    verify.replaceChildren(h("p", { class: "muted" }, "verifying…"));
+    try {
+      const report = await api("/v1/audit/verify", { method: "POST" });
+      verify.replaceChildren(h("p", { id: "verify-result", "data-ok": String(report.ok) }, report.ok ? "✓ the audit chain verifies" : "✗ the audit chain does not verify"),
+        h("pre", {}, JSON.stringify(report, null, 2)));
+    } catch (error) {
+      verify.replaceChildren(h("p", {}, `✗ ${error.message}`));
+    }
+  }
+  form.addEventListener("submit", run);
+  run();
+  return () => {};
+}
+
+/** Downloads a route's answer with the token in a header (a plain link could not carry it). */
+async function download(path, name) {
+  try {
+    const response = await api(path, { raw: true });
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const link = h("a", { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+// ---- routing --------------------------------------------------------------------------------
+async function route() {
+  leave();
+  leave = () => {};
+  const hash = location.hash || "#/releases";
+  const [path, search] = hash.slice(1).split("?");
+  const params = new URLSearchParams(search || "");
+  if (path.startsWith("/signin")) {
+    // Signing in (again) replaces whoever was signed in in this tab.
+    clearToken();
+    me = null;
+  }
+  if (!me && token()) {
+    try { await loadMe(); } catch (error) { notice(error.message); }
+  }
+  paintHeader();
+  if (!me) {
+    if (!path.startsWith("/signin")) sessionStorage.setItem("railyard.after", hash);
+    signInView();
+    return;
+  }
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "releases" && parts[1]) leave = releaseView(decodeURIComponent(parts[1]));
+  else if (parts[0] === "audit") leave = auditView(params);
+  else leave = releasesView(params);
+  main().focus({ preventScroll: true });
+}
+
+document.getElementById("signout").addEventListener("click", () => {
+  clearToken();
+  me = null;
+  notice("");
+  if (location.hash === "#/signin") route(); else location.hash = "#/signin";
+});
+document.getElementById("confirm-cancel").addEventListener("click", () => document.getElementById("confirm").close("cancel"));
+window.addEventListener("hashchange", route);
+route();

@@ -789,6 +789,10 @@ pub struct PushedCommit {
     /// The first line of its message.
     #[serde(default)]
     pub message: String,
+    /// When it was committed, as its source reports it (GitHub's push `timestamp`); the start
+    /// of its lead time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `change.commits_pushed`: commits reached a protected branch (for commit ranges), by a push,

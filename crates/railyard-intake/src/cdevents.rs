@@ -549,6 +549,7 @@ fn map(
                     id: commit.clone(),
                     author: Some(author.clone()),
                     message: format!("change {subject}"),
+                    timestamp: None,
                 })
                 .collect();
             Ok(Mapped::Signal {

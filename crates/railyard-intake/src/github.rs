@@ -140,6 +140,9 @@ struct Commit {
     #[serde(default)]
     message: String,
     author: Option<Author>,
+    /// RFC 3339; a value that does not parse is left out rather than refusing the push.
+    #[serde(default)]
+    timestamp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +348,10 @@ pub fn parse(resolver: &Resolver<'_>, headers: &Headers, body: &[u8]) -> Result<
                                     id: c.id,
                                     author: c.author.and_then(|a| a.username.or(a.name)),
                                     message: c.message.lines().next().unwrap_or_default().to_owned(),
+                                    timestamp: c
+                                        .timestamp
+                                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                                        .map(|t| t.with_timezone(&chrono::Utc)),
                                 })
                                 .collect(),
                             origin: origin(&url),
@@ -377,10 +384,10 @@ pub fn parse(resolver: &Resolver<'_>, headers: &Headers, body: &[u8]) -> Result<
                     None => no_service(&url),
                     Some(service) => {
                         let message = format!("#{} {}", pr.number, pr.title.lines().next().unwrap_or_default());
-                        let mut commits = vec![PushedCommit { id: pr.head.sha.clone(), author: Some(pr.user.login.clone()), message: message.clone() }];
+                        let mut commits = vec![PushedCommit { id: pr.head.sha.clone(), author: Some(pr.user.login.clone()), message: message.clone(), timestamp: None }];
                         let after = pr.merge_commit_sha.filter(|sha| !sha.is_empty()).unwrap_or(pr.head.sha);
                         if after != commits[0].id {
-                            commits.push(PushedCommit { id: after.clone(), author: Some(pr.user.login), message });
+                            commits.push(PushedCommit { id: after.clone(), author: Some(pr.user.login), message, timestamp: None });
                         }
                         Mapped::Signal {
                             service,

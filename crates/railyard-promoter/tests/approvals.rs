@@ -186,16 +186,19 @@ async fn the_verified_author_of_a_pushed_commit_may_not_approve() -> anyhow::Res
                 id: "bad5eed0987654321".into(),
                 author: Some("bob".into()),
                 message: "fix rounding".into(),
+                timestamp: None,
             },
             PushedCommit {
                 id: "c0ffee1234567890".into(),
                 author: Some("erin".into()),
                 message: "release 1.5.0".into(),
+                timestamp: None,
             },
             PushedCommit {
                 id: "feed000111222".into(),
                 author: Some("alice".into()),
                 message: "after the release's commit".into(),
+                timestamp: None,
             },
         ],
         origin: Origin {
@@ -215,6 +218,7 @@ async fn the_verified_author_of_a_pushed_commit_may_not_approve() -> anyhow::Res
                 id: "c0ffee1234567890".into(),
                 author: Some(author.into()),
                 message: "change I8f3c2a".into(),
+                timestamp: None,
             })
             .into(),
         origin: Origin {

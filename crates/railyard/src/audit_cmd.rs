@@ -156,14 +156,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.metrics = metrics.clone();
     config.seal = Some(sealing.load()?);
     let routes = start(&mut services, config, bus.clone()).await?;
-    services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let app = railyard_http::ops_router(bus.clone(), metrics).merge(routes);
-    services.serve_http(args.listen, app).await?;
-    let result = services.run_until_signal().await;
-    bus.close()
-        .await
-        .context("cannot flush and close the NATS connection")?;
-    result
+    crate::stack::run_service("audit", services, bus, metrics, args.listen, routes).await
 }
 
 /// Runs `railyard audit ...`; queries and tools print to `out`.

@@ -53,12 +53,5 @@ pub async fn run(args: IntakeArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let mut services = Services::new();
     let routes = start(&mut services, config, bus.clone());
-    services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let app = railyard_http::ops_router(bus.clone(), metrics).merge(routes);
-    services.serve_http(args.listen, app).await?;
-    let result = services.run_until_signal().await;
-    bus.close()
-        .await
-        .context("cannot flush and close the NATS connection")?;
-    result
+    crate::stack::run_service("intake", services, bus, metrics, args.listen, routes).await
 }

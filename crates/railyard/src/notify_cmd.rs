@@ -123,12 +123,13 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
             .await
             .context("notify")
     });
-    services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
-    services.serve_http(args.listen, app).await?;
-    let result = services.run_until_signal().await;
-    bus.close()
-        .await
-        .context("cannot flush and close the NATS connection")?;
-    result
+    crate::stack::run_service(
+        "notify",
+        services,
+        bus,
+        metrics,
+        args.listen,
+        axum::Router::new(),
+    )
+    .await
 }

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 use crate::stack::Services;
 
 /// Flags of `railyard planner`.
@@ -42,13 +40,13 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
         "planner",
         crate::stack::planner_task(config, &metrics, bus.clone(), services.shutdown()),
     );
-    services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let app: axum::Router = railyard_http::ops_router(bus.clone(), metrics);
-    let addr = services.serve_http(args.listen, app).await?;
-    tracing::info!(%addr, "planner serving ops routes");
-    let result = services.run_until_signal().await;
-    bus.close()
-        .await
-        .context("cannot flush and close the NATS connection")?;
-    result
+    crate::stack::run_service(
+        "planner",
+        services,
+        bus,
+        metrics,
+        args.listen,
+        axum::Router::new(),
+    )
+    .await
 }

@@ -130,18 +130,8 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
                 .context("dead-letter forwarder")
         });
     }
-    services.spawn_release_metrics(bus.clone(), metrics.clone());
-    let app = railyard_http::ops_router(bus.clone(), metrics).merge(promoter_routes(
-        bus.clone(),
-        catalog,
-        tokens,
-    ));
-    services.serve_http(args.listen, app).await?;
-    let result = services.run_until_signal().await;
-    bus.close()
-        .await
-        .context("cannot flush and close the NATS connection")?;
-    result
+    let routes = promoter_routes(bus.clone(), catalog, tokens);
+    crate::stack::run_service("promoter", services, bus, metrics, args.listen, routes).await
 }
 
 /// Runs an operator command over HTTP and prints the answer to `out`.

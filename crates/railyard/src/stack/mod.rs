@@ -23,7 +23,6 @@ pub mod services;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -298,12 +297,11 @@ impl StackConfig {
         let mut app: axum::Router = railyard_http::ops_router(bus.clone(), metrics.clone())
             .merge(intake_routes)
             .merge(audit_routes)
-            .merge(railyard_promoter::router(railyard_promoter::RouteState {
-                bus: bus.clone(),
-                catalog: Arc::new(catalog.clone()),
-                tokens: tokens.clone(),
-                clock: SystemClock::shared(),
-            }));
+            .merge(crate::promoter_cmd::promoter_routes(
+                bus.clone(),
+                catalog.clone(),
+                tokens.clone(),
+            ));
         for service in optional {
             let context = ServiceContext {
                 bus: bus.clone(),
@@ -371,6 +369,28 @@ pub fn planner_task(
             .await
             .context("planner")
     }
+}
+
+/// Runs one service on its own (`railyard planner`, `promoter`, `intake`, `notify`, `audit
+/// serve`): its tasks in `services`, the release metrics, and on `listen` the ops routes merged
+/// with `routes`, until Ctrl-C, SIGTERM or a task ending; then drains the connection.
+pub async fn run_service(
+    name: &str,
+    mut services: Services,
+    bus: Bus,
+    metrics: Metrics,
+    listen: SocketAddr,
+    routes: axum::Router,
+) -> anyhow::Result<()> {
+    services.spawn_release_metrics(bus.clone(), metrics.clone());
+    let app = railyard_http::ops_router(bus.clone(), metrics).merge(routes);
+    let addr = services.serve_http(listen, app).await?;
+    tracing::info!(%addr, "{name} serving its routes and /healthz, /readyz, /metrics");
+    let result = services.run_until_signal().await;
+    bus.close()
+        .await
+        .context("cannot flush and close the NATS connection")?;
+    result
 }
 
 /// A started stack.

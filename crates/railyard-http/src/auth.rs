@@ -208,6 +208,44 @@ impl Tokens {
         })
     }
 
+    /// The identity whose tokens carry `alias` (`slack:U123ABC`), for callers that prove who
+    /// they are some other way than a bearer token (a signed Slack interaction): its roles are
+    /// those of the entries carrying the alias. `Ok(None)` when no entry carries it; an error
+    /// naming them when entries of different identities do, since the mapping would be a guess.
+    pub fn by_alias(&self, alias: &str) -> Result<Option<Identity>, String> {
+        let mut found: Option<Identity> = None;
+        for entry in self
+            .by_hash
+            .values()
+            .filter(|entry| entry.aliases.iter().any(|a| a == alias))
+        {
+            match &mut found {
+                None => {
+                    found = Some(Identity {
+                        name: entry.identity.clone(),
+                        roles: entry.roles.clone(),
+                        aliases: entry.aliases.clone(),
+                    });
+                }
+                Some(identity) if identity.name == entry.identity => {
+                    identity.roles.extend(entry.roles.iter().copied());
+                    for a in &entry.aliases {
+                        if !identity.aliases.contains(a) {
+                            identity.aliases.push(a.clone());
+                        }
+                    }
+                }
+                Some(identity) => {
+                    return Err(format!(
+                        "the alias {alias} is given to both {} and {} in the tokens file: give it to one identity only",
+                        identity.name, entry.identity
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Authenticates an `Authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Identity, ApiError> {
         let header = header.ok_or_else(|| {
@@ -311,6 +349,31 @@ mod tests {
                 .unwrap()
                 .name,
             "alice"
+        );
+    }
+
+    #[test]
+    fn an_alias_names_one_identity_with_the_roles_of_its_entries() {
+        let (_, alice) = generate_token(
+            "alice",
+            [Role::Approver].into(),
+            vec!["slack:U1".into(), "github:alice".into()],
+        );
+        let (_, alice_ops) =
+            generate_token("alice", [Role::Operator].into(), vec!["slack:U1".into()]);
+        let (_, bob) = generate_token("bob", [Role::Approver].into(), vec!["slack:U2".into()]);
+        let (_, mallory) =
+            generate_token("mallory", [Role::Approver].into(), vec!["slack:U2".into()]);
+        let tokens = Tokens::from_entries(vec![alice, alice_ops, bob, mallory]).unwrap();
+        let found = tokens.by_alias("slack:U1").unwrap().unwrap();
+        assert_eq!(found.name, "alice");
+        assert_eq!(found.roles, [Role::Approver, Role::Operator].into());
+        assert!(found.is("github:alice"));
+        assert_eq!(tokens.by_alias("slack:U9").unwrap(), None);
+        let error = tokens.by_alias("slack:U2").unwrap_err();
+        assert!(
+            error.contains("bob") && error.contains("mallory"),
+            "{error}"
         );
     }
 

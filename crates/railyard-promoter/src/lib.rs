@@ -5,7 +5,7 @@
 //! resumed by another. Deploy adapters (`simulated`, `command`, `http`), gates (`http`,
 //! `prometheus`, `command`, `soak`, `incident`), strategies (rolling, canary, blue-green),
 //! the failure policies (`rollback`, `hold`), freeze windows, re-validation against the live inventory, and the
-//! operator and approver routes live here (their CLI is the binary's, `crates/railyard`).
+//! operator and approver routes (and approvals from Slack, [`slack`]) live here (their CLI is the binary's, `crates/railyard`).
 //!
 //! The binary wires [`run`] (a worker) and [`router`] (the routes of INTERFACES §6).
 #![forbid(unsafe_code)]
@@ -23,6 +23,7 @@ pub mod inventory;
 mod retire;
 mod rollback;
 mod routes;
+pub mod slack;
 pub mod view;
 pub mod work;
 mod worker;

@@ -350,6 +350,9 @@ async fn a_rollback_restores_the_replaced_deployment_and_a_refusal_fails_the_com
         json!({"railyard": {"release": "rel-b", "env": "staging"}}),
     );
     let mut service = start(&nats, &github, &clock, dir.path());
+    // rel-a's first deployment is created but its answer is lost (a 502): the service looks
+    // again after its backoff and finds it rather than creating another.
+    github.lose_next_create();
 
     append(
         &bus,
@@ -367,6 +370,7 @@ async fn a_rollback_restores_the_replaced_deployment_and_a_refusal_fails_the_com
         vec![planned("rel-a", &[("gadget", "1.0.0")])],
     )
     .await?;
+    advance_when_sleeping(&clock, Duration::from_secs(1)).await?;
     pass_env(&bus, "rel-a", "staging", &["gadget"]).await?;
     pass_env(&bus, "rel-a", "production", &["gadget"]).await?;
     let done = append(

@@ -28,6 +28,9 @@ pub(crate) enum Answer {
     Ok(Value),
     /// GitHub refused it for good (a 4xx other than a rate limit): status and message.
     Refused(u16, String),
+    /// A 5xx, a timeout or a connection error, from [`Api::call_once`] only (which does not
+    /// retry them): the call may or may not have taken effect.
+    Transient(String),
     /// Shutdown came first.
     Stopped,
 }
@@ -130,6 +133,47 @@ impl Api {
         body: Option<&Value>,
         shutdown: &CancellationToken,
     ) -> Answer {
+        self.call_with(owner, repo, method, path, body, shutdown, true)
+            .await
+    }
+
+    /// [`Api::call`], but a 5xx, a timeout or a connection error is returned as
+    /// [`Answer::Transient`] instead of being retried: for a call that must not be repeated
+    /// blindly (creating a deployment), whose caller first looks whether it took effect.
+    pub async fn call_once(
+        &mut self,
+        owner: &str,
+        repo: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        shutdown: &CancellationToken,
+    ) -> Answer {
+        self.call_with(owner, repo, method, path, body, shutdown, false)
+            .await
+    }
+
+    /// The backoff of transient failures.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The clock every wait is on.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_with(
+        &mut self,
+        owner: &str,
+        repo: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        shutdown: &CancellationToken,
+        retry: bool,
+    ) -> Answer {
         let mut renewed = false;
         loop {
             let bearer = match self.bearer(owner, repo, shutdown).await {
@@ -137,11 +181,12 @@ impl Api {
                 Err(answer) => return answer,
             };
             match self
-                .exchange(method.clone(), path, &bearer, body, shutdown)
+                .exchange(method.clone(), path, &bearer, body, shutdown, retry)
                 .await
             {
                 Err(answer) => return answer,
                 Ok(Class::Ok(value)) => return Answer::Ok(value),
+                Ok(Class::Transient(reason)) => return Answer::Transient(reason),
                 Ok(Class::Unauthorized(message)) => {
                     let app = matches!(self.auths.for_owner(owner), Some(Auth::App(_)));
                     if app && !renewed {
@@ -156,9 +201,7 @@ impl Api {
                     self.counters.refused.inc();
                     return Answer::Refused(status, message);
                 }
-                Ok(Class::RateLimited(_) | Class::Transient(_)) => {
-                    unreachable!("exchange retries these")
-                }
+                Ok(Class::RateLimited(_)) => unreachable!("exchange waits these out"),
             }
         }
     }
@@ -262,7 +305,10 @@ impl Api {
         body: Option<&Value>,
         shutdown: &CancellationToken,
     ) -> Result<Value, Answer> {
-        match self.exchange(method, path, bearer, body, shutdown).await? {
+        match self
+            .exchange(method, path, bearer, body, shutdown, true)
+            .await?
+        {
             Class::Ok(value) => Ok(value),
             Class::Unauthorized(message) => {
                 self.counters.refused.inc();
@@ -276,7 +322,7 @@ impl Api {
         }
     }
 
-    /// One request, repeated through rate limits and transient failures.
+    /// One request, repeated through rate limits and (when `retry`) transient failures.
     async fn exchange(
         &mut self,
         method: Method,
@@ -284,6 +330,7 @@ impl Api {
         bearer: &str,
         body: Option<&Value>,
         shutdown: &CancellationToken,
+        retry: bool,
     ) -> Result<Class, Answer> {
         let url = format!("{}{path}", self.api_url);
         let mut attempt = 0u32;
@@ -339,6 +386,7 @@ impl Api {
                     warn!(%path, retry_in = ?wait, "github rate limit: waiting, then the same call again");
                     *wait
                 }
+                Class::Transient(_) if !retry => return Ok(class),
                 Class::Transient(error) => {
                     attempt += 1;
                     self.counters.retried.inc();

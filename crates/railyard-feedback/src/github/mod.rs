@@ -20,7 +20,9 @@
 //! For the window between GitHub creating a deployment and that commit reaching disk (a
 //! crash, not a graceful stop), "create" first asks GitHub for the deployments of that
 //! commit, environment and task `deploy:railyard` and takes the one whose payload names the
-//! release. What can still repeat after a crash is the one status call in flight.
+//! release; a 5xx or a timeout on "create" (GitHub may have acted before the answer was lost)
+//! is not retried blindly: the lookup runs again first. What can still repeat after a crash
+//! is the one status call in flight.
 
 mod api;
 pub mod auth;
@@ -259,6 +261,10 @@ impl Github {
                 error!(%repo, status, error = %message, "github refused {what}; going on without it");
                 None
             }
+            Answer::Transient(reason) => {
+                error!(%repo, error = %reason, "github did not answer {what}; going on without it");
+                None
+            }
             Answer::Stopped => None,
         }
     }
@@ -334,29 +340,6 @@ impl Github {
             "/repos/{}/{}/deployments?sha={sha}&environment={env}&task={TASK}&per_page=100",
             repo.owner, repo.name
         );
-        let found = match self
-            .api
-            .call(&repo.owner, &repo.name, Method::GET, &list, None, shutdown)
-            .await
-        {
-            Answer::Stopped => return Ok(Flow::Stopped),
-            Answer::Ok(Value::Array(deployments)) => deployments.iter().find_map(|d| {
-                (d.pointer("/payload/railyard/release")
-                    .and_then(Value::as_str)
-                    == Some(release.as_str()))
-                .then(|| d.get("id").and_then(Value::as_u64))
-                .flatten()
-            }),
-            answer => {
-                self.settled(&answer, "the list of deployments", repo);
-                None
-            }
-        };
-        if let Some(id) = found {
-            info!(%release, %env, %repo, deployment = id, "github already holds this release's deployment; using it");
-            ledger.write(key, &id);
-            return Ok(Flow::Done);
-        }
         let body = json!({
             "ref": sha,
             "task": TASK,
@@ -369,31 +352,74 @@ impl Github {
             "payload": {"railyard": {"release": release.as_str(), "env": env}},
         });
         let path = format!("/repos/{}/{}/deployments", repo.owner, repo.name);
-        let answer = self
-            .api
-            .call(
-                &repo.owner,
-                &repo.name,
-                Method::POST,
-                &path,
-                Some(&body),
-                shutdown,
-            )
-            .await;
-        if matches!(answer, Answer::Stopped) {
-            return Ok(Flow::Stopped);
-        }
-        match self
-            .settled(&answer, "the deployment", repo)
-            .and_then(|v| v.get("id").and_then(Value::as_u64))
-        {
-            Some(id) => {
-                info!(%release, %env, %repo, deployment = id, "github deployment created");
+        let mut attempt = 0u32;
+        loop {
+            // GitHub may hold it already: created before a crash, or by a create whose answer
+            // was lost (a 5xx or a timeout after GitHub acted).
+            let found = match self
+                .api
+                .call(&repo.owner, &repo.name, Method::GET, &list, None, shutdown)
+                .await
+            {
+                Answer::Stopped => return Ok(Flow::Stopped),
+                Answer::Ok(Value::Array(deployments)) => deployments.iter().find_map(|d| {
+                    (d.pointer("/payload/railyard/release")
+                        .and_then(Value::as_str)
+                        == Some(release.as_str()))
+                    .then(|| d.get("id").and_then(Value::as_u64))
+                    .flatten()
+                }),
+                answer => {
+                    self.settled(&answer, "the list of deployments", repo);
+                    None
+                }
+            };
+            if let Some(id) = found {
+                info!(%release, %env, %repo, deployment = id, "github already holds this release's deployment; using it");
                 ledger.write(key, &id);
+                return Ok(Flow::Done);
             }
-            None => warn!(%release, %env, %repo, "no github deployment: its statuses are skipped"),
+            // Created once: a transient failure is not retried blindly but looked up again.
+            let answer = self
+                .api
+                .call_once(
+                    &repo.owner,
+                    &repo.name,
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    shutdown,
+                )
+                .await;
+            match answer {
+                Answer::Stopped => return Ok(Flow::Stopped),
+                Answer::Transient(reason) => {
+                    attempt += 1;
+                    self.api.counters.retried.inc();
+                    let wait = self.api.backoff().delay(attempt);
+                    warn!(%release, %env, %repo, attempt, retry_in = ?wait, error = %reason, "creating the github deployment failed; looking for it again before retrying");
+                    let clock = self.api.clock().clone();
+                    if !crate::retry::pause(&clock, wait, shutdown).await {
+                        return Ok(Flow::Stopped);
+                    }
+                }
+                answer => {
+                    match self
+                        .settled(&answer, "the deployment", repo)
+                        .and_then(|v| v.get("id").and_then(Value::as_u64))
+                    {
+                        Some(id) => {
+                            info!(%release, %env, %repo, deployment = id, "github deployment created");
+                            ledger.write(key, &id);
+                        }
+                        None => {
+                            warn!(%release, %env, %repo, "no github deployment: its statuses are skipped")
+                        }
+                    }
+                    return Ok(Flow::Done);
+                }
+            }
         }
-        Ok(Flow::Done)
     }
 }
 

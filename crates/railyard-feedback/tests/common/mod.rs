@@ -94,6 +94,8 @@ struct GithubState {
     /// Installation tokens issued → expiry.
     tokens: BTreeMap<String, DateTime<Utc>>,
     tokens_issued: usize,
+    /// The next created deployment's answer is a 502 (GitHub acted, the answer was lost).
+    lose_next_create: bool,
 }
 
 /// The stand-in for GitHub.
@@ -162,6 +164,12 @@ impl FakeGithub {
             .unwrap()
             .script
             .extend(answers.iter().copied());
+    }
+
+    /// The next deployment is created but answered with a 502, as when a gateway times out
+    /// after GitHub acted.
+    pub fn lose_next_create(&self) {
+        self.state.lock().unwrap().lose_next_create = true;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -485,6 +493,14 @@ async fn create_deployment(
         });
         id
     };
+    if std::mem::take(&mut gh.state.lock().unwrap().lose_next_create) {
+        gh.record("POST", &path, 502, &body);
+        return (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(json!({"message": "Server Error"})),
+        )
+            .into_response();
+    }
     gh.record("POST", &path, 201, &body);
     (
         StatusCode::CREATED,

@@ -109,6 +109,7 @@ pub(crate) async fn evaluate(
                         env,
                         reason,
                         actor: ctx.worker().to_owned(),
+                        partial: false,
                     },
                     &id,
                 )

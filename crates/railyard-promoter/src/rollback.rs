@@ -2,16 +2,22 @@
 //! release applied there in reverse plan order, each with the adapter's rollback form, else by
 //! redeploying what the inventory had before, else (a service new to the environment) its
 //! remove form — or the release is held for an operator. Migrations are undone only when their
-//! adapter has a rollback form. Ends in `release.rolled_back` naming what was undone. The work
-//! is guarded by a lease and resumable: each undone step is recorded as it happens.
+//! adapter has a rollback form. Once a point of no return of the plan has started there, a
+//! rollback is not carried out blindly: the release is held with the reason and the owner,
+//! unless an operator asked for a partial rollback, which undoes only the steps still safely
+//! reversible. Every step is re-checked against the live inventory before it is undone.
+//! Ends in `release.rolled_back` naming what was undone and what stays. The work is guarded by
+//! a lease and resumable: each undone step is recorded as it happens.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use railyard_core::catalog::{Deploy, Strategy};
+use railyard_core::catalog::{Catalog, Deploy, Strategy};
 use railyard_core::event::{ReleaseHeld, ReleaseRolledBack, ServiceDeployed, StepOutcome};
+use railyard_core::inventory::EnvInventory;
 use railyard_core::release_state::StepStatus;
-use railyard_core::{Action, EnvName, Event, ReleaseId, Status, Step, StepId};
+use railyard_core::{Action, EnvName, Event, ReleaseId, ReleaseState, Status, Step, StepId};
+use railyard_plan::{LiveEnv, contract_breaks};
 use tracing::{info, warn};
 
 use crate::adapter::{DEFAULT_TIMEOUT, Form, Target};
@@ -38,15 +44,135 @@ enum Undo {
     Hold(String),
 }
 
-/// Rolls `release` back in `env`.
+/// A point of no return of the plan that has started in an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PassedPoint {
+    /// Its step.
+    pub step: StepId,
+    /// Why it is one (from the plan).
+    pub reason: String,
+    /// The catalog owners of the release's services that use the database it migrates.
+    pub owner: Option<String>,
+}
+
+impl PassedPoint {
+    /// Why a rollback requested for `why` holds `release` instead.
+    pub fn hold_reason(&self, why: &str, release: &ReleaseId) -> String {
+        format!(
+            "{why}; not rolled back: {} has run and is a point of no return ({}); roll forward (retry the failed step, or resume once fixed), or force a partial rollback of the steps still safely reversible (`rollback` with `partial`, e.g. `railyard rollback {release} --partial`)",
+            self.step, self.reason
+        )
+    }
+}
+
+/// The first point of no return of the plan that has started (running, done or failed) in
+/// `env`, if any.
+pub(crate) fn passed_point_of_no_return(
+    state: &ReleaseState,
+    catalog: &Catalog,
+    env: &EnvName,
+) -> Option<PassedPoint> {
+    let plan = state.plan.as_ref()?;
+    let point = plan.points_of_no_return.iter().find(|p| {
+        plan.step(&p.step).is_some_and(|s| &s.env == env)
+            && matches!(
+                state.steps.get(&p.step),
+                Some(
+                    StepStatus::Running { .. } | StepStatus::Succeeded | StepStatus::Failed { .. }
+                )
+            )
+    })?;
+    let database = plan
+        .step(&point.step)
+        .map(|s| s.target.split('@').next().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let users: Vec<String> = catalog
+        .databases
+        .iter()
+        .find(|(name, _)| name.as_str() == database)
+        .map(|(_, db)| {
+            db.users
+                .iter()
+                .filter(|u| state.changes.iter().any(|c| &c.service == *u))
+                .filter_map(|u| catalog.services.get(u).and_then(|s| s.owner.clone()))
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PassedPoint {
+        step: point.step.clone(),
+        reason: point.reason.clone(),
+        owner: (!users.is_empty()).then(|| users.join(", ")),
+    })
+}
+
+/// The contracts undoing `step` would break that the live inventory does not break already:
+/// checked while it is undone (old and new version, or both schemas, side by side) and after.
+fn undo_breaks(
+    catalog: &Catalog,
+    live: &EnvInventory,
+    before: &EnvInventory,
+    step: &Step,
+) -> Vec<String> {
+    let now = LiveEnv::from_inventory(live);
+    let (mut during, mut after) = (now.clone(), now.clone());
+    match step.action {
+        Action::Deploy => {
+            let Some(name) = catalog.services.keys().find(|n| n.as_str() == step.target) else {
+                return Vec::new();
+            };
+            match before.services.get(name) {
+                Some(previous) => {
+                    during
+                        .services
+                        .entry(name.clone())
+                        .or_default()
+                        .push(previous.clone());
+                    after.services.insert(name.clone(), vec![previous.clone()]);
+                }
+                None => {
+                    after.services.remove(name);
+                }
+            }
+        }
+        Action::Migrate => {
+            let database = step.target.split('@').next().unwrap_or_default();
+            let Some((name, previous)) = before
+                .databases
+                .iter()
+                .find(|(n, _)| n.as_str() == database)
+            else {
+                return Vec::new();
+            };
+            during
+                .databases
+                .entry(name.clone())
+                .or_default()
+                .push(*previous);
+            after.databases.insert(name.clone(), vec![*previous]);
+        }
+        Action::Verify | Action::Approve => return Vec::new(),
+    }
+    let already: BTreeSet<String> = contract_breaks(catalog, &now).into_iter().collect();
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    out.extend(contract_breaks(catalog, &during));
+    out.extend(contract_breaks(catalog, &after));
+    out.retain(|b| !already.contains(b));
+    out.into_iter().collect()
+}
+
+/// Rolls `release` back in `env`; `partial` (an operator's explicit choice) undoes, past a
+/// point of no return, only the steps still safely reversible.
 pub(crate) async fn roll_back(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
     env: &EnvName,
     reason: &str,
+    partial: bool,
 ) -> Result<RollbackEnd, PromoterError> {
     // Nothing to do when another worker is rolling it back.
-    let work = undo_all(ctx, release, env, reason);
+    let work = undo_all(ctx, release, env, reason, partial);
     Ok(exclusively(ctx, &rollback_lease(release), work)
         .await?
         .unwrap_or(RollbackEnd::Done))
@@ -67,7 +193,10 @@ async fn undo_all(
     release: &ReleaseId,
     env: &EnvName,
     reason: &str,
+    partial: bool,
 ) -> Result<RollbackEnd, PromoterError> {
+    // Steps a partial rollback leaves applied, with why.
+    let mut stays: BTreeMap<StepId, String> = BTreeMap::new();
     loop {
         let Some(current) = ctx.load(release).await? else {
             return Ok(RollbackEnd::Done);
@@ -93,8 +222,33 @@ async fn undo_all(
                 )));
             }
         }
+        let catalog = &ctx.config.catalog;
+        let passed = passed_point_of_no_return(state, catalog, env);
+        if let (false, Some(point)) = (partial, &passed) {
+            let why = point.hold_reason(reason, release);
+            if state.status == Status::Planned {
+                let event = ctx.envelope(
+                    release,
+                    Event::ReleaseHeld(ReleaseHeld {
+                        reason: why.clone(),
+                        step: Some(point.step.clone()),
+                        owner: point.owner.clone(),
+                        frozen: None,
+                    }),
+                );
+                if append_at(ctx, release, current.sequence, &[event])
+                    .await?
+                    .is_none()
+                {
+                    continue;
+                }
+            }
+            warn!(release = %release, env = %env, step = %point.step, reason = %why, "past a point of no return: release held instead of rolled back");
+            return Ok(RollbackEnd::Done);
+        }
         let (order, kept): (Vec<StepId>, Vec<StepId>) = decide::rollback_order(state, env)
             .into_iter()
+            .filter(|id| !stays.contains_key(id))
             .partition(|id| {
                 plan.step(id)
                     .is_some_and(|s| s.action != Action::Migrate || migration_has_rollback(ctx, s))
@@ -123,6 +277,15 @@ async fn undo_all(
                     "; {id} was not rolled back: its database has no rollback form, so the schema stays migrated"
                 ));
             }
+            if let Some(point) = &passed {
+                text.push_str(&format!(
+                    "; a partial rollback past the point of no return {}",
+                    point.step
+                ));
+            }
+            for (id, why) in &stays {
+                text.push_str(&format!("; {id} stays applied: {why}"));
+            }
             let event = ctx.envelope(
                 release,
                 Event::ReleaseRolledBack(ReleaseRolledBack {
@@ -140,6 +303,41 @@ async fn undo_all(
             continue;
         };
         let step = plan.step(next).expect("ordered from the plan").clone();
+        // Re-validation covers the way back: undo nothing the live estate cannot take now.
+        let live = inventory::env_inventory(&ctx.bus, env, None).await?;
+        let before = inventory::env_inventory(&ctx.bus, env, Some(release)).await?;
+        let breaks = undo_breaks(catalog, &live, &before, &step);
+        if !breaks.is_empty() {
+            let why = format!("undoing it now would break: {}", breaks.join("; "));
+            if partial {
+                info!(release = %release, step = %step.id, %why, "partial rollback leaves the step applied");
+                stays.insert(step.id.clone(), why);
+                continue;
+            }
+            let text = format!(
+                "{reason}; the rollback stopped before {}: re-checked against what runs in {env}, {why}; roll forward, or force a partial rollback of the steps still safely reversible (`rollback` with `partial`)",
+                step.id
+            );
+            if state.status == Status::Planned {
+                let event = ctx.envelope(
+                    release,
+                    Event::ReleaseHeld(ReleaseHeld {
+                        reason: text.clone(),
+                        step: Some(step.id.clone()),
+                        owner: ctx.owner(&step),
+                        frozen: None,
+                    }),
+                );
+                if append_at(ctx, release, current.sequence, &[event])
+                    .await?
+                    .is_none()
+                {
+                    continue;
+                }
+            }
+            warn!(release = %release, step = %step.id, reason = %text, "rollback step re-validation failed; release held");
+            return Ok(RollbackEnd::Done);
+        }
         match undo(ctx, &current.state, &step).await? {
             Undo::Undone {
                 detail,

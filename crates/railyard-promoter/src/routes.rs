@@ -52,8 +52,7 @@ impl FromRef<RouteState> for Tokens {
 pub fn router(state: RouteState) -> Router {
     Router::new()
         .route("/v1/releases/{id}/{command}", post(command))
-        .with_state(state.clone())
-        .merge(crate::slack::router(state))
+        .with_state(state)
 }
 
 /// The optional body of a command.
@@ -73,6 +72,11 @@ pub struct CommandBody {
     /// (a reason is required; the release is marked with who overrode, why and when).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub override_freeze: bool,
+    /// With `rollback`, once a point of no return of the plan has started in that
+    /// environment: undo only the steps still safely reversible (each re-checked against the
+    /// live inventory); without it such a rollback holds the release instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// The answer to an accepted command.
@@ -91,7 +95,7 @@ pub struct CommandAnswer {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Command {
+enum Command {
     Approve,
     Deny,
     Hold,
@@ -115,19 +119,7 @@ impl Command {
         })
     }
 
-    fn as_str(self) -> &'static str {
-        match self {
-            Command::Approve => "approve",
-            Command::Deny => "deny",
-            Command::Hold => "hold",
-            Command::Resume => "resume",
-            Command::Rollback => "rollback",
-            Command::Cancel => "cancel",
-            Command::Retry => "retry",
-        }
-    }
-
-    pub(crate) fn role(self) -> Role {
+    fn role(self) -> Role {
         match self {
             Command::Approve | Command::Deny => Role::Approver,
             _ => Role::Operator,
@@ -169,21 +161,6 @@ async fn command(
             )
         })?
     };
-    let answer = run_command(&state, cmd, release, &who, &body).await?;
-    Ok((StatusCode::ACCEPTED, Json(answer)))
-}
-
-/// Decides `cmd` by `who` (whose role the caller checked) against the release's folded state
-/// and appends what it decided as `who`, sealed by this process: the one path of the HTTP route
-/// and of Slack interactions ([`crate::slack`]).
-pub(crate) async fn run_command(
-    state: &RouteState,
-    cmd: Command,
-    release: ReleaseId,
-    who: &Identity,
-    body: &CommandBody,
-) -> Result<CommandAnswer, ApiError> {
-    let name = cmd.as_str();
     let aggregate = AggregateId::Release(release.clone());
     for _ in 0..5 {
         let loaded = state.bus.load(&aggregate).await.map_err(|error| {
@@ -202,7 +179,7 @@ pub(crate) async fn run_command(
         };
         let authors = verified_authors(&state.bus, &current).await?;
         let now = state.clock.now();
-        let decision = decide(cmd, &current, who, body, &state.catalog, &authors, now)?;
+        let decision = decide(cmd, &current, &who, &body, &state.catalog, &authors, now)?;
         let cause = loaded.events.last().expect("a folded release has events");
         let envelopes: Vec<Envelope> = decision
             .events
@@ -264,13 +241,16 @@ pub(crate) async fn run_command(
                 })?;
         }
         info!(release = %release, command = name, actor = %who.name, detail = %decision.detail, "operator command accepted");
-        return Ok(CommandAnswer {
-            release: release.to_string(),
-            command: name.to_owned(),
-            outcome: "accepted".to_owned(),
-            detail: decision.detail,
-            event_ids: envelopes.iter().map(|e| e.event_id.to_string()).collect(),
-        });
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(CommandAnswer {
+                release: release.to_string(),
+                command: name,
+                outcome: "accepted".to_owned(),
+                detail: decision.detail,
+                event_ids: envelopes.iter().map(|e| e.event_id.to_string()).collect(),
+            }),
+        ));
     }
     Err(ApiError::conflict(
         format!("release {release} kept changing while the {name} was decided: try again"),
@@ -465,6 +445,28 @@ fn decide(
                 },
             };
             let reason = format!("rollback of {env} requested by {}", said(who, body));
+            if let (false, Some(point)) = (
+                body.partial,
+                crate::rollback::passed_point_of_no_return(state, catalog, &env),
+            ) {
+                let why = point.hold_reason(&reason, id);
+                if state.status != Status::Planned {
+                    return refuse(why);
+                }
+                return Ok(Decision {
+                    events: vec![Event::ReleaseHeld(ReleaseHeld {
+                        reason: why,
+                        step: Some(point.step.clone()),
+                        owner: point.owner.clone(),
+                        frozen: None,
+                    })],
+                    offer: None,
+                    detail: format!(
+                        "release {id} is held, not rolled back: {} has run in {env} and is a point of no return",
+                        point.step
+                    ),
+                });
+            }
             let events = if state.status == Status::Planned {
                 vec![Event::ReleaseHeld(ReleaseHeld {
                     reason: format!("{reason}; no new step starts while it is undone"),
@@ -482,6 +484,7 @@ fn decide(
                     env: env.clone(),
                     reason: reason.clone(),
                     actor: who.name.clone(),
+                    partial: body.partial,
                 }),
                 detail: format!("the rollback of {id} in {env} is handed to the workers"),
             })

@@ -32,6 +32,10 @@ pub enum WorkOrder {
         reason: String,
         /// Who asked for it (an operator) or the worker that saw the failure.
         actor: String,
+        /// Past a point of no return: undo only the steps still safely reversible (an
+        /// operator's explicit choice); otherwise such a rollback holds the release.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
     },
     /// Take down the old colours of the release's blue-green deploys, then complete it.
     Retire {

@@ -411,13 +411,14 @@ async fn run_order(ctx: Arc<Ctx>, item: WorkItem, order: WorkOrder) {
             env,
             reason,
             actor,
+            partial,
         } => {
             let reason = if actor == ctx.worker() || actor.starts_with("railyard") {
                 reason
             } else {
                 format!("{reason} (rollback requested by {actor})")
             };
-            match roll_back(&ctx, &release, &env, &reason).await {
+            match roll_back(&ctx, &release, &env, &reason, partial).await {
                 Ok(RollbackEnd::Done) => {
                     let _ = item.ack().await;
                 }

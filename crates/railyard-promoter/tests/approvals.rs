@@ -96,6 +96,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
         env: Some("production".into()),
         comment: Some("checked the dashboards".into()),
         override_freeze: false,
+        partial: false,
         url: api.url.clone(),
         token: api.tokens["alice"].clone(),
     }))
@@ -117,6 +118,7 @@ async fn only_a_listed_approver_who_neither_requested_nor_authored_may_approve()
         env: None,
         comment: None,
         override_freeze: false,
+        partial: false,
         url: api.url.clone(),
         token: api.tokens["bob"].clone(),
     }))

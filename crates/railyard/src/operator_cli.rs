@@ -22,6 +22,10 @@ pub struct Target {
     /// (approver listed for E; recorded as `freeze.overridden`).
     #[arg(long)]
     pub override_freeze: bool,
+    /// With `rollback`, once a point of no return has run: undo only the steps still safely
+    /// reversible (each re-checked against what runs) and leave the rest applied.
+    #[arg(long)]
+    pub partial: bool,
     /// The Railyard server.
     #[arg(long, env = "RAILYARD_URL", default_value = "http://127.0.0.1:7800")]
     pub url: String,
@@ -99,6 +103,7 @@ pub async fn run(command: &OperatorCommand) -> Result<CommandAnswer, CliError> {
         env: target.env.clone(),
         comment: target.comment.clone(),
         override_freeze: target.override_freeze,
+        partial: target.partial,
     };
     let unreachable = |error: reqwest::Error| CliError::Unreachable {
         url: target.url.clone(),

@@ -52,7 +52,8 @@ impl FromRef<RouteState> for Tokens {
 pub fn router(state: RouteState) -> Router {
     Router::new()
         .route("/v1/releases/{id}/{command}", post(command))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::slack::router(state))
 }
 
 /// The optional body of a command.
@@ -95,7 +96,7 @@ pub struct CommandAnswer {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Command {
+pub(crate) enum Command {
     Approve,
     Deny,
     Hold,
@@ -119,7 +120,19 @@ impl Command {
         })
     }
 
-    fn role(self) -> Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Command::Approve => "approve",
+            Command::Deny => "deny",
+            Command::Hold => "hold",
+            Command::Resume => "resume",
+            Command::Rollback => "rollback",
+            Command::Cancel => "cancel",
+            Command::Retry => "retry",
+        }
+    }
+
+    pub(crate) fn role(self) -> Role {
         match self {
             Command::Approve | Command::Deny => Role::Approver,
             _ => Role::Operator,
@@ -161,6 +174,21 @@ async fn command(
             )
         })?
     };
+    let answer = run_command(&state, cmd, release, &who, &body).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// Decides `cmd` by `who` (whose role the caller checked) against the release's folded state
+/// and appends what it decided as `who`, sealed by this process: the one path of the HTTP route
+/// and of Slack interactions ([`crate::slack`]).
+pub(crate) async fn run_command(
+    state: &RouteState,
+    cmd: Command,
+    release: ReleaseId,
+    who: &Identity,
+    body: &CommandBody,
+) -> Result<CommandAnswer, ApiError> {
+    let name = cmd.as_str();
     let aggregate = AggregateId::Release(release.clone());
     for _ in 0..5 {
         let loaded = state.bus.load(&aggregate).await.map_err(|error| {
@@ -179,7 +207,7 @@ async fn command(
         };
         let authors = verified_authors(&state.bus, &current).await?;
         let now = state.clock.now();
-        let decision = decide(cmd, &current, &who, &body, &state.catalog, &authors, now)?;
+        let decision = decide(cmd, &current, who, body, &state.catalog, &authors, now)?;
         let cause = loaded.events.last().expect("a folded release has events");
         let envelopes: Vec<Envelope> = decision
             .events
@@ -241,16 +269,13 @@ async fn command(
                 })?;
         }
         info!(release = %release, command = name, actor = %who.name, detail = %decision.detail, "operator command accepted");
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(CommandAnswer {
-                release: release.to_string(),
-                command: name,
-                outcome: "accepted".to_owned(),
-                detail: decision.detail,
-                event_ids: envelopes.iter().map(|e| e.event_id.to_string()).collect(),
-            }),
-        ));
+        return Ok(CommandAnswer {
+            release: release.to_string(),
+            command: name.to_owned(),
+            outcome: "accepted".to_owned(),
+            detail: decision.detail,
+            event_ids: envelopes.iter().map(|e| e.event_id.to_string()).collect(),
+        });
     }
     Err(ApiError::conflict(
         format!("release {release} kept changing while the {name} was decided: try again"),

@@ -9,7 +9,9 @@
 //! console (served at `/` by [`railyard_console::router`], merged here): `GET /v1/whoami` (the
 //! token's identity and roles, so the page shows only the actions the role may take) and `GET
 //! /v1/releases/{id}/plan` (the release's plan as the planner made it: steps, edges with rule
-//! and reason, waves and the critical path; any valid token).
+//! and reason, waves and the critical path; any valid token) and `GET /v1/estate` (what runs
+//! where with its contract versions, folded from the recorded `service.deployed` events, in
+//! the inventory format of INTERFACES §5; any valid token).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -53,6 +55,7 @@ pub fn router(audit: Audit) -> Router {
         .route("/v1/releases/{id}/events", get(events))
         .route("/v1/releases/{id}/plan", get(plan))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/estate", get(estate))
         .route("/v1/audit/verify", post(verify))
         .route("/v1/audit/export", get(export))
         .route("/v1/audit/{query}", get(query))
@@ -67,6 +70,54 @@ async fn whoami(Authenticated(who): Authenticated) -> Response {
         "roles": who.roles.iter().map(|role| role.as_str()).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+/// `GET /v1/estate`: the inventory folded from every recorded `service.deployed`, oldest first
+/// (the planner's own fold: a service with no `running` left the environment; database
+/// versions ride on the events), with the record it is current to.
+async fn estate(
+    State(audit): State<Audit>,
+    Authenticated(_): Authenticated,
+) -> Result<Response, ApiError> {
+    let filter = Filter {
+        kind: Some("service.deployed".into()),
+        ..Filter::default()
+    };
+    let mut inventory = railyard_core::Inventory::default();
+    let mut cursor: Option<String> = None;
+    let mut records = 0u64;
+    loop {
+        let page = audit
+            .reader()
+            .records(&filter, cursor.as_deref(), crate::query::MAX_LIMIT)
+            .await?;
+        for record in &page.items {
+            let Ok(envelope) =
+                serde_json::from_value::<railyard_core::Envelope>(record.envelope.clone())
+            else {
+                continue;
+            };
+            let railyard_core::Event::ServiceDeployed(deployed) = envelope.event else {
+                continue;
+            };
+            records = records.max(record.n);
+            let env = inventory.0.entry(deployed.env.clone()).or_default();
+            match deployed.running {
+                Some(running) => {
+                    env.services.insert(deployed.service.clone(), running);
+                }
+                None => {
+                    env.services.remove(&deployed.service);
+                }
+            }
+            env.databases.extend(deployed.databases);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(Json(serde_json::json!({ "inventory": inventory, "last_record": records })).into_response())
 }
 
 /// `GET /v1/releases/{id}/plan`: the plan the release carries (404 before it is planned or when
@@ -155,7 +206,7 @@ struct ListParams {
 }
 
 impl ListParams {
-    fn filter(&self) -> Result<ReleaseFilter, AuditError> {
+    fn filter(&self, now: chrono::DateTime<chrono::Utc>) -> Result<ReleaseFilter, AuditError> {
         let status = match self.status.as_deref() {
             None => None,
             Some(text) => Some(parse_status(text).ok_or_else(|| {
@@ -175,12 +226,12 @@ impl ListParams {
             since: self
                 .since
                 .as_deref()
-                .map(|t| parse_time("since", t))
+                .map(|t| parse_time("since", t, now))
                 .transpose()?,
             until: self
                 .until
                 .as_deref()
-                .map(|t| parse_time("until", t))
+                .map(|t| parse_time("until", t, now))
                 .transpose()?,
         })
     }
@@ -194,7 +245,7 @@ async fn list(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|error| ApiError::malformed(error.body_text(), "query"))?;
-    let filter = params.filter()?;
+    let filter = params.filter(audit.config().clock.now())?;
     let page = audit
         .reader()
         .releases(
@@ -332,7 +383,7 @@ struct QueryParams {
 }
 
 impl QueryParams {
-    fn filter(&self) -> Result<Filter, AuditError> {
+    fn filter(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Filter, AuditError> {
         Ok(Filter {
             release: self.release.clone(),
             service: self.service.clone(),
@@ -343,12 +394,12 @@ impl QueryParams {
             since: self
                 .since
                 .as_deref()
-                .map(|t| parse_time("since", t))
+                .map(|t| parse_time("since", t, now))
                 .transpose()?,
             until: self
                 .until
                 .as_deref()
-                .map(|t| parse_time("until", t))
+                .map(|t| parse_time("until", t, now))
                 .transpose()?,
         })
     }
@@ -373,7 +424,7 @@ async fn query(
             ));
         }
     };
-    let filter = params.filter()?;
+    let filter = params.filter(audit.config().clock.now())?;
     let answer = run_query(
         &audit,
         kind,
@@ -391,6 +442,7 @@ async fn query(
         Answer::Gates(page) => (csv(&page.items), page.next_cursor),
         Answer::Rejections(page) => (csv(&page.items), page.next_cursor),
         Answer::Report(page) => (csv(&page.items), page.next_cursor),
+        Answer::Dora(page) => (csv(&page.items), page.next_cursor),
     };
     let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
     if let Some(next) = next.and_then(|next| HeaderValue::from_str(&next).ok()) {

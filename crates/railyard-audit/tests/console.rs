@@ -1,7 +1,8 @@
 //! What the web console needs from the read side, over real NATS and real HTTP: the page and
 //! its files (strict CSP, content-hash ETag, 304 on revalidation, nothing inline), `GET
 //! /v1/whoami` (401 without a valid token, the roles with one), `GET /v1/releases/{id}/plan`
-//! (the plan with edges, waves and critical path; 404 in words before a plan), and the release
+//! (the plan with edges, waves and critical path; 404 in words before a plan), `GET
+//! /v1/estate` (the inventory folded from `service.deployed`), and the release
 //! list with 1,000 releases: every release once across cursor pages, filters by service and
 //! requester, each page answered fast.
 
@@ -9,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Script, Service, callers, change, connect, plan, requested, temp_store};
+use common::{Script, Service, callers, change, connect, deployed, plan, requested, temp_store};
 use railyard_core::event::{ReleasePlanned, ReleaseRequested};
 use railyard_core::{Action, Event};
 use railyard_testkit::NatsServer;
@@ -91,7 +92,8 @@ async fn the_console_is_served_with_a_strict_policy_and_revalidates_by_hash() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whoami_and_plan_need_a_token_and_answer_what_the_page_draws() -> anyhow::Result<()> {
+async fn whoami_plan_and_estate_need_a_token_and_answer_what_the_page_draws() -> anyhow::Result<()>
+{
     let server = NatsServer::start().await?;
     let bus = connect(&server).await?;
     let (_dir, store) = temp_store();
@@ -162,6 +164,49 @@ async fn whoami_and_plan_need_a_token_and_answer_what_the_page_draws() -> anyhow
         ])
     );
     assert_eq!(body["edges"][0]["rule"], "step-order");
+    // The estate: the last deployment of each service per environment.
+    let (status, _) = get(&service.url("/v1/estate"), None).await;
+    assert_eq!(status, 401);
+    script
+        .append(
+            "inventory.production",
+            "promoter",
+            deployed("production", "orders-api", "2.3.0", "a1b2c3d", None),
+        )
+        .await;
+    script
+        .append(
+            "inventory.production",
+            "promoter",
+            deployed(
+                "production",
+                "orders-api",
+                "2.4.0",
+                "d4e5f6a",
+                Some("rel-1"),
+            ),
+        )
+        .await;
+    script
+        .append(
+            "inventory.staging",
+            "promoter",
+            deployed("staging", "billing-worker", "1.9.0", "0f0f0f0", None),
+        )
+        .await;
+    service.caught_up(script.last_sequence).await;
+    let (status, body) = get(&service.url("/v1/estate"), Some(&who.auditor)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["inventory"]["production"]["services"]["orders-api"]["version"],
+        "2.4.0"
+    );
+    assert_eq!(
+        body["inventory"]["staging"]["services"]["billing-worker"]["commit"],
+        "0f0f0f0"
+    );
+    assert!(body["last_record"].as_u64().unwrap() > 0);
+
     let (status, body) = get(&service.url("/v1/releases/nope/plan"), Some(&who.operator)).await;
     assert_eq!(status, 404);
     assert!(body["detail"].as_str().unwrap().contains("release nope"));

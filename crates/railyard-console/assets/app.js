@@ -508,10 +508,110 @@ async function download(path, name) {
   }
 }
 
+
+// ---- estate and contract map ----------------------------------------------------------------
+/** Whether version `v` (an integer) is in `range` ("1..=2", "2..4", ">=5", "<3", "3"). */
+function inRange(v, range) {
+  const text = String(range).replace(/\s+/g, "");
+  let m;
+  if ((m = text.match(/^(\d+)\.\.=(\d+)$/))) return v >= +m[1] && v <= +m[2];
+  if ((m = text.match(/^(\d+)\.\.(\d+)$/))) return v >= +m[1] && v < +m[2];
+  if ((m = text.match(/^(>=|<=|>|<|=)?(\d+)$/))) {
+    const n = +m[2];
+    return { ">=": v >= n, "<=": v <= n, ">": v > n, "<": v < n, "=": v === n, undefined: v === n }[m[1]];
+  }
+  return null; // a range this page does not read: shown as is
+}
+
+/** Whether a consumer reading `range` reads what every producer emits (null: cannot tell). */
+function readsAll(producers, range) {
+  const answers = producers.map(([, v]) => inRange(+v, range));
+  if (!answers.length || answers.every((a) => a === null)) return null;
+  return answers.every((a) => a !== false);
+}
+
+function mark(ok) {
+  return ok === null ? "" : ok ? " ✓" : " ✗";
+}
+
+function estateView() {
+  const box = h("div", { id: "estate" }, h("p", { class: "muted" }, "loading…"));
+  main().replaceChildren(h("h1", {}, "Estate"),
+    h("p", { class: "muted" }, "What runs where, with the contract versions each service speaks — the picture the planner decides from. ✓ reads / works with it, ✗ does not."),
+    box);
+  let stopped = false;
+  (async () => {
+    try {
+      const answer = await api("/v1/estate");
+      if (stopped) return;
+      const envs = Object.entries(answer.inventory);
+      if (!envs.length) { box.replaceChildren(h("p", {}, "Nothing recorded yet: `railyard inventory import` records what runs now.")); return; }
+      box.replaceChildren(...envs.map(([env, inv]) => estateOfEnv(env, inv)));
+    } catch (error) {
+      box.replaceChildren();
+      notice(error.message);
+    }
+  })();
+  return () => { stopped = true; };
+}
+
+function pairs(map) {
+  return Object.entries(map || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+function estateOfEnv(env, inv) {
+  const services = Object.entries(inv.services || {});
+  const queues = new Map();
+  const apis = new Map();
+  const dbs = new Map(Object.entries(inv.databases || {}).map(([db, v]) => [db, { version: v, users: [] }]));
+  const entry = (map, key) => { if (!map.has(key)) map.set(key, { producers: [], consumers: [] }); return map.get(key); };
+  for (const [name, s] of services) {
+    for (const [q, v] of Object.entries(s.produces || {})) entry(queues, q).producers.push([name, v]);
+    for (const [q, r] of Object.entries(s.consumes || {})) entry(queues, q).consumers.push([name, r]);
+    for (const [a, r] of Object.entries(s.provides || {})) entry(apis, a).producers.push([name, r]);
+    for (const [a, r] of Object.entries(s.requires || {})) entry(apis, a).consumers.push([name, r]);
+    for (const [d, r] of Object.entries(s.schema || {})) {
+      if (!dbs.has(d)) dbs.set(d, { version: null, users: [] });
+      dbs.get(d).users.push([name, r]);
+    }
+  }
+  const table = (head, rows) => h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, head.map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, rows)));
+  return h("section", { class: "card env-estate", "data-env": env },
+    h("h2", {}, env),
+    table(["Service", "Version", "Commit", "Produces", "Consumes", "Provides", "Requires", "Schema"],
+      services.map(([name, s]) => h("tr", { "data-service": name },
+        h("td", {}, name), h("td", {}, s.version), h("td", {}, h("code", {}, s.commit || "—")),
+        h("td", {}, pairs(s.produces)), h("td", {}, pairs(s.consumes)), h("td", {}, pairs(s.provides)),
+        h("td", {}, pairs(s.requires)), h("td", {}, pairs(s.schema))))),
+    h("h3", {}, "Queues"),
+    queues.size ? table(["Queue", "Producers (version emitted)", "Consumers (versions read)"],
+      [...queues].map(([q, { producers, consumers }]) => h("tr", { "data-queue": q },
+        h("td", {}, q),
+        h("td", {}, producers.map(([n, v]) => `${n}: v${v}`).join(", ") || "—"),
+        h("td", {}, consumers.map(([n, r]) => `${n}: ${r}${mark(readsAll(producers, r))}`).join(", ") || "—"))))
+      : h("p", { class: "muted" }, "No queue."),
+    h("h3", {}, "APIs"),
+    apis.size ? table(["API", "Providers (versions served)", "Callers (versions required)"],
+      [...apis].map(([a, { producers, consumers }]) => h("tr", { "data-api": a },
+        h("td", {}, a),
+        h("td", {}, producers.map(([n, r]) => `${n}: ${r}`).join(", ") || "—"),
+        h("td", {}, consumers.map(([n, r]) => `${n}: ${r}`).join(", ") || "—"))))
+      : h("p", { class: "muted" }, "No API."),
+    h("h3", {}, "Databases"),
+    dbs.size ? table(["Database", "Schema", "Services (schemas they work with)"],
+      [...dbs].map(([d, { version, users }]) => h("tr", { "data-database": d },
+        h("td", {}, d), h("td", {}, version === null ? "unknown" : String(version)),
+        h("td", {}, users.map(([n, r]) => `${n}: ${r}${version === null ? "" : mark(inRange(+version, r))}`).join(", ") || "—"))))
+      : h("p", { class: "muted" }, "No database."));
+}
+
 // ---- routing --------------------------------------------------------------------------------
 async function route() {
   leave();
   leave = () => {};
+  notice("");
   const hash = location.hash || "#/releases";
   const [path, search] = hash.slice(1).split("?");
   const params = new URLSearchParams(search || "");
@@ -532,6 +632,7 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "releases" && parts[1]) leave = releaseView(decodeURIComponent(parts[1]));
   else if (parts[0] === "audit") leave = auditView(params);
+  else if (parts[0] === "estate") leave = estateView();
   else leave = releasesView(params);
   main().focus({ preventScroll: true });
 }

@@ -8,6 +8,8 @@
 //! - an approver signs in, approves through the dialog and sees the release complete;
 //! - `pricing-6` fails its production gate: the page shows the rollback and the observation;
 //! - `orders-v4` is refused: the page lists each reason with its remedy;
+//! - the estate page shows what runs in production and the queue map (who emits which
+//!   version, who reads it);
 //! - an auditor sees no action button, an approve forced through the API answers 403, and
 //!   `audit verify` passes from the audit page.
 //!
@@ -720,6 +722,24 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
     );
     browser.screenshot("5-refused");
 
+    // The estate: what runs in production now, and the contract map that refused orders-v4.
+    browser.open(&format!("{base}/#/estate"));
+    let (queue, _) = browser.wait_for(
+        "production's orders-events queue",
+        "const r = document.querySelector('section[data-env=production] tr[data-queue=orders-events]'); return r && r.textContent",
+    );
+    let queue = queue.as_str().unwrap().to_owned();
+    assert!(
+        queue.contains("orders-api: v3") && queue.contains("email-worker: 2..=3 ✓"),
+        "production's orders-events: {queue}"
+    );
+    let orders = browser.text("section[data-env=production] tr[data-service=orders-api]");
+    assert!(
+        orders.contains("2.4.0"),
+        "orders-api in production: {orders}"
+    );
+    browser.screenshot("6-estate");
+
     // 5. The auditor: no action button, a forced approve is refused, and verify passes.
     browser.sign_in(&base, &tokens.auditor);
     release_page(&browser, &base, "pricing-6");
@@ -749,7 +769,7 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
         "audit verify to pass",
         "const r = document.querySelector('#verify-result'); return r && r.dataset.ok === 'true'",
     );
-    browser.screenshot("6-audit");
+    browser.screenshot("7-audit");
 
     println!("screenshots in {}", shots.display());
     drop(browser);

@@ -22,6 +22,41 @@ pub const MAX_CONTEXT_ELEMENTS: usize = 10;
 pub const MAX_CONTEXT_TEXT: usize = 2000;
 /// Most characters of the notification text (Slack refuses 40,000 with `msg_too_long`).
 pub const MAX_TEXT: usize = 3000;
+/// Elements of an actions block.
+pub const MAX_ACTIONS: usize = 25;
+/// A button's value.
+pub const MAX_BUTTON_VALUE: usize = 2000;
+
+/// A button with a confirm dialog (Block Kit): `style` is `primary` or `danger`; `confirm` is
+/// (title, mrkdwn text, confirm label). Texts are cut to Slack's limits (button 75, title 100,
+/// dialog text 300, labels 30 characters); `None` when `value` is over
+/// [`MAX_BUTTON_VALUE`], since a cut value would name something else.
+pub fn button(
+    action_id: &str,
+    label: &str,
+    style: &str,
+    value: &str,
+    confirm: (&str, &str, &str),
+) -> Option<Value> {
+    if value.chars().count() > MAX_BUTTON_VALUE {
+        return None;
+    }
+    let (title, text, yes) = confirm;
+    Some(json!({
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": truncate(label, 75), "emoji": true},
+        "style": style,
+        "value": value,
+        "confirm": {
+            "title": {"type": "plain_text", "text": truncate(title, 100)},
+            "text": {"type": "mrkdwn", "text": truncate(text, 300)},
+            "confirm": {"type": "plain_text", "text": truncate(yes, 30)},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+            "style": style,
+        },
+    }))
+}
 
 /// One message: the notification text (shown in notifications and by clients without
 /// blocks) and its blocks.
@@ -167,6 +202,16 @@ impl Blocks {
             self.blocks
                 .push(json!({"type": "context", "elements": elements}));
         }
+        self
+    }
+
+    /// An actions block (at most 25 elements, such as [`button`]s).
+    pub fn actions(&mut self, block_id: &str, elements: Vec<Value>) -> &mut Blocks {
+        self.blocks.push(json!({
+            "type": "actions",
+            "block_id": block_id,
+            "elements": elements.into_iter().take(MAX_ACTIONS).collect::<Vec<_>>(),
+        }));
         self
     }
 

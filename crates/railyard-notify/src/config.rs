@@ -148,6 +148,10 @@ pub struct NotifyConfig {
     pub clock: SharedClock,
     /// The Railyard UI, for links in approval requests (`{ui_url}/releases/{id}`).
     pub ui_url: Option<String>,
+    /// Whether approval requests carry Approve and Deny buttons (default on). They work once
+    /// the Slack app's interactivity request URL is the promoter's `/v1/slack/interactions`
+    /// and the promoter has the app's signing secret (README, "Approvals from Slack").
+    pub approval_buttons: bool,
     /// Where an empty ledger starts.
     pub history: History,
     /// The process's metrics registry, when it has one.
@@ -159,7 +163,8 @@ pub struct NotifyConfig {
 
 impl NotifyConfig {
     /// A configuration with the defaults: 1 s pacing, backoff 1 s doubling to 60 s, 10 s
-    /// request timeout, the system clock, no UI link, history skipped, no metrics.
+    /// request timeout, the system clock, no UI link, approval buttons, history skipped, no
+    /// metrics.
     pub fn new(catalog: Catalog, transport: Transport, store: impl Into<PathBuf>) -> NotifyConfig {
         NotifyConfig {
             catalog,
@@ -170,6 +175,7 @@ impl NotifyConfig {
             store: store.into(),
             clock: SystemClock::shared(),
             ui_url: None,
+            approval_buttons: true,
             history: History::Skip,
             metrics: None,
             handled: None,

@@ -50,6 +50,52 @@ pub struct RenderContext {
     pub ui_url: Option<String>,
     /// The catalog in force, for the owners of the services a refusal names.
     pub catalog: Catalog,
+    /// Whether approval requests carry Approve and Deny buttons (answered by the promoter's
+    /// `/v1/slack/interactions`).
+    pub approval_buttons: bool,
+}
+
+/// The `action_id` of the Approve button (the promoter's `slack::APPROVE_ACTION`).
+pub const APPROVE_ACTION: &str = "railyard.approve";
+/// The `action_id` of the Deny button (the promoter's `slack::DENY_ACTION`).
+pub const DENY_ACTION: &str = "railyard.deny";
+
+/// The Approve and Deny buttons of an approval request, each with a confirm dialog; their
+/// value names the pending approval (`{"release", "step", "env"}`), which the promoter looks
+/// up and checks like a body of its HTTP route. Empty when the value would not fit a button.
+fn approval_buttons(release: &str, step: &str, env: &str) -> Vec<serde_json::Value> {
+    let value = serde_json::json!({"release": release, "step": step, "env": env}).to_string();
+    let approve = crate::blocks::button(
+        APPROVE_ACTION,
+        "Approve",
+        "primary",
+        &value,
+        (
+            "Approve this release?",
+            &format!(
+                "Approve release *{}* for *{}*? You are recorded as its approver.",
+                esc(release),
+                esc(env)
+            ),
+            "Approve",
+        ),
+    );
+    let deny = crate::blocks::button(
+        DENY_ACTION,
+        "Deny",
+        "danger",
+        &value,
+        (
+            "Deny this release?",
+            &format!(
+                "Deny release *{}* for *{}*? The release is cancelled.",
+                esc(release),
+                esc(env)
+            ),
+            "Deny",
+        ),
+    );
+    approve.into_iter().chain(deny).collect()
 }
 
 /// "a", "a and b", "a, b and c".
@@ -649,6 +695,12 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 ));
             }
             blocks.section(&how);
+            if ctx.approval_buttons {
+                let buttons = approval_buttons(view.id.as_str(), &a.step, &env);
+                if !buttons.is_empty() {
+                    blocks.actions("railyard.approval", buttons);
+                }
+            }
             blocks.context(&context(view, std::slice::from_ref(&env), &all_changes));
             note(
                 Verbosity::Exceptions,

@@ -232,6 +232,7 @@ pub async fn run(
         render: RenderContext {
             ui_url: config.ui_url,
             catalog: config.catalog.clone(),
+            approval_buttons: config.approval_buttons,
         },
         shutdown: shutdown.clone(),
         handled: config.handled,

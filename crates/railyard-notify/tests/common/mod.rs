@@ -86,6 +86,29 @@ fn text_len(value: &Value) -> usize {
     value.as_str().map_or(0, |s| s.chars().count())
 }
 
+/// A Block Kit button as Slack accepts it: plain-text label of at most 75 characters,
+/// `action_id` and `value` within 255 and 2,000 characters, `style` primary or danger, and a
+/// confirm dialog with plain-text title (100), text (300) and labels (30).
+fn button_ok(button: &Value) -> bool {
+    let plain = |v: &Value, max: usize| {
+        v["type"] == "plain_text" && (1..=max).contains(&text_len(&v["text"]))
+    };
+    let confirm = &button["confirm"];
+    button["type"] == "button"
+        && plain(&button["text"], 75)
+        && (1..=255).contains(&text_len(&button["action_id"]))
+        && text_len(&button["value"]) <= 2000
+        && button
+            .get("style")
+            .is_none_or(|s| s == "primary" || s == "danger")
+        && confirm.get("title").is_none_or(|t| plain(t, 100))
+        && confirm
+            .get("text")
+            .is_none_or(|t| (1..=300).contains(&text_len(&t["text"])))
+        && confirm.get("confirm").is_none_or(|t| plain(t, 30))
+        && confirm.get("deny").is_none_or(|t| plain(t, 30))
+}
+
 /// What Slack would refuse in `body`, with its error code.
 pub fn slack_refusal(body: &Value) -> Option<&'static str> {
     if text_len(&body["text"]) > 40_000 {
@@ -125,6 +148,12 @@ pub fn slack_refusal(body: &Value) -> Option<&'static str> {
                     && e.iter().all(|x| (1..=3000).contains(&text_len(&x["text"])))
             }),
             Some("divider") => true,
+            Some("actions") => block["elements"].as_array().is_some_and(|e| {
+                !e.is_empty()
+                    && e.len() <= 25
+                    && text_len(&block["block_id"]) <= 255
+                    && e.iter().all(button_ok)
+            }),
             _ => false,
         };
         if !ok {

@@ -83,6 +83,10 @@ async fn the_console_is_served_with_a_strict_policy_and_revalidates_by_hash() ->
             asset.name
         );
     }
+    // The links Slack and GitHub carry (`<console>/releases/<id>`) open the same page.
+    let linked = http.get(service.url("/releases/orders-v3")).send().await?;
+    assert_eq!(linked.status(), 200);
+    assert_eq!(linked.headers()["etag"].to_str()?, etag);
     let missing = http.get(service.url("/console/nope.js")).send().await?;
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await?.contains("no file \"nope.js\""));

@@ -645,4 +645,7 @@ document.getElementById("signout").addEventListener("click", () => {
 });
 document.getElementById("confirm-cancel").addEventListener("click", () => document.getElementById("confirm").close("cancel"));
 window.addEventListener("hashchange", route);
+// A link from Slack or GitHub (`<console>/releases/<id>`) opens that release's page.
+const linked = location.pathname.match(/^\/releases\/([^/]+)$/);
+if (linked && !location.hash) history.replaceState(null, "", `/#/releases/${linked[1]}`);
 route();

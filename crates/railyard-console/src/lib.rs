@@ -75,11 +75,14 @@ fn etags() -> &'static [String] {
     ETAGS.get_or_init(|| ASSETS.iter().map(|asset| etag(asset.body)).collect())
 }
 
-/// The console's routes: `GET /` (the page) and `GET /console/{file}` (its scripts and style).
-/// Merge it into a router that serves the read routes (`railyard_audit::router` does).
+/// The console's routes: `GET /` (the page), `GET /releases/{id}` (the same page, opening that
+/// release: the links Slack messages and GitHub deployments carry) and `GET /console/{file}`
+/// (its scripts and style). Merge it into a router that serves the read routes
+/// (`railyard_audit::router` does).
 pub fn router() -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/releases/{id}", get(index))
         .route("/console/{file}", get(file))
 }
 

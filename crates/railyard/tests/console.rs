@@ -740,9 +740,14 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
     );
     browser.screenshot("6-estate");
 
-    // 5. The auditor: no action button, a forced approve is refused, and verify passes.
+    // 5. The auditor: no action button, a forced approve is refused, and verify passes. The
+    // page is opened as Slack's and GitHub's links open it.
     browser.sign_in(&base, &tokens.auditor);
-    release_page(&browser, &base, "pricing-6");
+    browser.open(&format!("{base}/releases/pricing-6"));
+    browser.wait_for(
+        "the page of pricing-6 from its link",
+        "const s = document.querySelector('#release-status [data-status]'); return s && s.dataset.status === 'rolled_back' && location.hash === '#/releases/pricing-6'",
+    );
     assert_eq!(
         browser.js(
             "return document.querySelectorAll('#actions button').length",

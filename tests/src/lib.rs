@@ -24,7 +24,7 @@ use anyhow::{Context, bail, ensure};
 use railyard::stack::{NatsSource, Running, StackConfig};
 use railyard_bus::{Bus, BusConfig};
 use railyard_core::{AggregateId, Catalog, Envelope, Inventory, ReleaseId, ReleaseState};
-use railyard_http::{Role, generate_token};
+use railyard_http::Role;
 use railyard_testkit::{NatsServer, Served};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -291,21 +291,22 @@ impl Stack {
         .context("the scenario catalog")?;
 
         // Tokens: only their hashes reach the services.
-        let mut entries = Vec::new();
-        let mut token = |identity: &str, roles: &[Role]| {
-            let (token, entry) =
-                generate_token(identity, roles.iter().copied().collect(), Vec::new());
-            entries.push(entry);
-            token
-        };
+        let (table, generated) = railyard::stack::generate_tokens(&[
+            ("ci:github-actions", &[Role::Publisher], &[]),
+            ("ops", &[Role::Operator], &[]),
+            ("alice", &[Role::Approver], &[]),
+            ("bob", &[Role::Publisher, Role::Approver], &[]),
+            ("auditor", &[Role::Auditor], &[]),
+        ]);
+        let [publisher, operator, alice, bob, auditor] =
+            <[String; 5]>::try_from(generated).expect("five tokens");
         let tokens = Tokens {
-            publisher: token("ci:github-actions", &[Role::Publisher]),
-            operator: token("ops", &[Role::Operator]),
-            alice: token("alice", &[Role::Approver]),
-            bob: token("bob", &[Role::Publisher, Role::Approver]),
-            auditor: token("auditor", &[Role::Auditor]),
+            publisher,
+            operator,
+            alice,
+            bob,
+            auditor,
         };
-        let table = railyard_http::Tokens::from_entries(entries)?;
 
         let mut config = StackConfig::new(catalog.clone(), dir.path().to_owned(), table)?;
         config.nats = NatsSource::External(url.clone());

@@ -51,16 +51,13 @@ struct Tokens {
 }
 
 fn tokens() -> Tokens {
-    use railyard_http::{Role, generate_token};
-    let (ci, ci_entry) = generate_token("ci:github-actions", [Role::Publisher].into(), vec![]);
-    let (alice, alice_entry) = generate_token(
-        "alice",
-        [Role::Approver].into(),
-        vec!["github:alice".into()],
-    );
-    let (auditor, auditor_entry) = generate_token("auditor", [Role::Auditor].into(), vec![]);
-    let table = railyard_http::Tokens::from_entries(vec![ci_entry, alice_entry, auditor_entry])
-        .expect("generated hashes");
+    use railyard_http::Role;
+    let (table, tokens) = crate::stack::generate_tokens(&[
+        ("ci:github-actions", &[Role::Publisher], &[]),
+        ("alice", &[Role::Approver], &["github:alice"]),
+        ("auditor", &[Role::Auditor], &[]),
+    ]);
+    let [ci, alice, auditor] = <[String; 3]>::try_from(tokens).expect("three tokens");
     Tokens {
         ci,
         alice,

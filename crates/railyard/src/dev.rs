@@ -92,16 +92,23 @@ pub fn dev_tokens() -> (
     railyard_http::Tokens,
     Vec<(railyard_http::Role, String, String)>,
 ) {
-    let mut entries = Vec::new();
-    let mut printed = Vec::new();
-    for role in railyard_http::Role::ALL {
-        let identity = format!("dev-{}", role.as_str());
-        let (token, entry) = railyard_http::generate_token(&identity, [role].into(), Vec::new());
-        printed.push((role, identity, token));
-        entries.push(entry);
-    }
-    let tokens = railyard_http::Tokens::from_entries(entries).expect("generated hashes are valid");
-    (tokens, printed)
+    let identities: Vec<(railyard_http::Role, String)> = railyard_http::Role::ALL
+        .into_iter()
+        .map(|role| (role, format!("dev-{}", role.as_str())))
+        .collect();
+    let roles: Vec<[railyard_http::Role; 1]> = identities.iter().map(|(role, _)| [*role]).collect();
+    let asked: Vec<(&str, &[railyard_http::Role], &[&str])> = identities
+        .iter()
+        .zip(&roles)
+        .map(|((_, identity), roles)| (identity.as_str(), &roles[..], &[][..]))
+        .collect();
+    let (table, tokens) = crate::stack::generate_tokens(&asked);
+    let printed = identities
+        .into_iter()
+        .zip(tokens)
+        .map(|((role, identity), token)| (role, identity, token))
+        .collect();
+    (table, printed)
 }
 
 /// The catalog `railyard dev` uses: `--catalog`, else `railyard.toml` here, else the bundled

@@ -339,6 +339,24 @@ impl StackConfig {
     }
 }
 
+/// Tokens for `identities` (identity, roles, aliases): the table that admits them (only their
+/// hashes) and the tokens themselves, in the order given, to hand out once.
+pub fn generate_tokens(
+    identities: &[(&str, &[railyard_http::Role], &[&str])],
+) -> (Tokens, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut tokens = Vec::new();
+    for (identity, roles, aliases) in identities {
+        let aliases = aliases.iter().map(|alias| (*alias).to_owned()).collect();
+        let (token, entry) =
+            railyard_http::generate_token(identity, roles.iter().copied().collect(), aliases);
+        tokens.push(token);
+        entries.push(entry);
+    }
+    let table = Tokens::from_entries(entries).expect("generated hashes are valid");
+    (table, tokens)
+}
+
 /// The planner's configuration: the system clock, 30 s to catch up with the stream.
 pub fn planner_config(
     catalog: Catalog,

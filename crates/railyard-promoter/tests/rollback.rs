@@ -2,7 +2,8 @@
 //! gate failing after a point of no return holds the release with the reason and the owners
 //! instead of rolling back; a plain rollback is then refused with the same reason; an
 //! operator's forced partial rollback undoes only the steps still safely reversible, each
-//! re-checked against the live inventory, and leaves the rest applied, saying why.
+//! re-checked against the live inventory, and leaves the rest applied, saying why. Where the
+//! environment asks for it, the point of no return waits for its own approval.
 
 mod common;
 
@@ -15,6 +16,10 @@ use railyard_core::{AggregateId, Clock, Envelope, Event, Inventory, Status};
 use serde_json::json;
 
 fn catalog(dir: &std::path::Path, health: &str) -> String {
+    catalog_with(dir, health, "")
+}
+
+fn catalog_with(dir: &std::path::Path, health: &str, production: &str) -> String {
     let file = dir.join("invocations.log");
     let f = file.display();
     format!(
@@ -25,6 +30,7 @@ release-managers = ["alice", "bob", "ivan"]
 [[environments]]
 name = "production"
 on_failure = "rollback"
+{production}
 
 [services.orders-api]
 owner = "team-orders"
@@ -202,5 +208,56 @@ async fn a_gate_failing_after_a_point_of_no_return_holds_and_a_forced_partial_ro
         "{}",
         end.reason
     );
+    worker.shutdown().await
+}
+
+#[tokio::test]
+async fn a_point_of_no_return_waits_for_its_own_approval_where_the_environment_asks()
+-> anyhow::Result<()> {
+    let fake = Fake::start().await?;
+    fake.status.store(200, Ordering::SeqCst);
+    let dir = tempfile::tempdir()?;
+    let production = r#"point_of_no_return = "approve"
+approval = { approvers = ["group:release-managers"] }"#;
+    let h = Harness::start(&catalog_with(dir.path(), &fake.url("/health"), production)).await?;
+    seed(&h, &inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let approval = "production:approve:orders-db@44";
+    let state = h
+        .drive_until(
+            &id,
+            std::time::Duration::from_millis(500),
+            "the point of no return's approval is asked",
+            |s| s.approvals.contains_key(approval),
+        )
+        .await?;
+    let plan = state.plan.as_ref().expect("planned");
+    assert_eq!(
+        plan.point_of_no_return("production:migrate:orders-db@44")
+            .and_then(|p| p.approval.as_deref()),
+        Some(approval)
+    );
+    // orders-api is through; the migration waits for the approval.
+    assert_eq!(
+        state.steps.get("production:verify:orders-api"),
+        Some(&railyard_core::release_state::StepStatus::Succeeded)
+    );
+    let lines = invocations(&dir.path().join("invocations.log"));
+    assert!(!lines.iter().any(|l| l.starts_with("migrate")), "{lines:?}");
+
+    let (status, answer) = api
+        .command(
+            "alice",
+            &id,
+            "approve",
+            json!({"step": approval, "comment": "no way back, agreed"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    h.wait_status(&id, Status::Completed).await?;
+    let lines = invocations(&dir.path().join("invocations.log"));
+    assert!(lines.iter().any(|l| l == "migrate orders-db"), "{lines:?}");
     worker.shutdown().await
 }

@@ -176,6 +176,65 @@ fn csv_row<'a>(cells: impl IntoIterator<Item = &'a str>, out: &mut String) {
     out.push_str("\r\n");
 }
 
+impl Tabular for crate::dora::DoraRow {
+    fn headers() -> &'static [&'static str] {
+        &[
+            "group",
+            "name",
+            "env",
+            "deployments",
+            "deployments_per_day",
+            "lead_time_p50",
+            "lead_time_p90",
+            "lead_time_unknown",
+            "failed",
+            "change_failure_rate",
+            "time_to_restore_p50",
+            "unrestored",
+        ]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let seconds = |s: Option<i64>| s.map(duration).unwrap_or_default();
+        vec![
+            serde_json::to_value(self.group)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            self.name.clone(),
+            self.env.clone(),
+            self.deployments.to_string(),
+            format!("{:.2}", self.deployments_per_day),
+            seconds(self.lead_time_p50_seconds),
+            seconds(self.lead_time_p90_seconds),
+            self.lead_time_unknown.to_string(),
+            self.failed.to_string(),
+            self.change_failure_rate
+                .map(|rate| format!("{:.1}%", rate * 100.0))
+                .unwrap_or_default(),
+            seconds(self.time_to_restore_p50_seconds),
+            self.unrestored.to_string(),
+        ]
+    }
+}
+
+/// `1d 2h`, `3h 5m`, `4m 10s`, `12s`: the two largest units.
+fn duration(seconds: i64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = seconds.max(0);
+    for (size, unit) in units {
+        if rest >= size || (parts.is_empty() && size == 1) {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
 /// CSV with a header row.
 pub fn csv<T: Tabular>(items: &[T]) -> String {
     let mut out = String::new();

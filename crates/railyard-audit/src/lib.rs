@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dora;
 mod error;
 pub mod export;
 pub mod format;

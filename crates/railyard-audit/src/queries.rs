@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dora::{DoraLog, DoraRow, DoraWindow};
 use crate::error::AuditError;
 use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
 use crate::query::{Filter, MAX_LIMIT, Page};
@@ -32,11 +33,14 @@ pub enum QueryKind {
     Rejections,
     /// The production change report: one row per deployment (`env` defaults to production).
     Report,
+    /// The four DORA metrics per service, team and environment ([`crate::dora`]); `since`
+    /// defaults to 30 days ago, `until` to now.
+    Dora,
 }
 
 impl QueryKind {
     /// Every query, by its URL name.
-    pub const ALL: [QueryKind; 8] = [
+    pub const ALL: [QueryKind; 9] = [
         QueryKind::Events,
         QueryKind::Timeline,
         QueryKind::Changes,
@@ -45,6 +49,7 @@ impl QueryKind {
         QueryKind::Gates,
         QueryKind::Rejections,
         QueryKind::Report,
+        QueryKind::Dora,
     ];
 
     /// The URL name.
@@ -58,6 +63,7 @@ impl QueryKind {
             QueryKind::Gates => "gates",
             QueryKind::Rejections => "rejections",
             QueryKind::Report => "report",
+            QueryKind::Dora => "dora",
         }
     }
 
@@ -68,7 +74,7 @@ impl QueryKind {
             .find(|kind| kind.as_str() == name)
             .ok_or_else(|| {
                 AuditError::NotFound(format!(
-                    "there is no audit query {name:?}: use one of events, timeline, changes, actor, approvals, gates, rejections, report"
+                    "there is no audit query {name:?}: use one of events, timeline, changes, actor, approvals, gates, rejections, report, dora"
                 ))
             })
     }
@@ -88,6 +94,8 @@ pub enum Answer {
     Rejections(Page<RejectionItem>),
     /// Report rows.
     Report(Page<ReportRow>),
+    /// DORA metrics, every row at once.
+    Dora(Page<DoraRow>),
 }
 
 /// Runs query `kind` with `filter`, one page of at most `limit` after `cursor`.
@@ -150,6 +158,27 @@ pub async fn run_query(
             ))
         }
         QueryKind::Rejections => rejections(audit, &filter, cursor, limit).await,
+        QueryKind::Dora => {
+            let now = audit.config().clock.now();
+            let window = DoraWindow {
+                since: filter.since.unwrap_or(now - chrono::Duration::days(30)),
+                until: filter.until.unwrap_or(now),
+                incident_window: audit.config().dora_incident_window,
+                env: filter.env.clone(),
+                service: filter.service.clone(),
+            };
+            if window.since >= window.until {
+                return Err(AuditError::invalid(
+                    "since",
+                    "since must be before until: the window is empty",
+                ));
+            }
+            let log = dora_log(audit, &window).await?;
+            Ok(Answer::Dora(Page {
+                items: log.rows(&window, &audit.config().owners),
+                next_cursor: None,
+            }))
+        }
         QueryKind::Report => {
             let env = filter
                 .env
@@ -215,4 +244,44 @@ async fn rejections(
             }));
         }
     }
+}
+
+/// Folds what DORA needs: every release, step, commit and incident record up to the window's
+/// end plus the incident window (plans and commits may predate the window), in record order.
+async fn dora_log(audit: &Audit, window: &DoraWindow) -> Result<DoraLog, AuditError> {
+    let reader = audit.reader();
+    let mut records: Vec<(u64, Record)> = Vec::new();
+    for family in ["release", "step", "change", "incident"] {
+        let filter = Filter {
+            family: Some(family.into()),
+            until: Some(window.until + window.incident_window),
+            ..Filter::default()
+        };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = reader
+                .records(&filter, cursor.as_deref(), MAX_LIMIT)
+                .await?;
+            records.extend(page.items.into_iter().map(|record| (record.n, record)));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    records.sort_by_key(|(n, _)| *n);
+    let mut log = DoraLog::new();
+    for (n, record) in records {
+        // A refused event (its writer was not trusted to write it) is recorded, never counted.
+        if record.facets.kind.starts_with("refused:") {
+            continue;
+        }
+        match serde_json::from_value::<railyard_core::Envelope>(record.envelope) {
+            Ok(envelope) => log.apply(&envelope),
+            Err(error) => {
+                tracing::debug!(record = n, %error, "record left out of the DORA metrics: not an event this version reads");
+            }
+        }
+    }
+    Ok(log)
 }

@@ -74,11 +74,27 @@ impl Filter {
     }
 }
 
-/// Parses a time bound: RFC 3339 (`2026-03-01T12:00:00Z`) or a date (`2026-03-01`, midnight
-/// UTC).
-pub fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, AuditError> {
+/// Parses a time bound: RFC 3339 (`2026-03-01T12:00:00Z`), a date (`2026-03-01`, midnight
+/// UTC), or a time before `now` (`30d`, `12h`, `45m`).
+pub fn parse_time(
+    field: &'static str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, AuditError> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
+    }
+    let ago = |unit: char, per: i64| {
+        text.strip_suffix(unit)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| (0..=36_500 * 24 * 60).contains(n))
+            .map(|n| now - chrono::Duration::minutes(n * per))
+    };
+    if let Some(at) = ago('d', 24 * 60)
+        .or_else(|| ago('h', 60))
+        .or_else(|| ago('m', 1))
+    {
+        return Ok(at);
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .ok()
@@ -88,7 +104,7 @@ pub fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, Audi
             AuditError::invalid(
                 field,
                 format!(
-                    "{text:?} is not a time: use RFC 3339 (2026-03-01T12:00:00Z) or a date (2026-03-01)"
+                    "{text:?} is not a time: use RFC 3339 (2026-03-01T12:00:00Z), a date (2026-03-01) or a time ago (30d, 12h, 45m)"
                 ),
             )
         })

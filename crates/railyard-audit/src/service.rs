@@ -54,6 +54,10 @@ pub struct AuditConfig {
     pub verify_catch_up: Duration,
     /// Signed checkpoints: the key and how often (`None`: the chain is not sealed).
     pub seal: Option<SealConfig>,
+    /// Each service's owning team (the catalog's `owner`), for DORA metrics per team.
+    pub owners: std::collections::BTreeMap<String, String>,
+    /// How long after a deployment an incident for its service counts as its failure (DORA).
+    pub dora_incident_window: chrono::Duration,
 }
 
 impl AuditConfig {
@@ -72,6 +76,8 @@ impl AuditConfig {
             flush_every: Some(Duration::from_millis(500)),
             verify_catch_up: Duration::from_secs(10),
             seal: None,
+            owners: std::collections::BTreeMap::new(),
+            dora_incident_window: chrono::Duration::hours(24),
         }
     }
 }

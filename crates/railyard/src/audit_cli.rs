@@ -273,6 +273,10 @@ pub enum AuditCommand {
     Rejections(QueryArgs),
     /// The production change report (--env to report another environment).
     Report(QueryArgs),
+    /// The four DORA metrics (deployment frequency, lead time for changes, change failure
+    /// rate, time to restore) per service, team and environment, over --since (default 30d)
+    /// to --until (default now); times may be RFC 3339, a date, or a time ago (30d, 12h).
+    Dora(QueryArgs),
 }
 
 /// Flags of `railyard release status`.
@@ -437,6 +441,7 @@ pub async fn run_audit(
         AuditCommand::Gates(args) => query::<GateItem>("gates", args, out).await,
         AuditCommand::Rejections(args) => query::<RejectionItem>("rejections", args, out).await,
         AuditCommand::Report(args) => query::<ReportRow>("report", args, out).await,
+        AuditCommand::Dora(args) => query::<railyard_audit::dora::DoraRow>("dora", args, out).await,
     }
 }
 

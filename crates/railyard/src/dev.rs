@@ -160,6 +160,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     config.intake = railyard_intake::IntakeConfig::from_env(&catalog_path)
         .with_context(|| catalog_path.display().to_string())?;
+    config.optional.extend(crate::stack::feedback::from_env(
+        &catalog,
+        &args.data_dir,
+        &format!("http://{}", args.listen),
+    )?);
     config.notify = args.slack.transport()?.map(|transport| {
         args.slack
             .config(catalog, transport, args.data_dir.join("notify"))

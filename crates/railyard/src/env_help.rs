@@ -53,12 +53,33 @@ macro_rules! notify {
     };
 }
 
+macro_rules! feedback {
+    () => {
+        "  RAILYARD_UI_URL                        the console's URL that GitHub deployments and CDEvents link to (default: the dev listener)
+  RAILYARD_GITHUB_TOKEN                  GitHub token for deployments and commit statuses; with it (or an App) the write-back runs
+  RAILYARD_GITHUB_APP_ID                 a GitHub App's id, with RAILYARD_GITHUB_APP_KEY_FILE (its private key, PEM)
+  RAILYARD_GITHUB_APP_KEY_FILE           the App's private key file
+  RAILYARD_GITHUB_APP_INSTALLATION_ID    the App's installation (else looked up per repository owner)
+  RAILYARD_GITHUB_AUTH_FILE              a TOML file of tokens or Apps per repository owner
+  RAILYARD_GITHUB_API_URL                GitHub's API (default https://api.github.com; GitHub Enterprise: https://HOST/api/v3)
+  RAILYARD_GITHUB_WEB_URL                GitHub's web address (default https://github.com)
+  RAILYARD_CDEVENTS_SINK_URL             where CDEvents out are POSTed (CloudEvents over HTTP); with it (or a subject) they run
+  RAILYARD_CDEVENTS_SINK_TOKEN           a bearer token for the sink
+  RAILYARD_CDEVENTS_MODE                 binary (default) or structured
+  RAILYARD_CDEVENTS_VERSION              0.4.1 or 0.5.1 (default)
+  RAILYARD_CDEVENTS_SUBJECT              the NATS subject they are also published on (default railyard.out.cdevents; off for none)
+  RAILYARD_CDEVENTS_SOURCE               the events' source (default RAILYARD_UI_URL)
+"
+    };
+}
+
 /// `railyard dev`: every service, plus the embedded nats-server.
 pub const DEV: &str = concat!(
     header!(),
     intake!(),
     promoter!(),
     notify!(),
+    feedback!(),
     "  NATS_SERVER_BIN                        the nats-server binary to embed (else nats-server on PATH)\n",
     "  RAILYARD_AUDIT_SIGNING_KEY             the audit checkpoints' signing key file (default <data-dir>/audit-signing.key, created when absent)\n",
     common!()

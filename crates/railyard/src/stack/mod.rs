@@ -17,6 +17,7 @@
 //! the NATS connection is drained, then the embedded server is stopped and reaped.
 
 pub mod embedded_nats;
+pub mod feedback;
 pub mod health;
 mod nats;
 pub mod services;
@@ -158,12 +159,19 @@ impl StackConfig {
         );
         worker.secrets = railyard_promoter::Secrets::from_env();
         let audit_store = data_dir.join("audit");
+        let mut audit = railyard_audit::AuditConfig::new(audit_store.clone(), tokens.clone());
+        // DORA metrics per team.
+        audit.owners = catalog
+            .services
+            .iter()
+            .filter_map(|(name, service)| Some((name.to_string(), service.owner.clone()?)))
+            .collect();
         Ok(StackConfig {
             nats: NatsSource::Embedded { port: 0 },
             bus: bus_config(true)?,
             intake: railyard_intake::IntakeConfig::new(catalog.clone(), tokens.clone()),
             sealing: Some(Sealing::beside(&audit_store)),
-            audit: railyard_audit::AuditConfig::new(audit_store, tokens.clone()),
+            audit,
             planner,
             workers: vec![worker],
             catalog,

@@ -60,6 +60,30 @@ pub const APPROVE_ACTION: &str = "railyard.approve";
 /// The `action_id` of the Deny button (the promoter's `slack::DENY_ACTION`).
 pub const DENY_ACTION: &str = "railyard.deny";
 
+/// The `action_id` of the Override freeze button (the promoter's `slack::OVERRIDE_ACTION`).
+pub const OVERRIDE_ACTION: &str = "railyard.override_freeze";
+
+/// The Override freeze button of a release held by a freeze: the promoter asks for the reason
+/// in a modal; its value is `{"release", "env"}`.
+fn override_button(release: &str, env: &str) -> Option<serde_json::Value> {
+    let value = serde_json::json!({"release": release, "env": env}).to_string();
+    crate::blocks::button(
+        OVERRIDE_ACTION,
+        "Override freeze",
+        "danger",
+        &value,
+        (
+            "Emergency override?",
+            &format!(
+                "Let release *{}* through the freeze of *{}*? You will be asked for the reason; it is recorded with your name, and another approver must approve.",
+                esc(release),
+                esc(env)
+            ),
+            "Continue",
+        ),
+    )
+}
+
 /// The Approve and Deny buttons of an approval request, each with a confirm dialog; their
 /// value names the pending approval (`{"release", "step", "env"}`), which the promoter looks
 /// up and checks like a body of its HTTP route. Empty when the value would not fit a button.
@@ -651,6 +675,12 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 "*To resume or roll back:*"
             };
             blocks.section(&format!("{heading}\n```{}```", esc(&commands.join("\n"))));
+            // Held by a freeze: a listed approver may override it, with a reason (a modal).
+            if let (true, Some(frozen)) = (ctx.approval_buttons, &h.frozen) {
+                if let Some(button) = override_button(view.id.as_str(), frozen.as_str()) {
+                    blocks.actions("railyard.freeze", vec![button]);
+                }
+            }
             blocks.context(&context(view, &envs, &changes));
             note(
                 Verbosity::Exceptions,

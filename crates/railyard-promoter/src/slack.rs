@@ -46,17 +46,29 @@ pub const WINDOW: Duration = Duration::from_secs(5 * 60);
 pub const APPROVE_ACTION: &str = "railyard.approve";
 /// The `action_id` of the Deny button.
 pub const DENY_ACTION: &str = "railyard.deny";
+/// The `action_id` of the Override freeze button (opens the modal asking the reason).
+pub const OVERRIDE_ACTION: &str = "railyard.override_freeze";
+/// The `callback_id` of the modal asking for the reason of a freeze override.
+pub const OVERRIDE_MODAL: &str = "railyard.override_freeze";
+/// The modal's reason input (its `block_id` and `action_id`).
+pub const REASON_INPUT: &str = "reason";
+/// Slack's Web API.
+pub const SLACK_API: &str = "https://slack.com/api";
 /// Where Slack's `response_url`s point, unless configured otherwise.
 pub const SLACK_RESPONSE_URLS: &str = "https://hooks.slack.com/";
 
 const SECRET_VAR: &str = "RAILYARD_SLACK_SIGNING_SECRET";
 const RESPONSE_URL_VAR: &str = "RAILYARD_SLACK_RESPONSE_URL_PREFIX";
+const TOKEN_VAR: &str = "RAILYARD_SLACK_TOKEN";
+const API_VAR: &str = "RAILYARD_SLACK_API_URL";
 
 /// What Slack approvals need: the app's signing secret, and where answers may be posted.
 #[derive(Clone)]
 pub struct SlackApprovals {
     secret: Arc<Vec<u8>>,
     response_url_prefix: String,
+    /// Slack's Web API and the bot token, for `views.open` (the freeze override's modal).
+    api: Option<(String, Arc<String>)>,
     http: reqwest::Client,
     /// The signatures seen, by SHA-256, with their timestamps (seconds), while they are valid.
     seen: Arc<Mutex<HashMap<[u8; 32], i64>>>,
@@ -67,6 +79,7 @@ impl std::fmt::Debug for SlackApprovals {
         f.debug_struct("SlackApprovals")
             .field("secret", &"<redacted>")
             .field("response_url_prefix", &self.response_url_prefix)
+            .field("api", &self.api.as_ref().map(|(url, _)| url))
             .finish()
     }
 }
@@ -79,6 +92,7 @@ impl SlackApprovals {
         SlackApprovals {
             secret: Arc::new(signing_secret.as_bytes().to_vec()),
             response_url_prefix: SLACK_RESPONSE_URLS.to_owned(),
+            api: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
@@ -95,29 +109,29 @@ impl SlackApprovals {
         self
     }
 
+    /// Opens the freeze override's modal through Slack's Web API at `base_url` with the bot
+    /// token (registered for redaction); without it an override is answered with the CLI
+    /// command to use instead.
+    pub fn with_api(mut self, base_url: impl Into<String>, bot_token: &str) -> SlackApprovals {
+        railyard_core::redact::register([bot_token]);
+        self.api = Some((base_url.into(), Arc::new(bot_token.to_owned())));
+        self
+    }
+
     /// From `RAILYARD_SLACK_SIGNING_SECRET` (or `RAILYARD_SLACK_SIGNING_SECRET_FILE`, a file
-    /// holding it) and `RAILYARD_SLACK_RESPONSE_URL_PREFIX` (default [`SLACK_RESPONSE_URLS`]);
-    /// `None` when no secret is set.
+    /// holding it), `RAILYARD_SLACK_RESPONSE_URL_PREFIX` (default [`SLACK_RESPONSE_URLS`]) and,
+    /// for the freeze override's modal, the notifier's bot token `RAILYARD_SLACK_TOKEN` (or
+    /// `_FILE`) with `RAILYARD_SLACK_API_URL` (default [`SLACK_API`]); `None` when no signing
+    /// secret is set.
     pub fn from_env() -> Result<Option<SlackApprovals>, String> {
-        let secret = match std::env::var(SECRET_VAR) {
-            Ok(value) => value,
-            Err(_) => match std::env::var_os(format!("{SECRET_VAR}_FILE")) {
-                None => return Ok(None),
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|error| {
-                        format!(
-                            "{SECRET_VAR}_FILE: cannot read {}: {error}",
-                            std::path::Path::new(&path).display()
-                        )
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            },
-        };
-        if secret.is_empty() {
+        let Some(secret) = secret_from_env(SECRET_VAR)? else {
             return Ok(None);
-        }
+        };
         let mut slack = SlackApprovals::new(&secret);
+        if let Some(token) = secret_from_env(TOKEN_VAR)? {
+            let base = std::env::var(API_VAR).unwrap_or_else(|_| SLACK_API.to_owned());
+            slack = slack.with_api(base, &token);
+        }
         if let Ok(prefix) = std::env::var(RESPONSE_URL_VAR) {
             if !(prefix.starts_with("https://") || prefix.starts_with("http://")) {
                 return Err(format!(
@@ -217,6 +231,27 @@ impl SlackApprovals {
     }
 }
 
+/// `NAME`, else the content of the file `NAME_FILE` (trailing newline trimmed); `None` when
+/// neither is set or it is empty.
+fn secret_from_env(name: &str) -> Result<Option<String>, String> {
+    let value = match std::env::var(name) {
+        Ok(value) => value,
+        Err(_) => match std::env::var_os(format!("{name}_FILE")) {
+            None => return Ok(None),
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|error| {
+                    format!(
+                        "{name}_FILE: cannot read {}: {error}",
+                        std::path::Path::new(&path).display()
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        },
+    };
+    Ok(Some(value).filter(|v| !v.is_empty()))
+}
+
 /// Whether the route is served, and with what.
 #[derive(Debug, Clone)]
 enum Door {
@@ -281,6 +316,46 @@ struct Payload {
     user: SlackUser,
     #[serde(default)]
     actions: Vec<Action>,
+    #[serde(default)]
+    response_url: Option<String>,
+    #[serde(default)]
+    trigger_id: Option<String>,
+    #[serde(default)]
+    view: Option<View>,
+}
+
+#[derive(Debug, Deserialize)]
+struct View {
+    #[serde(default)]
+    callback_id: String,
+    #[serde(default)]
+    private_metadata: String,
+    #[serde(default)]
+    state: ViewState,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ViewState {
+    #[serde(default)]
+    values: serde_json::Value,
+}
+
+/// What the Override freeze button carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideValue {
+    /// The release.
+    pub release: String,
+    /// The frozen environment.
+    pub env: String,
+}
+
+/// What the modal keeps between the press and the submission (its `private_metadata`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideMeta {
+    release: String,
+    env: String,
     #[serde(default)]
     response_url: Option<String>,
 }
@@ -366,21 +441,32 @@ async fn interaction(
             "payload",
         )
     })?;
-    if payload.kind != "block_actions" {
-        return Err(ApiError::invalid(
-            format!(
-                "interactions of type {:?} are not handled: only the Approve and Deny buttons of approval requests are",
-                payload.kind
-            ),
-            "payload.type",
-        ));
-    }
     let user = &payload.user.id;
     if user.is_empty() || user.len() > 32 || !user.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::malformed(
             format!("{user:?} is not a Slack user id"),
             "payload.user.id",
         ));
+    }
+    match payload.kind.as_str() {
+        "block_actions"
+            if payload
+                .actions
+                .first()
+                .is_some_and(|a| a.action_id == OVERRIDE_ACTION) =>
+        {
+            return Ok(Json(open_override(&state.routes, slack, &payload).await).into_response());
+        }
+        "block_actions" => {}
+        "view_submission" => return submit_override(&state.routes, slack, &payload).await,
+        other => {
+            return Err(ApiError::invalid(
+                format!(
+                    "interactions of type {other:?} are not handled: only the buttons of approval requests and freeze holds, and the override's modal, are"
+                ),
+                "payload.type",
+            ));
+        }
     }
     let decided = decide(&state.routes, &payload).await;
     let response_url = payload.response_url.as_deref();
@@ -414,41 +500,50 @@ async fn interaction(
                 event_ids: answer.event_ids,
             }
         }
-        Err(refusal) => {
-            let detail = if refusal.error.is_empty() {
-                refusal.detail.clone()
-            } else {
-                format!("{}: {}", refusal.error, refusal.detail)
-            };
-            info!(slack_user = %user, status = refusal.status, %detail, "slack interaction refused");
-            slack
-                .respond(
-                    response_url,
-                    json!({
-                        "response_type": "ephemeral",
-                        "replace_original": false,
-                        "text": format!("Railyard refused: {detail}"),
-                    }),
-                )
-                .await;
-            Answer {
-                outcome: "refused",
-                detail,
-                event_ids: Vec::new(),
-            }
-        }
+        Err(refusal) => refuse(slack, user, response_url, &refusal).await,
     };
     // Slack only needs the 200; the refusal reached the presser through the response_url.
     Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
-/// The Railyard identity of the presser, and what the press decided.
-async fn decide(
-    routes: &RouteState,
-    payload: &Payload,
-) -> Result<(String, crate::CommandAnswer, ActionValue, Command), ApiError> {
-    let alias = format!("slack:{}", payload.user.id);
-    let who = routes
+/// `refusal` in words, answered ephemerally to the presser.
+async fn refuse(
+    slack: &SlackApprovals,
+    user: &str,
+    response_url: Option<&str>,
+    refusal: &ApiError,
+) -> Answer {
+    let detail = refusal_text(refusal);
+    info!(slack_user = %user, status = refusal.status, %detail, "slack interaction refused");
+    slack
+        .respond(
+            response_url,
+            json!({
+                "response_type": "ephemeral",
+                "replace_original": false,
+                "text": format!("Railyard refused: {detail}"),
+            }),
+        )
+        .await;
+    Answer {
+        outcome: "refused",
+        detail,
+        event_ids: Vec::new(),
+    }
+}
+
+fn refusal_text(refusal: &ApiError) -> String {
+    if refusal.error.is_empty() {
+        refusal.detail.clone()
+    } else {
+        format!("{}: {}", refusal.error, refusal.detail)
+    }
+}
+
+/// The Railyard identity whose tokens-file entry carries `slack:<user>`.
+fn identify(routes: &RouteState, user: &str) -> Result<railyard_http::Identity, ApiError> {
+    let alias = format!("slack:{user}");
+    routes
         .tokens
         .by_alias(&alias)
         .map_err(|problem| ApiError::refused("ambiguous slack user", problem))?
@@ -456,11 +551,196 @@ async fn decide(
             ApiError::refused(
                 "slack user not mapped",
                 format!(
-                    "Slack user {} is not mapped to a Railyard identity: an administrator adds the alias \"{alias}\" to your entry in the tokens file",
-                    payload.user.id
+                    "Slack user {user} is not mapped to a Railyard identity: an administrator adds the alias \"{alias}\" to your entry in the tokens file"
                 ),
             )
+        })
+}
+
+/// Override freeze pressed: a listed approver is asked for the reason in a modal
+/// (`views.open` with the press's `trigger_id`); the override is decided when it is submitted.
+async fn open_override(routes: &RouteState, slack: &SlackApprovals, payload: &Payload) -> Answer {
+    let opened = async {
+        let who = identify(routes, &payload.user.id)?;
+        who.require(Command::Approve.role())?;
+        let value = payload.actions.first().map_or("", |a| a.value.as_str());
+        let value: OverrideValue = serde_json::from_str(value).map_err(|error| {
+            ApiError::malformed(
+                format!("the button's value is not {{\"release\", \"env\"}} ({error})"),
+                "payload.actions.0.value",
+            )
         })?;
+        let release = ReleaseId::new(value.release.clone()).map_err(|error| {
+            ApiError::invalid(error.to_string(), "payload.actions.0.value.release")
+        })?;
+        let Some((base, token)) = &slack.api else {
+            return Err(ApiError::conflict(
+                format!(
+                    "an override from Slack needs the promoter to hold the bot token (RAILYARD_SLACK_TOKEN) to ask for the reason: meanwhile run `railyard approve {release} --env {} --override-freeze --reason \"...\"`",
+                    value.env
+                ),
+                "",
+            ));
+        };
+        let Some(trigger) = payload.trigger_id.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(ApiError::malformed(
+                "the press has no trigger_id to open the modal with",
+                "payload.trigger_id",
+            ));
+        };
+        let metadata = serde_json::to_string(&OverrideMeta {
+            release: release.to_string(),
+            env: value.env.clone(),
+            response_url: payload.response_url.clone(),
+        })
+        .unwrap_or_default();
+        let view = json!({
+            "type": "modal",
+            "callback_id": OVERRIDE_MODAL,
+            "private_metadata": metadata,
+            "title": {"type": "plain_text", "text": "Override a freeze"},
+            "submit": {"type": "plain_text", "text": "Override"},
+            "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!(
+                    ":rotating_light: Let release *{}* through the freeze of *{}*? This is an emergency override: it is recorded with your name and reason, and another approver must approve.",
+                    esc(release.as_str()), esc(&value.env)
+                )}},
+                {"type": "input", "block_id": REASON_INPUT, "label": {"type": "plain_text", "text": "Reason"},
+                 "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "multiline": true, "min_length": 1}},
+            ],
+        });
+        let answer: serde_json::Value = slack
+            .http
+            .post(format!("{}/views.open", base.trim_end_matches('/')))
+            .bearer_auth(token.as_str())
+            .json(&json!({"trigger_id": trigger, "view": view}))
+            .send()
+            .await
+            .map_err(|error| ApiError::unavailable(format!("cannot reach Slack to ask for the reason: {error}")))?
+            .json()
+            .await
+            .map_err(|error| ApiError::unavailable(format!("Slack's answer to views.open is not JSON: {error}")))?;
+        if answer["ok"] != true {
+            return Err(ApiError::unavailable(format!(
+                "Slack did not open the modal asking for the reason ({}): run `railyard approve {release} --env {} --override-freeze --reason \"...\"` instead",
+                answer["error"].as_str().unwrap_or("no error given"),
+                value.env
+            )));
+        }
+        Ok(format!("asked {} for the reason of the override", who.name))
+    }
+    .await;
+    match opened {
+        Ok(detail) => Answer {
+            outcome: "asked",
+            detail,
+            event_ids: Vec::new(),
+        },
+        Err(refusal) => {
+            refuse(
+                slack,
+                &payload.user.id,
+                payload.response_url.as_deref(),
+                &refusal,
+            )
+            .await
+        }
+    }
+}
+
+/// The override's modal submitted: decided like `approve --override-freeze --reason`; a
+/// refusal is shown in the modal, on the reason, and the thread is told of an override.
+async fn submit_override(
+    routes: &RouteState,
+    slack: &SlackApprovals,
+    payload: &Payload,
+) -> Result<Response, ApiError> {
+    let Some(view) = payload
+        .view
+        .as_ref()
+        .filter(|v| v.callback_id == OVERRIDE_MODAL)
+    else {
+        return Err(ApiError::invalid(
+            "this view submission is not Railyard's freeze override",
+            "payload.view.callback_id",
+        ));
+    };
+    let meta: OverrideMeta = serde_json::from_str(&view.private_metadata).map_err(|error| {
+        ApiError::malformed(
+            format!("the modal's private_metadata is not Railyard's ({error})"),
+            "payload.view.private_metadata",
+        )
+    })?;
+    let reason = view.state.values[REASON_INPUT][REASON_INPUT]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let decided = async {
+        let who = identify(routes, &payload.user.id)?;
+        who.require(Command::Approve.role())?;
+        if reason.is_empty() {
+            return Err(ApiError::invalid(
+                "an emergency override of a freeze needs a reason",
+                REASON_INPUT,
+            ));
+        }
+        let release = ReleaseId::new(meta.release.clone())
+            .map_err(|error| ApiError::invalid(error.to_string(), "private_metadata.release"))?;
+        let body = CommandBody {
+            env: Some(meta.env.clone()),
+            comment: Some(reason.clone()),
+            override_freeze: true,
+            ..CommandBody::default()
+        };
+        let answer = run_command(routes, Command::Approve, release, &who, &body).await?;
+        Ok((who.name, answer))
+    }
+    .await;
+    match decided {
+        Ok((who, answer)) => {
+            info!(release = %answer.release, actor = %who, slack_user = %payload.user.id, "slack freeze override accepted");
+            let text = format!(
+                ":rotating_light: *{}* (<@{}>) overrode the freeze of *{}* for release *{}* from Slack — {}",
+                esc(&who),
+                payload.user.id,
+                esc(&meta.env),
+                esc(&meta.release),
+                esc(&reason)
+            );
+            slack
+                .respond(
+                    meta.response_url.as_deref(),
+                    json!({
+                        "response_type": "in_channel",
+                        "replace_original": false,
+                        "text": plain(&text),
+                        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+                    }),
+                )
+                .await;
+            // An empty 200 closes the modal.
+            Ok(StatusCode::OK.into_response())
+        }
+        Err(refusal) => {
+            let detail = refusal_text(&refusal);
+            info!(slack_user = %payload.user.id, status = refusal.status, %detail, "slack freeze override refused");
+            Ok(Json(json!({
+                "response_action": "errors",
+                "errors": {REASON_INPUT: format!("Railyard refused: {detail}")},
+            }))
+            .into_response())
+        }
+    }
+}
+
+/// The Railyard identity of the presser, and what the press decided.
+async fn decide(
+    routes: &RouteState,
+    payload: &Payload,
+) -> Result<(String, crate::CommandAnswer, ActionValue, Command), ApiError> {
+    let who = identify(routes, &payload.user.id)?;
     let [action] = payload.actions.as_slice() else {
         return Err(ApiError::invalid(
             format!(

@@ -25,6 +25,8 @@ struct Slack {
     url: String,
     stand_in: String,
     answers: Arc<Mutex<Vec<Value>>>,
+    /// The `views.open` calls: the Authorization header and the body.
+    views: Arc<Mutex<Vec<(String, Value)>>>,
     clock: railyard_core::ManualClock,
 }
 
@@ -50,16 +52,43 @@ impl Slack {
             .collect();
         let answers: Arc<Mutex<Vec<Value>>> = Arc::default();
         let caught = answers.clone();
-        let stand_in = axum::Router::new().route(
-            "/actions/{id}",
-            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                let caught = caught.clone();
-                async move {
-                    caught.lock().unwrap().push(body);
-                    "ok"
-                }
-            }),
-        );
+        let views: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let opened = views.clone();
+        let stand_in = axum::Router::new()
+            .route(
+                "/actions/{id}",
+                axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                    let caught = caught.clone();
+                    async move {
+                        caught.lock().unwrap().push(body);
+                        "ok"
+                    }
+                }),
+            )
+            .route(
+                "/api/views.open",
+                axum::routing::post(
+                    move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                        let opened = opened.clone();
+                        async move {
+                            let auth = headers
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let ok = auth == "Bearer xoxb-test"
+                                && body["trigger_id"].is_string()
+                                && body["view"]["type"] == "modal";
+                            opened.lock().unwrap().push((auth, body));
+                            axum::Json(if ok {
+                                json!({"ok": true})
+                            } else {
+                                json!({"ok": false, "error": "invalid_arguments"})
+                            })
+                        }
+                    },
+                ),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let stand_in_url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, stand_in).await });
@@ -71,7 +100,8 @@ impl Slack {
             clock: h.clock.shared(),
         };
         let slack = SlackApprovals::new(SECRET)
-            .with_response_url_prefix(format!("{stand_in_url}/actions/"));
+            .with_response_url_prefix(format!("{stand_in_url}/actions/"))
+            .with_api(format!("{stand_in_url}/api"), "xoxb-test");
         let app = railyard_promoter::slack::router_with(state, slack);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -80,12 +110,23 @@ impl Slack {
             url,
             stand_in: stand_in_url,
             answers,
+            views,
             clock: h.clock.clone(),
         })
     }
 
     /// What a press of `action` on the approval request of `id` by Slack user `user` sends.
     fn press(&self, user: &str, action: &str, id: &ReleaseId) -> Vec<u8> {
+        let value = json!({
+            "release": id.to_string(),
+            "step": "production:approve:rel-1",
+            "env": "production",
+        });
+        self.press_with(user, action, value)
+    }
+
+    /// A press of `action` whose button carries `value`.
+    fn press_with(&self, user: &str, action: &str, value: Value) -> Vec<u8> {
         let payload = json!({
             "type": "block_actions",
             "user": {"id": user, "username": user.to_lowercase(), "team_id": "T1"},
@@ -97,11 +138,7 @@ impl Slack {
                 "type": "button",
                 "action_id": action,
                 "block_id": "railyard.approval",
-                "value": json!({
-                    "release": id.to_string(),
-                    "step": "production:approve:rel-1",
-                    "env": "production",
-                }).to_string(),
+                "value": value.to_string(),
                 "action_ts": "1700000001.000200",
             }],
         });
@@ -139,6 +176,21 @@ impl Slack {
     fn told(&self) -> Vec<Value> {
         std::mem::take(&mut *self.answers.lock().unwrap())
     }
+}
+
+/// What submitting the override's modal (opened with `metadata`) with `reason` sends.
+fn submission(user: &str, metadata: &str, reason: &str) -> Vec<u8> {
+    let payload = json!({
+        "type": "view_submission",
+        "user": {"id": user},
+        "view": {
+            "id": "V1",
+            "callback_id": "railyard.override_freeze",
+            "private_metadata": metadata,
+            "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}},
+        },
+    });
+    format!("payload={}", encode(&payload.to_string())).into_bytes()
 }
 
 /// `application/x-www-form-urlencoded` encoding of a value.
@@ -336,6 +388,121 @@ async fn a_denial_from_slack_cancels_the_release_and_bad_requests_get_a_clear_4x
     assert_eq!(
         state.ended_because.as_deref(),
         Some("denied for production by bob: via Slack")
+    );
+    worker.shutdown().await
+}
+
+#[tokio::test]
+async fn a_freeze_is_overridden_from_slack_only_by_a_listed_approver_with_a_reason_given_in_a_modal()
+-> anyhow::Result<()> {
+    let freeze = r#"freeze = [{ cron = "0 9 * * MON", duration = "3h", timezone = "Europe/Berlin", reason = "monday change board" }]"#;
+    let catalog = estate(
+        r#"{ kind = "simulated" }"#,
+        &format!(
+            "{freeze}\napproval = {{ required = true, approvers = [\"carol\", \"github:dave\", \"group:release-managers\"] }}"
+        ),
+    );
+    let h = Harness::start(&catalog).await?;
+    h.seed(&inventory()).await?;
+    let slack = Slack::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let held = h.wait_status(&id, Status::Held).await?;
+    assert!(held.hold.as_ref().is_some_and(|h| h.frozen.is_some()));
+    let before = h.events(&id).await?.len();
+    let value = json!({"release": id.to_string(), "env": "production"});
+
+    // An unmapped user is refused before any modal opens.
+    let press = slack.press_with("UNOBODY", "railyard.override_freeze", value.clone());
+    let (status, body) = slack.send(&press, SECRET, slack.now()).await?;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("refused")),
+        "{body}"
+    );
+    assert!(slack.views.lock().unwrap().is_empty());
+    slack.told();
+
+    // alice presses Override freeze: the promoter asks for the reason in a modal.
+    let press = slack.press_with("UALICE", "railyard.override_freeze", value);
+    let (status, body) = slack.send(&press, SECRET, slack.now()).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "asked", "{body}");
+    let (auth, opened) = slack
+        .views
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("views.open was called");
+    assert_eq!(auth, "Bearer xoxb-test");
+    assert_eq!(opened["trigger_id"], "1.2.3");
+    assert_eq!(opened["view"]["callback_id"], "railyard.override_freeze");
+    let metadata = opened["view"]["private_metadata"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Submitted without a reason, or by the requester: the modal shows why; nothing appended.
+    for (user, reason, why) in [
+        ("UALICE", "  ", "needs a reason"),
+        ("UCAROL", "hotfix", "requester cannot approve"),
+    ] {
+        let (status, body) = slack
+            .send(&submission(user, &metadata, reason), SECRET, slack.now())
+            .await?;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response_action"], "errors", "{body}");
+        assert!(
+            body["errors"]["reason"].as_str().unwrap().contains(why),
+            "{user}: {body}"
+        );
+    }
+    assert_eq!(h.events(&id).await?.len(), before, "nothing was appended");
+
+    // With a reason: the override is alice's, the release resumes, the thread is told.
+    let reason = "checkout is down; the fix is in this release";
+    let response = reqwest::Client::new();
+    let body = submission("UALICE", &metadata, reason);
+    let (status, answer) = {
+        let timestamp = slack.now();
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes())?;
+        mac.update(format!("v0:{timestamp}:").as_bytes());
+        mac.update(&body);
+        let got = response
+            .post(format!("{}/v1/slack/interactions", slack.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header(
+                "x-slack-signature",
+                format!("v0={}", hex::encode(mac.finalize().into_bytes())),
+            )
+            .body(body)
+            .send()
+            .await?;
+        (got.status().as_u16(), got.text().await?)
+    };
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, ""),
+        "an empty 200 closes the modal"
+    );
+    let events = h.events(&id).await?;
+    let overridden = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::FreezeOverridden(f) => Some((e.actor.clone(), f.reason.clone())),
+            _ => None,
+        })
+        .expect("the override is recorded");
+    assert_eq!(overridden, ("alice".to_owned(), reason.to_owned()));
+    assert_eq!(h.state(&id).await?.status, Status::Planned);
+    let told = slack.told();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0]["text"].as_str().unwrap().starts_with(
+            ":rotating_light: alice (<@UALICE>) overrode the freeze of production for release rel-1 from Slack"
+        ),
+        "{told:?}"
     );
     worker.shutdown().await
 }

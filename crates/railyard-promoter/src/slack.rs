@@ -8,7 +8,9 @@
 //! ([`crate::routes::run_command`]: approver role, listed for the environment, neither requester
 //! nor author, appended and sealed by this process). The message is replaced through the
 //! interaction's `response_url` to say who decided; a refusal is answered there ephemerally,
-//! to the presser only, with its reason.
+//! to the presser only, with its reason. A release held by a freeze carries an Override freeze
+//! button: a mapped approver's press opens a modal asking the reason (`views.open`, with the
+//! bot token), and its submission is decided like `approve --override-freeze --reason`.
 //!
 //! The button's value (`{"release", "step", "env"}`) is data chosen by whoever posted the
 //! message: it only says which pending approval is meant, and is looked up like the HTTP

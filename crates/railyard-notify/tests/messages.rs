@@ -171,6 +171,62 @@ async fn an_operators_hold_offers_resume_and_rollback_not_retry() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn a_freeze_hold_offers_an_override_button_and_an_operators_hold_does_not()
+-> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-frozen";
+        let b = &bus;
+        request_and_plan(b, id).await?;
+        append(
+            b,
+            id,
+            "railyard-promoter",
+            vec![Event::ReleaseHeld(ReleaseHeld {
+                reason: "production is frozen for \"monday change board\"".into(),
+                step: None,
+                owner: None,
+                frozen: Some("production".parse()?),
+            })],
+        )
+        .await
+    })
+    .await?;
+    fn freeze_buttons<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(map)
+                if map.get("block_id") == Some(&"railyard.freeze".into()) =>
+            {
+                found.extend(map["elements"].as_array().into_iter().flatten());
+            }
+            serde_json::Value::Object(map) => map.values().for_each(|v| freeze_buttons(v, found)),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| freeze_buttons(v, found)),
+            _ => {}
+        }
+    }
+    let mut buttons = Vec::new();
+    freeze_buttons(&calls, &mut buttons);
+    // One in the thread of each channel that hears the release.
+    assert_eq!(buttons.len(), 2, "{calls}");
+    for button in buttons {
+        assert_eq!(button["action_id"], "railyard.override_freeze");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(button["value"].as_str().unwrap())?,
+            serde_json::json!({"release": "rel-frozen", "env": "production"})
+        );
+        assert_eq!(button["confirm"]["confirm"]["text"], "Continue");
+    }
+    // The operator's hold above (and the failed gate's) carry no such button.
+    assert!(
+        !std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/snapshots/messages__held_release.snap")
+        )?
+        .contains("railyard.override_freeze")
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_refused_release() -> anyhow::Result<()> {
     let calls = run_scenario(|bus| async move {
         let id = "rel-refused";

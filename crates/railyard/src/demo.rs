@@ -47,6 +47,7 @@ struct Tokens {
     ci: String,
     alice: String,
     auditor: String,
+    operator: String,
     table: railyard_http::Tokens,
 }
 
@@ -56,12 +57,14 @@ fn tokens() -> Tokens {
         ("ci:github-actions", &[Role::Publisher], &[]),
         ("alice", &[Role::Approver], &["github:alice"]),
         ("auditor", &[Role::Auditor], &[]),
+        ("operator", &[Role::Operator], &[]),
     ]);
-    let [ci, alice, auditor] = <[String; 3]>::try_from(tokens).expect("three tokens");
+    let [ci, alice, auditor, operator] = <[String; 4]>::try_from(tokens).expect("four tokens");
     Tokens {
         ci,
         alice,
         auditor,
+        operator,
         table,
     }
 }
@@ -204,9 +207,10 @@ async fn play(args: &DemoArgs, data: &std::path::Path) -> anyhow::Result<()> {
 
     if story.is_ok() && args.keep_running {
         println!(
-            "\nstill running on {base} (RAILYARD_URL); tokens: publisher {} approver {} auditor {}; Ctrl-C stops",
-            tokens.ci, tokens.alice, tokens.auditor
+            "\nstill running on {base} (RAILYARD_URL); tokens: publisher {} approver {} auditor {} operator {}; Ctrl-C stops",
+            tokens.ci, tokens.alice, tokens.auditor, tokens.operator
         );
+        println!("console: {base}/ (sign in with one of the tokens above)");
         return runner.await.context("services")?;
     }
     stop.cancel();

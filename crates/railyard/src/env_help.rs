@@ -42,6 +42,9 @@ macro_rules! intake {
 macro_rules! promoter {
     () => {
         "  RAILYARD_SECRET_<NAME>                 the value of {secret:NAME} in deploy, gate and rollback commands
+  RAILYARD_SLACK_SIGNING_SECRET          the Slack app's signing secret; with it approvals from Slack are served at /v1/slack/interactions
+  RAILYARD_SLACK_SIGNING_SECRET_FILE     a file holding it (wins over the variable)
+  RAILYARD_SLACK_RESPONSE_URL_PREFIX     where Slack's response_url may point (default https://hooks.slack.com/)
 "
     };
 }

@@ -164,9 +164,12 @@ pub fn describe(kind: &str, actor: &str, data: &Value) -> String {
         "step.succeeded" => with_detail(format!("{step} succeeded"), text(data, "detail")),
         "step.failed" => with_detail(format!("{step} failed"), text(data, "detail")),
         "step.rolled_back" => with_detail(format!("{step} rolled back"), text(data, "detail")),
-        "approval.requested" => format!(
-            "approval of {step} requested from {}",
-            list("approvers").join(", ")
+        "approval.requested" => with_detail(
+            format!(
+                "approval of {step} requested from {}",
+                list("approvers").join(", ")
+            ),
+            text(data, "reason"),
         ),
         "approval.granted" => {
             with_detail(format!("{step} approved by {actor}"), text(data, "comment"))

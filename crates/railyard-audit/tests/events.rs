@@ -146,6 +146,7 @@ async fn events_replay_history_then_follow_live_across_restarts() -> anyhow::Res
                 step: "production:approve:rel-1".into(),
                 env: "production".parse().unwrap(),
                 approvers: vec!["alice".into()],
+                reason: None,
             }),
         )
         .await;

@@ -655,6 +655,10 @@ pub struct ApprovalRequested {
     pub env: EnvName,
     /// Who may approve.
     pub approvers: Vec<String>,
+    /// Why this approval is asked beyond the environment's policy, for the approver: the
+    /// point of no return it guards and what passing it means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `approval.granted`, `approval.denied` (the approver is the envelope's actor).

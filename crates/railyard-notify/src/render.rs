@@ -713,6 +713,9 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
             } else {
                 esc(&a.approvers.join(", "))
             };
+            if let Some(reason) = &a.reason {
+                blocks.section(&format!(":warning: {}", esc(reason)));
+            }
             let mut how = format!(
                 "*Who may approve:* {approvers}\n*To approve:*\n```railyard approve {}```",
                 view.id

@@ -196,6 +196,7 @@ async fn a_denial(bus: &Bus) -> anyhow::Result<u64> {
                 step: approve.clone(),
                 env: "production".parse()?,
                 approvers: vec!["alice".into()],
+                reason: None,
             }),
         ],
     )

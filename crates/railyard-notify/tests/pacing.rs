@@ -177,6 +177,7 @@ fn three_services(id: &str) -> Vec<Append> {
                 step: step.id.clone(),
                 env: step.env.clone(),
                 approvers: vec!["alice".into()],
+                reason: None,
             });
             let granted = Event::ApprovalGranted(ApprovalDecision {
                 step: step.id.clone(),

@@ -450,12 +450,22 @@ pub(crate) async fn take_step(
         )];
         if step.action == Action::Approve {
             let approvers = ctx.config.catalog.approvers(&step.env).to_vec();
+            // The approval placed before a point of no return tells the approver what it guards.
+            let reason = state.plan.as_ref().and_then(|plan| {
+                plan.points_of_no_return
+                    .iter()
+                    .find(|point| point.approval.as_deref() == Some(step.id.as_str()))
+                    .map(|point| {
+                        format!("{} is a point of no return: {}", point.step, point.reason)
+                    })
+            });
             events.push(ctx.envelope(
                 release,
                 Event::ApprovalRequested(ApprovalRequested {
                     step: step.id.clone(),
                     env: step.env.clone(),
                     approvers,
+                    reason,
                 }),
             ));
         }

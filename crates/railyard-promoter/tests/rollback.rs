@@ -239,6 +239,21 @@ approval = { approvers = ["group:release-managers"] }"#;
             .and_then(|p| p.approval.as_deref()),
         Some(approval)
     );
+    // The approver is told what the approval guards.
+    let asked = h
+        .events(&id)
+        .await?
+        .into_iter()
+        .find_map(|e| match e.event {
+            railyard_core::Event::ApprovalRequested(a) if a.step == approval => Some(a),
+            _ => None,
+        })
+        .expect("the approval is requested");
+    let reason = asked.reason.expect("the request carries the reason");
+    assert!(
+        reason.starts_with("production:migrate:orders-db@44 is a point of no return: "),
+        "{reason}"
+    );
     // orders-api is through; the migration waits for the approval.
     assert_eq!(
         state.steps.get("production:verify:orders-api"),

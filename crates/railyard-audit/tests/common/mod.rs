@@ -409,6 +409,7 @@ pub async fn script_releases(script: &mut Script) {
                 step: "production:approve:rel-1".into(),
                 env: "production".parse().unwrap(),
                 approvers: vec!["alice".into(), "bob".into()],
+                reason: None,
             }),
         )
         .await;
@@ -524,6 +525,7 @@ pub async fn script_releases(script: &mut Script) {
                 step: "production:approve:rel-2".into(),
                 env: "production".parse().unwrap(),
                 approvers: vec!["alice".into(), "bob".into()],
+                reason: None,
             }),
         )
         .await;
@@ -693,6 +695,7 @@ pub async fn script_releases(script: &mut Script) {
                 step: "production:approve:rel-4".into(),
                 env: "production".parse().unwrap(),
                 approvers: vec!["alice".into(), "bob".into()],
+                reason: None,
             }),
         )
         .await;

@@ -725,6 +725,7 @@ pub fn full_release(id: &str) -> Vec<Append> {
                     step: s[2].into(),
                     env: "production".parse().unwrap(),
                     approvers: vec!["alice".into(), "group:release-managers".into()],
+                    reason: None,
                 }),
             ],
         ),

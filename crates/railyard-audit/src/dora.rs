@@ -395,3 +395,86 @@ fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
     let rank = (p * values.len()).div_ceil(100).max(1);
     Some(values[rank - 1])
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct DoraLabel {
+    group: String,
+    name: String,
+    env: String,
+}
+
+type FloatGauge = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
+type Family = prometheus_client::metrics::family::Family<DoraLabel, FloatGauge>;
+
+/// The `railyard_dora_*` gauges, one series per row (group, name, environment).
+#[derive(Debug, Clone, Default)]
+pub struct DoraGauges {
+    deployments_per_day: Family,
+    lead_time_p50: Family,
+    change_failure_rate: Family,
+    time_to_restore_p50: Family,
+}
+
+impl DoraGauges {
+    /// Registers the gauges in `metrics`.
+    pub fn register(metrics: &railyard_http::Metrics) -> DoraGauges {
+        let gauges = DoraGauges::default();
+        metrics.register(
+            "dora_deployments_per_day",
+            "Deployments per day over the DORA window, by group (service, team, environment), name and env",
+            gauges.deployments_per_day.clone(),
+        );
+        metrics.register(
+            "dora_lead_time_p50_seconds",
+            "Median lead time for changes (commit to running) over the DORA window",
+            gauges.lead_time_p50.clone(),
+        );
+        metrics.register(
+            "dora_change_failure_rate",
+            "Share of deployments rolled back or followed by an incident, over the DORA window",
+            gauges.change_failure_rate.clone(),
+        );
+        metrics.register(
+            "dora_time_to_restore_p50_seconds",
+            "Median time from a failed deployment's first failure to restored, over the DORA window",
+            gauges.time_to_restore_p50.clone(),
+        );
+        gauges
+    }
+
+    /// Shows `rows`; series of groups without a row any more are removed.
+    pub fn set(&self, rows: &[DoraRow]) {
+        for family in [
+            &self.deployments_per_day,
+            &self.lead_time_p50,
+            &self.change_failure_rate,
+            &self.time_to_restore_p50,
+        ] {
+            family.clear();
+        }
+        for row in rows {
+            let label = DoraLabel {
+                group: serde_json::to_value(row.group)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                name: row.name.clone(),
+                env: row.env.clone(),
+            };
+            self.deployments_per_day
+                .get_or_create(&label)
+                .set(row.deployments_per_day);
+            if let Some(lead) = row.lead_time_p50_seconds {
+                self.lead_time_p50.get_or_create(&label).set(lead as f64);
+            }
+            if let Some(rate) = row.change_failure_rate {
+                self.change_failure_rate.get_or_create(&label).set(rate);
+            }
+            if let Some(restore) = row.time_to_restore_p50_seconds {
+                self.time_to_restore_p50
+                    .get_or_create(&label)
+                    .set(restore as f64);
+            }
+        }
+    }
+}

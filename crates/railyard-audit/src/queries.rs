@@ -248,7 +248,7 @@ async fn rejections(
 
 /// Folds what DORA needs: every release, step, commit and incident record up to the window's
 /// end plus the incident window (plans and commits may predate the window), in record order.
-async fn dora_log(audit: &Audit, window: &DoraWindow) -> Result<DoraLog, AuditError> {
+pub(crate) async fn dora_log(audit: &Audit, window: &DoraWindow) -> Result<DoraLog, AuditError> {
     let reader = audit.reader();
     let mut records: Vec<(u64, Record)> = Vec::new();
     for family in ["release", "step", "change", "incident"] {

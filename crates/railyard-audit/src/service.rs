@@ -58,6 +58,11 @@ pub struct AuditConfig {
     pub owners: std::collections::BTreeMap<String, String>,
     /// How long after a deployment an incident for its service counts as its failure (DORA).
     pub dora_incident_window: chrono::Duration,
+    /// How often the `railyard_dora_*` gauges are computed again, over the last
+    /// `dora_gauge_window` (`None`: no gauges).
+    pub dora_gauges_every: Option<Duration>,
+    /// The window the DORA gauges cover (default 30 days).
+    pub dora_gauge_window: chrono::Duration,
 }
 
 impl AuditConfig {
@@ -78,6 +83,8 @@ impl AuditConfig {
             seal: None,
             owners: std::collections::BTreeMap::new(),
             dora_incident_window: chrono::Duration::hours(24),
+            dora_gauges_every: Some(Duration::from_secs(300)),
+            dora_gauge_window: chrono::Duration::days(30),
         }
     }
 }
@@ -97,6 +104,7 @@ struct Inner {
     checkpoint: Gauge<i64, AtomicI64>,
     records: Gauge<i64, AtomicI64>,
     lost: Gauge<i64, AtomicI64>,
+    dora: crate::dora::DoraGauges,
     sealer: Option<Sealer>,
 }
 
@@ -145,6 +153,7 @@ impl Audit {
             "Stream sequences the audit store had made durable but lost when it was opened (its log was damaged and cut short) and has not applied again yet; 0 when whole.",
             Gauge::<i64, AtomicI64>::default(),
         );
+        let dora = crate::dora::DoraGauges::register(&config.metrics);
         let sealed = config.metrics.register(
             "audit_sealed_records",
             "Records sealed by the last signed checkpoint this audit service appended.",
@@ -177,6 +186,7 @@ impl Audit {
                 checkpoint,
                 records,
                 lost,
+                dora,
                 sealer,
             }),
         };
@@ -237,6 +247,7 @@ impl Audit {
         let store = self.inner.reader.store();
         let mut pause = config.retry_initial;
         let gauges = self.track_progress(stop.clone());
+        let dora = self.track_dora(stop.clone());
         let sealing = CancellationToken::new();
         let sealer = self.inner.sealer.is_some().then(|| {
             let (audit, sealing) = (self.clone(), sealing.clone());
@@ -278,13 +289,47 @@ impl Audit {
             }
         };
         gauges.abort();
+        dora.abort();
         // Wait for the tasks to drop their handles on the store, so the caller can close it.
         let _ = gauges.await;
+        let _ = dora.await;
         sealing.cancel();
         if let Some(sealer) = sealer {
             let _ = sealer.await;
         }
         outcome
+    }
+
+    /// Computes the DORA metrics over the last `dora_gauge_window` every `dora_gauges_every`
+    /// (on the service's clock) into the `railyard_dora_*` gauges while the projection runs.
+    fn track_dora(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let audit = self.clone();
+        tokio::spawn(async move {
+            let config = &audit.inner.config;
+            let Some(every) = config.dora_gauges_every else {
+                return;
+            };
+            loop {
+                let now = config.clock.now();
+                let window = crate::dora::DoraWindow {
+                    since: now - config.dora_gauge_window,
+                    until: now,
+                    incident_window: config.dora_incident_window,
+                    env: None,
+                    service: None,
+                };
+                match crate::queries::dora_log(&audit, &window).await {
+                    Ok(log) => audit.inner.dora.set(&log.rows(&window, &config.owners)),
+                    Err(error) => {
+                        warn!(error = %error, "cannot compute the DORA gauges; trying again at the next interval")
+                    }
+                }
+                tokio::select! {
+                    () = config.clock.sleep(every) => {},
+                    () = stop.cancelled() => break,
+                }
+            }
+        })
     }
 
     /// Keeps the checkpoint and record gauges current while the projection runs.

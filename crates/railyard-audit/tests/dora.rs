@@ -426,7 +426,11 @@ async fn dora_over_http_and_the_cli_for_auditors_only() -> anyhow::Result<()> {
     let bus = connect(&server).await?;
     let callers = callers();
     let (_dir, store) = temp_store();
-    let service = Service::start(&bus, &store, callers.tokens.clone()).await?;
+    let clock = railyard_core::ManualClock::new(common::start());
+    let mut config = railyard_audit::AuditConfig::new(&store, callers.tokens.clone());
+    config.clock = clock.shared();
+    let metrics = config.metrics.clone();
+    let service = Service::start_config(&bus, config).await?;
     let mut script = Script::new(&bus);
     let steps = [
         ("production", Deploy, "orders-api", Some("2.0.0")),
@@ -486,6 +490,26 @@ async fn dora_over_http_and_the_cli_for_auditors_only() -> anyhow::Result<()> {
     assert_eq!(orders["change_failure_rate"], 0.5, "{orders}");
     assert_eq!(orders["time_to_restore_p50_seconds"], 60, "{orders}");
     assert_eq!(orders["lead_time_unknown"], 2, "{orders}");
+
+    // The gauges: computed at start (nothing yet), then again an interval later on the
+    // service's clock, over the last 30 days.
+    clock.wait_for_sleepers(1).await;
+    clock.advance(std::time::Duration::from_secs(3600));
+    let series = r#"railyard_dora_change_failure_rate{group="service",name="orders-api",env="production"} 0.5"#;
+    railyard_testkit::wait_until(
+        "the DORA gauges",
+        std::time::Duration::from_secs(10),
+        || {
+            let text = metrics.render();
+            async move { Ok(text.contains(series).then_some(())) }
+        },
+    )
+    .await?;
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"railyard_dora_time_to_restore_p50_seconds{group="service",name="orders-api",env="production"} 60"#),
+        "{text}"
+    );
 
     // Only auditors, and a window that makes sense.
     let refused = client

@@ -30,6 +30,10 @@ pub enum Command {
     Planner(crate::planner_cmd::PlannerArgs),
     /// Run the Slack notifier against a NATS server or cluster.
     Notify(crate::notify_cmd::NotifyArgs),
+    /// Run the GitHub write-back (deployments, statuses) against a NATS server or cluster.
+    Github(crate::feedback_cmd::GithubArgs),
+    /// Run CDEvents out (CloudEvents HTTP sink and NATS) against a NATS server or cluster.
+    Cdevents(crate::feedback_cmd::CdeventsArgs),
     /// Run one promotion worker against a NATS server or cluster.
     Promoter(crate::promoter_cmd::PromoterArgs),
     /// Run trigger intake (HTTP and NATS) against a NATS server or cluster.
@@ -75,6 +79,8 @@ impl Command {
             | Command::Intake(_)
             | Command::Planner(_)
             | Command::Notify(_)
+            | Command::Github(_)
+            | Command::Cdevents(_)
             | Command::Promoter(_) => "info",
             // The demo narrates what happens (a failed gate, the rollback) on stdout; the
             // services' own warnings would interleave with the story (RUST_LOG=warn shows them).
@@ -103,6 +109,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
         Command::Plan(args) => crate::plan_cmd::run(args),
         Command::Planner(args) => crate::planner_cmd::run(args).await.map(ok),
         Command::Notify(args) => crate::notify_cmd::run(args).await.map(ok),
+        Command::Github(args) => crate::feedback_cmd::run_github(args).await.map(ok),
+        Command::Cdevents(args) => crate::feedback_cmd::run_cdevents(args).await.map(ok),
         Command::Promoter(args) => crate::promoter_cmd::run(args).await.map(ok),
         Command::Intake(args) => crate::intake_cmd::run(args).await.map(ok),
         Command::Token(args) => match &args.command {

@@ -97,5 +97,8 @@ pub const PROMOTER: &str = concat!(header!(), promoter!(), common!());
 /// `railyard notify`.
 pub const NOTIFY: &str = concat!(header!(), notify!(), common!());
 
+/// `railyard github` and `railyard cdevents`.
+pub const FEEDBACK: &str = concat!(header!(), feedback!(), common!());
+
 /// `railyard planner`, `railyard audit serve` and the other commands that only reach NATS.
 pub const SERVICE: &str = concat!(header!(), common!());

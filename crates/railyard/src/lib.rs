@@ -13,6 +13,7 @@ pub mod demo;
 pub mod dev;
 pub mod dlq_cmd;
 mod env_help;
+pub mod feedback_cmd;
 pub mod intake_cli;
 pub mod intake_cmd;
 pub mod inventory_cmd;
@@ -84,6 +85,8 @@ fn service_of(command: &Command) -> (&'static str, &'static str) {
         Command::Planner(_) => "railyard-planner",
         Command::Promoter(_) => "railyard-promoter",
         Command::Notify(_) => "railyard-notify",
+        Command::Github(_) => "railyard-github",
+        Command::Cdevents(_) => "railyard-cdevents",
         Command::Audit(audit_cmd::AuditCmd::Serve(_)) => {
             return ("railyard-audit", "info");
         }

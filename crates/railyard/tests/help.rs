@@ -129,3 +129,51 @@ fn a_token_from_the_environment_is_not_shown_as_required() {
     assert!(!usage.contains("--token"), "{usage}");
     assert!(text.contains("[env: RAILYARD_TOKEN"), "{text}");
 }
+
+/// `railyard github` and `railyard cdevents` list their variables, and without them refuse to
+/// start with what to set (before reaching for NATS).
+#[test]
+fn the_feedback_services_say_what_to_configure() {
+    for (command, variables, refusal) in [
+        (
+            "github",
+            &[
+                "RAILYARD_GITHUB_TOKEN",
+                "RAILYARD_GITHUB_APP_ID",
+                "RAILYARD_UI_URL",
+            ][..],
+            "GitHub is not configured: set RAILYARD_GITHUB_TOKEN",
+        ),
+        (
+            "cdevents",
+            &["RAILYARD_CDEVENTS_SINK_URL", "RAILYARD_CDEVENTS_SUBJECT"][..],
+            "set RAILYARD_CDEVENTS_SINK_URL or RAILYARD_CDEVENTS_SUBJECT",
+        ),
+    ] {
+        let text = help(&[command]);
+        for variable in variables {
+            assert!(
+                text.contains(variable),
+                "{command} --help lacks {variable}:\n{text}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/railyard.toml");
+        let mut run = Command::new(env!("CARGO_BIN_EXE_railyard"));
+        run.arg(command)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .env("RAILYARD_CATALOG", &catalog)
+            .env("RAILYARD_NATS_URL", "nats://127.0.0.1:1");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("RAILYARD_GITHUB") || name.starts_with("RAILYARD_CDEVENTS") {
+                run.env_remove(name);
+            }
+        }
+        let out = run.output().expect("railyard runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {out:?}");
+        assert!(stderr.contains(refusal), "{command}: {stderr}");
+    }
+}

@@ -432,7 +432,7 @@ function act(name, label, status, refresh) {
 }
 
 // ---- audit ----------------------------------------------------------------------------------
-const QUERIES = ["approvals", "gates", "changes", "actor", "rejections", "report", "events"];
+const QUERIES = ["approvals", "gates", "changes", "actor", "rejections", "report", "dora", "events"];
 
 function auditView(params) {
   const form = h("form", { class: "filters", id: "audit-form" },

@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -67,18 +67,52 @@ fn collector() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-/// Lines of a child's pipe, collected by a thread.
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
+/// Lines of a child's pipe, collected by a thread that wakes whoever waits for one.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<Vec<String>>,
+    added: Condvar,
+}
+
+impl Lines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap()
+    }
+
+    /// Waits (woken by each new line, at most `timeout`) until `check` finds what it wants.
+    fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[String]) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lock();
+        loop {
+            if let Some(value) = check(&lines) {
+                return value;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{what} within {timeout:?}");
+            lines = self.added.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+}
+
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Lines> {
+    let lines = Arc::new(Lines::default());
     let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
+            sink.lock().push(line);
+            sink.added.notify_all();
         }
     });
     lines
 }
 
+/// Polls another process's `/metrics` (bounded, every 100 ms): counters have no feed to follow.
+/// Everything with one (its lines, a release's events) is waited for through it instead.
 fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -154,11 +188,10 @@ fn dev_shows_a_release_in_metrics_json_logs_and_exported_traces() {
     let stderr = collect(child.stderr.take().unwrap());
     let child = Running(Some(child));
 
-    let (addr, token) = wait_for(
+    let (addr, token) = stdout.wait_for(
         "the ready line and the tokens",
         Duration::from_secs(60),
-        || {
-            let lines = stdout.lock().unwrap();
+        |lines| {
             let addr = lines
                 .iter()
                 .find_map(|l| l.strip_prefix("railyard dev ready: http://"))?
@@ -213,7 +246,7 @@ fn dev_shows_a_release_in_metrics_json_logs_and_exported_traces() {
     stop(child, "railyard dev");
 
     // JSON lines, the planner's decision among them, naming the release through its span.
-    let lines = stderr.lock().unwrap().clone();
+    let lines = stderr.lock().clone();
     let parsed: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Dev, http, start_dev_logging_to};
 use railyard_http::{Role, generate_token};
@@ -168,23 +168,25 @@ fn token(identity: &str, role: Role) -> (String, String) {
 
 /// Waits (bounded) until release `id` has stopped moving, and returns its status JSON.
 fn settled(addr: &str, id: &str, token: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (status, body) = http(addr, "GET", &format!("/v1/releases/{id}"), Some(token), "");
-        if status == 200 {
-            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let state = value["status"].as_str().unwrap_or_default().to_owned();
-            if !["requested", "planned"].contains(&state.as_str()) {
-                return value;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "release {id} did not stop within 90 s: {status} {body}"
-        );
-        // A bounded poll of the service's state, not a wait for time to pass.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The release's feed says when it stops; then its status is read once.
+    let ends = [
+        "release.completed",
+        "release.rolled_back",
+        "release.rejected",
+        "release.cancelled",
+        "release.held",
+        "approval.denied",
+    ];
+    common::follow_until(
+        addr,
+        &format!("/v1/releases/{id}/events"),
+        token,
+        Duration::from_secs(90),
+        |seen| ends.iter().any(|end| seen.contains(end)),
+    );
+    let (status, body) = http(addr, "GET", &format!("/v1/releases/{id}"), Some(token), "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 fn a_secret_reaches_no_record(log_format: &str) {

@@ -51,11 +51,8 @@ impl EmbeddedNats {
     ) -> anyhow::Result<EmbeddedNats> {
         let binary = find_binary()?;
         let store = data_dir.join("nats");
-        let ports_dir = data_dir.join("run");
         std::fs::create_dir_all(&store)
             .with_context(|| format!("cannot create {}", store.display()))?;
-        std::fs::create_dir_all(&ports_dir)
-            .with_context(|| format!("cannot create {}", ports_dir.display()))?;
         let port_arg = if port == 0 {
             "-1".to_owned()
         } else {
@@ -73,8 +70,6 @@ impl EmbeddedNats {
             ])
             .arg("-sd")
             .arg(&store)
-            .arg("--ports_file_dir")
-            .arg(&ports_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -83,47 +78,48 @@ impl EmbeddedNats {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let pid = child.id().context("nats-server exited at once")?;
-        let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
-        let deadline = tokio::time::Instant::now() + startup_timeout;
-        let url = loop {
-            if let Some(status) = child.try_wait()? {
-                let mut stderr = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    use tokio::io::AsyncReadExt;
-                    let _ = err.read_to_string(&mut stderr).await;
+        // nats-server says where it listens, then that it is ready, on stderr: read until
+        // then (its end means it exited), keeping what it said for the error.
+        use tokio::io::AsyncBufReadExt;
+        let stderr = child
+            .stderr
+            .take()
+            .context("nats-server's stderr is piped")?;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut said = Vec::new();
+        let ready = async {
+            let mut url = None;
+            while let Some(line) = lines.next_line().await? {
+                if let Some(address) = line.split("Listening for client connections on ").nth(1) {
+                    url = Some(format!("nats://{}", address.trim()));
                 }
-                bail!(
-                    "nats-server exited with {status} before it was ready: {}",
-                    stderr.trim()
-                );
-            }
-            if let Ok(text) = std::fs::read_to_string(&ports_file) {
-                if let Some(url) = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/nats/0")
-                            .and_then(|u| u.as_str())
-                            .map(str::to_owned)
-                    })
-                {
-                    break url;
+                let done = line.contains("Server is ready");
+                said.push(line);
+                if done {
+                    return anyhow::Ok(url);
                 }
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!("nats-server did not report its port within {startup_timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(None)
+        };
+        let url = match tokio::time::timeout(startup_timeout, ready).await {
+            Err(_) => bail!("nats-server did not say it was ready within {startup_timeout:?}"),
+            Ok(result) => match result? {
+                Some(url) => url,
+                None => {
+                    let status = child.wait().await?;
+                    bail!(
+                        "nats-server exited with {status} before it was ready: {}",
+                        said.join("\n").trim()
+                    );
+                }
+            },
         };
         // Drain stderr so a chatty server never blocks on a full pipe.
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt;
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(target: "nats_server", "{line}");
-                }
-            });
-        }
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "nats_server", "{line}");
+            }
+        });
         tracing::info!(%url, pid, store = %store.display(), "embedded nats-server started");
         Ok(EmbeddedNats { child, url, pid })
     }

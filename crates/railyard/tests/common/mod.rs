@@ -139,3 +139,40 @@ pub fn interrupt(mut child: std::process::Child) {
         "railyard dev exits 0 after SIGINT, got {status}"
     );
 }
+
+/// Follows the server-sent events at `path` (history, then live) until `done` holds for the
+/// text read so far, at most `timeout`: the server tells when something happens, nothing is
+/// polled. Panics with what was read when the feed ends or the time is up.
+pub fn follow_until(
+    addr: &str,
+    path: &str,
+    token: &str,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stream = TcpStream::connect(addr).expect("connect to railyard dev");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        if done(&seen) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{path} did not say so within {timeout:?}:\n{seen}"
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => panic!("{path} ended before it said so:\n{seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(error) => panic!("{path}: {error}:\n{seen}"),
+        }
+    }
+}

@@ -775,3 +775,11 @@ fn seeds_that_once_failed_still_pass() {
         check_estate(seed).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// A point of no return followed by a later one-way migration of the same database: a
+/// failure at the end rolls back safely (the database went past the harm), one right after
+/// the point does not.
+#[test]
+fn way_back_seeds_that_once_failed_still_pass() {
+    check_way_back(11_667_337_739_538_320_548).unwrap_or_else(|e| panic!("{e}"));
+}

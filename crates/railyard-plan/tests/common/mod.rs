@@ -356,6 +356,9 @@ pub struct RollbackRuns {
     pub safe: usize,
     /// Failures after a point of no return whose full rollback was shown to break.
     pub necessary: usize,
+    /// Random failures after a point of no return whose rollback happened to keep the
+    /// invariant (a later one-way step had carried the database past the harm).
+    pub past_but_safe: usize,
 }
 
 /// Runs `plan` along `runs` random orders, stops each at a random event (the failure: what
@@ -363,9 +366,13 @@ pub struct RollbackRuns {
 /// running first, then what was applied, in reverse wave order; a deploy is undone with the
 /// old and new version side by side, a migration of a database with a rollback form with both
 /// schemas exposed, a migration without one stays (and one that was running completes). Every
-/// state on the way back is checked against the invariant. Once one of the plan's points of
-/// no return has started in that environment the rollback must break (the point is
-/// necessary); before, it must keep the invariant.
+/// state on the way back is checked against the invariant. Before any of the plan's points
+/// of no return has started in that environment the rollback must keep the invariant.
+///
+/// A point of no return says that *some* rollback past it breaks, not every one: a later
+/// one-way migration can carry the database to where the old versions fit again. So each
+/// named point is also shown necessary directly: a failure right after it (it and what must
+/// precede it applied, nothing else) must have a rollback that breaks the invariant.
 pub fn simulate_rollback(
     catalog: &Catalog,
     inventory: &Inventory,
@@ -405,7 +412,7 @@ pub fn simulate_rollback(
             .find(|(name, _)| name.as_str() == d)
             .is_some_and(|(_, db)| db.migrate.has_rollback())
     };
-    let mut out = RollbackRuns::default();
+    let mut failures: Vec<(Vec<usize>, Vec<usize>, bool)> = Vec::new();
     for _ in 0..runs {
         // Forward, up to the failure.
         let mut waiting = preds.clone();
@@ -431,8 +438,35 @@ pub fn simulate_rollback(
                 }
             }
         }
+        failures.push((applied, running, false));
+    }
+    // Right after each point of no return: it and its ancestors applied, in wave order.
+    let mut preds_of = vec![Vec::new(); n];
+    for (a, next) in succs.iter().enumerate() {
+        for &b in next {
+            preds_of[b].push(a);
+        }
+    }
+    for ponr in &plan.points_of_no_return {
+        let at = index[ponr.step.as_str()];
+        let mut seen = vec![false; n];
+        let mut stack = vec![at];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut seen[i], true) {
+                stack.extend(&preds_of[i]);
+            }
+        }
+        let applied: Vec<usize> = wave_order.iter().copied().filter(|&i| seen[i]).collect();
+        failures.push((applied, Vec::new(), true));
+    }
+    let mut out = RollbackRuns::default();
+    for (applied, running, right_after) in failures {
         let touched: Vec<usize> = running.iter().chain(&applied).copied().collect();
-        let Some(&last) = touched.last() else {
+        let Some(&last) = (if right_after {
+            applied.last()
+        } else {
+            touched.last()
+        }) else {
             continue;
         };
         let env = &plan.steps[last].env;
@@ -617,9 +651,11 @@ pub fn simulate_rollback(
             (false, None) => out.safe += 1,
             (true, Some(_)) => out.necessary += 1,
             (false, Some(e)) => return Err(format!("the rollback breaks the invariant: {e}")),
+            (true, None) if !right_after => out.past_but_safe += 1,
             (true, None) => {
                 return Err(format!(
-                    "a point of no return was named, yet the whole rollback kept the invariant: {}",
+                    "a point of no return was named, yet a failure right after it rolls back \
+                     keeping the invariant: {}",
                     trace.join(", ")
                 ));
             }

@@ -103,9 +103,11 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
     crate::authority_cmd::setup("promoter", Some(railyard_core::authority::Writer::Promoter))?;
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let tokens = load_tokens(args.tokens_file.as_deref())?;
-    let bus = crate::stack::connect(&args.nats_url).await?;
-    let mut services = Services::new();
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    let bus =
+        crate::stack::connect_named(&args.nats_url, &format!("railyard-promoter {worker_id}"))
+            .await?;
+    let mut services = Services::new();
     let metrics = railyard_http::Metrics::default();
     services.spawn(
         "promoter",

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use nats::{
     AdminCmd, AdminInitArgs, NATS_CA_ENV, NATS_PASSWORD_ENV, NATS_PASSWORD_FILE_ENV, NATS_USER_ENV,
-    Nats, bus_config, connect, credentials_from_env, run_admin, tls_ca_from_env,
+    Nats, bus_config, connect, connect_named, credentials_from_env, run_admin, tls_ca_from_env,
 };
 pub use services::{Services, reader_progress};
 

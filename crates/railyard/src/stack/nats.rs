@@ -90,6 +90,16 @@ pub async fn connect(url: &str) -> anyhow::Result<Bus> {
     connect_with(url, bus_config(false)?).await
 }
 
+/// [`connect`], naming the connection `name` (what `nats-server`'s `/connz` and the server's
+/// logs show, so an operator can tell which process a connection belongs to).
+pub async fn connect_named(url: &str, name: &str) -> anyhow::Result<Bus> {
+    let config = BusConfig {
+        connection_name: name.to_owned(),
+        ..bus_config(false)?
+    };
+    connect_with(url, config).await
+}
+
 async fn connect_with(url: &str, config: BusConfig) -> anyhow::Result<Bus> {
     let manage = config.manage_topology;
     let bus = Bus::connect(url, config)

@@ -12,7 +12,9 @@ use tokio::sync::OnceCell;
 
 use crate::config::BusConfig;
 use crate::error::{BusError, is_stream_not_found};
-use crate::names::{DELIVERIES_BUCKET, DLQ_REASONS_BUCKET, EVENTS_STREAM, LEASES_BUCKET};
+use crate::names::{
+    DELIVERIES_BUCKET, DLQ_REASONS_BUCKET, EVENTS_STREAM, LEADERS_BUCKET, LEASES_BUCKET,
+};
 
 /// Railyard's connection to NATS JetStream. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -28,6 +30,7 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     deliveries: OnceCell<kv::Store>,
     leases: OnceCell<kv::Store>,
+    leaders: OnceCell<kv::Store>,
     reasons: OnceCell<kv::Store>,
 }
 
@@ -120,6 +123,7 @@ impl Bus {
                 closed: AtomicBool::new(false),
                 deliveries: OnceCell::new(),
                 leases: OnceCell::new(),
+                leaders: OnceCell::new(),
                 reasons: OnceCell::new(),
             }),
         })
@@ -257,6 +261,10 @@ impl Bus {
 
     pub(crate) async fn leases_bucket(&self) -> Result<&kv::Store, BusError> {
         self.bucket(&self.inner.leases, LEASES_BUCKET).await
+    }
+
+    pub(crate) async fn leaders_bucket(&self) -> Result<&kv::Store, BusError> {
+        self.bucket(&self.inner.leaders, LEADERS_BUCKET).await
     }
 
     pub(crate) async fn reasons_bucket(&self) -> Result<&kv::Store, BusError> {

@@ -1,7 +1,7 @@
 //! Railyard's bus, the only crate that speaks NATS: the JetStream topology, the event store
 //! (append with optimistic concurrency and dedupe, load), durable consumers with confirmed acks
-//! and backoff, dead letters, the work queue, external delivery ids, leases, the rejection log,
-//! and W3C trace context in headers.
+//! and backoff, dead letters, the work queue, external delivery ids, leases, leader leases of
+//! replicated services, the rejection log, and W3C trace context in headers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -13,6 +13,7 @@ mod direct;
 mod dlq;
 mod error;
 mod kv;
+mod lease;
 pub mod names;
 mod rejected;
 mod requests;
@@ -27,6 +28,10 @@ pub use consumer::{ConsumerSpec, DeliverFrom, Delivery, EventConsumer, WorkConsu
 pub use dlq::{DeadLetter, run_dlq_forwarder};
 pub use error::{Actual, AppendError, BoxError, BusError, error_chain};
 pub use kv::{ClaimedDelivery, DeliveryClaim, Lease, LeaseRecord};
+pub use lease::{
+    Campaign, DEFAULT_LEADER_TTL, LeaderConfig, LeaderLease, LeaderRecord, Leadership,
+    default_replica_id,
+};
 pub use names::event_subject;
 pub use rejected::{Rejection, StoredRejection};
 pub use requests::{Request, Requests};

@@ -31,6 +31,9 @@ pub const MAX_DELIVERIES_ADVISORY: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIV
 pub const DELIVERIES_BUCKET: &str = "railyard-deliveries";
 /// Step leases held by promotion workers.
 pub const LEASES_BUCKET: &str = "railyard-leases";
+/// Leader leases of replicated services (planner, notifier, audit sealer) and what a leader
+/// hands to its standbys (the notifier's progress).
+pub const LEADERS_BUCKET: &str = "railyard-leaders";
 /// The last nak reason of each delivery, read by the dead-letter forwarder.
 pub const DLQ_REASONS_BUCKET: &str = "railyard-dlq-reasons";
 /// The durable consumer every dead-letter forwarder shares.

@@ -11,8 +11,8 @@ use crate::bus::Bus;
 use crate::error::{BoxError, BusError};
 use crate::names::{
     ADVISORIES_STREAM, DELIVERIES_BUCKET, DLQ_PREFIX, DLQ_REASONS_BUCKET, DLQ_STREAM,
-    EVENTS_PREFIX, EVENTS_STREAM, LEASES_BUCKET, MAX_DELIVERIES_ADVISORY, REJECTED_PREFIX,
-    REJECTED_STREAM, WORK_PREFIX, WORK_STREAM,
+    EVENTS_PREFIX, EVENTS_STREAM, LEADERS_BUCKET, LEASES_BUCKET, MAX_DELIVERIES_ADVISORY,
+    REJECTED_PREFIX, REJECTED_STREAM, WORK_PREFIX, WORK_STREAM,
 };
 
 /// JetStream's "stream name already in use with a different configuration".
@@ -26,7 +26,7 @@ impl Bus {
     /// `RAILYARD_WORK` (work queue, `railyard.work.>`), `RAILYARD_DLQ` (`railyard.dlq.>`),
     /// `RAILYARD_REJECTED` (`railyard.rejected.>`, size-limited), `RAILYARD_ADVISORIES` (the
     /// max-deliveries advisories the dead-letter forwarder reads) and the KV buckets
-    /// `railyard-deliveries`, `railyard-leases` and `railyard-dlq-reasons`.
+    /// `railyard-deliveries`, `railyard-leases`, `railyard-dlq-reasons` and `railyard-leaders`.
     ///
     /// Idempotent: calling it twice, or from several processes at once, succeeds.
     ///
@@ -166,6 +166,13 @@ impl Bus {
                 DLQ_REASONS_BUCKET,
                 "The last nak reason of each delivery, for dead letters",
                 config.advisory_max_age,
+            ),
+            // No max age: a lease ends by the deadline it stores, read through the clock, and
+            // what a leader hands over must outlive any pause.
+            bucket(
+                LEADERS_BUCKET,
+                "Leader leases of replicated services and what a leader hands to its standbys",
+                Duration::ZERO,
             ),
         ]
     }

@@ -6,12 +6,18 @@
 //! `release.rejected` with optimistic concurrency. Undecided releases live in the
 //! projection, so a crash between a request and its decision loses nothing: on restart the
 //! decision is made then.
+//!
+//! Replicas: run with a [`LeaderConfig`] ([`run_replica`]), every replica keeps its projection current
+//! (a hot standby), and only the holder of the `planner` leader lease records the catalog
+//! and decides. A deposed leader that still runs cannot decide twice either: a decision is
+//! appended only while the release is `requested`, expecting the aggregate's last sequence,
+//! so a second `release.planned` for one release is a conflict, never a duplicate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use railyard_bus::{AppendError, Bus, Expected};
+use railyard_bus::{AppendError, Bus, Expected, LeaderConfig, Leadership};
 use railyard_core::event::{CatalogApplied, ReleasePlanned, ReleaseRejected};
 use railyard_core::inventory::EnvInventory;
 use railyard_core::{
@@ -211,9 +217,21 @@ pub async fn run_with(
     shutdown: CancellationToken,
     options: RunOptions,
 ) -> Result<(), ServiceError> {
+    run_replica(config, None, bus, shutdown, options).await
+}
+
+/// [`run_with`] as one of several replicas when `leader` is given: the projection always
+/// follows the stream, and the catalog is recorded and releases decided only while this
+/// replica holds the lease `leader` names (`None`: the only planner, always deciding).
+pub async fn run_replica(
+    config: PlannerConfig,
+    leader: Option<LeaderConfig>,
+    bus: Bus,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> Result<(), ServiceError> {
     let store = Store::open(StoreConfig::new(&config.store)).await?;
     let view = store.projection(PlannerView).await?;
-    record_catalog(&config, &bus).await?;
 
     let follower = {
         let (bus, view, stop) = (bus.clone(), view.clone(), shutdown.clone());
@@ -221,7 +239,13 @@ pub async fn run_with(
             railyard_store::run_projection(&bus, &view, &options, stop.cancelled_owned()).await
         })
     };
-    let decided = decide_loop(&config, &bus, &view, &shutdown).await;
+    let decided = match &leader {
+        None => match record_catalog(&config, &bus).await {
+            Ok(()) => decide_loop(&config, &bus, &view, &shutdown).await,
+            Err(error) => Err(error),
+        },
+        Some(leader) => lead(&config, leader, &bus, &view, &shutdown).await,
+    };
     shutdown.cancel();
     let followed = follower
         .await
@@ -230,6 +254,45 @@ pub async fn run_with(
     decided?;
     followed?;
     Ok(())
+}
+
+/// Decides while this replica holds the planner's lease, stands by (its projection following
+/// the stream) while another does, until `shutdown`; then resigns the lease.
+async fn lead(
+    config: &PlannerConfig,
+    leader: &LeaderConfig,
+    bus: &Bus,
+    view: &ProjectionStore<PlannerView>,
+    shutdown: &CancellationToken,
+) -> Result<(), ServiceError> {
+    let leadership = Leadership::start(bus.clone(), leader.clone());
+    let mut leading = leadership.watch();
+    let mut deposed = leadership.watch();
+    let outcome = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            changed = leading.wait_for(|leads| *leads) => if changed.is_err() { break Ok(()) },
+        }
+        let term = shutdown.child_token();
+        let decided = tokio::select! {
+            decided = async {
+                record_catalog(config, bus).await?;
+                decide_loop(config, bus, view, &term).await
+            } => decided,
+            _ = deposed.wait_for(|leads| !*leads) => {
+                // The decision under way (if any) was dropped: its append either landed or
+                // not, and the new leader re-reads the release before deciding it.
+                info!(replica = %leader.replica, "planner no longer leads: it stops deciding and stands by");
+                Ok(())
+            }
+        };
+        term.cancel();
+        if let Err(error) = decided {
+            break Err(error);
+        }
+    };
+    leadership.stop().await;
+    outcome
 }
 
 /// Appends `catalog.applied` when the catalog differs from the last one recorded.

@@ -44,14 +44,19 @@ demo *args: setup
 dev *args: setup
     cargo run --quiet -p railyard -- dev {{args}}
 
-# The whole test suite: formatting, lints, every test against a real nats-server, then a short fuzz run.
-test: setup lint && fuzz-smoke
+# The whole test suite: formatting, lints, every test against a real nats-server, then a short fuzz run and a 3-minute chaos soak.
+test: setup lint && fuzz-smoke (soak "3m")
     cargo test --workspace --quiet
 
 # Formatting and clippy, warnings are errors.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Chaos soak: releases for `duration` on a 3-node NATS cluster, every service its own process of the debug build, while workers, NATS nodes and the planner are SIGKILLed; then checks outcomes, the deploy log, the audit, dead letters and memory (SOAK_* variables and `-- --help` for the knobs).
+soak duration="3m" *args: setup
+    cargo build --quiet --workspace --bin railyard --example soak
+    target/debug/examples/soak --duration {{duration}} {{args}}
 
 # Build the fuzz targets (libFuzzer, stable toolchain) into fuzz/target: `release` as cargo-fuzz builds, `smoke` quicker to build.
 fuzz-build profile="release":

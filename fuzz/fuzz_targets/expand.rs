@@ -71,6 +71,7 @@ fn values(target: &Target) -> Vec<(&'static str, String)> {
         ("weight", target.weight.to_string()),
         ("colour", text(&target.colour)),
         ("to", target.to.map(|t| t.to_string()).unwrap_or_default()),
+        ("attempt", target.attempt.to_string()),
         (
             "release",
             target

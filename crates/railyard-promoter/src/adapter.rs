@@ -30,7 +30,7 @@ pub struct Target {
     pub step: StepId,
     /// `{env}`.
     pub env: Option<EnvName>,
-    /// Attempt number of the step.
+    /// `{attempt}`: the step's attempt number (1, then 2 when another worker took it over).
     pub attempt: u32,
     /// `{service}`.
     pub service: Option<String>,
@@ -76,6 +76,7 @@ impl Target {
             ("weight", self.weight.to_string()),
             ("colour", text(&self.colour)),
             ("to", self.to.map(|t| t.to_string()).unwrap_or_default()),
+            ("attempt", self.attempt.to_string()),
             (
                 "release",
                 self.release

@@ -4,8 +4,8 @@
 //! their processes on drop, [`refusal`] asks whether a NATS user may use a subject, [`TestTls`]
 //! makes the certificates the `deploy/nats` configurations need, [`disk`] damages a store's
 //! files as a bad disk would, and [`standin`] serves stand-ins such as Slack's Web API
-//! ([`SlackStandIn`]). Every
-//! wait is bounded.
+//! ([`SlackStandIn`]), and [`services`] runs Railyard's services as their own processes on such
+//! a cluster. Every wait is bounded.
 #![forbid(unsafe_code)]
 
 mod binary;
@@ -15,6 +15,7 @@ pub mod disk;
 mod permissions;
 mod process;
 mod server;
+pub mod services;
 pub mod slack;
 pub mod standin;
 mod tls;
@@ -25,6 +26,7 @@ pub use cluster::NatsCluster;
 pub use permissions::{Probe, refusal};
 pub use process::process_alive;
 pub use server::NatsServer;
+pub use services::{Deployment, ServiceProcess, vm_rss_kib};
 pub use slack::{SlackCall, SlackStandIn, SlackThread};
 pub use standin::{Served, serve};
 pub use tls::TestTls;

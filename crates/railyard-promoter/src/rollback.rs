@@ -361,11 +361,20 @@ async fn undo_all(
                     )
                     .await?;
                 }
-                if append_at(ctx, release, current.sequence, &[event])
-                    .await?
-                    .is_some()
+                if let Some(sequence) =
+                    append_at(ctx, release, current.sequence, std::slice::from_ref(&event)).await?
                 {
                     info!(release = %release, step = %step.id, %detail, "step rolled back");
+                    // Remember it: the next read may be served by a stream replica that has
+                    // not caught up with this append yet, and must not undo the step again
+                    // (the chaos soak saw a rollback command run twice on a 3-node cluster).
+                    if let Ok(state) = ReleaseState::apply(Some(current.state.clone()), &event) {
+                        let mut after = current.clone();
+                        after.state = state;
+                        after.events.push(Arc::new(event));
+                        after.sequence = sequence;
+                        ctx.remember(&after);
+                    }
                 }
             }
             Undo::Hold(why) => {

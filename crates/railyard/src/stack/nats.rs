@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use railyard_bus::{Bus, BusConfig, NatsCredentials};
+use railyard_bus::{Bus, BusConfig, BusError, NatsCredentials};
 
 use super::embedded_nats::EmbeddedNats;
 
@@ -100,12 +100,30 @@ pub async fn connect_named(url: &str, name: &str) -> anyhow::Result<Bus> {
     connect_with(url, config).await
 }
 
+/// How long a starting service keeps asking about the streams while NATS does not answer: a
+/// cluster that has just lost a node answers again once it has elected new stream leaders.
+const TOPOLOGY_PATIENCE: Duration = Duration::from_secs(30);
+
 async fn connect_with(url: &str, config: BusConfig) -> anyhow::Result<Bus> {
     let manage = config.manage_topology;
+    let clock = config.clock.clone();
     let bus = Bus::connect(url, config)
         .await
         .context("cannot connect to NATS")?;
-    let ensured = bus.ensure_topology().await;
+    let since = clock.now();
+    let ensured = loop {
+        match bus.ensure_topology().await {
+            // No answer (a timeout, no responders, a stream without a leader) is not a missing
+            // stream: ask again rather than tell the operator to run `admin init`.
+            Err(error @ (BusError::Timeout { .. } | BusError::Nats { .. }))
+                if (clock.now() - since).to_std().unwrap_or_default() < TOPOLOGY_PATIENCE =>
+            {
+                tracing::warn!(%error, "nats did not answer about Railyard's streams; asking again");
+                clock.sleep(Duration::from_secs(1)).await;
+            }
+            other => break other,
+        }
+    };
     if let Err(error) = ensured {
         let _ = bus.close().await;
         return Err(error).context(if manage {

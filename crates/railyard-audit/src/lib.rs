@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod console_api;
 pub mod dora;
 mod error;
 pub mod export;
@@ -31,6 +32,7 @@ mod service;
 pub mod status;
 pub mod verify;
 
+pub use console_api::console_routes;
 pub use error::AuditError;
 pub use http::{DEFAULT_LIMIT, router};
 pub use projection::{AuditProjection, Deployment, Head, PROJECTION_NAME};

@@ -37,10 +37,15 @@ function headers(extra) {
   return h;
 }
 
-/** `fetch` with the token; JSON in and out; throws an ApiFailure on a non-2xx answer. */
-export async function api(path, { method = "GET", body, raw = false } = {}) {
-  const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }), cache: "no-store" };
-  if (body !== undefined) init.body = JSON.stringify(body);
+/**
+ * `fetch` with the token; JSON in (or `text` as `contentType`) and JSON out; throws an
+ * ApiFailure on a non-2xx answer.
+ */
+export async function api(path, { method = "GET", body, text, contentType = "text/plain", raw = false } = {}) {
+  const type = text !== undefined ? { "Content-Type": contentType } : body === undefined ? {} : { "Content-Type": "application/json" };
+  const init = { method, headers: headers(type), cache: "no-store" };
+  if (text !== undefined) init.body = text;
+  else if (body !== undefined) init.body = JSON.stringify(body);
   let response;
   try {
     response = await fetch(path, init);
@@ -48,9 +53,9 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
     throw new ApiFailure(0, `cannot reach the server (${error.message}): is railyard running?`);
   }
   if (raw && response.ok) return response;
-  const text = await response.text();
-  let parsed = text;
-  try { parsed = text ? JSON.parse(text) : null; } catch { /* not JSON: keep the text */ }
+  const answer = await response.text();
+  let parsed = answer;
+  try { parsed = answer ? JSON.parse(answer) : null; } catch { /* not JSON: keep the text */ }
   if (!response.ok) throw new ApiFailure(response.status, parsed);
   return parsed;
 }

@@ -19,6 +19,7 @@ const TERMINAL = new Set(["completed", "rolled_back", "rejected", "cancelled", "
 const PAGE_SIZE = 25;
 
 let me = null; // {identity, roles}
+let owners = null; // {service: team} from the catalog, loaded once per sign-in
 let leave = () => {}; // stops the current view's live updates
 
 // ---- small DOM helpers: text goes in as text -------------------------------------------------
@@ -67,6 +68,7 @@ function has(role) {
 
 // ---- sign-in --------------------------------------------------------------------------------
 async function loadMe() {
+  owners = null;
   if (!token()) { me = null; return; }
   try {
     me = await api("/v1/whoami");
@@ -144,8 +146,14 @@ function releasesView(params) {
 
   const cursors = [null];
   let page = 0;
-  let timer = null;
   let stopped = false;
+  let loading = false;
+  let again = false;
+  const controller = new AbortController();
+  const passes = (s) => (!value("service") || s.services.includes(value("service")))
+    && (!value("env") || s.envs.includes(value("env")))
+    && (!value("status") || s.status === value("status"))
+    && (!value("requester") || s.requested_by === value("requester"));
   async function load() {
     const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
     for (const name of filters) if (value(name)) query.set(name, value(name));
@@ -157,21 +165,52 @@ function releasesView(params) {
       body.replaceChildren(...answer.items.map(row));
       if (!answer.items.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No release matches.")));
       pager.replaceChildren(
-        h("button", { type: "button", id: "page-prev", disabled: page === 0, onclick: () => { page -= 1; load(); } }, "← Newer"),
+        h("button", { type: "button", id: "page-prev", disabled: page === 0, onclick: () => { page -= 1; reload(); } }, "← Newer"),
         h("span", {}, ` page ${page + 1} `),
-        h("button", { type: "button", id: "page-next", disabled: !answer.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
-      live.textContent = "· live";
+        h("button", { type: "button", id: "page-next", disabled: !answer.next_cursor, onclick: () => { page += 1; reload(); } }, "Older →"));
       notice("");
     } catch (error) {
-      live.textContent = "· not updating";
       notice(error.message);
     }
-    clearTimeout(timer);
-    // The list is small JSON from an index (one page); refreshing it keeps it live.
-    if (!stopped) timer = setTimeout(load, 2000);
   }
-  load();
-  return () => { stopped = true; clearTimeout(timer); };
+  /** Loads the page (server-side: filters and cursor), again if a change arrived meanwhile. */
+  async function reload() {
+    if (loading) { again = true; return; }
+    loading = true;
+    do { again = false; await load(); } while (again && !stopped);
+    loading = false;
+  }
+  // Live by push: the server sends each release that changed (SSE id = stream sequence, so a
+  // reconnect with Last-Event-ID misses nothing). A shown row is replaced in place; a release
+  // new to the first page, or one that leaves the filter, loads the page again.
+  follow("/v1/live/releases", {
+    signal: controller.signal,
+    onState: (state, why) => {
+      live.textContent = state === "live" ? "· live" : `· ${state}${why ? ": " + why : ""}`;
+      live.dataset.state = state;
+      if (state === "failed") { notice(why); reload(); }
+    },
+    onEvent: ({ event, data }) => {
+      if (event === "ready") { reload(); return; }
+      if (event === "error") { notice(data); return; }
+      if (event !== "release") return;
+      if (loading) { again = true; return; }
+      let changed;
+      try { changed = JSON.parse(data).releases || []; } catch { return; }
+      let stale = false;
+      for (const summary of changed) {
+        const shown = [...body.querySelectorAll("tr[data-release]")].find((tr) => tr.dataset.release === summary.release);
+        if (shown && passes(summary)) shown.replaceWith(row(summary));
+        else if (shown || (page === 0 && passes(summary))) stale = true;
+      }
+      if (stale) reload();
+    },
+  });
+  // Ages are worked out here from each row's time: nothing is fetched for them.
+  const ages = setInterval(() => {
+    for (const cell of body.querySelectorAll("td[data-at]")) cell.textContent = age(cell.dataset.at);
+  }, 15000);
+  return () => { stopped = true; controller.abort(); clearInterval(ages); };
 }
 
 function row(summary) {
@@ -185,7 +224,7 @@ function row(summary) {
     h("td", {}, where),
     h("td", {}, summary.waiting_for || "—"),
     h("td", {}, summary.requested_by),
-    h("td", { title: summary.requested_at }, age(summary.requested_at)));
+    h("td", { title: summary.requested_at, "data-at": summary.requested_at }, age(summary.requested_at)));
 }
 
 // ---- one release ----------------------------------------------------------------------------
@@ -225,6 +264,7 @@ function releaseView(id) {
       do {
         again = false;
         try {
+          if (!owners) owners = await api("/v1/owners").then((a) => a.owners || {}, () => ({}));
           status = await api(`/v1/releases/${encodeURIComponent(id)}`);
           if (!plan && status.steps.length) plan = await api(`/v1/releases/${encodeURIComponent(id)}/plan`);
           if (!controller.signal.aborted) paint();
@@ -355,9 +395,46 @@ function paintBanner(banner, status) {
     default: lines.push(status.status);
   }
   if (who && !TERMINAL.has(status.status)) lines.push(`Who must act: ${who.who} — ${who.why}.`);
+  const teams = ownerTeams(status);
   banner.className = `banner ${kind}`;
   banner.dataset.status = status.status;
-  banner.replaceChildren(...lines.map((line) => h("p", {}, line)));
+  banner.replaceChildren(...lines.map((line) => h("p", {}, line)),
+    teams.length ? h("p", { id: "banner-owner" }, `Owner team${teams.length === 1 ? "" : "s"} (catalog): `,
+      teams.map(([team, services]) => `${team} (${services.join(", ")})`).join("; "), ".") : "");
+}
+
+/** The service a step acts on: its target, or for a migration the change that brings it. */
+function serviceOf(status, stepId) {
+  const step = status.steps.find((s) => s.id === stepId);
+  if (!step) return null;
+  if (owners && owners[step.target]) return step.target;
+  const bringer = status.changes.find((c) => (c.migrations || []).some((m) => m.database === step.target));
+  return bringer ? bringer.service : null;
+}
+
+/**
+ * The owning teams ([team, services]) of what stopped the release — a held step or a failed
+ * gate or step; the release's services when nothing narrower is known — for a hold, a failed
+ * gate and a rollback; none otherwise.
+ */
+function ownerTeams(status) {
+  if (!owners) return [];
+  const failedGates = status.gates.filter((g) => !g.passed).map((g) => g.step);
+  const failedSteps = status.steps.filter((s) => s.status.state === "failed").map((s) => s.id);
+  let steps;
+  if (status.status === "held") steps = [status.hold && status.hold.step, ...failedGates, ...failedSteps].filter(Boolean);
+  else if (status.status === "rolled_back" || failedGates.length) steps = [...failedGates, ...failedSteps];
+  else return [];
+  let services = [...new Set(steps.map((step) => serviceOf(status, step)).filter(Boolean))];
+  if (!services.length) services = status.changes.map((c) => c.service);
+  const teams = new Map();
+  for (const service of services) {
+    const team = owners[service];
+    if (!team) continue;
+    if (!teams.has(team)) teams.set(team, []);
+    teams.get(team).push(service);
+  }
+  return [...teams];
 }
 
 const ACTIONS = [
@@ -607,6 +684,115 @@ function estateOfEnv(env, inv) {
       : h("p", { class: "muted" }, "No database."));
 }
 
+// ---- plan preview ---------------------------------------------------------------------------
+const EXAMPLE = `id = "orders-v5"
+[[changes]]
+service = "orders-api"
+version = "2.6.0"
+produces = { orders-events = 3 }`;
+
+function previewView() {
+  const text = h("textarea", { id: "preview-text", rows: 14, spellcheck: "false", autocomplete: "off", placeholder: EXAMPLE });
+  const upload = h("input", { type: "file", id: "preview-file", accept: ".toml,.json,application/json,application/toml,text/plain" });
+  upload.addEventListener("change", async () => {
+    const file = upload.files[0];
+    if (file) text.value = await file.text();
+  });
+  const form = h("form", { id: "preview-form", class: "card" },
+    h("label", { class: "block" }, "Release file (release.toml, or its JSON form)", text),
+    h("div", { class: "buttons" },
+      h("label", {}, "or upload one ", upload),
+      h("button", { type: "submit", class: "primary", id: "preview-run" }, "Preview the plan")));
+  const result = h("section", { id: "preview-result", "aria-live": "polite" });
+  main().replaceChildren(h("h1", {}, "Plan preview"),
+    h("p", { class: "muted" }, "The plan the planner would make now — against what runs in each environment and the releases in flight — or every reason it would refuse, with its remedy. Nothing is submitted or recorded."),
+    form, result);
+  let stopped = false;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    result.replaceChildren(h("p", { class: "muted" }, "planning…"));
+    try {
+      const answer = await api("/v1/plan/preview", {
+        method: "POST", text: text.value,
+        contentType: text.value.trim().startsWith("{") ? "application/json" : "application/toml",
+      });
+      if (stopped) return;
+      notice("");
+      paintPreview(result, answer);
+    } catch (error) {
+      if (stopped) return;
+      const body = error.body && typeof error.body === "object" ? error.body : {};
+      const where = [body.path, body.line ? `line ${body.line}${body.column ? ", column " + body.column : ""}` : ""].filter(Boolean).join(", ");
+      result.replaceChildren(h("div", { id: "preview-error", class: "banner bad", "data-path": body.path || "" },
+        h("p", {}, `✗ ${error.message}`),
+        where ? h("p", {}, h("strong", {}, "Where: "), where) : ""));
+      if (body.line) selectLine(text, body.line);
+    }
+  });
+  text.focus();
+  return () => { stopped = true; };
+}
+
+/** Selects line `line` (1-based) of a textarea, so a parse error points at it. */
+function selectLine(area, line) {
+  const lines = area.value.split("\n");
+  const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+  area.focus();
+  area.setSelectionRange(start, start + (lines[line - 1] || "").length);
+}
+
+function paintPreview(result, answer) {
+  const against = answer.against || {};
+  const flights = against.in_flight || [];
+  const basis = `against what runs now (the inventory as of audit record ${against.inventory_record}) and ${flights.length ? `${flights.length} release${flights.length === 1 ? "" : "s"} in flight: ${flights.join(", ")}` : "no release in flight"}`;
+  const warnings = (answer.warnings || []).map((w) => h("p", { class: "warning" }, `⚠ ${w}`));
+  if (answer.outcome === "refused") {
+    const refusals = answer.refusals || [];
+    result.replaceChildren(
+      h("div", { class: "banner bad", id: "preview-outcome", "data-outcome": "refused" },
+        h("p", {}, `⛔ ${answer.release} would be refused for ${refusals.length} reason${refusals.length === 1 ? "" : "s"}, ${basis}. Each is listed with its remedy.`), warnings),
+      h("ul", { class: "refusals", id: "preview-refusals" }, refusals.map((r) => h("li", {},
+        h("p", {}, h("strong", {}, `${r.rule}${r.env ? " in " + r.env : ""}: `), h("span", { class: "reason" }, r.reason)),
+        h("p", { class: "remedy" }, h("strong", {}, "Remedy: "), r.remedy)))));
+    return;
+  }
+  const plan = answer.plan;
+  const detail = h("section", { class: "detail card", id: "preview-detail", "aria-live": "polite" }, h("p", { class: "muted" }, "Select a step or an edge to see its rule and reason."));
+  const envOf = new Map(plan.steps.map((s) => [s.id, s.env]));
+  const envs = [...new Set(plan.steps.map((s) => s.env))];
+  const select = (what) => {
+    if (what.edge) {
+      const e = what.edge;
+      detail.replaceChildren(h("h3", {}, `${e.to} waits for ${e.from}`),
+        h("p", {}, h("strong", {}, "Rule: "), h("code", {}, e.rule)), h("p", {}, e.reason));
+    } else {
+      const waits = plan.edges.filter((e) => e.to === what.step.id);
+      detail.replaceChildren(h("h3", {}, what.step.id),
+        waits.length ? h("ul", {}, waits.map((e) => h("li", {}, "waits for ", h("code", {}, e.from), ` (${e.rule}): `, e.reason)))
+          : h("p", { class: "muted" }, "It waits for nothing in this release."));
+    }
+  };
+  const graph = h("div", { class: "graph", id: "preview-graph" }, drawPlan(plan, () => "pending", select));
+  const external = plan.external_edges || [];
+  const pnr = plan.points_of_no_return || [];
+  result.replaceChildren(
+    h("div", { class: "banner done", id: "preview-outcome", "data-outcome": "planned" },
+      h("p", {}, `✓ ${answer.release} would be planned: ${plan.steps.length} steps in ${plan.waves.length} waves, ${basis}.`), warnings),
+    h("h2", {}, "Plan ", h("span", { class: "muted small" }, "waves left to right; ★ marks the critical path")),
+    graph, detail,
+    h("h2", {}, "Why each step waits, per environment"),
+    h("div", { id: "preview-edges" }, envs.map((env) => {
+      const edges = plan.edges.filter((e) => envOf.get(e.to) === env);
+      return h("section", { class: "card env-edges", "data-env": env }, h("h3", {}, env),
+        edges.length ? h("ul", {}, edges.map((e) => h("li", { "data-rule": e.rule },
+          h("code", {}, e.to), " waits for ", h("code", {}, e.from), " ", h("span", { class: "muted" }, `(${e.rule})`), ": ", e.reason)))
+          : h("p", { class: "muted" }, "No ordering inside this environment: its steps follow the environment before."));
+    })),
+    ...(external.length ? [h("h2", {}, "Waits for other releases"), h("ul", { id: "preview-external" }, external.map((e) => h("li", {},
+      h("code", {}, e.to), ` waits for ${e.release}'s `, h("code", {}, e.from), ` (${e.rule}): `, e.reason)))] : []),
+    ...(pnr.length ? [h("h2", {}, "Points of no return"), h("ul", {}, pnr.map((p) => h("li", {}, h("code", {}, p.step), ": ", p.reason)))] : []));
+}
+
 // ---- routing --------------------------------------------------------------------------------
 async function route() {
   leave();
@@ -633,6 +819,7 @@ async function route() {
   if (parts[0] === "releases" && parts[1]) leave = releaseView(decodeURIComponent(parts[1]));
   else if (parts[0] === "audit") leave = auditView(params);
   else if (parts[0] === "estate") leave = estateView();
+  else if (parts[0] === "preview") leave = previewView();
   else leave = releasesView(params);
   main().focus({ preventScroll: true });
 }

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Also seal this often what arrived since the last checkpoint.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     pub seal_every: Duration,
+    /// The catalog: the console's plan preview plans with it, and the DORA metrics and the
+    /// release page's banner name each service's owning team from it (without it, neither).
+    #[arg(long, env = "RAILYARD_CATALOG")]
+    pub catalog: Option<PathBuf>,
 }
 
 /// `audit-signing.key` in the directory that holds the store (for the default store,
@@ -123,16 +127,19 @@ impl Sealing {
     }
 }
 
-/// Opens the audit store, starts its projection as a task of `services`, returns its routes.
+/// Opens the audit store, starts its projection as a task of `services`, returns its routes
+/// (the console's among them; its plan preview plans with `catalog`).
 pub async fn start(
     services: &mut Services,
     config: railyard_audit::AuditConfig,
     bus: Bus,
+    catalog: Option<railyard_core::Catalog>,
 ) -> anyhow::Result<axum::Router> {
     let audit = railyard_audit::Audit::open(config, bus, services.shutdown())
         .await
         .context("cannot open the audit store")?;
-    let routes = railyard_audit::router(audit.clone());
+    let routes = railyard_audit::router(audit.clone())
+        .merge(railyard_audit::console_routes(audit.clone(), catalog));
     services.spawn("audit", async move { audit.run().await.context("audit") });
     Ok(routes)
 }
@@ -151,11 +158,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         every_records: args.seal_every_records,
         every: args.seal_every,
     };
+    let catalog = match &args.catalog {
+        Some(path) => Some(crate::dev::load_catalog(path)?),
+        None => None,
+    };
     let mut config = railyard_audit::AuditConfig::new(args.store.clone(), tokens);
     config.run.progress = Some(crate::stack::reader_progress(&metrics, "audit"));
     config.metrics = metrics.clone();
     config.seal = Some(sealing.load()?);
-    let routes = start(&mut services, config, bus.clone()).await?;
+    if let Some(catalog) = &catalog {
+        config.owners = catalog
+            .services
+            .iter()
+            .filter_map(|(name, service)| Some((name.to_string(), service.owner.clone()?)))
+            .collect();
+    }
+    let routes = start(&mut services, config, bus.clone(), catalog).await?;
     crate::stack::run_service("audit", services, bus, metrics, args.listen, routes).await
 }
 

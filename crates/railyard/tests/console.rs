@@ -2,12 +2,16 @@
 //! by `chromedriver`, from this test with a small client over reqwest): `railyard dev` with the
 //! demo estate (its catalog pointed at gates this test serves, the demo inventory imported),
 //! then, as a user would —
-//! - an operator follows `orders-v3` on its page: the plan's steps turn green live (the page
-//!   is never reloaded), clicking an edge shows its rule and reason, the approval banner names
-//!   who must act, and a hold shows on the page within a measured delay;
+//! - an operator sees `orders-v3` appear in the release list pushed by the server (the list is
+//!   never reloaded and does not poll), then follows it on its page: the plan's steps turn
+//!   green live, clicking an edge shows its rule and reason, the approval banner names who
+//!   must act, and a hold shows on the page within a measured delay with the owner team;
 //! - an approver signs in, approves through the dialog and sees the release complete;
-//! - `pricing-6` fails its production gate: the page shows the rollback and the observation;
+//! - `pricing-6` fails its production gate: the page shows the rollback, the observation and
+//!   the owning team from the catalog;
 //! - `orders-v4` is refused: the page lists each reason with its remedy;
+//! - the plan preview: a pasted release shows its plan (graph, each edge's rule and reason per
+//!   environment), an unsafe one its refusal with remedies, a broken one where it is broken;
 //! - the estate page shows what runs in production and the queue map (who emits which
 //!   version, who reads it);
 //! - an auditor sees no action button, an approve forced through the API answers 403, and
@@ -536,10 +540,23 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
     // 1. The operator follows orders-v3 from the list to its page.
     browser.sign_in(&base, &tokens.operator);
     assert!(browser.text("#whoami").contains("olivia (operator)"));
+    // The list is live by push: a new release appears on the page as it is, without a reload.
+    browser.wait_for(
+        "the release list following the server's pushes",
+        "const l = document.querySelector('#list-live'); return l && l.dataset.state === 'live' && document.querySelector('#release-rows')",
+    );
+    browser.js("window.__listDocument = 'yes'; return true;", json!([]));
+    let sent = Instant::now();
     submit(&addr, &tokens.publisher, "release-orders-v3.toml");
     browser.wait_for(
         "orders-v3 in the list",
         "return !!document.querySelector('tr[data-release=\"orders-v3\"] a')",
+    );
+    println!("list: orders-v3 submitted to shown {:?}", sent.elapsed());
+    assert_eq!(
+        browser.js("return window.__listDocument || null", json!([])),
+        "yes",
+        "the new release appeared without a reload"
     );
     browser.click("tr[data-release=\"orders-v3\"] a");
     browser.wait_for(
@@ -627,6 +644,11 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
         banner.contains("olivia") && banner.contains("db latency"),
         "banner: {banner}"
     );
+    let owner = browser.text("#banner-owner");
+    assert!(
+        owner.contains("team-orders (orders-api"),
+        "the hold names the owner team from the catalog: {owner}"
+    );
     println!("hold: confirm click to the page showing it held: {held:?}");
     // An event appended behind the page's back (a resume through the API) shows within 500 ms.
     let sent = Instant::now();
@@ -702,6 +724,11 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
         "banner: {banner}"
     );
     assert!(browser.text("#gates").contains("✗ failed"));
+    let owner = browser.text("#banner-owner");
+    assert!(
+        owner.contains("team-pricing (pricing)"),
+        "the rollback names the owner team from the catalog: {owner}"
+    );
     browser.screenshot("4-rolled-back");
 
     // 4. orders-v4 is refused: each reason with its remedy.
@@ -739,6 +766,61 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
         "orders-api in production: {orders}"
     );
     browser.screenshot("6-estate");
+
+    // The plan preview: paste a release and see its plan, against what runs now; nothing is
+    // submitted.
+    browser.open(&format!("{base}/#/preview"));
+    let paste = |file: &str| {
+        browser.wait_for(
+            "the preview form",
+            "return !!document.querySelector('#preview-text')",
+        );
+        let text = file.to_owned();
+        browser.js(
+            "const t = document.querySelector('#preview-text'); t.value = arguments[0]; document.querySelector('#preview-result').replaceChildren(); return true;",
+            json!([text]),
+        );
+        browser.click("#preview-run");
+    };
+    paste(&std::fs::read_to_string(examples().join("release-billing-ledger.toml")).unwrap());
+    browser.wait_for(
+        "the preview's plan",
+        "const o = document.querySelector('#preview-outcome'); return o && o.dataset.outcome === 'planned' && document.querySelectorAll('#preview-graph svg.plan g.node').length > 0",
+    );
+    let edges = browser.text("#preview-edges");
+    assert!(
+        edges.contains("production") && edges.contains("waits for"),
+        "each edge with its rule and reason, per environment: {edges}"
+    );
+    browser.press_enter_on("#preview-graph svg.plan g.edge");
+    assert!(
+        browser.text("#preview-detail").contains("Rule:"),
+        "an edge of the preview explains itself"
+    );
+    browser.screenshot("8-preview-plan");
+    paste(&std::fs::read_to_string(examples().join("release-orders-v4-unsafe.toml")).unwrap());
+    browser.wait_for(
+        "the preview's refusal",
+        "const o = document.querySelector('#preview-outcome'); return o && o.dataset.outcome === 'refused' && document.querySelectorAll('#preview-refusals .remedy').length > 0",
+    );
+    assert!(browser.text("#preview-refusals").contains("email-worker"));
+    browser.screenshot("9-preview-refused");
+    paste("id = \"broken\"\n[[changes]]\nservice = \"pricing\"\nversion = 7\n");
+    let (path, _) = browser.wait_for(
+        "where the pasted file is broken",
+        "const e = document.querySelector('#preview-error'); return e && e.dataset.path",
+    );
+    assert_eq!(path, "release.changes[0].version");
+    assert!(browser.text("#preview-error").contains("line 4"));
+    // Previews append nothing: billing-ledger-2 was never requested.
+    let (status, _) = common::http(
+        &addr,
+        "GET",
+        "/v1/releases/billing-ledger-2",
+        Some(&tokens.operator),
+        "",
+    );
+    assert_eq!(status, 404, "a preview submits nothing");
 
     // 5. The auditor: no action button, a forced approve is refused, and verify passes. The
     // page is opened as Slack's and GitHub's links open it.

@@ -301,7 +301,8 @@ impl StackConfig {
         if let Some(sealing) = &sealing {
             audit.seal = Some(sealing.load()?);
         }
-        let audit_routes = crate::audit_cmd::start(services, audit, bus.clone()).await?;
+        let audit_routes =
+            crate::audit_cmd::start(services, audit, bus.clone(), Some(catalog.clone())).await?;
         let mut app: axum::Router = railyard_http::ops_router(bus.clone(), metrics.clone())
             .merge(intake_routes)
             .merge(audit_routes)

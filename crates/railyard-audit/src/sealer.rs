@@ -214,6 +214,13 @@ impl Sealer {
         }
     }
 
+    /// Seals at every multiple of `every_records` the head has passed and no checkpoint covers
+    /// yet: for a replica that has just become the sealer, which should not wait for the next
+    /// record to seal what its predecessor left.
+    pub(crate) async fn catch_up(&self) {
+        self.seal_due(false).await;
+    }
+
     /// Seals at every multiple of `every_records` the head has passed, then (when `timed`)
     /// what is left. Returns false after a failure worth waiting for the next interval.
     async fn seal_due(&self, timed: bool) -> bool {

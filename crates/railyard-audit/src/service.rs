@@ -1,6 +1,14 @@
 //! The audit service: [`AuditConfig`], and [`Audit`], which owns the audit store and the bus
 //! handle that the projection task ([`Audit::run`]), the sealer (when
 //! [`AuditConfig::seal`] is set) and the HTTP routes ([`crate::router`]) share.
+//!
+//! Replicas: every replica is an active reader. Its projection writes only its own sled
+//! store, so each replica keeps its own copy of the record, equal to the stream's, and serves
+//! queries from it; no lease is needed for that. What writes to the bus — the sealer's
+//! `audit.checkpoint` — runs only on the replica holding the `audit-sealer` leader lease
+//! ([`AuditConfig::leader`]), so the checkpoints form one sequence across leader changes (and
+//! its append expects the audit aggregate's last sequence, so a deposed sealer that still
+//! runs gets a conflict, not a second checkpoint).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +16,7 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use railyard_bus::Bus;
+use railyard_bus::{Bus, LeaderConfig, Leadership};
 use railyard_core::{SharedClock, SystemClock};
 use railyard_http::{Metrics, Tokens};
 use railyard_store::{
@@ -63,6 +71,10 @@ pub struct AuditConfig {
     pub dora_gauges_every: Option<Duration>,
     /// The window the DORA gauges cover (default 30 days).
     pub dora_gauge_window: chrono::Duration,
+    /// Run as one of several replicas: the sealer seals only while this replica holds the
+    /// leader lease `audit-sealer` (campaigning as this configuration's replica, with its ttl
+    /// and clock; its role is replaced). `None`: the only audit service, always sealing.
+    pub leader: Option<LeaderConfig>,
 }
 
 impl AuditConfig {
@@ -85,6 +97,7 @@ impl AuditConfig {
             dora_incident_window: chrono::Duration::hours(24),
             dora_gauges_every: Some(Duration::from_secs(300)),
             dora_gauge_window: chrono::Duration::days(30),
+            leader: None,
         }
     }
 }
@@ -106,6 +119,20 @@ struct Inner {
     lost: Gauge<i64, AtomicI64>,
     dora: crate::dora::DoraGauges,
     sealer: Option<Sealer>,
+}
+
+/// The leader lease the sealers of audit replicas share.
+const SEALER_ROLE: &str = "audit-sealer";
+
+/// A task aborted when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Opens the audit projection's store at `config.store`.
@@ -232,6 +259,42 @@ impl Audit {
         &self.inner.shutdown
     }
 
+    /// Runs the sealer until `stop`: always, or with [`AuditConfig::leader`] only while this
+    /// replica holds the `audit-sealer` lease (resigned on stop).
+    async fn seal(&self, stop: CancellationToken) {
+        let Some(sealer) = &self.inner.sealer else {
+            return;
+        };
+        let Some(leader) = &self.inner.config.leader else {
+            sealer.run(stop).await;
+            return;
+        };
+        let leader = leader.for_role(SEALER_ROLE);
+        let leadership = Leadership::start(self.inner.bus.clone(), leader.clone());
+        let (mut leading, mut deposed) = (leadership.watch(), leadership.watch());
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = leading.wait_for(|leads| *leads) => if changed.is_err() { break },
+            }
+            let term = stop.child_token();
+            tokio::select! {
+                () = async {
+                    sealer.catch_up().await;
+                    sealer.run(term.clone()).await;
+                } => {}
+                _ = deposed.wait_for(|leads| !*leads) => {
+                    info!(replica = %leader.replica, "this audit replica no longer leads the sealer: it stops sealing and keeps its record");
+                }
+            }
+            term.cancel();
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        leadership.stop().await;
+    }
+
     /// Follows the event stream until shutdown: see [`Audit::follow`].
     pub async fn run(self) -> Result<(), AuditError> {
         let stop = self.inner.shutdown.child_token();
@@ -249,13 +312,12 @@ impl Audit {
         let gauges = self.track_progress(stop.clone());
         let dora = self.track_dora(stop.clone());
         let sealing = CancellationToken::new();
+        // Aborted when this future is dropped, so a dropped service leaves no sealer behind.
         let sealer = self.inner.sealer.is_some().then(|| {
             let (audit, sealing) = (self.clone(), sealing.clone());
-            tokio::spawn(async move {
-                if let Some(sealer) = &audit.inner.sealer {
-                    sealer.run(sealing).await;
-                }
-            })
+            AbortOnDrop(Some(tokio::spawn(async move {
+                audit.seal(sealing).await;
+            })))
         });
         let outcome = loop {
             if stop.is_cancelled() || self.inner.shutdown.is_cancelled() {
@@ -294,8 +356,10 @@ impl Audit {
         let _ = gauges.await;
         let _ = dora.await;
         sealing.cancel();
-        if let Some(sealer) = sealer {
-            let _ = sealer.await;
+        if let Some(mut sealer) = sealer {
+            if let Some(task) = sealer.0.take() {
+                let _ = task.await;
+            }
         }
         outcome
     }

@@ -8,10 +8,7 @@
 //! and in the audit record; and each service's user is refused what it must not touch.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,10 +17,8 @@ use anyhow::{Context, bail, ensure};
 use railyard_bus::{Bus, BusConfig, NatsCredentials};
 use railyard_core::{AggregateId, Envelope, ReleaseId, ReleaseState, Status};
 use railyard_http::{Role, generate_token};
-use railyard_testkit::deploy::{
-    deploy_env, deploy_nats_dir, deploy_password, local_cluster, on_fresh_ports,
-};
-use railyard_testkit::{NatsCluster, Probe, TestTls, refusal, wait_until};
+use railyard_testkit::deploy::deploy_password;
+use railyard_testkit::{Deployment, NatsCluster, Probe, ServiceProcess, refusal, wait_until};
 use serde_json::Value;
 
 /// Bound on starting the services and on the release.
@@ -81,34 +76,12 @@ commit = "c3c3c3c"
 branch = "main"
 "#;
 
-/// One service process; killed on drop. Its output goes to a file, shown when the test fails.
-struct Service {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    http: String,
-}
-
-impl Service {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The services, with their logs for failure messages.
-struct Services(Vec<Service>);
+/// The services (each a process of the real binary, `railyard_testkit::services`), with their
+/// logs for failure messages.
+struct Services(Vec<ServiceProcess>);
 
 impl Services {
-    fn by_name(&self, name: &str) -> &Service {
+    fn by_name(&self, name: &str) -> &ServiceProcess {
         self.0
             .iter()
             .find(|service| service.name == name)
@@ -118,67 +91,21 @@ impl Services {
     fn logs(&self) -> String {
         self.0
             .iter()
-            .map(|service| format!("--- {}\n{}", service.name, service.log_tail()))
+            .map(|service| format!("--- {}\n{}", service.name, service.log_tail(40)))
             .collect::<Vec<_>>()
             .join("\n")
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
-}
-
-/// The CA certificate the test's NATS nodes are signed by, made in `dir/tls`.
-fn ca_file(dir: &Path) -> PathBuf {
-    dir.join("tls").join("ca.crt")
-}
-
-/// `railyard <args>` as the NATS user `user`, output into `dir/<name>.log`, trusting the
-/// authority keys listed in `dir/trust` and signing with `dir/<user>.key` when there is one.
+/// `railyard <args>` as the NATS user `user`, output into `<dir>/<name>.log`.
 fn spawn(
-    dir: &Path,
+    deployment: &Deployment,
     name: &str,
     user: &str,
-    nats_url: &str,
     args: &[&str],
-) -> anyhow::Result<Service> {
-    let trust = std::fs::read_to_string(dir.join("trust"))?;
-    let key = dir.join(format!("{user}.key"));
-    let port = free_port()?;
-    let http = format!("127.0.0.1:{port}");
-    let log = dir.join(format!("{name}.log"));
-    let out = File::create(&log)?;
-    let child = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(args)
-        .args(["--listen", &http])
-        .env("RAILYARD_NATS_URL", nats_url)
-        .env("RAILYARD_NATS_USER", user)
-        .env("RAILYARD_NATS_PASSWORD", deploy_password(user))
-        .env_remove("RAILYARD_NATS_PASSWORD_FILE")
-        .env("RAILYARD_NATS_CA", ca_file(dir))
-        .env("RAILYARD_CATALOG", dir.join("railyard.toml"))
-        .env("RAILYARD_TOKENS_FILE", dir.join("tokens.toml"))
-        .env("RAILYARD_AUTHORITY_TRUST", trust.trim())
-        .env(
-            "RAILYARD_AUTHORITY_KEY_FILE",
-            if key.exists() {
-                key.as_os_str()
-            } else {
-                "".as_ref()
-            },
-        )
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("cannot start railyard {args:?}"))?;
-    Ok(Service {
-        name: name.to_owned(),
-        child,
-        log,
-        http,
-    })
+) -> anyhow::Result<ServiceProcess> {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    deployment.spawn(name, user, &args, &[])
 }
 
 /// The type name and (for step events) the step of an event.
@@ -215,44 +142,14 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
 -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir()?;
-    let tls = TestTls::generate(&dir.path().join("tls"))?;
-    ensure!(
-        tls.ca == ca_file(dir.path()),
-        "the CA is not where spawn() looks"
-    );
-    let admin = ("admin".to_owned(), deploy_password("admin"));
-    let mut cluster = on_fresh_ports(|attempt| {
-        let (dir, tls, admin) = (dir.path(), &tls, admin.clone());
-        async move {
-            let nats = dir.join(format!("nats-{attempt}"));
-            let configs = local_cluster(&deploy_nats_dir(), &nats, 3, tls)?;
-            NatsCluster::start_from_configs(
-                configs,
-                deploy_env(),
-                Some(admin),
-                Some(tls.ca.clone()),
-            )
-            .await
-        }
-    })
-    .await?;
+    // The cluster from deploy/nats with TLS, and the topology created once by the admin
+    // user (`railyard admin init --replicas 3`): R3 streams and buckets.
+    let (deployment, mut cluster) =
+        Deployment::start(Path::new(env!("CARGO_BIN_EXE_railyard")), dir.path(), 3).await?;
+    let admin = Deployment::admin();
     // tls://127.0.0.1:<port>,...: every client below requires TLS.
-    let url = cluster.url();
+    let url = deployment.url.clone();
     eprintln!("cluster up after {:?}", started.elapsed());
-
-    // The topology, created once by the admin user: R3 streams and buckets.
-    let init = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(["admin", "init", "--replicas", "3", "--nats-url", &url])
-        .env("RAILYARD_NATS_USER", &admin.0)
-        .env("RAILYARD_NATS_PASSWORD", &admin.1)
-        .env("RAILYARD_NATS_CA", &tls.ca)
-        .output()?;
-    ensure!(
-        init.status.success(),
-        "railyard admin init: {}{}",
-        String::from_utf8_lossy(&init.stdout),
-        String::from_utf8_lossy(&init.stderr)
-    );
     let bus = Bus::connect(
         &url,
         BusConfig {
@@ -261,7 +158,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
                 user: admin.0.clone(),
                 password: admin.1.clone(),
             }),
-            tls_ca: Some(tls.ca.clone()),
+            tls_ca: Some(deployment.ca.clone()),
             ..BusConfig::default()
         },
     )
@@ -296,16 +193,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
     std::fs::write(dir.path().join("tokens.toml"), tokens)?;
     // The planner's and the promoters' signing keys, made as an operator would; every
     // service trusts their public halves.
-    let mut trust = Vec::new();
-    for writer in ["planner", "promoter"] {
-        let made = Command::new(env!("CARGO_BIN_EXE_railyard"))
-            .args(["authority", "key", "--writer", writer, "--out"])
-            .arg(dir.path().join(format!("{writer}.key")))
-            .output()?;
-        ensure!(made.status.success(), "railyard authority key: {made:?}");
-        trust.push(String::from_utf8(made.stdout)?.trim().to_owned());
-    }
-    std::fs::write(dir.path().join("trust"), trust.join(","))?;
+    deployment.authority_keys(&["planner", "promoter"])?;
 
     // A stand-in Slack: counts the webhook posts the notifier makes.
     let slack_posts = Arc::new(AtomicUsize::new(0));
@@ -327,22 +215,20 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
     }
 
     // Every service as its own process and its own NATS user.
-    let store = |name: &str| dir.path().join(name).display().to_string();
-    let d = dir.path();
+    let store = |name: &str| deployment.path(name).display().to_string();
+    let d = &deployment;
     let services = Services(vec![
-        spawn(d, "intake", "intake", &url, &["intake"])?,
+        spawn(d, "intake", "intake", &["intake"])?,
         spawn(
             d,
             "planner",
             "planner",
-            &url,
             &["planner", "--store", &store("planner")],
         )?,
         spawn(
             d,
             "promoter-1",
             "promoter",
-            &url,
             &[
                 "promoter",
                 "--store",
@@ -355,7 +241,6 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
             d,
             "promoter-2",
             "promoter",
-            &url,
             &[
                 "promoter",
                 "--store",
@@ -368,7 +253,6 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
             d,
             "audit",
             "audit",
-            &url,
             &["audit", "serve", "--store", &store("audit")],
         )?,
     ]);
@@ -380,7 +264,6 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
             d,
             "notify",
             "notify",
-            &url,
             &[
                 "notify",
                 "--store",
@@ -412,7 +295,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
 
     // Nothing a service did was refused: its user has every right it needs.
     for service in &services.0 {
-        let log = std::fs::read_to_string(&service.log)?;
+        let log = std::fs::read_to_string(service.log_path())?;
         if let Some(line) = log
             .lines()
             .find(|line| line.contains("Permissions Violation"))
@@ -508,7 +391,7 @@ async fn a_release_survives_losing_a_nats_node_with_every_service_as_its_own_use
 
     // Intake and planner may publish release events (requests, plans) but not decide: an
     // approval, a cancel and a rollback they forge count nowhere.
-    forge_decisions(&url, &tls.ca, &services, &http, &auditor)
+    forge_decisions(&url, &deployment.ca, &services, &http, &auditor)
         .await
         .map_err(|error| anyhow::anyhow!("{error:#}\n{}", services.logs()))?;
     bus.close().await?;
@@ -570,7 +453,7 @@ async fn forge_decisions(
         forger.close().await?;
     }
 
-    let audit = services.by_name("audit").http.clone();
+    let audit = services.by_name("audit").http().to_owned();
     let refused = wait_until(
         "the audit to record the forgeries",
         RELEASE_TIMEOUT,
@@ -629,7 +512,7 @@ async fn forge_decisions(
     );
     // Each reader counted them and said why in its log.
     let counted = |name: &str| {
-        let address = services.by_name(name).http.clone();
+        let address = services.by_name(name).http().to_owned();
         async move {
             let metrics = http
                 .get(format!("http://{address}/metrics"))
@@ -652,7 +535,7 @@ async fn forge_decisions(
     );
     let promoters = counted("promoter-1").await? + counted("promoter-2").await?;
     ensure!(promoters >= 1, "no promoter counted the forgeries");
-    let audit_log = std::fs::read_to_string(&services.by_name("audit").log)?;
+    let audit_log = std::fs::read_to_string(services.by_name("audit").log_path())?;
     ensure!(
         audit_log.contains("carries no seal: only the promoter may write it"),
         "the audit's log does not say why"
@@ -685,7 +568,7 @@ async fn run_release(
         "notify",
     ] {
         services_ok(services)?;
-        let address = services.by_name(name).http.clone();
+        let address = services.by_name(name).http().to_owned();
         wait_until(&format!("{name} to be ready"), SERVICES_READY, || async {
             let answer = http.get(format!("http://{address}/readyz")).send().await;
             Ok(answer
@@ -697,7 +580,7 @@ async fn run_release(
     }
 
     // Submit through the HTTP intake.
-    let intake = services.by_name("intake").http.clone();
+    let intake = services.by_name("intake").http().to_owned();
     let answer = http
         .post(format!("http://{intake}/v1/releases"))
         .bearer_auth(publisher)
@@ -793,7 +676,7 @@ async fn run_release(
     }
 
     // The audit record holds the release, every event of it.
-    let audit = services.by_name("audit").http.clone();
+    let audit = services.by_name("audit").http().to_owned();
     let want = events.len() as u64;
     let audit_wait = std::time::Instant::now();
     let record = wait_until(
@@ -818,7 +701,7 @@ async fn run_release(
         eprintln!(
             "the audit record took {:?} to catch up:\n{}",
             audit_wait.elapsed(),
-            services.by_name("audit").log_tail()
+            services.by_name("audit").log_tail(40)
         );
     }
     ensure!(
@@ -828,18 +711,15 @@ async fn run_release(
     Ok(())
 }
 
-/// Fails when a service exited, without borrowing it mutably (polled from closures).
+/// Fails when a service exited.
 fn services_ok(services: &Services) -> anyhow::Result<()> {
     for service in &services.0 {
-        // try_wait needs &mut; reading /proc is enough to notice an exit.
-        let pid = service.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat
-            .split_whitespace()
-            .nth(2)
-            .is_none_or(|state| state == "Z")
-        {
-            bail!("{} exited; its log:\n{}", service.name, service.log_tail());
+        if !service.is_running() {
+            bail!(
+                "{} exited; its log:\n{}",
+                service.name,
+                service.log_tail(40)
+            );
         }
     }
     Ok(())

@@ -40,6 +40,9 @@ pub(crate) struct Ctx {
     /// The releases this worker has read, folded, with the sequence they were read at: a
     /// load fetches only what was appended since (one request) instead of the whole release.
     releases: Mutex<HashMap<ReleaseId, Current>>,
+    /// Releases this worker saw final (completed, rolled back, cancelled, rejected): final is
+    /// for good, so a release waiting for one of them needs no read to know it may go on.
+    finished: Mutex<HashSet<ReleaseId>>,
     /// The live inventory, folded, and the sequence each environment was read at.
     inventory: Mutex<LiveInventory>,
 }
@@ -54,6 +57,9 @@ struct LiveInventory {
 /// Releases kept folded in memory at most; beyond it the cache starts over (a load then
 /// reads a release whole once more).
 const CACHED_RELEASES: usize = 10_000;
+
+/// Final releases remembered at most (ids only); beyond it the set starts over.
+const FINISHED_RELEASES: usize = 100_000;
 
 /// A release as read from the stream.
 #[derive(Debug, Clone)]
@@ -105,6 +111,7 @@ impl Ctx {
             runner,
             claimed: Mutex::new(HashSet::new()),
             releases: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashSet::new()),
             inventory: Mutex::new(LiveInventory::default()),
         })
     }
@@ -191,6 +198,13 @@ impl Ctx {
         };
         if current.state.status.is_final() {
             cache.remove(&current.state.id);
+            drop(cache);
+            if let Ok(mut finished) = self.finished.lock() {
+                if finished.len() >= FINISHED_RELEASES {
+                    finished.clear();
+                }
+                finished.insert(current.state.id.clone());
+            }
             return;
         }
         if cache.len() >= CACHED_RELEASES {
@@ -288,29 +302,48 @@ impl Ctx {
     }
 }
 
-/// The states of the other releases a plan waits for (`None`: unknown release).
+/// What a release waiting for another needs to know of it.
+#[derive(Debug)]
+pub(crate) enum Other {
+    /// Never requested: it holds nothing up.
+    Unknown,
+    /// Final (for good): it holds nothing up any more.
+    Final,
+    /// In flight: its steps tell.
+    Live(Box<ReleaseState>),
+}
+
+/// The other releases a plan waits for; one read each, none for a release this worker
+/// already saw final.
 pub(crate) async fn external_states(
     ctx: &Ctx,
     state: &ReleaseState,
-) -> Result<BTreeMap<ReleaseId, Option<ReleaseState>>, PromoterError> {
+) -> Result<BTreeMap<ReleaseId, Other>, PromoterError> {
     let mut out = BTreeMap::new();
     for other in decide::waits_on(state) {
-        let current = ctx.load(&other).await?;
-        out.insert(other, current.map(|c| c.state));
+        let known_final = ctx.finished.lock().is_ok_and(|f| f.contains(&other));
+        let what = if known_final {
+            Other::Final
+        } else {
+            match ctx.load(&other).await? {
+                None => Other::Unknown,
+                Some(current) if current.state.status.is_final() => Other::Final,
+                Some(current) => Other::Live(Box::new(current.state)),
+            }
+        };
+        out.insert(other, what);
     }
     Ok(out)
 }
 
 /// Whether an external edge is satisfied given the other releases' states.
 pub(crate) fn external_done(
-    states: &BTreeMap<ReleaseId, Option<ReleaseState>>,
+    states: &BTreeMap<ReleaseId, Other>,
 ) -> impl Fn(&ExternalEdge) -> bool + '_ {
     move |edge| match states.get(&edge.release) {
-        Some(Some(other)) => {
-            other.status.is_final() || other.steps.get(&edge.from) == Some(&StepStatus::Succeeded)
-        }
-        // A release that was never requested holds nothing up.
-        _ => true,
+        Some(Other::Live(other)) => other.steps.get(&edge.from) == Some(&StepStatus::Succeeded),
+        // A final release, or one that was never requested, holds nothing up.
+        Some(Other::Final | Other::Unknown) | None => true,
     }
 }
 

@@ -97,8 +97,8 @@ pub async fn run(
         tasks.spawn(async move { ("dispatcher", dispatch_loop(ctx, view, stop).await) });
     }
     {
-        let (ctx, stop) = (ctx.clone(), stop.clone());
-        tasks.spawn(async move { ("work loop", work_loop(ctx, stop).await) });
+        let (ctx, view, stop) = (ctx.clone(), view.clone(), stop.clone());
+        tasks.spawn(async move { ("work loop", work_loop(ctx, view, stop).await) });
     }
     let mut outcome = Ok(());
     tokio::select! {
@@ -201,13 +201,7 @@ async fn dispatch_delivery(
         let _ = delivery.ack().await;
         return;
     };
-    if delivery
-        .envelopes
-        .iter()
-        .all(|e| changes_nothing_next(&e.event))
-    {
-        // Half of a release's events are steps starting: looking at the release again then
-        // would only re-offer (deduplicated) what was already offered.
+    if left_alone(&delivery.envelopes) {
         let _ = delivery.ack().await;
         return;
     }
@@ -232,13 +226,35 @@ async fn dispatch_delivery(
     }
 }
 
-/// Whether an event cannot change what a release does next: a step starting, a gate result
-/// along the way, an approval being asked for.
-fn changes_nothing_next(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::StepStarted(_) | Event::GateEvaluated(_) | Event::ApprovalRequested(_)
-    )
+/// Whether the dispatcher leaves the events of one append alone:
+/// - a step starting, a gate result along the way, an approval being asked for cannot change
+///   what a release does next (and half of a release's events are steps starting: looking
+///   again would only re-offer, deduplicated, what was already offered);
+/// - a step's outcome recorded by the worker that ran it (`step.succeeded` or `step.failed`,
+///   with the hold its failure policy adds) is looked at by that worker right after it
+///   recorded it, together with the releases waiting for it ([`run_order`]); looking again
+///   here would read the release a second time and offer what that worker just offered. A
+///   worker that dies in between leaves it to the next sweep (within `sweep_interval`).
+///   Outcomes other writers record come with the event that explains them (an approval, a
+///   denial), so they are not left alone.
+fn left_alone(envelopes: &[railyard_core::Envelope]) -> bool {
+    let nothing_next = |event: &Event| {
+        matches!(
+            event,
+            Event::StepStarted(_) | Event::GateEvaluated(_) | Event::ApprovalRequested(_)
+        )
+    };
+    let worker_outcome = |event: &Event| {
+        matches!(
+            event,
+            Event::StepSucceeded(_) | Event::StepFailed(_) | Event::ReleaseHeld(_)
+        )
+    };
+    envelopes.iter().all(|e| nothing_next(&e.event))
+        || (envelopes
+            .iter()
+            .any(|e| matches!(e.event, Event::StepSucceeded(_) | Event::StepFailed(_)))
+            && envelopes.iter().all(|e| worker_outcome(&e.event)))
 }
 
 /// Whether an event may let a release that waits for this one go on.
@@ -299,7 +315,11 @@ async fn sweep(
     Ok(())
 }
 
-async fn work_loop(ctx: Arc<Ctx>, stop: CancellationToken) -> Result<(), PromoterError> {
+async fn work_loop(
+    ctx: Arc<Ctx>,
+    view: ProjectionStore<PromoterView>,
+    stop: CancellationToken,
+) -> Result<(), PromoterError> {
     let mut consumer = ctx
         .bus
         .work_consumer(ConsumerSpec::new(WORK_CONSUMER).filter(WORK_FILTER))
@@ -324,10 +344,10 @@ async fn work_loop(ctx: Arc<Ctx>, stop: CancellationToken) -> Result<(), Promote
             },
         };
         let span = item.span();
-        let ctx = ctx.clone();
+        let (ctx, view) = (ctx.clone(), view.clone());
         running.spawn(
             async move {
-                handle(ctx, item).await;
+                handle(ctx, view, item).await;
                 drop(permit);
             }
             .instrument(span),
@@ -335,7 +355,7 @@ async fn work_loop(ctx: Arc<Ctx>, stop: CancellationToken) -> Result<(), Promote
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, item: WorkItem) {
+async fn handle(ctx: Arc<Ctx>, view: ProjectionStore<PromoterView>, item: WorkItem) {
     let order: WorkOrder = match serde_json::from_slice(&item.payload) {
         Ok(order) => order,
         Err(error) => {
@@ -372,10 +392,15 @@ async fn handle(ctx: Arc<Ctx>, item: WorkItem) {
     };
     // Every step of a release, on any worker, joins the release's one trace.
     railyard_bus::follow_trace(&span, &ctx.trace_of(order.release()).await);
-    run_order(ctx, item, order).instrument(span).await;
+    run_order(ctx, view, item, order).instrument(span).await;
 }
 
-async fn run_order(ctx: Arc<Ctx>, item: WorkItem, order: WorkOrder) {
+async fn run_order(
+    ctx: Arc<Ctx>,
+    view: ProjectionStore<PromoterView>,
+    item: WorkItem,
+    order: WorkOrder,
+) {
     match order {
         WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step).await {
             Ok(Ok(started)) => {
@@ -384,10 +409,23 @@ async fn run_order(ctx: Arc<Ctx>, item: WorkItem, order: WorkOrder) {
                 }
                 match execute(ctx.clone(), started).await {
                     // The worker that recorded the outcome decides what comes next at once,
-                    // without waiting for the event to come back through the dispatcher.
+                    // for the release and the ones waiting for it (the dispatcher leaves
+                    // that to it, see `left_alone`).
                     Ok(()) => {
                         if let Err(error) = evaluate(&ctx, &release, None).await {
-                            debug!(release = %release, %error, "cannot look at the release after its step; the dispatcher will");
+                            warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");
+                        }
+                        match view::waiters(&view, &release).await {
+                            Ok(waiters) => {
+                                for waiter in waiters {
+                                    if let Err(error) = evaluate(&ctx, &waiter, None).await {
+                                        warn!(release = %waiter, %error, "cannot look at a release waiting for this one; the next sweep will");
+                                    }
+                                }
+                            }
+                            Err(error) => {
+                                warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them");
+                            }
                         }
                     }
                     Err(error) => {

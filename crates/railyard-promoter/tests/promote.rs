@@ -293,3 +293,86 @@ produces = { orders-events = 3 }
     }
     worker.shutdown().await
 }
+
+/// The dispatcher leaves a worker's own step outcome to that worker, which looks at the
+/// release right after recording it. A worker that dies in between (here: its outcome is
+/// recorded, then it is gone) leaves the next step to the periodic sweep of another worker.
+#[tokio::test]
+async fn a_worker_dying_after_recording_a_step_leaves_the_next_to_the_sweep() -> anyhow::Result<()>
+{
+    let catalog = r#"
+[[environments]]
+name = "staging"
+
+[[environments]]
+name = "production"
+after = "staging"
+
+[services.solo]
+deploy = { kind = "simulated", duration = "2m" }
+"#;
+    let h = Harness::start(catalog).await?;
+    let doomed = h.worker("doomed");
+    let id = h
+        .submit(
+            "id = \"solo-1\"\n[[changes]]\nservice = \"solo\"\nversion = \"2.0.0\"\n",
+            &railyard_core::Inventory::default(),
+        )
+        .await?;
+    let running = |s: &railyard_core::ReleaseState| {
+        s.steps
+            .iter()
+            .find(|(_, st)| matches!(st, railyard_core::release_state::StepStatus::Running { .. }))
+            .map(|(step, _)| step.clone())
+    };
+    let state = h
+        .drive_until(&id, Duration::ZERO, "the first deploy running", |s| {
+            running(s).is_some()
+        })
+        .await?;
+    let step = running(&state).expect("a running step");
+    assert_eq!(step, "staging:deploy:solo");
+    let rescuer = h.worker("rescuer");
+    doomed.kill().await;
+    // What the doomed worker recorded just before it died: its deploy succeeded.
+    let aggregate = AggregateId::Release(id.clone());
+    let loaded = h.bus.load(&aggregate).await?;
+    let outcome = railyard_core::Envelope::new(
+        aggregate.clone(),
+        "doomed",
+        railyard_core::Clock::now(&h.clock),
+        Event::StepSucceeded(railyard_core::event::StepOutcome {
+            step: step.clone(),
+            detail: "deployed".to_owned(),
+        }),
+    );
+    h.bus
+        .append(
+            &aggregate,
+            loaded.expected(),
+            std::slice::from_ref(&outcome),
+        )
+        .await?;
+    // Nobody looks at the release until the rescuer's sweep does, on the clock.
+    let state = h
+        .drive_until(&id, Duration::from_secs(5), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let events = h.events(&id).await?;
+    let started = count(&events, "step.started");
+    assert!(started.values().all(|n| *n == 1), "{started:?}");
+    let after: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepStarted(s) if s.step != step => Some(s.worker.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|w| w == "rescuer"),
+        "{after:?}"
+    );
+    rescuer.shutdown().await
+}

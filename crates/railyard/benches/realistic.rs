@@ -77,7 +77,7 @@ fn catalog_toml(services: u64, deploy_ms: u64, gates: SocketAddr) -> String {
 
 /// Release `r`: 1–5 distinct services, each at the next version of that service.
 fn releases(count: u64, services: u64) -> Vec<(String, Value)> {
-    let mut rng = Rng(0x5EED_0F_BE_4C_u64);
+    let mut rng = Rng(0x005E_ED0F_BE4C_u64);
     let mut versions = vec![0u64; services as usize];
     (0..count)
         .map(|r| {
@@ -452,69 +452,70 @@ async fn bench() -> anyhow::Result<()> {
     follower.abort();
 
     // What the run did.
-    let r = record.lock().expect("not poisoned");
-    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut overhead = Vec::new();
-    let mut steps = 0usize;
-    for seen in r.releases.values() {
-        if let Some((how, _)) = &seen.end {
-            *outcomes.entry(how.as_str()).or_default() += 1;
-        }
-        let Some(plan) = &seen.plan else { continue };
-        for step in &plan.steps {
-            let Some(start) = seen.started.get(step.id.as_str()) else {
-                continue;
-            };
-            steps += 1;
-            let inside = plan
-                .predecessors(&step.id)
-                .filter_map(|p| seen.succeeded.get(p.as_str()));
-            let outside = plan
-                .external_edges
-                .iter()
-                .filter(|e| e.to == step.id)
-                .filter_map(|e| {
-                    let other = r.releases.get(e.release.as_str())?;
-                    // A final release frees what waits for it even if the step never ran.
-                    other.succeeded.get(e.from.as_str())
-                });
-            if let Some(ready) = inside.chain(outside).max() {
-                overhead.push((*start - *ready).num_milliseconds());
+    let (steps, events) = {
+        let r = record.lock().expect("not poisoned");
+        let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut overhead = Vec::new();
+        let mut steps = 0usize;
+        for seen in r.releases.values() {
+            if let Some((how, _)) = &seen.end {
+                *outcomes.entry(how.as_str()).or_default() += 1;
+            }
+            let Some(plan) = &seen.plan else { continue };
+            for step in &plan.steps {
+                let Some(start) = seen.started.get(step.id.as_str()) else {
+                    continue;
+                };
+                steps += 1;
+                let inside = plan
+                    .predecessors(&step.id)
+                    .filter_map(|p| seen.succeeded.get(p.as_str()));
+                let outside = plan
+                    .external_edges
+                    .iter()
+                    .filter(|e| e.to == step.id)
+                    .filter_map(|e| {
+                        let other = r.releases.get(e.release.as_str())?;
+                        // A final release frees what waits for it even if the step never ran.
+                        other.succeeded.get(e.from.as_str())
+                    });
+                if let Some(ready) = inside.chain(outside).max() {
+                    overhead.push((*start - *ready).num_milliseconds());
+                }
             }
         }
-    }
-    let promoter_sent: u64 = after
-        .iter()
-        .filter(|(name, _)| name.starts_with("railyard-promoter"))
-        .map(|(name, n)| n - before.get(name).copied().unwrap_or(0))
-        .sum();
-    let all_sent: u64 = after
-        .iter()
-        .map(|(name, n)| n - before.get(name).copied().unwrap_or(0))
-        .sum();
-    println!(
-        "  all {count} releases final after {:.2} s (submitted through intake in {:.2} s): {outcomes:?}",
-        elapsed.as_secs_f64(),
-        submit_time.as_secs_f64()
-    );
-    println!(
-        "  {steps} steps, {:.0} steps/s; {} approvals over HTTP; {} gate requests; {} release events",
-        steps as f64 / elapsed.as_secs_f64(),
-        approvals.load(std::sync::atomic::Ordering::Relaxed),
-        gate_hits.load(std::sync::atomic::Ordering::Relaxed),
-        r.events
-    );
-    println!(
-        "  coordination overhead (ready → started): {}",
-        percentiles(overhead)
-    );
-    println!(
-        "  messages the workers sent to NATS: {promoter_sent} ({:.1} per step); every connection: {all_sent} ({:.1} per step)",
-        promoter_sent as f64 / steps.max(1) as f64,
-        all_sent as f64 / steps.max(1) as f64
-    );
-    let events = r.events;
-    drop(r);
+        let promoter_sent: u64 = after
+            .iter()
+            .filter(|(name, _)| name.starts_with("railyard-promoter"))
+            .map(|(name, n)| n - before.get(name).copied().unwrap_or(0))
+            .sum();
+        let all_sent: u64 = after
+            .iter()
+            .map(|(name, n)| n - before.get(name).copied().unwrap_or(0))
+            .sum();
+        println!(
+            "  all {count} releases final after {:.2} s (submitted through intake in {:.2} s): {outcomes:?}",
+            elapsed.as_secs_f64(),
+            submit_time.as_secs_f64()
+        );
+        println!(
+            "  {steps} steps, {:.0} steps/s; {} approvals over HTTP; {} gate requests; {} release events",
+            steps as f64 / elapsed.as_secs_f64(),
+            approvals.load(std::sync::atomic::Ordering::Relaxed),
+            gate_hits.load(std::sync::atomic::Ordering::Relaxed),
+            r.events
+        );
+        println!(
+            "  coordination overhead (ready → started): {}",
+            percentiles(overhead)
+        );
+        println!(
+            "  messages the workers sent to NATS: {promoter_sent} ({:.1} per step); every connection: {all_sent} ({:.1} per step)",
+            promoter_sent as f64 / steps.max(1) as f64,
+            all_sent as f64 / steps.max(1) as f64
+        );
+        (steps, r.events)
+    };
     if let Some(spy) = spy {
         spy.abort();
         let mut kinds: Vec<(String, u64)> = breakdown

@@ -79,44 +79,7 @@ async fn estate(
     State(audit): State<Audit>,
     Authenticated(_): Authenticated,
 ) -> Result<Response, ApiError> {
-    let filter = Filter {
-        kind: Some("service.deployed".into()),
-        ..Filter::default()
-    };
-    let mut inventory = railyard_core::Inventory::default();
-    let mut cursor: Option<String> = None;
-    let mut records = 0u64;
-    loop {
-        let page = audit
-            .reader()
-            .records(&filter, cursor.as_deref(), crate::query::MAX_LIMIT)
-            .await?;
-        for record in &page.items {
-            let Ok(envelope) =
-                serde_json::from_value::<railyard_core::Envelope>(record.envelope.clone())
-            else {
-                continue;
-            };
-            let railyard_core::Event::ServiceDeployed(deployed) = envelope.event else {
-                continue;
-            };
-            records = records.max(record.n);
-            let env = inventory.0.entry(deployed.env.clone()).or_default();
-            match deployed.running {
-                Some(running) => {
-                    env.services.insert(deployed.service.clone(), running);
-                }
-                None => {
-                    env.services.remove(&deployed.service);
-                }
-            }
-            env.databases.extend(deployed.databases);
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let (inventory, records) = crate::console_api::recorded_inventory(audit.reader()).await?;
     Ok(Json(serde_json::json!({ "inventory": inventory, "last_record": records })).into_response())
 }
 

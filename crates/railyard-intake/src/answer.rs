@@ -17,7 +17,8 @@ pub enum Outcome {
     Accepted,
     /// Valid but nothing Railyard acts on; `reason` says why.
     Ignored,
-    /// Seen before (same delivery id within 7 days); stored once.
+    /// Seen before, stored once: the same delivery id as a signal still in the stream, or as
+    /// another input within 7 days.
     Duplicate,
 }
 

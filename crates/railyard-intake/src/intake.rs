@@ -5,13 +5,24 @@
 //! once (`Expected::NoEvents` on the release aggregate).
 //!
 //! Everything after parsing runs in a task of its own, so a caller that goes away (a closed
-//! connection) never leaves it half done. A delivery id is claimed in `railyard-deliveries`
-//! before its events are appended and counts as seen only once they are stored (the claim is
-//! then settled as stored); a failed append releases the claim, so the retry is accepted.
+//! connection) never leaves it half done.
+//!
+//! De-duplication costs no write of its own for signals (the CDEvents and webhook inputs that
+//! go to `signal.<service>`, nearly all of intake's traffic): the signal *is* the record of its
+//! delivery. Its `causation_id` is [`input_id`] of the delivery id, the service's memo knows the
+//! inputs of every signal in the aggregate, and the append expects the memo's last sequence, so
+//! of two intakes storing one delivery exactly one append lands; the other conflicts, catches
+//! up, finds the input and answers `duplicate`. A delivery is therefore a duplicate exactly when
+//! its signal is in the stream, for as long as the stream keeps it, across restarts. Other
+//! inputs with a delivery id (inventory, incidents, release submissions with an
+//! `Idempotency-Key`) go to aggregates intake does not fold: their id is claimed in
+//! `railyard-deliveries` before the append and settled as stored (7 days) after it, or released
+//! when the append failed, so the retry is accepted.
 //!
 //! Each service's signal state is a memo of the fold of `signal.<service>`: it is loaded from
 //! the stream on first use, and every signal append expects the memo's last sequence, so a
-//! conflict (another intake appended) reloads it. Nothing lives only in memory.
+//! conflict (another intake appended) catches it up from the stream. Nothing lives only in
+//! memory.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -30,6 +41,7 @@ use railyard_http::{Origin, Role};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::answer::{Answer, Refused};
 use crate::config::IntakeConfig;
@@ -126,17 +138,96 @@ impl Door {
     }
 }
 
+/// The id of the input with delivery id `key` (`cdevents:<source>:<id>`, `github:<delivery>`,
+/// ...): a name-based UUID (version 8, from SHA-256), the `causation_id` of the signal that
+/// input became. The same delivery always has the same input id, so a signal in the stream
+/// says which delivery it stored.
+pub fn input_id(key: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"railyard-intake-input\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// What a `release.requested` is caused by: the signal that completed the change.
+#[derive(Debug, Clone)]
+struct Cause {
+    event_id: Uuid,
+    correlation_id: Uuid,
+    actor: String,
+}
+
+impl Cause {
+    fn of(envelope: &Envelope) -> Cause {
+        Cause {
+            event_id: envelope.event_id,
+            correlation_id: envelope.correlation_id,
+            actor: envelope.actor.clone(),
+        }
+    }
+}
+
+/// A stored signal of a delivery: enough to decide again when the delivery comes back.
+#[derive(Debug, Clone)]
+struct StoredInput {
+    cause: Cause,
+    /// The versions whose readiness it changed when it was folded.
+    touched: BTreeSet<String>,
+}
+
 #[derive(Debug)]
 struct SignalMemo {
     loaded: bool,
     last_sequence: u64,
     state: SignalState,
+    /// The inputs (by [`input_id`]) whose signal is in the aggregate.
+    inputs: HashMap<Uuid, StoredInput>,
 }
 
-/// A signal waiting to be appended, and where its outcome goes (the versions it touched).
+impl SignalMemo {
+    fn new(service: ServiceName) -> SignalMemo {
+        SignalMemo {
+            loaded: false,
+            last_sequence: 0,
+            state: SignalState::new(service),
+            inputs: HashMap::new(),
+        }
+    }
+
+    /// Folds one stored event; returns the versions whose readiness it may change.
+    fn apply(&mut self, envelope: &Envelope) -> BTreeSet<String> {
+        let touched = self.state.apply(envelope);
+        if let Some(input) = envelope.causation_id {
+            self.inputs.insert(
+                input,
+                StoredInput {
+                    cause: Cause::of(envelope),
+                    touched: touched.clone(),
+                },
+            );
+        }
+        touched
+    }
+}
+
+/// What became of a signal handed to the service's append queue.
+#[derive(Debug)]
+struct SignalStored {
+    /// The versions whose readiness it may change.
+    touched: BTreeSet<String>,
+    /// Its input's signal was in the stream already (nothing was appended): the stored
+    /// signal, to decide again from.
+    duplicate_of: Option<Cause>,
+}
+
+/// A signal waiting to be appended, and where its outcome goes.
 struct Pending {
     envelope: Envelope,
-    done: oneshot::Sender<Result<BTreeSet<String>, String>>,
+    done: oneshot::Sender<Result<SignalStored, String>>,
 }
 
 /// One service's memo and its queue of signals to append. Concurrent signals of a service are
@@ -682,16 +773,31 @@ impl Intake {
         };
         let this = self.clone();
         let actor = actor.to_owned();
-        self.stored_once(
-            parsed.delivery,
-            async move { this.record(mapped, &actor).await },
-        )
+        if let (Mapped::Signal { .. }, Some(key)) = (&mapped, &parsed.delivery) {
+            // The signal is the record of its delivery: no claim, one write.
+            let key = key.clone();
+            return detached(async move {
+                let _flight = this.inner.flights.enter(&key).await;
+                this.record(mapped, &actor, Some(&key)).await
+            })
+            .await;
+        }
+        self.stored_once(parsed.delivery, async move {
+            this.record(mapped, &actor, None).await
+        })
         .await
     }
 
-    async fn record(&self, mapped: Mapped, actor: &str) -> Result<Answer, Refused> {
+    async fn record(
+        &self,
+        mapped: Mapped,
+        actor: &str,
+        delivery: Option<&str>,
+    ) -> Result<Answer, Refused> {
         match mapped {
-            Mapped::Signal { service, signal } => self.record_signal(service, signal, actor).await,
+            Mapped::Signal { service, signal } => {
+                self.record_signal(service, signal, actor, delivery).await
+            }
             Mapped::Deployed {
                 env,
                 service,
@@ -818,11 +924,7 @@ impl Intake {
             .entry(service.clone())
             .or_insert_with(|| {
                 Arc::new(ServiceSlot {
-                    memo: AsyncMutex::new(SignalMemo {
-                        loaded: false,
-                        last_sequence: 0,
-                        state: SignalState::new(service.clone()),
-                    }),
+                    memo: AsyncMutex::new(SignalMemo::new(service.clone())),
                     pending: Mutex::new(Vec::new()),
                 })
             })
@@ -840,13 +942,20 @@ impl Intake {
         Ok(())
     }
 
+    /// Brings the memo up to the stream: the whole aggregate when it was never loaded, else
+    /// only what was appended after its last sequence.
     async fn reload(&self, service: &ServiceName, memo: &mut SignalMemo) -> Result<(), BusError> {
+        if !memo.loaded {
+            *memo = SignalMemo::new(service.clone());
+        }
         let loaded = self
             .inner
             .bus
-            .load(&AggregateId::Signal(service.clone()))
+            .load_after(&AggregateId::Signal(service.clone()), memo.last_sequence)
             .await?;
-        memo.state = SignalState::fold(service.clone(), &loaded.events);
+        for event in &loaded.events {
+            memo.apply(event);
+        }
         memo.last_sequence = loaded.last_sequence;
         memo.loaded = true;
         Ok(())
@@ -879,6 +988,7 @@ impl Intake {
         service: ServiceName,
         signal: Signal,
         actor: &str,
+        delivery: Option<&str>,
     ) -> Result<Answer, Refused> {
         let event = match signal {
             Signal::Artifact(artifact) => Event::ArtifactPublished(*artifact),
@@ -886,32 +996,47 @@ impl Intake {
             Signal::Commits(commits) => Event::CommitsPushed(commits),
         };
         let aggregate = AggregateId::Signal(service.clone());
-        let envelope = Envelope::new(aggregate, actor, self.inner.config.clock.now(), event);
-        let touched = self.append_signal(&service, envelope.clone()).await?;
-        tracing::info!(%service, event = envelope.event.type_name(), event_id = %envelope.event_id, "signal recorded");
-        let mut reasons = vec![format!(
-            "{} recorded for {service}",
-            envelope.event.type_name()
-        )];
-        for version in touched {
+        let mut envelope = Envelope::new(aggregate, actor, self.inner.config.clock.now(), event);
+        envelope.causation_id = delivery.map(input_id);
+        let type_name = envelope.event.type_name();
+        let event_id = envelope.event_id;
+        let cause = Cause::of(&envelope);
+        let stored = self.append_signal(&service, envelope).await?;
+        if let Some(stored_cause) = stored.duplicate_of {
+            // Its signal is stored (by this intake or another); deciding again is harmless
+            // (`release.requested` happens once) and finishes what a failed first attempt left.
+            for version in &stored.touched {
+                self.decide(&service, version, &stored_cause)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let key = delivery.unwrap_or_default();
+            tracing::debug!(%service, delivery = key, "signal already stored: a redelivery");
+            return Ok(Answer::duplicate(key));
+        }
+        tracing::info!(%service, event = type_name, %event_id, "signal recorded");
+        let mut reasons = vec![format!("{type_name} recorded for {service}")];
+        for version in stored.touched {
             reasons.push(
-                self.decide(&service, &version, &envelope)
+                self.decide(&service, &version, &cause)
                     .await
                     .map_err(unavailable)?,
             );
         }
-        Ok(Answer::accepted(envelope.event_id, reasons.join("; ")))
+        Ok(Answer::accepted(event_id, reasons.join("; ")))
     }
 
     /// Appends `envelope` to `signal.<service>`, in one message with whatever other signals of
-    /// the service are queued, expecting the memo's last sequence (a conflict reloads the memo
-    /// from the stream and retries). Returns the versions whose readiness it may change. Runs
-    /// inside [`detached`] work, so a batch it leads is never left half done.
+    /// the service are queued, expecting the memo's last sequence (a conflict catches the memo
+    /// up from the stream and retries). A signal whose input (its `causation_id`) is already in
+    /// the aggregate is not appended again: it comes back as a duplicate of the stored one.
+    /// Returns the versions whose readiness it may change. Runs inside [`detached`] work, so a
+    /// batch it leads is never left half done.
     async fn append_signal(
         &self,
         service: &ServiceName,
         envelope: Envelope,
-    ) -> Result<BTreeSet<String>, Refused> {
+    ) -> Result<SignalStored, Refused> {
         let slot = self.slot(service);
         let (done, mut outcome) = oneshot::channel();
         slot.pending
@@ -937,43 +1062,91 @@ impl Intake {
                     .map_err(|_| unavailable("the batch was dropped"))?
                     .map_err(unavailable);
             }
-            let envelopes: Vec<Envelope> = batch.iter().map(|p| p.envelope.clone()).collect();
-            let aggregate = AggregateId::Signal(service.clone());
-            let mut attempt = 0;
-            let stored = loop {
-                attempt += 1;
-                if let Err(error) = self.ensure_loaded(service, &mut memo).await {
-                    break Err(error.to_string());
-                }
-                match self
-                    .inner
-                    .bus
-                    .append(&aggregate, Expected::after(memo.last_sequence), &envelopes)
-                    .await
-                {
-                    Ok(appended) => break Ok(appended.sequence),
-                    Err(AppendError::Conflict { .. }) if attempt < APPEND_ATTEMPTS => {
-                        tracing::debug!(%service, attempt, "signal append conflicted; reloading");
-                        memo.loaded = false;
+            self.append_batch(service, &mut memo, batch).await;
+            drop(memo);
+        }
+    }
+
+    /// Stores one batch of a service's signals (see [`Intake::append_signal`]) and answers
+    /// each of them.
+    async fn append_batch(
+        &self,
+        service: &ServiceName,
+        memo: &mut SignalMemo,
+        batch: Vec<Pending>,
+    ) {
+        let aggregate = AggregateId::Signal(service.clone());
+        let mut batch = batch;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Err(error) = self.ensure_loaded(service, memo).await {
+                return fail(batch, &error.to_string());
+            }
+            // Inputs already stored are answered as duplicates; a second copy of an input
+            // inside the batch rides on the first.
+            let mut fresh: Vec<Pending> = Vec::with_capacity(batch.len());
+            let mut riders: Vec<(Uuid, Pending)> = Vec::new();
+            for pending in batch {
+                match pending.envelope.causation_id {
+                    Some(input) if memo.inputs.contains_key(&input) => {
+                        let stored = &memo.inputs[&input];
+                        let _ = pending.done.send(Ok(SignalStored {
+                            touched: stored.touched.clone(),
+                            duplicate_of: Some(stored.cause.clone()),
+                        }));
                     }
-                    Err(error) => break Err(error.to_string()),
-                }
-            };
-            match stored {
-                Ok(sequence) => {
-                    memo.last_sequence = sequence;
-                    for pending in batch {
-                        let touched = memo.state.apply(&pending.envelope);
-                        let _ = pending.done.send(Ok(touched));
+                    Some(input) if fresh.iter().any(|p| p.envelope.causation_id == Some(input)) => {
+                        riders.push((input, pending));
                     }
-                }
-                Err(error) => {
-                    for pending in batch {
-                        let _ = pending.done.send(Err(error.clone()));
-                    }
+                    _ => fresh.push(pending),
                 }
             }
-            drop(memo);
+            if fresh.is_empty() {
+                return;
+            }
+            let envelopes: Vec<Envelope> = fresh.iter().map(|p| p.envelope.clone()).collect();
+            match self
+                .inner
+                .bus
+                .append(&aggregate, Expected::after(memo.last_sequence), &envelopes)
+                .await
+            {
+                Ok(appended) => {
+                    memo.last_sequence = appended.sequence;
+                    for pending in fresh {
+                        let touched = memo.apply(&pending.envelope);
+                        let _ = pending.done.send(Ok(SignalStored {
+                            touched,
+                            duplicate_of: None,
+                        }));
+                    }
+                    for (input, pending) in riders {
+                        let stored = &memo.inputs[&input];
+                        let _ = pending.done.send(Ok(SignalStored {
+                            touched: stored.touched.clone(),
+                            duplicate_of: Some(stored.cause.clone()),
+                        }));
+                    }
+                    return;
+                }
+                Err(AppendError::Conflict { .. }) if attempt < APPEND_ATTEMPTS => {
+                    tracing::debug!(%service, attempt, "signal append conflicted; catching up");
+                    if let Err(error) = self.reload(service, memo).await {
+                        memo.loaded = false;
+                        let mut all = fresh;
+                        all.extend(riders.into_iter().map(|(_, p)| p));
+                        return fail(all, &error.to_string());
+                    }
+                    batch = fresh;
+                    batch.extend(riders.into_iter().map(|(_, p)| p));
+                }
+                Err(error) => {
+                    let mut all = fresh;
+                    all.extend(riders.into_iter().map(|(_, p)| p));
+                    return fail(all, &error.to_string());
+                }
+            }
         }
     }
 
@@ -983,7 +1156,7 @@ impl Intake {
         &self,
         service: &ServiceName,
         version: &str,
-        cause: &Envelope,
+        cause: &Cause,
     ) -> Result<String, AppendError> {
         let catalog = &self.inner.config.catalog;
         let (readiness, artifact) = {
@@ -1045,13 +1218,14 @@ impl Intake {
             requested_by: artifact.actor.clone(),
             changes,
         };
-        let envelope = Envelope::new(
+        let mut envelope = Envelope::new(
             aggregate.clone(),
             cause.actor.clone(),
             self.inner.config.clock.now(),
             Event::ReleaseRequested(requested),
-        )
-        .caused_by(cause);
+        );
+        envelope.causation_id = Some(cause.event_id);
+        envelope.correlation_id = cause.correlation_id;
         tracing::Span::current().record("release", release.as_str());
         let reason = match self
             .inner
@@ -1076,6 +1250,13 @@ impl Intake {
             .expect("requested lock")
             .insert(release);
         Ok(reason)
+    }
+}
+
+/// Answers every signal of `batch` with `error`.
+fn fail(batch: Vec<Pending>, error: &str) {
+    for pending in batch {
+        let _ = pending.done.send(Err(error.to_owned()));
     }
 }
 

@@ -2,8 +2,10 @@
 //! client that disconnects while its append is lost on the wire gets everything stored and
 //! its retry answered `duplicate`; a delivery whose intake died mid-append is answered 503
 //! (not `duplicate`) while the dead claim lasts, then accepted; concurrent copies of one
-//! delivery are appended once. NATS is real, HTTP goes over a real socket, and the append is
-//! broken by a proxy that drops its message on the wire.
+//! delivery are appended once; a signal's delivery is remembered by the signal itself (no write
+//! of its own), across a NATS restart and by an intake that never saw it. NATS is real, HTTP
+//! goes over a real socket, and the append is broken by a proxy that drops its message on the
+//! wire.
 
 mod common;
 
@@ -120,12 +122,103 @@ async fn a_client_that_disconnects_mid_append_loses_nothing() -> anyhow::Result<
         assert_eq!(again["outcome"], "duplicate", "{again}");
         assert_eq!(types_since(&harness, before).await?.len(), expected.len());
     }
+    // Only the incident's delivery id was claimed in KV; the signal is the record of its own.
     assert_eq!(
         harness
             .metric("railyard_intake_delivery_claims_total{outcome=\"stored\"}")
             .await?,
-        2.0
+        1.0
     );
+    Ok(())
+}
+
+/// Messages in the delivery-claims bucket's stream, read over a connection of the test's own.
+async fn claims_written(server: &NatsServer) -> anyhow::Result<u64> {
+    let client = async_nats::connect(server.url()).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("KV_railyard-deliveries").await?;
+    Ok(stream.info().await?.state.last_sequence)
+}
+
+#[tokio::test]
+async fn a_signal_is_stored_in_one_write_and_its_redelivery_is_a_duplicate_after_a_restart()
+-> anyhow::Result<()> {
+    let mut harness = Harness::start().await?;
+    let event = artifact(
+        "restart-1",
+        "email-worker",
+        "9.0.0",
+        json!({ "branch": "main" }),
+    );
+    let suite = json!({
+        "context": {
+            "specversion": "0.5.1",
+            "id": "restart-2",
+            "source": "/ci/pipelines",
+            "type": "dev.cdevents.testsuiterun.finished.0.3.0",
+            "timestamp": "2026-11-25T10:00:00Z"
+        },
+        "subject": {
+            "id": "run-restart-2",
+            "source": "/ci/pipelines",
+            "content": {
+                "outcome": "success",
+                "environment": { "id": "ci" },
+                "testSuite": { "id": "unit" }
+            }
+        },
+        "customData": { "railyard": { "service": "billing-worker", "version": "3.0.0" } }
+    });
+    let before = harness.last_sequence().await?;
+    let claims_before = claims_written(&harness.server).await?;
+    for input in [&event, &suite] {
+        let (status, answer) = harness.cdevent(input).await?;
+        assert_eq!(
+            (status, answer["outcome"].as_str()),
+            (202, Some("accepted")),
+            "{answer}"
+        );
+    }
+    let stored = [
+        "change.artifact_published",
+        "release.requested",
+        "change.suite_finished",
+    ];
+    assert_eq!(types_since(&harness, before).await?, stored);
+    assert_eq!(
+        claims_written(&harness.server).await?,
+        claims_before,
+        "de-duplicating a signal writes nothing besides the signal"
+    );
+
+    // NATS restarts; a second intake that has never seen either delivery starts on it.
+    harness.server.restart().await?;
+    let fresh = Intake::new(
+        common::config(Tokens::default())?,
+        Bus::connect(&harness.server.url(), BusConfig::default()).await?,
+    );
+    let headers = Headers::new([("content-type", "application/json")]);
+    let origin = Origin::named("test");
+    for input in [&event, &suite] {
+        let body = serde_json::to_vec(input)?;
+        let answer = fresh
+            .cdevent(Door::CdEvents, "ci-bot", &origin, &headers, &body)
+            .await
+            .map_err(|refused| anyhow::anyhow!("{refused}"))?;
+        assert_eq!(answer.outcome.as_str(), "duplicate", "{answer:?}");
+        // And the intake that stored them, over HTTP and over NATS.
+        let (status, answer) = harness.cdevent(input).await?;
+        assert_eq!(
+            (status, answer["outcome"].as_str()),
+            (202, Some("duplicate")),
+            "{answer}"
+        );
+        let reply = harness
+            .nats(&[("content-type", "application/json")], body)
+            .await?;
+        assert_eq!(reply["outcome"], "duplicate", "{reply}");
+    }
+    assert_eq!(types_since(&harness, before).await?, stored);
     Ok(())
 }
 

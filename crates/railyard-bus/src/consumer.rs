@@ -446,6 +446,12 @@ impl RawConsumer {
     /// `consumer_error_budget` before the error is returned.
     pub(crate) async fn next(&mut self) -> Result<Option<RawDelivery>, BusError> {
         let mut failing_since: Option<Instant> = None;
+        let mut last_failure: Option<Instant> = None;
+        // A pull that ran this long without an error was healthy (heartbeats came), even
+        // though no message did: a failure after it starts a new episode with the whole
+        // budget. Without this, a consumer idle for longer than the budget after one failure
+        // gave up at its next failure (the chaos soak saw services exit on a node loss).
+        let healthy_after = 3 * self.bus.config().idle_heartbeat;
         let mut pause = Duration::from_millis(50);
         loop {
             if self.bus.is_closed() {
@@ -457,7 +463,13 @@ impl RawConsumer {
                 Ok(Some(message)) => return self.delivery(message).map(Some),
                 Err(error) => error,
             };
-            let since = *failing_since.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            if last_failure.is_some_and(|last| now.duration_since(last) > healthy_after) {
+                failing_since = None;
+                pause = Duration::from_millis(50);
+            }
+            last_failure = Some(now);
+            let since = *failing_since.get_or_insert(now);
             if since.elapsed() >= self.bus.config().consumer_error_budget {
                 return Err(error);
             }

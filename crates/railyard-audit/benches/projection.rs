@@ -6,7 +6,11 @@
 //!    deployments) into a fresh store through a pass-through projection, in as many batches
 //!    of the same average size — sled's batched writes plus the store's checkpoint, without
 //!    the audit logic (sled itself may only be imported by railyard-store);
-//! 3. p50/p99 of a service + environment + time-range query (100 items) on the N-event store.
+//! 3. p50/p99 of three queries on the N-event store, `RAILYARD_BENCH_ROUNDS` rounds (default
+//!    3) of `RAILYARD_BENCH_QUERIES` (default 1000) of each, the order of the kinds shuffled
+//!    per round: (a) service + environment + one-hour window, (b) an actor over a day,
+//!    (c) approvals in production over a day, each the first page of at most 100 records;
+//!    and as the raw floor, one store range read of 100 consecutive records (no decoding).
 //!
 //! Run with `cargo bench -p railyard-audit --bench projection`.
 
@@ -16,34 +20,47 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use railyard_audit::{AuditProjection, Filter, Reader};
 use railyard_core::event::{
-    GateEvaluated, ReleaseCompleted, ReleaseRequested, ServiceDeployed, StepOutcome, StepStarted,
+    ApprovalDecision, ApprovalRequested, GateEvaluated, ReleaseCompleted, ReleaseRequested,
+    ServiceDeployed, StepOutcome, StepStarted,
 };
 use railyard_core::inventory::RunningService;
 use railyard_core::{AggregateId, Change, Envelope, Event};
-use railyard_store::{Applied, Projection, ProjectionError, ProjectionStore, StoreConfig, Update};
+use railyard_store::{
+    Applied, KeyBuf, Projection, ProjectionError, ProjectionStore, StoreConfig, Update,
+};
 
 const BATCH: usize = 256;
+/// Events per release.
+const PER_RELEASE: u64 = 10;
 const SERVICES: u64 = 200;
+/// Developers requesting releases, and approvers granting them, in turn.
+const DEVELOPERS: u64 = 50;
+const APPROVERS: u64 = 20;
 const ENVS: [&str; 2] = ["staging", "production"];
 
 fn base() -> DateTime<Utc> {
     "2026-01-01T00:00:00Z".parse().unwrap()
 }
 
-/// The `i`-th event: releases of 8 events each, cycling through services and environments.
+/// The `i`-th event, one a second: releases of 10 events each (requested by one of 50
+/// developers, approved by one of 20 approvers, deployed, verified), each release for the
+/// next of 200 services, the environment switching every 200 releases.
 fn event(i: u64) -> Envelope {
-    let release = format!("rel-{}", i / 8);
-    let service = format!("svc-{}", (i / 8) % SERVICES);
-    let env = ENVS[((i / 8 / SERVICES) % 2) as usize];
+    let r = i / PER_RELEASE;
+    let release = format!("rel-{r}");
+    let service = format!("svc-{}", r % SERVICES);
+    let env = ENVS[((r / SERVICES) % 2) as usize];
+    let developer = format!("dev-{}", r % DEVELOPERS);
+    let approver = format!("approver-{}", r % APPROVERS);
     let at = base() + chrono::Duration::seconds(i as i64);
     let release_aggregate: AggregateId = format!("release.{release}").parse().unwrap();
     let change = Change {
         service: service.parse().unwrap(),
-        version: format!("1.{}.0", i / 8),
+        version: format!("1.{r}.0"),
         artifact: Some(format!("pkg:oci/{service}@sha256%3A{i:08x}")),
         commit: Some(format!("{i:07x}")),
         branch: Some("main".into()),
-        authors: vec!["carol".into()],
+        authors: vec![developer.clone()],
         produces: Default::default(),
         consumes: Default::default(),
         provides: Default::default(),
@@ -52,19 +69,38 @@ fn event(i: u64) -> Envelope {
         migrations: Vec::new(),
         after: Vec::new(),
     };
+    let approve = format!("{env}:approve:{service}");
     let deploy = format!("{env}:deploy:{service}");
     let verify = format!("{env}:verify:{service}");
-    let (aggregate, actor, event) = match i % 8 {
+    let (aggregate, actor, event) = match i % PER_RELEASE {
         0 => (
             release_aggregate,
-            "carol",
+            developer.as_str(),
             Event::ReleaseRequested(ReleaseRequested {
                 release: release.parse().unwrap(),
-                requested_by: "carol".into(),
+                requested_by: developer.clone(),
                 changes: vec![change],
             }),
         ),
         1 => (
+            release_aggregate,
+            "promoter",
+            Event::ApprovalRequested(ApprovalRequested {
+                step: approve,
+                env: env.parse().unwrap(),
+                approvers: vec![approver.clone()],
+                reason: None,
+            }),
+        ),
+        2 => (
+            release_aggregate,
+            approver.as_str(),
+            Event::ApprovalGranted(ApprovalDecision {
+                step: approve,
+                comment: "looks good".into(),
+            }),
+        ),
+        3 => (
             release_aggregate,
             "promoter",
             Event::StepStarted(StepStarted {
@@ -73,7 +109,7 @@ fn event(i: u64) -> Envelope {
                 attempt: 1,
             }),
         ),
-        2 => (
+        4 => (
             release_aggregate,
             "promoter",
             Event::StepSucceeded(StepOutcome {
@@ -81,7 +117,7 @@ fn event(i: u64) -> Envelope {
                 detail: String::new(),
             }),
         ),
-        3 => (
+        5 => (
             format!("inventory.{env}").parse().unwrap(),
             "promoter",
             Event::ServiceDeployed(ServiceDeployed {
@@ -92,7 +128,7 @@ fn event(i: u64) -> Envelope {
                 release: Some(release.parse().unwrap()),
             }),
         ),
-        4 => (
+        6 => (
             release_aggregate,
             "promoter",
             Event::StepStarted(StepStarted {
@@ -101,7 +137,7 @@ fn event(i: u64) -> Envelope {
                 attempt: 1,
             }),
         ),
-        5 => (
+        7 => (
             release_aggregate,
             "promoter",
             Event::GateEvaluated(GateEvaluated {
@@ -112,7 +148,7 @@ fn event(i: u64) -> Envelope {
                 expected: "200".into(),
             }),
         ),
-        6 => (
+        8 => (
             release_aggregate,
             "promoter",
             Event::StepSucceeded(StepOutcome {
@@ -162,12 +198,131 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let events: u64 = std::env::var("RAILYARD_BENCH_EVENTS")
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// xorshift64*: the query parameters and the order of the kinds, seeded per run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(default)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    ServiceEnvHour,
+    ActorDay,
+    ApprovalsProductionDay,
+    RawRecords,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::ServiceEnvHour,
+        Kind::ActorDay,
+        Kind::ApprovalsProductionDay,
+        Kind::RawRecords,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ServiceEnvHour => "(a) service + env + 1 h window",
+            Kind::ActorDay => "(b) actor + 1 day window",
+            Kind::ApprovalsProductionDay => "(c) approvals, env=production, 1 day",
+            Kind::RawRecords => "raw: one range read of 100 records",
+        }
+    }
+}
+
+/// Runs one query of `kind` and says how many items it gave.
+async fn query(reader: &Reader, kind: Kind, rng: &mut Rng, events: u64) -> usize {
+    let span = events as i64;
+    let window = |rng: &mut Rng, seconds: i64| {
+        let since =
+            base() + chrono::Duration::seconds(rng.below((span - seconds).max(1) as u64) as i64);
+        (
+            Some(since),
+            Some(since + chrono::Duration::seconds(seconds)),
+        )
+    };
+    let filter = match kind {
+        Kind::ServiceEnvHour => {
+            let (since, until) = window(rng, 3600);
+            Filter {
+                service: Some(format!("svc-{}", rng.below(SERVICES))),
+                env: Some(ENVS[rng.below(2) as usize].into()),
+                since,
+                until,
+                ..Filter::default()
+            }
+        }
+        Kind::ActorDay => {
+            let (since, until) = window(rng, 86_400);
+            let actor = if rng.below(2) == 0 {
+                format!("dev-{}", rng.below(DEVELOPERS))
+            } else {
+                format!("approver-{}", rng.below(APPROVERS))
+            };
+            Filter {
+                actor: Some(actor),
+                since,
+                until,
+                ..Filter::default()
+            }
+        }
+        Kind::ApprovalsProductionDay => {
+            let (since, until) = window(rng, 86_400);
+            Filter {
+                family: Some("approval".into()),
+                env: Some("production".into()),
+                since,
+                until,
+                ..Filter::default()
+            }
+        }
+        Kind::RawRecords => {
+            let prefix = KeyBuf::new().str("r").into_vec();
+            let after = KeyBuf::new()
+                .str("r")
+                .u64(rng.below(events.saturating_sub(100)))
+                .into_vec();
+            let page = reader
+                .store()
+                .scan_page(&prefix, Some(&after), 100)
+                .await
+                .expect("the store reads");
+            return std::hint::black_box(page).len();
+        }
+    };
+    let page = reader
+        .records(&filter, None, 100)
+        .await
+        .expect("the query runs");
+    std::hint::black_box(page).items.len()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events = env_u64("RAILYARD_BENCH_EVENTS", 1_000_000);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at the start: {}", load.trim());
     let audit_dir = dir("railyard-audit-bench-");
     let audit = ProjectionStore::open(
         StoreConfig::new(audit_dir.path().join("audit")).flush_every(None),
@@ -269,35 +424,44 @@ async fn main() {
     );
     println!("ratio audit/baseline: {:.2}", audit_rate / raw_rate);
 
-    // 3. Query latency: service + environment + a one-hour window, first 100 items.
+    // 3. Query latency, the kinds in a new order each round.
     let reader = Reader::new(audit);
-    let mut latencies = Vec::new();
-    let span_hours = (events / 3600).max(1);
-    for q in 0..1000u64 {
-        let service = format!("svc-{}", (q * 37) % SERVICES);
-        let env = ENVS[(q % 2) as usize];
-        let since = base() + chrono::Duration::hours(((q * 7919) % span_hours) as i64);
-        let filter = Filter {
-            service: Some(service),
-            env: Some(env.into()),
-            since: Some(since),
-            until: Some(since + chrono::Duration::hours(1)),
-            ..Filter::default()
-        };
-        let started = Instant::now();
-        let page = reader
-            .records(&filter, None, 100)
-            .await
-            .expect("the query runs");
-        latencies.push(started.elapsed());
-        std::hint::black_box(page);
+    let rounds = env_u64("RAILYARD_BENCH_ROUNDS", 3);
+    let per_round = env_u64("RAILYARD_BENCH_QUERIES", 1000);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut rng = Rng(seed);
+    println!("queries: {rounds} rounds of {per_round} per kind, first page of at most 100");
+    for round in 1..=rounds {
+        let mut order = Kind::ALL.to_vec();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for kind in order {
+            let mut latencies = Vec::with_capacity(per_round as usize);
+            let mut items = 0;
+            let started = Instant::now();
+            for _ in 0..per_round {
+                let one = Instant::now();
+                items += query(&reader, kind, &mut rng, events).await;
+                latencies.push(one.elapsed());
+            }
+            let total = started.elapsed();
+            latencies.sort();
+            println!(
+                "round {round} {:<38} p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  ({:.1} items/query, {:.1} s)",
+                kind.name(),
+                ms(percentile(&latencies, 0.5)),
+                ms(percentile(&latencies, 0.99)),
+                ms(*latencies.last().unwrap()),
+                items as f64 / per_round as f64,
+                total.as_secs_f64(),
+            );
+        }
     }
-    latencies.sort();
-
-    println!(
-        "query service+env+1h window (limit 100), 1000 runs: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
-    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at the end: {}", load.trim());
 }

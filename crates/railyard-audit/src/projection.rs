@@ -143,7 +143,7 @@ impl AuditProjection {
     }
 }
 
-/// Writes the index entries of `record`.
+/// The index keys of `record`.
 pub(crate) fn index_entries(record: &Record) -> Vec<Vec<u8>> {
     let facets = &record.facets;
     let at = facets.at.timestamp_micros();
@@ -178,9 +178,11 @@ pub(crate) fn index_entries(record: &Record) -> Vec<Vec<u8>> {
     entries
 }
 
+/// Writes `record`'s index entries, each holding the record's [`keys::Digest`].
 fn index_record(update: &mut Update<'_>, record: &Record) {
+    let digest = keys::Digest::of(&record.facets).to_bytes();
     for key in index_entries(record) {
-        update.put(key, Vec::new());
+        update.put(key, digest.to_vec());
     }
 }
 

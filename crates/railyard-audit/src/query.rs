@@ -1,8 +1,12 @@
 //! Reading the audit tree: [`Reader`] finds records through the most selective index for a
-//! [`Filter`], applies the rest of the filter to each record's facets, and pages with an
-//! opaque cursor (the last index key read), so every query is a bounded range scan.
+//! [`Filter`], skips the entries whose digest rules the rest of the filter out, checks the
+//! rest against each remaining record's facets, and pages with an opaque cursor (the last
+//! index key read), so every query is a range scan bounded by its keys and time window.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::{StreamExt, TryStreamExt};
 use railyard_store::{ProjectionStore, display_key};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +18,13 @@ use crate::releases::{ReleaseFilter, ReleaseSummary};
 
 /// Index entries read per store call.
 const CHUNK: usize = 256;
+/// Records at most this far apart are read with one range scan: reading a few records too
+/// many costs far less than another store call.
+const RUN_GAP: u64 = 32;
+/// The most records one range scan of records spans.
+const RUN_SPAN: u64 = 512;
+/// Range scans of records in flight at once.
+const RUNS_AT_ONCE: usize = 4;
 /// The most items one page may hold.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -186,6 +197,13 @@ impl Reader {
 
     /// Records matching `filter`, oldest first (by time, then stream order; a release's by
     /// stream order), at most `limit`, after `cursor`.
+    ///
+    /// One index answers: the release's when given, else the most selective time-keyed
+    /// index the filter names, read from `since` and stopped at `until`. The filter's other
+    /// fields are checked against each entry's [`keys::Digest`] first, so an entry whose
+    /// record cannot match is skipped unread; the records that may are read in runs of
+    /// neighbouring numbers, a few runs at a time, and checked exactly. The work is bounded
+    /// by the index entries in the window, never by the size of the store.
     pub async fn records(
         &self,
         filter: &Filter,
@@ -207,7 +225,6 @@ impl Reader {
                 service: Some(service),
                 ..
             } => (keys::time_index("service", &[service]), true),
-            Filter { env: Some(env), .. } => (keys::time_index("env", &[env]), true),
             Filter {
                 actor: Some(actor), ..
             } => (keys::time_index("actor", &[actor]), true),
@@ -218,8 +235,20 @@ impl Reader {
                 family: Some(family),
                 ..
             } => (keys::time_index("family", &[family]), true),
+            Filter { env: Some(env), .. } => (keys::time_index("env", &[env]), true),
             _ => (keys::time_index("time", &[]), true),
         };
+        let wanted = keys::Digest::wanted(
+            [
+                ("service", &filter.service),
+                ("env", &filter.env),
+                ("actor", &filter.actor),
+                ("type", &filter.kind),
+                ("family", &filter.family),
+            ]
+            .into_iter()
+            .filter_map(|(dim, value)| value.as_deref().map(|value| (dim, value))),
+        );
         let prefix = prefix.into_vec();
         let mut after = cursor_key(cursor, &prefix)?;
         if after.is_none() && by_time {
@@ -237,17 +266,18 @@ impl Reader {
         let mut items = Vec::new();
         loop {
             let page = self.store.scan_page(&prefix, after.as_ref(), CHUNK).await?;
-            let exhausted = page.len() < CHUNK;
-            for (key, _) in page {
+            let mut ended = page.len() < CHUNK;
+            after = page.last().map(|(key, _)| key.clone()).or(after);
+            // The entries whose record may match, up to the window's end.
+            let mut candidates = Vec::new();
+            for (key, value) in page {
                 let n = if by_time {
                     let Some((at, n)) = keys::time_tail(&key, prefix.len()) else {
                         continue;
                     };
                     if until.is_some_and(|until| at >= until) {
-                        return Ok(Page {
-                            items,
-                            next_cursor: None,
-                        });
+                        ended = true;
+                        break;
                     }
                     n
                 } else {
@@ -256,28 +286,80 @@ impl Reader {
                         None => continue,
                     }
                 };
-                match self.record(n).await? {
-                    Some(record) if filter.matches(&record.facets) => items.push(record),
-                    Some(_) => {}
-                    None => {
-                        tracing::warn!(record = n, index = %display_key(&key), "index entry names a missing record; run `railyard audit verify`");
+                if keys::Digest::admits(&value, wanted) {
+                    candidates.push((key, n));
+                }
+            }
+            // Each candidate gives at most one item: read no more than the page still needs.
+            let mut candidates = candidates.into_iter().peekable();
+            while candidates.peek().is_some() {
+                let batch: Vec<(Vec<u8>, u64)> =
+                    candidates.by_ref().take(limit - items.len()).collect();
+                let numbers: Vec<u64> = batch.iter().map(|(_, n)| *n).collect();
+                let mut records = self.records_numbered(&numbers).await?;
+                for (key, n) in batch {
+                    match records.remove(&n) {
+                        Some(record) if filter.matches(&record.facets) => items.push(record),
+                        Some(_) => {}
+                        None => {
+                            tracing::warn!(record = n, index = %display_key(&key), "index entry names a missing record; run `railyard audit verify`");
+                        }
+                    }
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next_cursor: Some(hex::encode(&key)),
+                        });
                     }
                 }
-                if items.len() == limit {
-                    return Ok(Page {
-                        items,
-                        next_cursor: Some(hex::encode(&key)),
-                    });
-                }
-                after = Some(key);
             }
-            if exhausted {
+            if ended {
                 return Ok(Page {
                     items,
                     next_cursor: None,
                 });
             }
         }
+    }
+
+    /// Records `numbers` (those that exist), read in runs: numbers less than [`RUN_GAP`]
+    /// apart are read with one range scan (the records between them come along and are
+    /// dropped undecoded), and up to [`RUNS_AT_ONCE`] runs are read at the same time, so a
+    /// page of records costs a few store calls, not one per record.
+    async fn records_numbered(&self, numbers: &[u64]) -> Result<HashMap<u64, Record>, AuditError> {
+        let mut sorted = numbers.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for n in sorted.iter().copied() {
+            match runs.last_mut() {
+                Some((first, last)) if n - *last <= RUN_GAP && n - *first < RUN_SPAN => *last = n,
+                _ => runs.push((n, n)),
+            }
+        }
+        let prefix = keys::records_prefix();
+        let pages: Vec<Vec<(Vec<u8>, Vec<u8>)>> = futures::stream::iter(runs)
+            .map(|(first, last)| {
+                let prefix = &prefix;
+                async move {
+                    let start = keys::record(first.saturating_sub(1));
+                    let count = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+                    self.store.scan_page(prefix, Some(&start), count).await
+                }
+            })
+            .buffered(RUNS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let mut records = HashMap::with_capacity(sorted.len());
+        for (key, bytes) in pages.into_iter().flatten() {
+            let Some(n) = keys::n_tail(&key, prefix.len()) else {
+                continue;
+            };
+            if sorted.binary_search(&n).is_ok() {
+                records.insert(n, decode::<Record>(&key, &bytes)?);
+            }
+        }
+        Ok(records)
     }
 
     /// Releases matching `filter`, newest request first, at most `limit`, after `cursor`.

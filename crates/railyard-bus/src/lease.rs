@@ -335,7 +335,7 @@ impl Bus {
     }
 
     /// What a leader handed over under `name`, with its revision (for [`Bus::write_handoff`]).
-    pub async fn read_handoff(&self, name: &str) -> Result<Option<(Bytes, u64)>, BusError> {
+    pub async fn read_handoff(&self, name: &str) -> Result<Option<(Vec<u8>, u64)>, BusError> {
         let entry = self
             .leaders_bucket()
             .await?
@@ -344,7 +344,7 @@ impl Bus {
             .map_err(|error| self.nats_error(format!("reading handoff {name}"), error))?;
         Ok(entry
             .filter(|entry| entry.operation == Operation::Put)
-            .map(|entry| (entry.value, entry.revision)))
+            .map(|entry| (entry.value.to_vec(), entry.revision)))
     }
 
     /// Writes `value` under `name` if it is still at `revision` (`None`: if it does not exist
@@ -354,9 +354,10 @@ impl Bus {
         &self,
         name: &str,
         holder: &str,
-        value: Bytes,
+        value: Vec<u8>,
         revision: Option<u64>,
     ) -> Result<u64, BusError> {
+        let value = Bytes::from(value);
         let bucket = self.leaders_bucket().await?;
         let key = handoff_key(name);
         let lost = || BusError::LeaseLost {
@@ -378,12 +379,19 @@ impl Bus {
         }
     }
 
+    /// Writes `value` under `name` whatever it held (for values only a leader writes and only
+    /// the next leader reads, such as the notifier's thread of a release in a channel).
+    pub async fn put_handoff(&self, name: &str, value: Vec<u8>) -> Result<u64, BusError> {
+        self.leaders_bucket()
+            .await?
+            .put(handoff_key(name), Bytes::from(value))
+            .await
+            .map_err(|error| self.nats_error(format!("writing handoff {name}"), error))
+    }
+
     /// Every value handed over under `name`: the current one first (when there is one), then
     /// each new one as it is written.
-    pub async fn watch_handoff(
-        &self,
-        name: &str,
-    ) -> Result<BoxStream<'static, Result<Bytes, BusError>>, BusError> {
+    pub async fn watch_handoff(&self, name: &str) -> Result<HandoffWatch, BusError> {
         let bus = self.clone();
         let watch = self
             .leaders_bucket()
@@ -392,18 +400,43 @@ impl Bus {
             .await
             .map_err(|error| self.nats_error(format!("watching handoff {name}"), error))?;
         let name = name.to_owned();
-        Ok(watch
-            .filter_map(move |entry| {
-                let out = match entry {
-                    Ok(entry) if entry.operation == Operation::Put => Some(Ok(entry.value)),
-                    Ok(_) => None,
-                    Err(error) => Some(Err(
-                        bus.nats_error(format!("watching handoff {name}"), error)
-                    )),
-                };
-                futures::future::ready(out)
-            })
-            .boxed())
+        Ok(HandoffWatch(std::sync::Mutex::new(
+            watch
+                .filter_map(move |entry| {
+                    let out = match entry {
+                        Ok(entry) if entry.operation == Operation::Put => {
+                            Some(Ok(entry.value.to_vec()))
+                        }
+                        Ok(_) => None,
+                        Err(error) => Some(Err(
+                            bus.nats_error(format!("watching handoff {name}"), error)
+                        )),
+                    };
+                    futures::future::ready(out)
+                })
+                .boxed(),
+        )))
+    }
+}
+
+/// The values written under one handoff name ([`Bus::watch_handoff`]).
+/// (Behind a mutex only to be `Sync`: `next` takes `&mut self` and never locks.)
+pub struct HandoffWatch(std::sync::Mutex<BoxStream<'static, Result<Vec<u8>, BusError>>>);
+
+impl std::fmt::Debug for HandoffWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandoffWatch")
+    }
+}
+
+impl HandoffWatch {
+    /// The next value; `None` when the watch ended (follow it again).
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, BusError>> {
+        let stream = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stream.next().await
     }
 }
 

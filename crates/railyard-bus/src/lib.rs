@@ -29,8 +29,8 @@ pub use dlq::{DeadLetter, run_dlq_forwarder};
 pub use error::{Actual, AppendError, BoxError, BusError, error_chain};
 pub use kv::{ClaimedDelivery, DeliveryClaim, Lease, LeaseRecord};
 pub use lease::{
-    Campaign, DEFAULT_LEADER_TTL, LeaderConfig, LeaderLease, LeaderRecord, Leadership,
-    default_replica_id,
+    Campaign, DEFAULT_LEADER_TTL, HandoffWatch, LeaderConfig, LeaderLease, LeaderRecord,
+    Leadership, default_replica_id,
 };
 pub use names::event_subject;
 pub use rejected::{Rejection, StoredRejection};

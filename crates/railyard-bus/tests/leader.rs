@@ -7,9 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{WAIT, bus_with, fast_config};
-use futures::StreamExt;
 use railyard_bus::{Bus, BusConfig, BusError, Campaign, LeaderConfig, Leadership};
 use railyard_core::ManualClock;
 use railyard_testkit::NatsServer;
@@ -131,10 +129,10 @@ async fn a_deposed_leader_cannot_renew_nor_write_a_handoff() -> anyhow::Result<(
         panic!("the lease is free")
     };
     let revision = bus
-        .write_handoff("notify", "a", Bytes::from_static(b"1"), None)
+        .write_handoff("notify", "a", b"1".to_vec(), None)
         .await?;
     let mut watched = bus.watch_handoff("notify").await?;
-    assert_eq!(watched.next().await.expect("current")?, "1");
+    assert_eq!(watched.next().await.expect("current")?, b"1");
 
     assert!(matches!(
         bus.campaign(&config("b", &clock)).await?,
@@ -147,21 +145,21 @@ async fn a_deposed_leader_cannot_renew_nor_write_a_handoff() -> anyhow::Result<(
     assert_eq!(b.previous().map(|p| p.holder.as_str()), Some("a"));
     let (_, read) = bus.read_handoff("notify").await?.expect("handed over");
     assert_eq!(read, revision);
-    bus.write_handoff("notify", "b", Bytes::from_static(b"2"), Some(read))
+    bus.write_handoff("notify", "b", b"2".to_vec(), Some(read))
         .await?;
-    assert_eq!(watched.next().await.expect("next")?, "2");
+    assert_eq!(watched.next().await.expect("next")?, b"2");
 
     // a still runs: both its renewal and its stale handoff write are refused.
     let error = a.renew().await.unwrap_err();
     assert!(matches!(error, BusError::LeaseLost { .. }), "{error:?}");
     let error = bus
-        .write_handoff("notify", "a", Bytes::from_static(b"stale"), Some(revision))
+        .write_handoff("notify", "a", b"stale".to_vec(), Some(revision))
         .await
         .unwrap_err();
     assert!(matches!(error, BusError::LeaseLost { .. }), "{error:?}");
     assert_eq!(
         bus.read_handoff("notify").await?.expect("kept").0,
-        Bytes::from_static(b"2")
+        b"2".to_vec()
     );
     Ok(())
 }

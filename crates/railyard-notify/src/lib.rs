@@ -78,5 +78,5 @@ pub use blocks::Message;
 pub use config::{Backoff, BotToken, History, NotifyConfig, SLACK_API, Transport};
 pub use error::NotifyError;
 pub use render::Note;
-pub use service::{CONSUMER, run};
+pub use service::{CONSUMER, run, run_replica};
 pub use view::ReleaseView;

@@ -8,6 +8,15 @@
 //! messages), it tells a run of one release's messages as one batch: step updates waiting for
 //! the same thread go out as one digest, and each root message is updated once, at the end,
 //! instead of after every message. Exceptions and milestones are never merged.
+//!
+//! Replicas ([`run_replica`]): every replica follows the stream and keeps its views; only the
+//! holder of the `notify` leader lease calls Slack. After each call it commits its ledger as
+//! before, then hands its progress to the standbys through the `railyard-leaders` bucket
+//! (`handoff.notify`: the last message done and the progress of the one under way, written at
+//! the revision it read, so a deposed leader's write is refused and it stops; and each
+//! release's root message per channel). A standby tells a message (quietly: views only) once
+//! the leader's handoff says it is done; a new leader resumes at the first call the handoff
+//! does not record. So a leader change repeats at most the call in flight, like a crash.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +24,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use railyard_bus::{Bus, Delivery};
+use railyard_bus::{Bus, BusError, Delivery, HandoffWatch, LeaderConfig, Leadership};
 use railyard_core::event::Event;
 use railyard_core::{AggregateId, Catalog, ReleaseId, SharedClock};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -115,6 +125,8 @@ enum Delivered {
     },
     Refused(String),
     Stopped,
+    /// Not made: this replica no longer leads.
+    Deposed,
 }
 
 /// One call the batch at hand needs.
@@ -142,6 +154,47 @@ struct Told {
 enum Flow {
     Go,
     Stop,
+    /// This replica stopped leading in the middle of a message: follow again as a standby.
+    Deposed,
+}
+
+/// The leader lease every notifier replica campaigns for.
+const ROLE: &str = "notify";
+
+/// What the leading notifier hands to its standbys (`handoff.notify`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Handoff {
+    /// The replica that wrote it.
+    holder: String,
+    /// The last stream sequence whose calls are all made.
+    done: u64,
+    /// The message (or batch) under way, as the leader's ledger records it.
+    progress: Option<Progress>,
+}
+
+/// The name of the handoff holding release `id`'s root message in `channel`.
+fn thread_handoff(id: &ReleaseId, channel: &str) -> String {
+    format!("notify-thread/{id}/{channel}")
+}
+
+/// This replica's part in the notifier's leader lease.
+struct Replica {
+    bus: Bus,
+    replica: String,
+    leadership: Leadership,
+    leading: tokio::sync::watch::Receiver<bool>,
+    /// The latest handoff seen.
+    handoff: Handoff,
+    /// While leading: the handoff's revision to write at (`Some(None)`: create it).
+    term: Option<Option<u64>>,
+    /// While standing by: the leader's handoffs as they are written.
+    watch: Option<HandoffWatch>,
+}
+
+impl Replica {
+    fn leads(&self) -> bool {
+        *self.leading.borrow()
+    }
 }
 
 struct Notifier {
@@ -155,6 +208,7 @@ struct Notifier {
     shutdown: CancellationToken,
     handled: Option<tokio::sync::watch::Sender<u64>>,
     handled_gauge: Gauge,
+    replica: Option<Replica>,
 }
 
 fn check(config: &NotifyConfig) -> Result<(), NotifyError> {
@@ -195,6 +249,19 @@ pub async fn run(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<(), NotifyError> {
+    run_replica(config, None, bus, shutdown).await
+}
+
+/// [`run`] as one of several replicas when `leader` is given: every replica follows the
+/// stream, only the holder of the `notify` lease (the role of `leader` is replaced) calls
+/// Slack, and a standby resumes where the leader's handoff says it stopped (see the module's
+/// documentation). The lease is resigned on a graceful stop.
+pub async fn run_replica(
+    config: NotifyConfig,
+    leader: Option<LeaderConfig>,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<(), NotifyError> {
     check(&config)?;
     let slack = Slack::new(config.transport.clone(), config.request_timeout)?;
     let ledger = Ledger::open(&config.store).await?;
@@ -204,7 +271,29 @@ pub async fn run(
             warn!(%channel, "no incoming webhook url for this channel: it will hear nothing");
         }
     }
-    let quiet_through = if ledger.is_empty() && config.history == History::Skip {
+    let replica = match leader {
+        None => None,
+        Some(leader) => {
+            let leader = leader.for_role(ROLE);
+            let handoff = read_handoff(&bus).await?;
+            let leadership = Leadership::start(bus.clone(), leader.clone());
+            Some(Replica {
+                bus: bus.clone(),
+                replica: leader.replica,
+                leading: leadership.watch(),
+                leadership,
+                handoff: handoff.map(|(handoff, _)| handoff).unwrap_or_default(),
+                term: None,
+                watch: None,
+            })
+        }
+    };
+    // A lost (or new) ledger skips what the stream held at start, unless a leader handed over
+    // how far it got: then a standby tells quietly what it told.
+    let handed_over = replica
+        .as_ref()
+        .is_some_and(|replica| !replica.handoff.holder.is_empty());
+    let quiet_through = if ledger.is_empty() && config.history == History::Skip && !handed_over {
         bus.stream_last_sequence().await?
     } else {
         0
@@ -237,6 +326,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         handled: config.handled,
         handled_gauge: Gauge::default(),
+        replica,
     };
     let reader = config
         .metrics
@@ -267,7 +357,14 @@ pub async fn run(
         if delivery.stream_sequence < notifier.ledger.next_sequence() {
             continue;
         }
-        let quiet = delivery.stream_sequence <= quiet_through;
+        let quiet = match notifier.replica.is_some() {
+            false => delivery.stream_sequence <= quiet_through,
+            true if delivery.stream_sequence <= quiet_through => true,
+            true => match notifier.gate(delivery.stream_sequence).await? {
+                Some(quiet) => quiet,
+                None => break,
+            },
+        };
         // A batch in progress before a restart is rebuilt as it was; a new one takes what the
         // stream already holds of the same release, when calls are paced.
         let recorded = notifier.ledger.progress(delivery.stream_sequence).await?;
@@ -336,24 +433,201 @@ pub async fn run(
         let messages = batch.len() as u64;
         let events: u64 = batch.iter().map(|d| d.envelopes.len() as u64).sum();
         let pending = batch.last().map_or(0, |d| d.pending);
-        if notifier
+        match notifier
             .handle(batch, quiet, coalesce)
             .instrument(span)
             .await?
-            == Flow::Stop
         {
-            break;
+            Flow::Go => {}
+            Flow::Stop => break,
+            Flow::Deposed => {
+                // Follow again from the ledger, as a standby: the new leader makes the calls
+                // of this message that the handoff does not record.
+                if let Some(replica) = &mut notifier.replica {
+                    replica.term = None;
+                }
+                info!(
+                    next = notifier.ledger.next_sequence(),
+                    "this notifier no longer leads: it stops calling slack and follows as a standby"
+                );
+                peeked = None;
+                consumer = bus
+                    .replay_as(CONSUMER, notifier.ledger.next_sequence())
+                    .await?;
+                continue;
+            }
         }
         if let Some(reader) = &reader {
             reader.handled(messages, events, pending);
         }
     }
     notifier.ledger.flush().await?;
+    if let Some(replica) = notifier.replica.take() {
+        replica.leadership.stop().await;
+    }
     info!(next = notifier.ledger.next_sequence(), "notifier stopped");
     Ok(())
 }
 
+/// The notifier's handoff and its revision, if a leader wrote one.
+async fn read_handoff(bus: &Bus) -> Result<Option<(Handoff, u64)>, NotifyError> {
+    Ok(bus
+        .read_handoff(ROLE)
+        .await?
+        .map(|(bytes, revision)| (serde_json::from_slice(&bytes).unwrap_or_default(), revision)))
+}
+
 impl Notifier {
+    /// For a replica, whether stream message `sequence` is told quietly (`Some(true)`: the
+    /// leader told it) or aloud (`Some(false)`: this replica leads and the handoff does not
+    /// record it done); a standby waits here for the leader's handoff or for the lease.
+    /// `None` on shutdown.
+    async fn gate(&mut self, sequence: u64) -> Result<Option<bool>, NotifyError> {
+        loop {
+            let Some(replica) = self.replica.as_mut() else {
+                return Ok(Some(false));
+            };
+            if replica.leads() {
+                if replica.term.is_none() {
+                    // A new term: resume from what the last leader handed over.
+                    replica.watch = None;
+                    let read = read_handoff(&replica.bus).await?;
+                    replica.term = Some(read.as_ref().map(|(_, revision)| *revision));
+                    if let Some((handoff, _)) = read {
+                        replica.handoff = handoff;
+                    }
+                    info!(
+                        replica = %replica.replica,
+                        done = replica.handoff.done,
+                        previous = %replica.handoff.holder,
+                        "notifier leading: slack calls resume after what the last leader handed over"
+                    );
+                }
+                let handoff = replica.handoff.clone();
+                if sequence <= handoff.done {
+                    return Ok(Some(true));
+                }
+                // The last leader stopped in the middle of this message: take on its progress.
+                if let Some(progress) = handoff.progress.filter(|p| p.sequence == sequence) {
+                    if self.ledger.progress(sequence).await?.done < progress.done {
+                        self.ledger.put_progress(&progress);
+                        self.ledger.commit_step(sequence).await?;
+                    }
+                }
+                return Ok(Some(false));
+            }
+            replica.term = None;
+            let recorded = self.ledger.progress(sequence).await?;
+            let through = recorded.through.unwrap_or(sequence);
+            if through <= replica.handoff.done {
+                return Ok(Some(true));
+            }
+            if replica.watch.is_none() {
+                replica.watch = Some(replica.bus.watch_handoff(ROLE).await?);
+            }
+            let watch = replica.watch.as_mut().expect("just set");
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(None),
+                changed = replica.leading.changed() => {
+                    if changed.is_err() {
+                        return Ok(None);
+                    }
+                }
+                next = watch.next() => match next {
+                    Some(Ok(bytes)) => {
+                        if let Ok(handoff) = serde_json::from_slice::<Handoff>(&bytes) {
+                            replica.handoff = handoff;
+                        }
+                    }
+                    Some(Err(error)) => return Err(error.into()),
+                    None => replica.watch = None,
+                },
+            }
+        }
+    }
+
+    /// Whether this notifier may call Slack: always alone, while it leads as a replica.
+    fn may_call(&self) -> bool {
+        self.replica
+            .as_ref()
+            .is_none_or(|replica| replica.leads() && replica.term.is_some())
+    }
+
+    /// Hands the ledger's state to the standbys after a commit: `done` the last message
+    /// finished, `progress` the one under way. `false` when another replica wrote the handoff
+    /// meanwhile: it leads now, and this one must stop calling.
+    async fn hand_over(
+        &mut self,
+        done: u64,
+        progress: Option<&Progress>,
+    ) -> Result<bool, NotifyError> {
+        let Some(replica) = self.replica.as_mut() else {
+            return Ok(true);
+        };
+        let Some(revision) = replica.term else {
+            return Ok(false);
+        };
+        let handoff = Handoff {
+            holder: replica.replica.clone(),
+            done,
+            progress: progress.cloned(),
+        };
+        let bytes = serde_json::to_vec(&handoff).expect("a handoff serializes");
+        match replica
+            .bus
+            .write_handoff(ROLE, &replica.replica, bytes, revision)
+            .await
+        {
+            Ok(revision) => {
+                replica.term = Some(Some(revision));
+                replica.handoff = handoff;
+                Ok(true)
+            }
+            Err(error @ BusError::LeaseLost { .. }) => {
+                warn!(%error, "another notifier wrote the handoff: it leads now");
+                replica.term = None;
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The root message of release `id` in `channel`: a replica's leader reads it from the
+    /// handoff (where a previous leader may have recorded it), then its ledger.
+    async fn thread(&self, id: &ReleaseId, channel: &str) -> Result<Option<Thread>, NotifyError> {
+        if let Some(replica) = &self.replica {
+            if let Some((bytes, _)) = replica
+                .bus
+                .read_handoff(&thread_handoff(id, channel))
+                .await?
+            {
+                if let Ok(thread) = serde_json::from_slice::<Thread>(&bytes) {
+                    return Ok(Some(thread));
+                }
+            }
+        }
+        self.ledger.thread(id, channel).await
+    }
+
+    /// Records a root message in the next commit, and for a replica in the handoff.
+    async fn put_thread(
+        &mut self,
+        id: &ReleaseId,
+        channel: &str,
+        thread: &Thread,
+    ) -> Result<(), NotifyError> {
+        self.ledger.put_thread(id, channel, thread);
+        if let Some(replica) = &self.replica {
+            let bytes = serde_json::to_vec(thread).expect("a thread serializes");
+            replica
+                .bus
+                .put_handoff(&thread_handoff(id, channel), bytes)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Handles a batch of stream messages (one, or a run of one release's messages) from where
     /// the ledger says it got to.
     async fn handle(
@@ -437,6 +711,7 @@ impl Notifier {
             match outcome {
                 None => continue,
                 Some(Delivered::Stopped) => return Ok(Flow::Stop),
+                Some(Delivered::Deposed) => return Ok(Flow::Deposed),
                 Some(Delivered::Refused(reason)) => {
                     let sequences: Vec<u64> = match op {
                         Op::Post { notes, .. } => {
@@ -457,6 +732,10 @@ impl Notifier {
             progress.done = index + 1;
             self.ledger.put_progress(&progress);
             self.ledger.commit_step(sequence).await?;
+            let done = self.replica.as_ref().map_or(0, |r| r.handoff.done);
+            if !self.hand_over(done, Some(&progress)).await? {
+                return Ok(Flow::Deposed);
+            }
         }
         if !progress.failures.is_empty() {
             for delivery in batch {
@@ -483,6 +762,9 @@ impl Notifier {
             self.ledger.put_running(running);
         }
         self.ledger.commit_done(last).await?;
+        if !quiet && !self.hand_over(last, None).await? {
+            return Ok(Flow::Deposed);
+        }
         self.handled_gauge
             .set(i64::try_from(last).unwrap_or(i64::MAX));
         if let Some(handled) = &self.handled {
@@ -564,7 +846,7 @@ impl Notifier {
     ) -> Result<Option<Delivered>, NotifyError> {
         let mut thread_ts = None;
         if self.slack.threads() {
-            match self.ledger.thread(&view.id, channel).await? {
+            match self.thread(&view.id, channel).await? {
                 Some(thread) => thread_ts = Some(thread.ts),
                 None => {
                     let call = Call::Post {
@@ -582,7 +864,7 @@ impl Notifier {
                                 ts: ts.clone(),
                                 status_line: render::summary(view),
                             };
-                            self.ledger.put_thread(&view.id, channel, &thread);
+                            self.put_thread(&view.id, channel, &thread).await?;
                             self.ledger.put_progress(progress);
                             self.ledger.commit_step(progress.sequence).await?;
                             info!(release = %view.id, %channel, "release thread started");
@@ -619,7 +901,7 @@ impl Notifier {
         view: &ReleaseView,
         channel: &str,
     ) -> Result<Option<Delivered>, NotifyError> {
-        let Some(thread) = self.ledger.thread(&view.id, channel).await? else {
+        let Some(thread) = self.thread(&view.id, channel).await? else {
             return Ok(None);
         };
         let line = render::summary(view);
@@ -634,14 +916,11 @@ impl Notifier {
         };
         let delivered = self.deliver(&call, &view.id).await;
         if let Delivered::Sent { .. } = delivered {
-            self.ledger.put_thread(
-                &view.id,
-                channel,
-                &Thread {
-                    status_line: line,
-                    ..thread
-                },
-            );
+            let thread = Thread {
+                status_line: line,
+                ..thread
+            };
+            self.put_thread(&view.id, channel, &thread).await?;
         }
         Ok(Some(delivered))
     }
@@ -656,6 +935,10 @@ impl Notifier {
             if !self.pacer.wait(&destination, &self.shutdown).await {
                 info!(%release, %channel, "shutdown before the slack call; it is made after restart");
                 return Delivered::Stopped;
+            }
+            if !self.may_call() {
+                info!(%release, %channel, "no longer leading: the new leader makes this slack call");
+                return Delivered::Deposed;
             }
             let outcome = self.slack.send(call, &payload).await;
             let every = self.pacer.every;

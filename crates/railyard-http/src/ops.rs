@@ -30,8 +30,15 @@ const NATS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     readers: Readers,
+    /// `railyard_leader{role}`: 1 while this process leads the role's replicas.
+    leaders: Family<RoleLabel, Gauge>,
     /// Mirrors [`railyard_core::authority::refused`] at each render.
     authority_refused: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,8 +59,14 @@ impl Default for Metrics {
         let metrics = Metrics {
             registry: Arc::new(Mutex::new(Registry::with_prefix("railyard"))),
             readers: Readers::default(),
+            leaders: Family::default(),
             authority_refused: Counter::default(),
         };
+        metrics.register(
+            "leader",
+            "1 while this process holds the leader lease of a replicated role (planner, notify, audit-sealer), 0 while it stands by",
+            metrics.leaders.clone(),
+        );
         metrics.register(
             "authority_refused",
             "Authority events (approvals, steps, holds...) this process read without a trusted writer's seal, which therefore did not count",
@@ -108,6 +121,15 @@ impl Metrics {
             messages: self.readers.messages.get_or_create(&label).clone(),
             pending: self.readers.pending.get_or_create(&label).clone(),
         }
+    }
+
+    /// The gauge `railyard_leader{role}` (0 until set): 1 while this process leads `role`.
+    pub fn leader(&self, role: &str) -> Gauge {
+        self.leaders
+            .get_or_create(&RoleLabel {
+                role: role.to_owned(),
+            })
+            .clone()
     }
 
     /// Registers a metric (`railyard_` is prefixed to `name`).

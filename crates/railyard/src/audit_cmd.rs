@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// release page's banner name each service's owning team from it (without it, neither).
     #[arg(long, env = "RAILYARD_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// Replicas: every replica keeps its own record; only the holder of the audit-sealer
+    /// leader lease seals.
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 /// `audit-signing.key` in the directory that holds the store (for the default store,
@@ -166,6 +170,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.run.progress = Some(crate::stack::reader_progress(&metrics, "audit"));
     config.metrics = metrics.clone();
     config.seal = Some(sealing.load()?);
+    config.leader = Some(
+        args.replica
+            .leader("audit-sealer", config.clock.clone(), &metrics),
+    );
     if let Some(catalog) = &catalog {
         config.owners = catalog
             .services

@@ -85,6 +85,10 @@ pub const DEV: &str = concat!(
     feedback!(),
     "  NATS_SERVER_BIN                        the nats-server binary to embed (else nats-server on PATH)\n",
     "  RAILYARD_AUDIT_SIGNING_KEY             the audit checkpoints' signing key file (default <data-dir>/audit-signing.key, created when absent)\n",
+    "  RAILYARD_REPLICA_ID, RAILYARD_LEADER_TTL
+                                         read by railyard planner, notify and audit serve (--replica-id,
+                                         --leader-ttl, default hostname-pid and 10s): one replica leads by a
+                                         lease, the others stand by; dev runs one of each and takes no lease\n",
     common!()
 );
 

@@ -23,6 +23,7 @@ pub mod operator_cli;
 pub mod plan_cmd;
 pub mod planner_cmd;
 pub mod promoter_cmd;
+pub mod replica;
 pub mod stack;
 
 use std::io::Write;

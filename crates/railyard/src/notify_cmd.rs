@@ -102,6 +102,9 @@ pub struct NotifyArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub slack: SlackArgs,
+    /// Replicas: only the holder of the notifier's leader lease calls Slack.
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 /// Runs the notifier until Ctrl-C or SIGTERM.
@@ -116,10 +119,13 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     let mut services = Services::new();
     let mut config = args.slack.config(catalog, transport, args.store.clone());
     config.metrics = Some(metrics.clone());
+    let leader = args
+        .replica
+        .leader("notify", config.clock.clone(), &metrics);
     let stop = services.shutdown();
     let notify_bus = bus.clone();
     services.spawn("notify", async move {
-        railyard_notify::run(config, notify_bus, stop)
+        railyard_notify::run_replica(config, Some(leader), notify_bus, stop)
             .await
             .context("notify")
     });

@@ -1,5 +1,6 @@
 //! `railyard planner`: the planner service on its own, against a NATS cluster — consumes
-//! `release.requested`, appends `release.planned` or `release.rejected`.
+//! `release.requested`, appends `release.planned` or `release.rejected`; as one of several
+//! replicas, only while it holds the planner's leader lease.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ pub struct PlannerArgs {
     /// HTTP listener for /healthz, /readyz, /metrics.
     #[arg(long, default_value = "127.0.0.1:7810")]
     pub listen: SocketAddr,
+    /// Replicas: only the holder of the planner's leader lease decides.
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 /// Runs the planner until Ctrl-C or SIGTERM.
@@ -36,9 +40,18 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let mut services = Services::new();
     let metrics = railyard_http::Metrics::default();
     let config = crate::stack::planner_config(catalog, args.store.clone());
+    let leader = args
+        .replica
+        .leader("planner", config.clock.clone(), &metrics);
     services.spawn(
         "planner",
-        crate::stack::planner_task(config, &metrics, bus.clone(), services.shutdown()),
+        crate::stack::planner_replica_task(
+            config,
+            Some(leader),
+            &metrics,
+            bus.clone(),
+            services.shutdown(),
+        ),
     );
     crate::stack::run_service(
         "planner",

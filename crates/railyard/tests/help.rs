@@ -106,10 +106,29 @@ fn each_service_lists_what_it_reads() {
         (&["promoter"], &["RAILYARD_SECRET_", "RAILYARD_TOKENS_FILE"]),
         (
             &["notify"],
-            &["RAILYARD_SLACK_TOKEN", "RAILYARD_SLACK_API_URL"],
+            &[
+                "RAILYARD_SLACK_TOKEN",
+                "RAILYARD_SLACK_API_URL",
+                "RAILYARD_REPLICA_ID",
+                "RAILYARD_LEADER_TTL",
+            ],
         ),
-        (&["planner"], &["RAILYARD_CATALOG"]),
-        (&["audit", "serve"], &["RAILYARD_TOKENS_FILE"]),
+        (
+            &["planner"],
+            &[
+                "RAILYARD_CATALOG",
+                "RAILYARD_REPLICA_ID",
+                "RAILYARD_LEADER_TTL",
+            ],
+        ),
+        (
+            &["audit", "serve"],
+            &[
+                "RAILYARD_TOKENS_FILE",
+                "RAILYARD_REPLICA_ID",
+                "RAILYARD_LEADER_TTL",
+            ],
+        ),
     ];
     for (command, own) in cases {
         let text = help(command);

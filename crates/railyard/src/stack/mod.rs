@@ -387,12 +387,24 @@ pub fn planner_task(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
+    planner_replica_task(config, None, metrics, bus, shutdown)
+}
+
+/// [`planner_task`] as one of several replicas when `leader` is given: it decides only while
+/// it holds the planner's leader lease.
+pub fn planner_replica_task(
+    config: railyard_planner::service::PlannerConfig,
+    leader: Option<railyard_bus::LeaderConfig>,
+    metrics: &Metrics,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
     let options = railyard_store::RunOptions {
         progress: Some(reader_progress(metrics, "planner")),
         ..railyard_store::RunOptions::default()
     };
     async move {
-        railyard_planner::service::run_with(config, bus, shutdown, options)
+        railyard_planner::service::run_replica(config, leader, bus, shutdown, options)
             .await
             .context("planner")
     }

@@ -162,7 +162,12 @@ function releasesView(params) {
       const answer = await api(`/v1/releases?${query}`);
       if (stopped) return;
       cursors[page + 1] = answer.next_cursor || null;
-      body.replaceChildren(...answer.items.map(row));
+      // Rows already shown are updated in place, so a link or the focus in one stays put.
+      const shown = new Map([...body.querySelectorAll("tr[data-release]")].map((tr) => [tr.dataset.release, tr]));
+      body.replaceChildren(...answer.items.map((summary) => {
+        const tr = shown.get(summary.release);
+        return tr ? update(tr, summary) : row(summary);
+      }));
       if (!answer.items.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No release matches.")));
       pager.replaceChildren(
         h("button", { type: "button", id: "page-prev", disabled: page === 0, onclick: () => { page -= 1; reload(); } }, "← Newer"),
@@ -200,7 +205,7 @@ function releasesView(params) {
       let stale = false;
       for (const summary of changed) {
         const shown = [...body.querySelectorAll("tr[data-release]")].find((tr) => tr.dataset.release === summary.release);
-        if (shown && passes(summary)) shown.replaceWith(row(summary));
+        if (shown && passes(summary)) update(shown, summary);
         else if (shown || (page === 0 && passes(summary))) stale = true;
       }
       if (stale) reload();
@@ -211,6 +216,13 @@ function releasesView(params) {
     for (const cell of body.querySelectorAll("td[data-at]")) cell.textContent = age(cell.dataset.at);
   }, 15000);
   return () => { stopped = true; controller.abort(); clearInterval(ages); };
+}
+
+/** Puts `summary` into a row already shown: every cell but the first (its link) anew. */
+function update(tr, summary) {
+  const fresh = row(summary);
+  [...tr.children].forEach((cell, i) => { if (i > 0) cell.replaceWith(fresh.children[1]); });
+  return tr;
 }
 
 function row(summary) {

@@ -428,7 +428,13 @@ impl RawConsumer {
         config: pull::Config,
     ) -> Result<RawConsumer, BusError> {
         let name = config.durable_name.clone().unwrap_or_default();
-        let consumer = create_durable(bus, stream, &config).await?;
+        let mut patience = Patience::new();
+        let consumer = loop {
+            match create_durable(bus, stream, &config).await {
+                Ok(consumer) => break consumer,
+                Err(error) => patience.pause_or(bus, &name, error).await?,
+            }
+        };
         Ok(RawConsumer {
             bus: bus.clone(),
             stream,
@@ -667,6 +673,45 @@ impl ReplayState {
     }
 }
 
+/// Creating a consumer while NATS does not answer in time (a cluster electing leaders after
+/// losing a node; the chaos soak saw services that started then exit): each timeout pauses as
+/// a failing pull does and is tried again, until `consumer_error_budget` has passed; any other
+/// failure (a missing stream, settings that cannot change) is reported at once.
+struct Patience {
+    since: Instant,
+    pause: Duration,
+}
+
+impl Patience {
+    fn new() -> Patience {
+        Patience {
+            since: Instant::now(),
+            pause: Duration::from_millis(50),
+        }
+    }
+
+    /// Pauses before the next attempt, or gives `error` back when it is not worth another.
+    async fn pause_or(
+        &mut self,
+        bus: &Bus,
+        consumer: &str,
+        error: BusError,
+    ) -> Result<(), BusError> {
+        let unanswered = matches!(error, BusError::Timeout { .. });
+        if !unanswered || self.since.elapsed() >= bus.config().consumer_error_budget {
+            return Err(error);
+        }
+        tracing::warn!(
+            consumer,
+            error = %crate::error::error_chain(&error),
+            "creating the consumer failed; trying again"
+        );
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        Ok(())
+    }
+}
+
 /// Messages one replay pull asks for.
 const REPLAY_BATCH: usize = 500;
 
@@ -883,9 +928,14 @@ impl Bus {
                 messages: None,
             })),
         };
-        // Create the first consumer now so that a missing stream is reported here.
+        // Create the first consumer now so that a missing stream is reported here; while NATS
+        // does not answer (a cluster electing leaders after losing a node), ask again within
+        // the error budget rather than fail the service that is starting.
         if let Kind::Replay(state) = &mut raw.kind {
-            state.start(self).await?;
+            let mut patience = Patience::new();
+            while let Err(error) = state.start(self).await {
+                patience.pause_or(self, name, error).await?;
+            }
         }
         Ok(EventConsumer { raw })
     }

@@ -307,13 +307,14 @@ impl Ctx {
 pub(crate) enum Other {
     /// Never requested: it holds nothing up.
     Unknown,
-    /// Final (for good): it holds nothing up any more.
-    Final,
-    /// In flight: its steps tell.
+    /// Final, which is for good: it holds nothing up any more.
+    Settled,
+    /// In flight: its steps tell. (A step of it that succeeded is read again each time: a
+    /// rollback that stops half-way undoes it and holds the release without ending it.)
     Live(Box<ReleaseState>),
 }
 
-/// The other releases a plan waits for; one read each, none for a release this worker
+/// The other releases a plan waits for: one read each, none for a release this worker
 /// already saw final.
 pub(crate) async fn external_states(
     ctx: &Ctx,
@@ -323,11 +324,11 @@ pub(crate) async fn external_states(
     for other in decide::waits_on(state) {
         let known_final = ctx.finished.lock().is_ok_and(|f| f.contains(&other));
         let what = if known_final {
-            Other::Final
+            Other::Settled
         } else {
             match ctx.load(&other).await? {
                 None => Other::Unknown,
-                Some(current) if current.state.status.is_final() => Other::Final,
+                Some(current) if current.state.status.is_final() => Other::Settled,
                 Some(current) => Other::Live(Box::new(current.state)),
             }
         };
@@ -343,7 +344,7 @@ pub(crate) fn external_done(
     move |edge| match states.get(&edge.release) {
         Some(Other::Live(other)) => other.steps.get(&edge.from) == Some(&StepStatus::Succeeded),
         // A final release, or one that was never requested, holds nothing up.
-        Some(Other::Final | Other::Unknown) | None => true,
+        Some(Other::Settled | Other::Unknown) | None => true,
     }
 }
 
@@ -378,6 +379,10 @@ pub(crate) async fn take_step(
         return skip("this worker is running it".to_owned());
     };
     let mut lease: Option<Lease> = None;
+    // The other releases this one waits for, read once: the second pass below, after the
+    // lease, follows within moments and re-reads only this release (their state could change
+    // between that read and the step's start either way).
+    let mut externals: Option<BTreeMap<ReleaseId, Other>> = None;
     loop {
         let Some(current) = ctx.load(release).await? else {
             return skip("the release has no events".to_owned());
@@ -408,8 +413,10 @@ pub(crate) async fn take_step(
             None => return release_then(lease, skip("unknown step".to_owned())).await,
         };
         if fresh {
-            let externals = external_states(ctx, state).await?;
-            let done = external_done(&externals);
+            if externals.is_none() {
+                externals = Some(external_states(ctx, state).await?);
+            }
+            let done = external_done(externals.as_ref().expect("read above"));
             if !decide::ready(state, step_id, &done) {
                 return release_then(lease, skip("it waits for other steps".to_owned())).await;
             }

@@ -540,8 +540,12 @@ async fn campaign_loop(
                 }
                 tell(&config, &leading, true);
                 let why = loop {
+                    // Renew every third of the ttl; after failures, try once more right at the
+                    // deadline, and stop leading there whatever NATS answers.
+                    let expires_at = lease.record().expires_at;
+                    let left = |now: DateTime<Utc>| (expires_at - now).to_std().unwrap_or_default();
                     tokio::select! {
-                        () = config.clock.sleep(every) => {}
+                        () = config.clock.sleep(every.min(left(config.clock.now()))) => {}
                         _ = stop.changed() => {
                             tell(&config, &leading, false);
                             match (*lease).resign().await {
@@ -551,13 +555,22 @@ async fn campaign_loop(
                             return;
                         }
                     }
-                    match lease.renew().await {
+                    let deadline = config.clock.sleep(left(config.clock.now()));
+                    let renewed = tokio::select! {
+                        renewed = lease.renew() => renewed,
+                        () = deadline => {
+                            break format!(
+                                "it expired at {} before it could be renewed",
+                                expires_at.to_rfc3339()
+                            );
+                        }
+                    };
+                    match renewed {
                         Ok(()) => {}
                         Err(error @ BusError::LeaseLost { .. }) => {
                             break format!("another replica took the lease over ({error})");
                         }
                         Err(error) => {
-                            let expires_at = lease.record().expires_at;
                             if config.clock.now() >= expires_at {
                                 break format!(
                                     "it could not be renewed before it expired at {} ({error})",

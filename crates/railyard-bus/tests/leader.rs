@@ -163,3 +163,27 @@ async fn a_deposed_leader_cannot_renew_nor_write_a_handoff() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_leader_cut_off_from_nats_stops_leading_at_its_deadline() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
+    let bus = bus_on(&server, &clock).await?;
+    let own = bus_on(&server, &clock).await?;
+    let a = Leadership::start(own.clone(), config("a", &clock));
+    let mut a_leads = a.watch();
+    until(&mut a_leads, true).await?;
+    clock.wait_for_sleepers(1).await;
+
+    // Its connection is gone: no renewal reaches NATS. Short of the deadline it still leads
+    // (nobody else may lead either); at the deadline it stops, and b takes over.
+    own.close().await?;
+    clock.advance(Duration::from_secs(6));
+    assert!(a.is_leading());
+    clock.advance(Duration::from_secs(3));
+    until(&mut a_leads, false).await?;
+    let b = Leadership::start(bus.clone(), config("b", &clock));
+    let mut b_leads = b.watch();
+    until(&mut b_leads, true).await?;
+    Ok(())
+}

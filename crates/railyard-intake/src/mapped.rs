@@ -161,18 +161,17 @@ impl<'a> Resolver<'a> {
 
     /// A service the sender named: 422 at `path` when the catalog does not have it.
     pub fn named(&self, name: &str, path: &str) -> Result<ServiceName, Refused> {
-        let known: Vec<&str> = self
-            .catalog
-            .services
-            .keys()
-            .map(ServiceName::as_str)
-            .collect();
         match ServiceName::new(name) {
             Ok(service) if self.catalog.services.contains_key(&service) => Ok(service),
             _ => Err(Refused::invalid(
                 format!(
                     "service {name:?} is not in the catalog: use one of [{}] or add it to railyard.toml",
-                    known.join(", ")
+                    self.catalog
+                        .services
+                        .keys()
+                        .map(ServiceName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 path,
             )),

@@ -109,7 +109,7 @@ pub async fn serve_nats(intake: Intake, shutdown: CancellationToken) -> Result<(
             }
             drop(permit);
         };
-        tokio::spawn(task.instrument(span));
+        tokio::spawn(crate::intake::owned_task(task).instrument(span));
     };
     subscription.stop().await;
     let clock = intake.config().clock.clone();

@@ -460,9 +460,15 @@ const ACTIONS = [
   ["cancel", "operator", "Cancel", (s) => s.status === "requested" || s.status === "planned" || s.status === "held"],
 ];
 
+const newest = new WeakMap(); // an actions bar -> the status its buttons act on
+
+/** The buttons the role may press now; the same buttons stay (and keep focus) as events arrive. */
 function paintActions(box, status, refresh) {
-  const buttons = ACTIONS.filter(([, role, , when]) => has(role) && when(status))
-    .map(([name, , label]) => h("button", { type: "button", "data-action": name, class: name === "approve" ? "primary" : "", onclick: () => act(name, label, status, refresh) }, label));
+  newest.set(box, status);
+  const allowed = ACTIONS.filter(([, role, , when]) => has(role) && when(status));
+  const shown = [...box.children].map((button) => button.dataset.action).join(" ");
+  if (shown === allowed.map(([name]) => name).join(" ")) return;
+  const buttons = allowed.map(([name, , label]) => h("button", { type: "button", "data-action": name, class: name === "approve" ? "primary" : "", onclick: () => act(name, label, newest.get(box), refresh) }, label));
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.action : null;
   box.replaceChildren(...buttons);
   if (focused) { const again = box.querySelector(`[data-action="${focused}"]`); if (again) again.focus(); }

@@ -553,6 +553,11 @@ fn the_console_follows_acts_on_and_explains_the_demo_releases() {
         "return !!document.querySelector('tr[data-release=\"orders-v3\"] a')",
     );
     println!("list: orders-v3 submitted to shown {:?}", sent.elapsed());
+    // Its row follows it in place: planned, then where it is.
+    browser.wait_for(
+        "orders-v3's row updated to in progress",
+        "const r = document.querySelector('tr[data-release=\"orders-v3\"]'); return r && r.querySelector('[data-status=planned]') && r.querySelector('.env.current')",
+    );
     assert_eq!(
         browser.js("return window.__listDocument || null", json!([])),
         "yes",

@@ -589,7 +589,14 @@ impl Notifier {
                 replica.term = None;
                 Ok(false)
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                // What this replica did is in its ledger; following again, it hands over
+                // from there if it still leads, and otherwise the leader redoes at most this
+                // message's last call.
+                warn!(%error, "could not hand the notifier's progress over; following again from the ledger");
+                replica.term = None;
+                Ok(false)
+            }
         }
     }
 

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,10 @@ struct Args {
     /// How many promotion workers run.
     #[arg(long, env = "SOAK_WORKERS", default_value_t = 3)]
     workers: usize,
+    /// How many planner replicas run (`--replica-id planner-<n>`); the one holding the
+    /// planner's leader lease is the one killed.
+    #[arg(long, env = "SOAK_PLANNERS", default_value_t = 2)]
+    planners: usize,
     /// How long a deploy command runs: between these many milliseconds.
     #[arg(long, default_value_t = 500)]
     step_min_ms: u64,
@@ -417,22 +422,21 @@ fn check_commands(lines: &[Line], killed_workers: &BTreeSet<u32>) -> Commands {
             .push(line);
     }
     for ((release, step, form), starts) in &runs {
-        // At most one successful completion per attempt (and one start per attempt).
-        let mut per_attempt: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+        // At most one successful completion per attempt by a worker that lived on (a
+        // rollback taken over after its worker died keeps the attempt number).
+        let mut per_attempt: BTreeMap<u32, usize> = BTreeMap::new();
         for start in starts {
-            let entry = per_attempt.entry(start.attempt).or_default();
-            entry.0 += 1;
-            if ends
+            let succeeded = ends
                 .get(&start.pid)
-                .is_some_and(|end| end.kind == "done" && end.code == Some(0))
-            {
-                entry.1 += 1;
+                .is_some_and(|end| end.kind == "done" && end.code == Some(0));
+            if succeeded && !killed_workers.contains(&start.worker) {
+                *per_attempt.entry(start.attempt).or_default() += 1;
             }
         }
-        for (attempt, (started, succeeded)) in per_attempt {
-            if started > 1 || succeeded > 1 {
+        for (attempt, succeeded) in per_attempt {
+            if succeeded > 1 {
                 out.violations.push(format!(
-                    "{release} {step} ({form}) attempt {attempt}: started {started} times, succeeded {succeeded} times"
+                    "{release} {step} ({form}) attempt {attempt}: succeeded {succeeded} times"
                 ));
             }
         }
@@ -445,7 +449,7 @@ fn check_commands(lines: &[Line], killed_workers: &BTreeSet<u32>) -> Commands {
                 (false, Some("done"), true) => out.reruns_after_command += 1,
                 (false, _, true) => out.reruns_mid_command += 1,
                 (false, _, false) => out.violations.push(format!(
-                    "{release} {step} ({form}) attempt {} ran again although its worker (pid {}) lived",
+                    "{release} {step} ({form}) ran again after attempt {} although its worker (pid {}) lived",
                     start.attempt, start.worker
                 )),
                 (true, None, false) => out.violations.push(format!(
@@ -476,8 +480,11 @@ struct Soak {
     services: Vec<ServiceProcess>,
     started: Instant,
     rng: Rng,
+    /// Promotion workers (and any service) the soak killed or that exited on their own.
     killed_workers: BTreeSet<u32>,
     kills: BTreeMap<&'static str, usize>,
+    /// As the admin user, to find the planner that leads.
+    bus: Bus,
     failures: Vec<String>,
     rss: BTreeMap<String, Rss>,
     /// NATS nodes down, and when each comes back.
@@ -504,12 +511,30 @@ impl Soak {
         Ok(())
     }
 
-    fn kill_planner(&mut self) -> anyhow::Result<()> {
-        let service = self.service("planner");
+    /// Kills the planner replica that holds the planner's leader lease (any one when none
+    /// holds it now) and starts it again.
+    async fn kill_planner(&mut self) -> anyhow::Result<()> {
+        let leader = match self.bus.leader("planner").await {
+            Ok(record) => record.map(|record| record.holder),
+            Err(_) => None,
+        };
+        let name = match &leader {
+            Some(holder) if self.services.iter().any(|service| &service.name == holder) => {
+                holder.clone()
+            }
+            _ => format!("planner-{}", 1 + self.rng.below(self.args.planners.max(1))),
+        };
+        let service = self.service(&name);
         let pid = service.kill();
         service.restart()?;
-        *self.kills.entry("planner").or_default() += 1;
-        self.say(&format!("killed the planner (pid {pid}), started again"));
+        let what = if leader.as_deref() == Some(name.as_str()) {
+            *self.kills.entry("planner leader").or_default() += 1;
+            "the leading planner"
+        } else {
+            *self.kills.entry("planner").or_default() += 1;
+            "a planner (none held the lease)"
+        };
+        self.say(&format!("killed {what}, {name} (pid {pid}), started again"));
         Ok(())
     }
 
@@ -554,6 +579,9 @@ impl Soak {
         let mut exited = Vec::new();
         for service in &mut self.services {
             if !service.is_running() {
+                // Its commands died with it (a failure of its own, reported below), so the
+                // deploy log's re-runs after it are not counted against the others.
+                self.killed_workers.insert(service.pid());
                 exited.push(format!(
                     "{} exited on its own; the end of its log:\n{}",
                     service.name,
@@ -689,15 +717,16 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     let slack_served = slack.serve().await?;
     let store = |name: &str| deployment.path(name).display().to_string();
     let strings = |args: &[&str]| args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>();
-    let mut services = vec![
-        deployment.spawn("intake", "intake", &strings(&["intake"]), &[])?,
-        deployment.spawn(
+    let mut services = vec![deployment.spawn("intake", "intake", &strings(&["intake"]), &[])?];
+    for index in 1..=args.planners.max(1) {
+        let name = format!("planner-{index}");
+        services.push(deployment.spawn(
+            &name,
             "planner",
-            "planner",
-            &strings(&["planner", "--store", &store("planner")]),
+            &strings(&["planner", "--store", &store(&name), "--replica-id", &name]),
             &[],
-        )?,
-    ];
+        )?);
+    }
     for index in 1..=args.workers {
         let name = format!("promoter-{index}");
         services.push(deployment.spawn(
@@ -795,6 +824,22 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         seed,
     ));
 
+    // Ctrl-C or SIGTERM ends the run; returning drops the services and the cluster, which
+    // kills their processes.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupted);
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+
     let started = Instant::now();
     let mut soak = Soak {
         rng: Rng(seed),
@@ -805,6 +850,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         started,
         killed_workers: BTreeSet::new(),
         kills: BTreeMap::new(),
+        bus: bus.clone(),
         failures: Vec::new(),
         rss: BTreeMap::new(),
         down: Vec::new(),
@@ -818,6 +864,10 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     let mut draining = false;
     let drain_end = end + soak.args.drain;
     loop {
+        if interrupted.load(Ordering::SeqCst) {
+            follow.abort();
+            anyhow::bail!("interrupted: the services and the NATS nodes were stopped");
+        }
         let now = Instant::now();
         if now >= next_sample {
             soak.sample_rss();
@@ -839,7 +889,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
                 next_worker = next_worker.map(|at| at + soak.args.worker_kill_every);
             }
             if next_planner.is_some_and(|at| now >= at) {
-                soak.kill_planner()?;
+                soak.kill_planner().await?;
                 next_planner = next_planner.map(|at| at + soak.args.planner_kill_every);
             }
             if next_nats.is_some_and(|at| now >= at) {
@@ -1055,10 +1105,12 @@ async fn check(
         percentile(100)
     );
     println!(
-        "kills: {} workers, {} NATS nodes, {} planner (single planner, killed and started again)",
+        "kills: {} workers, {} NATS nodes, {} leading planners and {} other planners (of {} replicas)",
         soak.kills.get("worker").unwrap_or(&0),
         soak.kills.get("nats").unwrap_or(&0),
-        soak.kills.get("planner").unwrap_or(&0)
+        soak.kills.get("planner leader").unwrap_or(&0),
+        soak.kills.get("planner").unwrap_or(&0),
+        soak.args.planners.max(1)
     );
     println!(
         "commands: {} started; re-runs {} after the worker died mid-command, {} after the command but before the worker recorded it; {} ran on after their worker died",

@@ -19,6 +19,7 @@ pub mod redact;
 pub mod release;
 pub mod release_state;
 pub mod schema;
+pub mod step;
 
 pub use catalog::Catalog;
 #[cfg(feature = "clock")]

@@ -32,10 +32,31 @@ impl Action {
             Action::Approve => "approve",
         }
     }
+
+    /// The action named `name` in a step id (`migrate`, `deploy`, `verify`, `approve`).
+    pub fn parse(name: &str) -> Option<Action> {
+        [
+            Action::Migrate,
+            Action::Deploy,
+            Action::Verify,
+            Action::Approve,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == name)
+    }
 }
 
-/// A step id, `<env>:<action>:<target>` (`production:deploy:orders-api`,
-/// `staging:migrate:orders-db@43`, `production:approve:rel-42`).
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step id as the plan and the events carry it, `<env>:<action>:<target>`
+/// (`production:deploy:orders-api`, `staging:migrate:orders-db@43`,
+/// `production:approve:rel-42`). It is only ever built and read through the typed
+/// [`crate::step::StepId`] (`to_string`, `parse`); the fields stay this string until every
+/// crate takes the typed one.
 pub type StepId = String;
 
 /// Builds the stable id of a step.

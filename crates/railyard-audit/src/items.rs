@@ -12,7 +12,7 @@ use crate::record::{Record, split_step};
 /// One event, as timelines show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventItem {
-    /// Record number (also the SSE id).
+    /// Record number.
     pub n: u64,
     /// Stream sequence.
     pub sequence: u64,

@@ -378,7 +378,7 @@ async fn live_releases(
 
 /// The last record whose stream sequence is at most `sequence` (0 when none is): records are
 /// numbered in stream order, so a binary search over `1..=head` finds it.
-async fn last_record_at_or_before(
+pub(crate) async fn last_record_at_or_before(
     reader: &Reader,
     sequence: u64,
     head: u64,

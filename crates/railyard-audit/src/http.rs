@@ -2,7 +2,7 @@
 //! filtered by service, environment, status, requester and time, cursor pages; any valid
 //! token), `GET /v1/releases/{id}` (status, any valid
 //! token), `GET /v1/releases/{id}/events` (Server-Sent Events: the release's history, then
-//! live; the SSE id is the record number, so `Last-Event-ID` resumes), `GET
+//! live; the SSE id is a stream sequence, so `Last-Event-ID` resumes), `GET
 //! /v1/audit/{query}` (auditor; JSON pages with a cursor, or `format=csv`), `POST
 //! /v1/audit/verify` (auditor) and `GET /v1/audit/export` (auditor: the whole record as JSON
 //! lines, sealed for the export by a signed checkpoint; see [`crate::export`]). For the web
@@ -222,10 +222,17 @@ async fn list(
 
 #[derive(Debug, Deserialize)]
 struct EventsParams {
-    /// Resume after this record number (as `Last-Event-ID` does).
+    /// Resume after this stream sequence (as `Last-Event-ID` does).
     after: Option<u64>,
 }
 
+/// `GET /v1/releases/{id}/events`: the release's events after the stream sequence given by
+/// `Last-Event-ID` (or `?after=`; from the start without either), then each new one as the
+/// projection commits it. Each event's SSE id is the stream sequence through which the client
+/// then holds every event of the release: the event's own sequence when it is the last of its
+/// append, the one before it otherwise (an append may carry several events), so a reconnect
+/// with `Last-Event-ID` misses nothing and repeats at most the rest of one append (`n` tells
+/// the repeats apart).
 async fn events(
     State(audit): State<Audit>,
     Authenticated(_): Authenticated,
@@ -243,45 +250,69 @@ async fn events(
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
                     ApiError::malformed(
-                        "Last-Event-ID must be the id of an event this stream sent (a record number)",
+                        "Last-Event-ID must be the id of an event this stream sent (a stream sequence)",
                         "Last-Event-ID",
                     )
                 })?,
         ),
     };
-    let after = last_event_id.or(params.after).unwrap_or(0);
-    Ok(Sse::new(release_stream(audit, id.to_string(), after)))
+    let after_n = match last_event_id.or(params.after) {
+        None | Some(0) => 0,
+        Some(sequence) => {
+            let reader = audit.reader();
+            let head = reader.head().await?;
+            crate::console_api::last_record_at_or_before(reader, sequence, head.n).await?
+        }
+    };
+    Ok(Sse::new(release_stream(audit, id.to_string(), after_n)))
 }
 
 struct Follow {
     audit: Audit,
     release: String,
-    after: u64,
-    pending: VecDeque<Record>,
+    /// The last record read (a record number: the release's index is keyed by them).
+    after_n: u64,
+    /// Records read and not sent yet, each with its SSE id.
+    pending: VecDeque<(Record, u64)>,
     committed: tokio::sync::watch::Receiver<u64>,
     ended: bool,
 }
 
-fn sse_event(record: &Record) -> Event {
+fn sse_event(record: &Record, id: u64) -> Event {
     let item = EventItem::from(record);
     Event::default()
-        .id(record.n.to_string())
+        .id(id.to_string())
         .event(item.kind.clone())
         .json_data(&item)
         .unwrap_or_else(|_| Event::default().comment("an event that does not serialize"))
 }
 
-/// The release's records after `after`, then each new one as the projection commits it.
+/// Queues `records` (the release's, in stream order, each append whole) with their SSE ids:
+/// a record's own stream sequence when the next one is of another append, else the sequence
+/// before it.
+fn queue(pending: &mut VecDeque<(Record, u64)>, records: Vec<Record>) {
+    let mut records = records.into_iter().peekable();
+    while let Some(record) = records.next() {
+        let id = match records.peek() {
+            Some(next) if next.sequence == record.sequence => record.sequence.saturating_sub(1),
+            _ => record.sequence,
+        };
+        pending.push_back((record, id));
+    }
+}
+
+/// The release's records after record `after_n`, then each new one as the projection commits
+/// it.
 fn release_stream(
     audit: Audit,
     release: String,
-    after: u64,
+    after_n: u64,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let committed = audit.reader().store().watch_checkpoint();
     let state = Follow {
         audit,
         release,
-        after,
+        after_n,
         pending: VecDeque::new(),
         committed,
         ended: false,
@@ -291,24 +322,31 @@ fn release_stream(
             return None;
         }
         loop {
-            if let Some(record) = s.pending.pop_front() {
-                s.after = record.n;
-                return Some((Ok(sse_event(&record)), s));
+            if let Some((record, id)) = s.pending.pop_front() {
+                return Some((Ok(sse_event(&record, id)), s));
             }
             // Mark the current checkpoint seen before reading, so a commit that lands
             // after the read wakes the wait below.
             s.committed.borrow_and_update();
-            match s
-                .audit
-                .reader()
-                .release_records(&s.release, Some(s.after))
-                .await
-            {
-                Ok(records) if !records.is_empty() => {
-                    s.pending.extend(records);
-                    continue;
+            let reader = s.audit.reader();
+            // The head is written in the same batch as an append's records: reading only up
+            // to it, every append read is whole, so the last record read ends its append.
+            let read = match reader.head().await {
+                Ok(head) => reader
+                    .release_records(&s.release, Some(s.after_n))
+                    .await
+                    .map(|records| (head, records)),
+                Err(error) => Err(error),
+            };
+            match read {
+                Ok((head, mut records)) => {
+                    records.retain(|record| record.n <= head.n);
+                    if let Some(last) = records.last() {
+                        s.after_n = last.n;
+                        queue(&mut s.pending, records);
+                        continue;
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => {
                     warn!(release = %s.release, error = %error, "event stream stopped");
                     s.ended = true;

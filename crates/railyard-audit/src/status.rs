@@ -163,7 +163,8 @@ pub struct ReleaseStatus {
     pub owner_to_act: Option<OwnerToAct>,
     /// Events folded.
     pub events: u64,
-    /// The record number of the last event (resume the event stream after it).
+    /// The stream sequence of the last event (resume the event stream after it: `?after=` or
+    /// `Last-Event-ID`).
     pub last_event: u64,
     /// When the last event happened.
     pub updated_at: DateTime<Utc>,
@@ -270,7 +271,7 @@ pub fn release_status(records: &[Record]) -> Option<ReleaseStatus> {
         ended_because: state.ended_because.clone(),
         owner_to_act,
         events: state.events,
-        last_event: records.last().map_or(0, |r| r.n),
+        last_event: records.last().map_or(0, |r| r.sequence),
         updated_at: state.updated_at,
         anomalies,
     })

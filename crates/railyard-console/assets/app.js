@@ -355,11 +355,13 @@ function releaseView(id) {
   follow(`/v1/releases/${encodeURIComponent(id)}/events`, {
     signal: controller.signal,
     onState: (state, why) => { liveState.textContent = state === "live" ? "· live" : `· ${state}${why ? ": " + why : ""}`; liveState.dataset.state = state; },
-    onEvent: ({ id: n, event, data }) => {
+    onEvent: ({ event, data }) => {
       if (event === "error") { notice(data); return; }
       let item;
       try { item = JSON.parse(data); } catch { return; }
-      timeline.prepend(h("li", { "data-n": n, "data-type": item.type },
+      // A reconnect in the middle of an append sends the rest of it again: shown once.
+      if (timeline.querySelector(`li[data-n="${item.n}"]`)) return;
+      timeline.prepend(h("li", { "data-n": item.n, "data-type": item.type },
         h("time", { datetime: item.at }, new Date(item.at).toLocaleTimeString()), " ",
         h("code", {}, item.type), " ", h("span", { class: "muted" }, item.actor), " — ", item.summary));
       refresh();

@@ -297,7 +297,8 @@ pub struct StatusArgs {
 pub struct WatchArgs {
     /// The release id.
     pub id: String,
-    /// Start after this event (record number) instead of from the beginning.
+    /// Start after this stream sequence (an event's SSE id, or the status's `last_event`)
+    /// instead of from the beginning.
     #[arg(long)]
     pub after: Option<u64>,
     /// Give up after this many failed reconnects in a row.

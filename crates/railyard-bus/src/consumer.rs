@@ -402,6 +402,8 @@ struct ReplayState {
     consumer_sequence: u64,
     /// The current ephemeral consumer's name, deleted when it is replaced.
     consumer_name: Option<String>,
+    /// `next_sequence` when the last stall check found it stored but not delivered.
+    suspect: Option<u64>,
     messages: Option<pull::Stream>,
 }
 
@@ -536,15 +538,27 @@ impl RawConsumer {
                 if state.messages.is_none() {
                     state.start(&self.bus).await?;
                 }
-                let Some(messages) = state.messages.as_mut() else {
-                    return Ok(None);
+                let config = self.bus.config();
+                let next = loop {
+                    let Some(messages) = state.messages.as_mut() else {
+                        return Ok(None);
+                    };
+                    tokio::select! {
+                        next = messages.next() => break next,
+                        () = config.clock.sleep(2 * config.idle_heartbeat) => {}
+                    }
+                    if let Some(error) = state.stalled(&self.bus, self.stream).await {
+                        state.messages = None;
+                        return Err(error);
+                    }
                 };
-                let error = match messages.next().await {
+                let error = match next {
                     None => return Ok(None),
                     Some(Ok(message)) => match message.info() {
                         Ok(info) if info.consumer_sequence == state.consumer_sequence + 1 => {
                             state.consumer_sequence = info.consumer_sequence;
                             state.next_sequence = info.stream_sequence + 1;
+                            state.suspect = None;
                             return Ok(Some(message));
                         }
                         Ok(info) => self.bus.nats_error(
@@ -645,6 +659,42 @@ async fn create_durable(
 }
 
 impl ReplayState {
+    /// Called after two heartbeat intervals without a message: asks the stream's leader for
+    /// its last sequence, and when a message the replay has not seen was already stored at
+    /// the previous check, says the consumer went silent. A consumer re-created while a
+    /// cluster loses a node can go on sending heartbeats without ever delivering (the chaos
+    /// soak saw a leading planner plan nothing for minutes); heartbeats alone do not show
+    /// that. Two checks in a row, so a message on its way at the first is not taken for a
+    /// stall. `None` while there is nothing to read, or when the leader cannot be asked (the
+    /// pull's own errors cover a lost connection).
+    async fn stalled(&mut self, bus: &Bus, stream: &str) -> Option<BusError> {
+        let last = match bus.stream_last_sequence().await {
+            Ok(last) => last,
+            Err(error) => {
+                tracing::debug!(error = %crate::error::error_chain(&error), "cannot check whether the replay is behind");
+                return None;
+            }
+        };
+        if last < self.next_sequence {
+            self.suspect = None;
+            return None;
+        }
+        if self.suspect != Some(self.next_sequence) {
+            self.suspect = Some(self.next_sequence);
+            return None;
+        }
+        self.suspect = None;
+        Some(bus.nats_error(
+            format!("replaying {stream}"),
+            format!(
+                "message {} is stored but the replay consumer delivered nothing for {:?}; \
+                     a new consumer starts after the last message it delivered",
+                self.next_sequence,
+                4 * bus.config().idle_heartbeat
+            ),
+        ))
+    }
+
     /// Replaces the consumer with a new one starting at `next_sequence`.
     async fn start(&mut self, bus: &Bus) -> Result<(), BusError> {
         if let Some(old) = self.consumer_name.take() {
@@ -925,6 +975,7 @@ impl Bus {
                 next_sequence: from_sequence.max(1),
                 consumer_sequence: 0,
                 consumer_name: None,
+                suspect: None,
                 messages: None,
             })),
         };

@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{WAIT, bus, event, next, reasons, release};
-use railyard_bus::{ConsumerSpec, DeliverFrom, Expected};
+use common::{WAIT, bus, bus_with, event, fast_config, next, raw_jetstream, reasons, release};
+use futures::TryStreamExt;
+use railyard_bus::{BusConfig, ConsumerSpec, DeliverFrom, Expected};
 use railyard_core::AggregateId;
+use railyard_core::clock::ManualClock;
 use railyard_testkit::NatsServer;
 
 #[tokio::test]
@@ -212,6 +214,62 @@ async fn replay_reads_the_stream_in_order_from_a_sequence() -> anyhow::Result<()
 
     let mut everything = bus.replay(0).await?;
     assert_eq!(next(&mut everything).await?.stream_sequence, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replay_whose_consumer_goes_silent_starts_a_new_one() -> anyhow::Result<()> {
+    // In the chaos soak a replay consumer re-created while the cluster lost a node went on
+    // sending heartbeats and delivered nothing, and the leading planner planned nothing.
+    // A consumer paused on the server behaves the same: heartbeats, no messages.
+    let server = NatsServer::start().await?;
+    let clock = ManualClock::new("2026-01-01T00:00:00Z".parse()?);
+    let config = BusConfig {
+        clock: clock.shared(),
+        ..fast_config()
+    };
+    let check = 2 * config.idle_heartbeat;
+    let bus = bus_with(&server.url(), config).await?;
+    let a = release("a");
+    let first = bus
+        .append(&a, Expected::NoEvents, &[event(&a, "a1")])
+        .await?;
+    let mut replay = bus.replay(0).await?;
+    assert_eq!(next(&mut replay).await?.stream_sequence, first.sequence);
+
+    let js = raw_jetstream(&server.url()).await?;
+    let stream = js.get_stream("RAILYARD_EVENTS").await?;
+    let names: Vec<String> = stream.consumer_names().try_collect().await?;
+    assert_eq!(names.len(), 1, "the replay's own consumer: {names:?}");
+    let until = async_nats::datetime::add_std_duration(
+        async_nats::datetime::now(),
+        Duration::from_secs(24 * 60 * 60),
+    )
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
+    stream.pause_consumer(&names[0], until).await?;
+    let second = bus
+        .append(&a, Expected::Sequence(first.sequence), &[event(&a, "a2")])
+        .await?;
+
+    // The replay's watchdog asks the stream after two heartbeats without a message; the
+    // second time it finds the same message stored and undelivered, it starts a new consumer.
+    let mut waiting = tokio::spawn(async move { replay.next().await });
+    let delivery = tokio::time::timeout(WAIT, async {
+        loop {
+            tokio::select! {
+                done = &mut waiting => break done,
+                () = clock.wait_for_sleepers(1) => {
+                    clock.advance(check);
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the silent replay was not replaced"))???
+    .expect("open");
+    assert_eq!(delivery.stream_sequence, second.sequence);
+    assert_eq!(reasons(&delivery.envelopes), ["a2"]);
     Ok(())
 }
 

@@ -5,10 +5,9 @@
 //! step is its own. A conflict re-reads the release and decides again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use railyard_bus::{AppendError, Bus, BusError, Expected, Lease};
+use railyard_bus::{AppendError, Bus, Expected, Lease};
 use railyard_core::catalog::{Gate, OnFailure, Strategy};
 use railyard_core::event::{
     ApprovalRequested, GateEvaluated, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
@@ -28,6 +27,7 @@ use crate::error::PromoterError;
 use crate::freeze;
 use crate::gate::{GateCheck, kind};
 use crate::inventory;
+use crate::lease::{Claim, Leases, release_then};
 use crate::work::step_lease;
 
 /// What every task of one worker shares.
@@ -36,7 +36,8 @@ pub(crate) struct Ctx {
     pub(crate) config: PromoterConfig,
     pub(crate) bus: Bus,
     pub(crate) runner: Runner,
-    claimed: Mutex<HashSet<String>>,
+    /// The leases this worker holds, renewed on its clock.
+    pub(crate) leases: Leases,
     /// The releases this worker has read, folded, with the sequence they were read at: a
     /// load fetches only what was appended since (one request) instead of the whole release.
     releases: Mutex<HashMap<ReleaseId, Current>>,
@@ -79,21 +80,6 @@ impl Current {
     }
 }
 
-/// This worker's claim on a lease key: while it lives, no other task of the worker takes it.
-#[derive(Debug)]
-pub(crate) struct Claim {
-    ctx: Arc<Ctx>,
-    key: String,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if let Ok(mut claimed) = self.ctx.claimed.lock() {
-            claimed.remove(&self.key);
-        }
-    }
-}
-
 impl Ctx {
     pub(crate) fn new(config: PromoterConfig, bus: Bus) -> Arc<Ctx> {
         let runner = Runner {
@@ -105,11 +91,17 @@ impl Ctx {
             seed: config.simulation_seed,
             env: crate::adapter::ChildEnv::new(config.environment.clone(), &config.catalog),
         };
+        let leases = Leases::new(
+            bus.clone(),
+            config.worker_id.clone(),
+            config.clock.clone(),
+            config.lease_renew_interval,
+        );
         Arc::new(Ctx {
             config,
             bus,
             runner,
-            claimed: Mutex::new(HashSet::new()),
+            leases,
             releases: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
             inventory: Mutex::new(LiveInventory::default()),
@@ -118,15 +110,6 @@ impl Ctx {
 
     pub(crate) fn worker(&self) -> &str {
         &self.config.worker_id
-    }
-
-    /// Claims `key` for one task of this worker; `None` when another task has it.
-    pub(crate) fn claim(self: &Arc<Ctx>, key: &str) -> Option<Claim> {
-        let mut claimed = self.claimed.lock().ok()?;
-        claimed.insert(key.to_owned()).then(|| Claim {
-            ctx: Arc::clone(self),
-            key: key.to_owned(),
-        })
     }
 
     /// The release's state, events and last sequence; `None` when it has no events.
@@ -375,7 +358,7 @@ pub(crate) async fn take_step(
 ) -> Result<Result<Started, NotTaken>, PromoterError> {
     let skip = |why: String| Ok(Err(NotTaken::Skip(why)));
     let key = step_lease(release, step_id);
-    let Some(claim) = ctx.claim(&key) else {
+    let Some(claim) = ctx.leases.claim(&key) else {
         return skip("this worker is running it".to_owned());
     };
     let mut lease: Option<Lease> = None;
@@ -454,7 +437,7 @@ pub(crate) async fn take_step(
             }
         }
         if lease.is_none() {
-            match ctx.bus.acquire_lease(&key, ctx.worker()).await? {
+            match ctx.leases.acquire(&key).await? {
                 Some(won) => lease = Some(won),
                 None => return skip("another worker holds its lease".to_owned()),
             }
@@ -542,15 +525,6 @@ pub(crate) async fn take_step(
             current: after,
         }));
     }
-}
-
-async fn release_then<T>(lease: Option<Lease>, then: T) -> T {
-    if let Some(lease) = lease {
-        if let Err(error) = lease.release().await {
-            debug!(%error, "lease already gone");
-        }
-    }
-    then
 }
 
 /// Appends `events` expecting `sequence`; `false` on a conflict.
@@ -834,48 +808,6 @@ impl Recorder<'_> {
 #[derive(Debug)]
 struct Lost;
 
-/// Runs `work` as the only holder of lease `key` across workers (and tasks of this worker),
-/// renewing it meanwhile; `None` when someone else holds it or it was lost on the way.
-pub(crate) async fn exclusively<T>(
-    ctx: &Arc<Ctx>,
-    key: &str,
-    work: impl Future<Output = Result<T, PromoterError>>,
-) -> Result<Option<T>, PromoterError> {
-    let Some(_claim) = ctx.claim(key) else {
-        return Ok(None);
-    };
-    let Some(mut lease) = ctx.bus.acquire_lease(key, ctx.worker()).await? else {
-        return Ok(None);
-    };
-    let result = guarded(ctx, &mut lease, work).await;
-    let _ = lease.release().await;
-    result.transpose()
-}
-
-/// Runs `work` while renewing `lease` on the clock; `None` when the lease was lost.
-pub(crate) async fn guarded<T>(
-    ctx: &Ctx,
-    lease: &mut Lease,
-    work: impl Future<Output = T>,
-) -> Option<T> {
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            value = &mut work => return Some(value),
-            () = ctx.config.clock.sleep(ctx.config.lease_renew_interval) => {
-                match lease.renew().await {
-                    Ok(()) => {}
-                    Err(error @ BusError::LeaseLost { .. }) => {
-                        warn!(lease = lease.key(), %error, "lease lost; stopping the work it guarded");
-                        return None;
-                    }
-                    Err(error) => warn!(lease = lease.key(), %error, "cannot renew the lease; trying again"),
-                }
-            }
-        }
-    }
-}
-
 /// Runs a started step to its end and records the outcome.
 pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), PromoterError> {
     let Started {
@@ -900,7 +832,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
         target.colour = Some(idle_colour(&ctx, &step).await?);
     }
     let body = run_body(&ctx, &current, &step, &target, &mut recorder);
-    let outcome = match guarded(&ctx, &mut lease, body).await {
+    let outcome = match ctx.leases.guarded(&mut lease, body).await {
         None => return Ok(()), // another worker resumes it
         Some(Err(Lost)) => {
             info!(release = %release, step = %step.id, "step no longer ours; stopping");

@@ -20,6 +20,7 @@ mod exec;
 pub mod freeze;
 pub mod gate;
 pub mod inventory;
+mod lease;
 mod retire;
 mod rollback;
 mod routes;

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::adapter::DEFAULT_TIMEOUT;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, blue_green, exclusively, other_colour, target_for};
+use crate::exec::{Ctx, append_at, blue_green, other_colour, target_for};
 use crate::inventory;
 use crate::work::retire_lease;
 
@@ -46,7 +46,9 @@ pub(crate) fn pending<'a>(
 /// Retires the old colours of `release` (see the module documentation).
 pub(crate) async fn retire(ctx: &Arc<Ctx>, release: &ReleaseId) -> Result<(), PromoterError> {
     // Nothing to do when another worker is at it.
-    exclusively(ctx, &retire_lease(release), retire_all(ctx, release)).await?;
+    ctx.leases
+        .exclusively(&retire_lease(release), retire_all(ctx, release))
+        .await?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::adapter::{DEFAULT_TIMEOUT, Form, Target};
 use crate::decide;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, exclusively, target_for};
+use crate::exec::{Ctx, append_at, target_for};
 use crate::inventory;
 use crate::work::{rollback_lease, step_lease};
 
@@ -173,7 +173,9 @@ pub(crate) async fn roll_back(
 ) -> Result<RollbackEnd, PromoterError> {
     // Nothing to do when another worker is rolling it back.
     let work = undo_all(ctx, release, env, reason, partial);
-    Ok(exclusively(ctx, &rollback_lease(release), work)
+    Ok(ctx
+        .leases
+        .exclusively(&rollback_lease(release), work)
         .await?
         .unwrap_or(RollbackEnd::Done))
 }

@@ -277,7 +277,7 @@ async fn sweep_once(
     view: &ProjectionStore<PromoterView>,
     at: Sweep,
 ) -> Result<(), PromoterError> {
-    let Some(lease) = ctx.bus.acquire_lease(SWEEP_LEASE, ctx.worker()).await? else {
+    let Some(lease) = ctx.leases.acquire(SWEEP_LEASE).await? else {
         debug!("another worker is sweeping");
         return Ok(());
     };

@@ -3,7 +3,7 @@
 //! marked stored only after — and leases with an expiry read from the bus's clock, taken over
 //! by compare-and-set once expired (`railyard-leases`, whose TTL also removes abandoned ones).
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -134,10 +134,10 @@ impl Bus {
         let operation = || format!("claiming delivery {id:?}");
         let mut last_holder = None;
         for _ in 0..CLAIM_ATTEMPTS {
-            match bucket.create(&encoded, claim.to_bytes()).await {
-                Ok(revision) => return Ok(claimed(revision)),
-                Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {}
-                Err(error) => return Err(self.nats_error(operation(), error)),
+            if let Some(revision) =
+                write_if(self, bucket, &encoded, claim.to_bytes(), None, operation).await?
+            {
+                return Ok(claimed(revision));
             }
             let entry = bucket
                 .entry(&encoded)
@@ -164,14 +164,18 @@ impl Bus {
                 } => {
                     tracing::warn!(delivery = id, holder = %current, "taking over an expired delivery claim (or our own, left by a settling that failed)");
                     last_holder = Some(current);
-                    match bucket
-                        .update(&encoded, claim.to_bytes(), entry.revision)
-                        .await
-                    {
-                        Ok(revision) => return Ok(claimed(revision)),
-                        // Someone else took it over or settled it first: look again.
-                        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {}
-                        Err(error) => return Err(self.nats_error(operation(), error)),
+                    // `None`: someone else took it over or settled it first: look again.
+                    let written = write_if(
+                        self,
+                        bucket,
+                        &encoded,
+                        claim.to_bytes(),
+                        Some(entry.revision),
+                        operation,
+                    )
+                    .await?;
+                    if let Some(revision) = written {
+                        return Ok(claimed(revision));
                     }
                 }
             }
@@ -193,15 +197,19 @@ impl Bus {
     ) -> Result<(), BusError> {
         let record = DeliveryRecord::Stored { stored_at: now };
         let bucket = self.deliveries_bucket().await?;
-        match bucket
-            .update(&claim.encoded, record.to_bytes(), claim.revision)
-            .await
+        let operation = || format!("marking delivery {:?} stored", claim.id);
+        match write_if(
+            self,
+            bucket,
+            &claim.encoded,
+            record.to_bytes(),
+            Some(claim.revision),
+            operation,
+        )
+        .await?
         {
-            Ok(_) => Ok(()),
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(claim.lost()),
-            Err(error) => {
-                Err(self.nats_error(format!("marking delivery {:?} stored", claim.id), error))
-            }
+            Some(_) => Ok(()),
+            None => Err(claim.lost()),
         }
     }
 
@@ -209,13 +217,11 @@ impl Bus {
     /// retry is accepted at once.
     pub async fn release_delivery(&self, claim: ClaimedDelivery) -> Result<(), BusError> {
         let bucket = self.deliveries_bucket().await?;
-        match bucket
-            .delete_expect_revision(&claim.encoded, Some(claim.revision))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(claim.lost()),
-            Err(error) => Err(self.nats_error(format!("releasing delivery {:?}", claim.id), error)),
+        let operation = || format!("releasing delivery {:?}", claim.id);
+        if delete_if(self, bucket, &claim.encoded, claim.revision, operation).await? {
+            Ok(())
+        } else {
+            Err(claim.lost())
         }
     }
 
@@ -227,12 +233,11 @@ impl Bus {
         for _ in 0..LEASE_ATTEMPTS {
             let record = LeaseRecord::new(self, holder);
             let value = record.to_bytes();
-            let error = match bucket.create(&encoded, value.clone()).await {
-                Ok(revision) => return Ok(Some(Lease::new(self, key, encoded, record, revision))),
-                Err(error) => error,
-            };
-            if error.kind() != CreateErrorKind::AlreadyExists {
-                return Err(self.nats_error(format!("acquiring lease {key}"), error));
+            let operation = || format!("acquiring lease {key}");
+            if let Some(revision) =
+                write_if(self, bucket, &encoded, value.clone(), None, operation).await?
+            {
+                return Ok(Some(Lease::new(self, key, encoded, record, revision)));
             }
             let entry = bucket
                 .entry(&encoded)
@@ -247,13 +252,19 @@ impl Bus {
                     return Ok(None);
                 }
             }
-            match bucket.update(&encoded, value, entry.revision).await {
-                Ok(revision) => return Ok(Some(Lease::new(self, key, encoded, record, revision))),
-                // Someone else took it over first: look again.
-                Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => continue,
-                Err(error) => {
-                    return Err(self.nats_error(format!("taking over lease {key}"), error));
-                }
+            let operation = || format!("taking over lease {key}");
+            // `None`: someone else took it over first: look again.
+            if let Some(revision) = write_if(
+                self,
+                bucket,
+                &encoded,
+                value,
+                Some(entry.revision),
+                operation,
+            )
+            .await?
+            {
+                return Ok(Some(Lease::new(self, key, encoded, record, revision)));
             }
         }
         Ok(None)
@@ -348,34 +359,32 @@ impl Lease {
     pub async fn renew(&mut self) -> Result<(), BusError> {
         let record = LeaseRecord::new(&self.bus, &self.record.holder);
         let bucket = self.bus.leases_bucket().await?;
-        match bucket
-            .update(&self.encoded, record.to_bytes(), self.revision)
-            .await
-        {
-            Ok(revision) => {
-                self.revision = revision;
-                self.record = record;
-                Ok(())
-            }
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
-            Err(error) => Err(self
-                .bus
-                .nats_error(format!("renewing lease {}", self.key), error)),
-        }
+        let operation = || format!("renewing lease {}", self.key);
+        let written = write_if(
+            &self.bus,
+            bucket,
+            &self.encoded,
+            record.to_bytes(),
+            Some(self.revision),
+            operation,
+        )
+        .await?;
+        let Some(revision) = written else {
+            return Err(self.lost());
+        };
+        self.revision = revision;
+        self.record = record;
+        Ok(())
     }
 
     /// Gives it up so another worker can take it at once.
     pub async fn release(self) -> Result<(), BusError> {
         let bucket = self.bus.leases_bucket().await?;
-        match bucket
-            .delete_expect_revision(&self.encoded, Some(self.revision))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
-            Err(error) => Err(self
-                .bus
-                .nats_error(format!("releasing lease {}", self.key), error)),
+        let operation = || format!("releasing lease {}", self.key);
+        if delete_if(&self.bus, bucket, &self.encoded, self.revision, operation).await? {
+            Ok(())
+        } else {
+            Err(self.lost())
         }
     }
 
@@ -384,5 +393,46 @@ impl Lease {
             key: self.key.clone(),
             holder: self.record.holder.clone(),
         }
+    }
+}
+
+/// A compare-and-set write: creates `key` when `revision` is `None`, otherwise replaces it if
+/// it is still at `revision`. `Ok(None)` when another writer got there first (the key exists,
+/// or moved past `revision`); the new revision otherwise. Every claim, lease and handoff of
+/// the bus writes through this, so a lost race reads the same everywhere.
+pub(crate) async fn write_if(
+    bus: &Bus,
+    bucket: &kv::Store,
+    key: &str,
+    value: Bytes,
+    revision: Option<u64>,
+    operation: impl FnOnce() -> String,
+) -> Result<Option<u64>, BusError> {
+    match revision {
+        Some(revision) => match bucket.update(key, value, revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(error) => Err(bus.nats_error(operation(), error)),
+        },
+        None => match bucket.create(key, value).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+            Err(error) => Err(bus.nats_error(operation(), error)),
+        },
+    }
+}
+
+/// Deletes `key` if it is still at `revision`: `false` when another writer changed it first.
+pub(crate) async fn delete_if(
+    bus: &Bus,
+    bucket: &kv::Store,
+    key: &str,
+    revision: u64,
+    operation: impl FnOnce() -> String,
+) -> Result<bool, BusError> {
+    match bucket.delete_expect_revision(key, Some(revision)).await {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(error) => Err(bus.nats_error(operation(), error)),
     }
 }

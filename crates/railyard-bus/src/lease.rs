@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::Operation;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::error::BusError;
+use crate::kv::{delete_if, write_if};
 use crate::names::kv_key;
 
 /// Attempts at campaigning while the lease changes under us.
@@ -170,36 +171,32 @@ impl LeaderLease {
             ..self.record.clone()
         };
         let bucket = self.bus.leaders_bucket().await?;
-        match bucket
-            .update(&self.key, record.to_bytes(), self.revision)
-            .await
-        {
-            Ok(revision) => {
-                self.revision = revision;
-                self.record = record;
-                Ok(())
-            }
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
-            Err(error) => Err(self.bus.nats_error(
-                format!("renewing the leader lease of {}", self.config.role),
-                error,
-            )),
-        }
+        let operation = || format!("renewing the leader lease of {}", self.config.role);
+        let written = write_if(
+            &self.bus,
+            bucket,
+            &self.key,
+            record.to_bytes(),
+            Some(self.revision),
+            operation,
+        )
+        .await?;
+        let Some(revision) = written else {
+            return Err(self.lost());
+        };
+        self.revision = revision;
+        self.record = record;
+        Ok(())
     }
 
     /// Gives the lease up, so a standby may take it over at once.
     pub async fn resign(self) -> Result<(), BusError> {
         let bucket = self.bus.leaders_bucket().await?;
-        match bucket
-            .delete_expect_revision(&self.key, Some(self.revision))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
-            Err(error) => Err(self.bus.nats_error(
-                format!("resigning the leader lease of {}", self.config.role),
-                error,
-            )),
+        let operation = || format!("resigning the leader lease of {}", self.config.role);
+        if delete_if(&self.bus, bucket, &self.key, self.revision, operation).await? {
+            Ok(())
+        } else {
+            Err(self.lost())
         }
     }
 
@@ -264,30 +261,13 @@ impl Bus {
             match current {
                 None => {
                     // Free (never taken, or resigned: the delete marker keeps the revision).
-                    let written = match entry {
-                        Some(entry) => bucket
-                            .update(&key, record.to_bytes(), entry.revision)
-                            .await
-                            .map_err(|error| {
-                                (
-                                    error.kind() == UpdateErrorKind::WrongLastRevision,
-                                    self.nats_error(operation(), error),
-                                )
-                            }),
-                        None => bucket
-                            .create(&key, record.to_bytes())
-                            .await
-                            .map_err(|error| {
-                                (
-                                    error.kind() == CreateErrorKind::AlreadyExists,
-                                    self.nats_error(operation(), error),
-                                )
-                            }),
-                    };
-                    match written {
-                        Ok(revision) => return Ok(won(revision, None)),
-                        Err((true, _)) => continue,
-                        Err((false, error)) => return Err(error),
+                    let revision = entry.map(|entry| entry.revision);
+                    let written =
+                        write_if(self, bucket, &key, record.to_bytes(), revision, operation)
+                            .await?;
+                    // `None`: another replica wrote it first: look again.
+                    if let Some(revision) = written {
+                        return Ok(won(revision, None));
                     }
                 }
                 Some((current, revision)) => {
@@ -296,12 +276,18 @@ impl Bus {
                             return Ok(Campaign::Lost(current.clone()));
                         }
                     }
-                    match bucket.update(&key, record.to_bytes(), revision).await {
-                        Ok(revision) => return Ok(won(revision, current)),
-                        Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
-                            seen = current;
-                        }
-                        Err(error) => return Err(self.nats_error(operation(), error)),
+                    let written = write_if(
+                        self,
+                        bucket,
+                        &key,
+                        record.to_bytes(),
+                        Some(revision),
+                        operation,
+                    )
+                    .await?;
+                    match written {
+                        Some(revision) => return Ok(won(revision, current)),
+                        None => seen = current,
                     }
                 }
             }
@@ -365,18 +351,9 @@ impl Bus {
             holder: holder.to_owned(),
         };
         let operation = || format!("writing handoff {name}");
-        match revision {
-            Some(revision) => match bucket.update(&key, value, revision).await {
-                Ok(revision) => Ok(revision),
-                Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Err(lost()),
-                Err(error) => Err(self.nats_error(operation(), error)),
-            },
-            None => match bucket.create(&key, value).await {
-                Ok(revision) => Ok(revision),
-                Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Err(lost()),
-                Err(error) => Err(self.nats_error(operation(), error)),
-            },
-        }
+        write_if(self, bucket, &key, value, revision, operation)
+            .await?
+            .ok_or_else(lost)
     }
 
     /// Writes `value` under `name` whatever it held (for values only a leader writes and only

@@ -59,11 +59,6 @@ impl std::fmt::Display for Action {
 /// crate takes the typed one.
 pub type StepId = String;
 
-/// Builds the stable id of a step.
-pub fn step_id(env: &EnvName, action: Action, target: &str) -> StepId {
-    format!("{env}:{}:{target}", action.as_str())
-}
-
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Step {
@@ -78,6 +73,25 @@ pub struct Step {
     /// The version deployed, for deploy and verify steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+impl Step {
+    /// The step `id` is, carrying `version` (deploy and verify steps): the one place a step's
+    /// id, environment, action and target are filled, all from the typed id.
+    pub fn new(id: crate::step::StepId, version: Option<String>) -> Step {
+        Step {
+            env: id.env().clone(),
+            action: id.action(),
+            target: id.target().to_string(),
+            id: id.into(),
+            version,
+        }
+    }
+
+    /// The typed id (its environment, action and target), parsed from `id`.
+    pub fn typed_id(&self) -> Result<crate::step::StepId, crate::step::InvalidStepId> {
+        crate::step::StepId::parse(&self.id)
+    }
 }
 
 /// An ordering between two steps and why it exists.

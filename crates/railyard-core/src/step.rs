@@ -13,12 +13,15 @@ use crate::names::{DatabaseName, EnvName, ReleaseId, ServiceName};
 use crate::plan::Action;
 
 /// What a step acts on: a service (deploy, verify), a database moving to a schema version
-/// (migrate, written `database@version`), or the release an approval is for (approve).
+/// (migrate, written `database@version`), or what an approval is for (approve): the release
+/// entering an environment, or a migration that is a point of no return
+/// (`production:approve:orders-db@44`, `docs/planning-rules.md`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
     /// The service a deploy or verify step moves or checks.
     Service(ServiceName),
-    /// The database a migrate step moves, and the schema version it moves it to.
+    /// The database a migrate step moves (or an approve step guards the move of), and the
+    /// schema version it moves it to.
     Migration {
         /// The database.
         database: DatabaseName,
@@ -26,7 +29,7 @@ pub enum Target {
         to: Version,
     },
     /// The release an approve step waits for an approval of.
-    Approval(ReleaseId),
+    Release(ReleaseId),
 }
 
 impl Target {
@@ -38,10 +41,10 @@ impl Target {
             Action::Deploy | Action::Verify => ServiceName::new(text)
                 .map(Target::Service)
                 .map_err(|error| bad(error.to_string())),
-            Action::Approve => ReleaseId::new(text)
-                .map(Target::Approval)
+            Action::Approve if !text.contains('@') => ReleaseId::new(text)
+                .map(Target::Release)
                 .map_err(|error| bad(error.to_string())),
-            Action::Migrate => {
+            Action::Migrate | Action::Approve => {
                 let Some((database, to)) = text.split_once('@') else {
                     return Err(bad(
                         "a migration is written <database>@<version> (orders-db@43)".to_owned(),
@@ -71,7 +74,10 @@ impl Target {
             (action, self),
             (Action::Deploy | Action::Verify, Target::Service(_))
                 | (Action::Migrate, Target::Migration { .. })
-                | (Action::Approve, Target::Approval(_))
+                | (
+                    Action::Approve,
+                    Target::Release(_) | Target::Migration { .. }
+                )
         )
     }
 
@@ -83,7 +89,8 @@ impl Target {
         }
     }
 
-    /// The database and the version it moves to, for migrate steps.
+    /// The database and the version it moves to, for migrate steps and the approvals that
+    /// guard them.
     pub fn migration(&self) -> Option<(&DatabaseName, Version)> {
         match self {
             Target::Migration { database, to } => Some((database, *to)),
@@ -91,10 +98,10 @@ impl Target {
         }
     }
 
-    /// The release, for approve steps.
+    /// The release, for the approve step of a release entering an environment.
     pub fn release(&self) -> Option<&ReleaseId> {
         match self {
-            Target::Approval(release) => Some(release),
+            Target::Release(release) => Some(release),
             _ => None,
         }
     }
@@ -105,15 +112,16 @@ impl fmt::Display for Target {
         match self {
             Target::Service(service) => f.write_str(service.as_str()),
             Target::Migration { database, to } => write!(f, "{database}@{to}"),
-            Target::Approval(release) => f.write_str(release.as_str()),
+            Target::Release(release) => f.write_str(release.as_str()),
         }
     }
 }
 
 /// A step id, `<env>:<action>:<target>`: `production:deploy:orders-api`,
 /// `production:verify:orders-api`, `staging:migrate:orders-db@43`,
-/// `production:approve:rel-42`. On the wire it is that string; it compares, orders and
-/// hashes as that string, so it can key maps that are looked up by `&str`.
+/// `production:approve:rel-42`, `production:approve:orders-db@44`. On the wire it is that
+/// string; it compares, orders and hashes as that string, so it can key maps that are looked
+/// up by `&str`.
 #[derive(Clone)]
 pub struct StepId {
     env: EnvName,
@@ -211,8 +219,18 @@ impl StepId {
         StepId::build(
             env.clone(),
             Action::Approve,
-            Target::Approval(release.clone()),
+            Target::Release(release.clone()),
         )
+    }
+
+    /// `<env>:approve:<database>@<to>`: the approval placed before a migration that is a
+    /// point of no return.
+    pub fn approve_migration(env: &EnvName, database: &DatabaseName, to: Version) -> StepId {
+        let target = Target::Migration {
+            database: database.clone(),
+            to,
+        };
+        StepId::build(env.clone(), Action::Approve, target)
     }
 
     /// The one parser of step ids.
@@ -421,6 +439,14 @@ mod tests {
                 StepId::approve(&production, &ReleaseId::new("Rel_42").unwrap()),
                 "production:approve:Rel_42",
             ),
+            (
+                StepId::approve_migration(
+                    &production,
+                    &DatabaseName::new("orders-db").unwrap(),
+                    44,
+                ),
+                "production:approve:orders-db@44",
+            ),
         ];
         for (id, text) in cases {
             assert_eq!(id.to_string(), text);
@@ -455,6 +481,12 @@ mod tests {
             "production:verify:orders-api"
         );
         assert!(deploy.with_action(Action::Migrate).is_none());
+        let guard = StepId::parse("production:approve:orders-db@44").unwrap();
+        assert_eq!(guard.target().release(), None);
+        assert_eq!(
+            guard.with_action(Action::Migrate).unwrap().as_str(),
+            "production:migrate:orders-db@44"
+        );
         assert_eq!(
             Target::parse(Action::Migrate, "orders-db@43")
                 .unwrap()
@@ -478,6 +510,7 @@ mod tests {
             "production:migrate:orders-db@043",
             "production:migrate:orders-db@-1",
             "production:approve:rel.42",
+            "production:approve:Orders-db@44",
             "production:deploy:a:b",
         ] {
             let error = StepId::parse(bad).unwrap_err();

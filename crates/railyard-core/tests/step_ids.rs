@@ -30,7 +30,14 @@ fn step() -> impl Strategy<Value = StepId> {
         (
             Just(Action::Approve),
             "[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-                .prop_map(|r| Target::Approval(ReleaseId::new(r).unwrap()))
+                .prop_map(|r| Target::Release(ReleaseId::new(r).unwrap()))
+        ),
+        (
+            Just(Action::Approve),
+            (name(), any::<u32>()).prop_map(|(d, to)| Target::Migration {
+                database: DatabaseName::new(d).unwrap(),
+                to,
+            })
         ),
     ];
     (env, target).prop_map(|(env, (action, target))| StepId::new(env, action, target).unwrap())

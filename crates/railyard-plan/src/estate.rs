@@ -8,8 +8,9 @@ use railyard_core::catalog::Catalog;
 use railyard_core::contract::{Range, Version};
 use railyard_core::inventory::{EnvInventory, RunningService};
 use railyard_core::names::{ApiName, DatabaseName, EnvName, QueueName, ServiceName};
-use railyard_core::plan::{Action, StepId, step_id};
+use railyard_core::plan::StepId;
 use railyard_core::release::Change;
+use railyard_core::step;
 
 use crate::input::InFlight;
 
@@ -232,8 +233,8 @@ impl<'a> Estate<'a> {
         let flown = self.flight_services.get(name).and_then(|list| {
             list.iter().rev().find(|(f, _)| {
                 let remaining = &self.flights[*f].remaining;
-                remaining.contains(&step_id(env, Action::Verify, name.as_str()))
-                    || remaining.contains(&step_id(env, Action::Deploy, name.as_str()))
+                remaining.contains(step::StepId::verify(env, name).as_str())
+                    || remaining.contains(step::StepId::deploy(env, name).as_str())
             })
         });
         match flown {
@@ -303,12 +304,12 @@ fn service_chain<'a>(
     if let Some(list) = estate.flight_services.get(name) {
         for &(f, change) in list {
             let remaining = &estate.flights[f].remaining;
-            let verify = step_id(env, Action::Verify, name.as_str());
-            let deploy = step_id(env, Action::Deploy, name.as_str());
-            let step = if remaining.contains(&verify) {
-                verify
-            } else if remaining.contains(&deploy) {
-                deploy
+            let verify = step::StepId::verify(env, name);
+            let deploy = step::StepId::deploy(env, name);
+            let step = if remaining.contains(verify.as_str()) {
+                verify.into()
+            } else if remaining.contains(deploy.as_str()) {
+                deploy.into()
             } else {
                 continue;
             };
@@ -348,7 +349,7 @@ fn db_chain<'a>(
     }];
     if let Some(list) = estate.flight_migrations.get(name) {
         for &(f, to) in list {
-            let step = step_id(env, Action::Migrate, &format!("{name}@{to}"));
+            let step: String = step::StepId::migrate(env, name, to).into();
             if estate.flights[f].remaining.contains(&step) {
                 states.push(DbState {
                     origin: Origin::InFlight(f),

@@ -7,8 +7,9 @@ use railyard_core::catalog::{Catalog, Environment, PointOfNoReturnPolicy};
 use railyard_core::contract::Version;
 use railyard_core::event::ReleaseRequested;
 use railyard_core::names::{DatabaseName, EnvName, ReleaseId, ServiceName};
-use railyard_core::plan::{Action, Edge, ExternalEdge, Plan, PointOfNoReturn, Step, step_id};
+use railyard_core::plan::{Edge, ExternalEdge, Plan, PointOfNoReturn, Step};
 use railyard_core::release::Change;
+use railyard_core::step::StepId;
 
 use crate::analysis::{Findings, RawEdge, RawExternal, Topology, analyse};
 use crate::estate::{EnvScope, Estate, OurService};
@@ -86,15 +87,11 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
     let mut approvals: Vec<Option<u32>> = Vec::with_capacity(envs.len());
     let mut ponr_steps: Vec<(usize, &Found, u32, Option<u32>)> = Vec::new();
     for (ei, env) in envs.iter().enumerate() {
-        let approve = env.approval.as_ref().filter(|a| a.required).map(|_| {
-            b.step(
-                ei,
-                &env.name,
-                Action::Approve,
-                release.release.to_string(),
-                None,
-            )
-        });
+        let approve = env
+            .approval
+            .as_ref()
+            .filter(|a| a.required)
+            .map(|_| b.step(ei, StepId::approve(&env.name, &release.release), None));
         approvals.push(approve);
         let ponr_approvals: Vec<Option<u32>> = ponrs[ei]
             .iter()
@@ -102,9 +99,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
                 (env.point_of_no_return == PointOfNoReturnPolicy::Approve).then(|| {
                     b.step(
                         ei,
-                        &env.name,
-                        Action::Approve,
-                        format!("{}@{}", f.db, f.version),
+                        StepId::approve_migration(&env.name, f.db, f.version),
                         None,
                     )
                 })
@@ -113,7 +108,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         let mut db_steps: BTreeMap<&DatabaseName, Vec<(Version, u32)>> = BTreeMap::new();
         for (d, versions) in &migrations {
             for &v in versions {
-                let idx = b.step(ei, &env.name, Action::Migrate, format!("{d}@{v}"), None);
+                let idx = b.step(ei, StepId::migrate(&env.name, d, v), None);
                 db_steps.entry(d).or_default().push((v, idx));
             }
         }
@@ -127,23 +122,11 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
         }
         let mut deploys = Vec::with_capacity(known.len());
         for (s, c) in &known {
-            deploys.push(b.step(
-                ei,
-                &env.name,
-                Action::Deploy,
-                s.to_string(),
-                Some(&c.version),
-            ));
+            deploys.push(b.step(ei, StepId::deploy(&env.name, s), Some(&c.version)));
         }
         let mut services = BTreeMap::new();
         for ((s, c), deploy) in known.iter().zip(deploys) {
-            let verify = b.step(
-                ei,
-                &env.name,
-                Action::Verify,
-                s.to_string(),
-                Some(&c.version),
-            );
+            let verify = b.step(ei, StepId::verify(&env.name, s), Some(&c.version));
             services.insert(
                 *s,
                 OurService {
@@ -401,25 +384,12 @@ struct Builder {
 }
 
 impl Builder {
-    fn step(
-        &mut self,
-        env_idx: usize,
-        env: &EnvName,
-        action: Action,
-        target: String,
-        version: Option<&String>,
-    ) -> u32 {
+    fn step(&mut self, env_idx: usize, id: StepId, version: Option<&String>) -> u32 {
         let idx = self.steps.len() as u32;
         while self.env_start.len() <= env_idx {
             self.env_start.push(idx);
         }
-        self.steps.push(Step {
-            id: step_id(env, action, &target),
-            env: env.clone(),
-            action,
-            target,
-            version: version.cloned(),
-        });
+        self.steps.push(Step::new(id, version.cloned()));
         self.step_env.push(env_idx);
         idx
     }

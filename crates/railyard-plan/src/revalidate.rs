@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use railyard_core::contract::Version;
 use railyard_core::names::DatabaseName;
-use railyard_core::plan::{Action, Plan, Refusal, StepId, step_id};
+use railyard_core::plan::{Plan, Refusal, StepId};
+use railyard_core::step;
 
 use crate::analysis::{Findings, Topology, analyse};
 use crate::estate::{EnvScope, Estate, OurService};
@@ -59,10 +60,9 @@ pub fn revalidate(
     );
     let mut found = Findings::default();
     for env in &envs {
-        let is_left = |action: Action, target: &str| {
-            let id = step_id(&env.name, action, target);
+        let is_left = |id: step::StepId| {
             remaining
-                .contains(&id)
+                .contains(id.as_str())
                 .then(|| index.get(id.as_str()).copied())
                 .flatten()
         };
@@ -72,9 +72,9 @@ pub fn revalidate(
             if !catalog.services.contains_key(&change.service) {
                 continue;
             }
-            if let Some(deploy) = is_left(Action::Deploy, change.service.as_str()) {
+            if let Some(deploy) = is_left(step::StepId::deploy(&env.name, &change.service)) {
                 let verify = index
-                    .get(step_id(&env.name, Action::Verify, change.service.as_str()).as_str())
+                    .get(step::StepId::verify(&env.name, &change.service).as_str())
                     .copied()
                     .unwrap_or(deploy);
                 services.insert(
@@ -87,7 +87,7 @@ pub fn revalidate(
                 );
             }
             for m in &change.migrations {
-                if let Some(idx) = is_left(Action::Migrate, &format!("{}@{}", m.database, m.to)) {
+                if let Some(idx) = is_left(step::StepId::migrate(&env.name, &m.database, m.to)) {
                     migrations
                         .entry(&m.database)
                         .or_default()

@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Rng, consistent, simulate, simulate_rollback};
+use common::{Rng, consistent, migration, simulate, simulate_rollback};
 use proptest::prelude::*;
 use railyard_core::catalog::{
     Api, Approval, Database, Deploy, Environment, PointOfNoReturnPolicy, Queue, Service,
@@ -474,8 +474,8 @@ fn inventory_after(
                     .insert(change.service.clone(), RunningService::from(change));
             }
             Action::Migrate => {
-                let (d, v) = step.target.split_once('@').expect("db@version");
-                env.databases.insert(name(d), v.parse().expect("a version"));
+                let (d, v) = migration(step);
+                env.databases.insert(name(&d), v);
             }
             Action::Verify | Action::Approve => {}
         }

@@ -10,7 +10,7 @@ use std::path::Path;
 use railyard_core::contract::{Range, Version};
 use railyard_core::event::ReleaseRequested;
 use railyard_core::inventory::RunningService;
-use railyard_core::plan::{Action, Plan};
+use railyard_core::plan::{Action, Plan, Step};
 use railyard_core::{Catalog, Change, EnvName, Inventory, ReleaseFile, ServiceName};
 use railyard_plan::{InFlight, PlanInput};
 
@@ -303,8 +303,7 @@ pub fn simulate(
                     }
                 }
                 Action::Migrate => {
-                    let (d, v) = step.target.split_once('@').expect("db@version");
-                    let v: Version = v.parse().expect("a numeric version");
+                    let (d, v) = migration(step);
                     let list = state.migrating.entry(d.to_owned()).or_default();
                     if starting {
                         list.push(v);
@@ -503,8 +502,7 @@ pub fn simulate_rollback(
                     );
                 }
                 Action::Migrate => {
-                    let (d, v) = step.target.split_once('@').expect("db@version");
-                    let v: Version = v.parse().expect("a version");
+                    let (d, v) = migration(step);
                     state.db.insert(d.to_owned(), (v, true));
                     migrated.entry(d.to_owned()).or_default().push(v);
                 }
@@ -527,8 +525,7 @@ pub fn simulate_rollback(
                     );
                 }
                 Action::Migrate => {
-                    let (d, v) = step.target.split_once('@').expect("db@version");
-                    let v: Version = v.parse().expect("a version");
+                    let (d, v) = migration(step);
                     state.migrating.entry(d.to_owned()).or_default().push(v);
                 }
                 Action::Verify | Action::Approve => {}
@@ -589,9 +586,8 @@ pub fn simulate_rollback(
                     }
                 }
                 Action::Migrate => {
-                    let (d, v) = step.target.split_once('@').expect("db@version");
-                    let v: Version = v.parse().expect("a version");
-                    if !reversible(d) {
+                    let (d, v) = migration(step);
+                    if !reversible(&d) {
                         if was_running {
                             // It cannot be stopped half-way: it completes and stays.
                             state
@@ -628,13 +624,13 @@ pub fn simulate_rollback(
                             broke = Some(format!("{e}\n  on the way back: {}", trace.join(", ")));
                             break;
                         }
-                        state.restoring.remove(d);
+                        state.restoring.remove(&d);
                         match previous {
                             Some(p) => {
                                 state.db.insert(d.to_owned(), p);
                             }
                             None => {
-                                state.db.remove(d);
+                                state.db.remove(&d);
                             }
                         }
                     }
@@ -662,4 +658,15 @@ pub fn simulate_rollback(
         }
     }
     Ok(out)
+}
+
+/// The database and the version a migrate step moves it to, read through core's one parser
+/// of step ids.
+pub fn migration(step: &Step) -> (String, Version) {
+    let id = step.typed_id().expect("a plan's step ids parse");
+    let (database, to) = id
+        .target()
+        .migration()
+        .expect("a migrate step targets database@version");
+    (database.to_string(), to)
 }

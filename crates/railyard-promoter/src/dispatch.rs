@@ -12,9 +12,10 @@ use railyard_core::release_state::StepStatus;
 use railyard_core::{Action, Event, ReleaseId, ReleaseState, Status};
 use tracing::{debug, info};
 
+use crate::cache::external_done;
 use crate::decide::{self, Next};
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, external_done, external_states};
+use crate::exec::{Ctx, append_at};
 use crate::freeze;
 use crate::retire;
 use crate::work::{WorkOrder, step_lease, work_subject};
@@ -37,7 +38,7 @@ pub(crate) async fn evaluate(
     sweep: Option<Sweep>,
 ) -> Result<(), PromoterError> {
     loop {
-        let Some(current) = ctx.load(release).await? else {
+        let Some(current) = ctx.releases.load(release).await? else {
             return Ok(());
         };
         let state = &current.state;
@@ -54,7 +55,7 @@ pub(crate) async fn evaluate(
             }
             return Ok(());
         }
-        let externals = external_states(ctx, state).await?;
+        let externals = ctx.releases.others(state).await?;
         let tick = sweep
             .map(|s| format!("/sweep-{}", s.tick))
             .unwrap_or_default();
@@ -150,7 +151,7 @@ fn freeze_ended(ctx: &Ctx, state: &ReleaseState) -> Option<String> {
 /// Re-offers running steps whose lease is free: their worker died.
 async fn resume_orphans(
     ctx: &Arc<Ctx>,
-    current: &crate::exec::Current,
+    current: &crate::cache::Current,
     tick: &str,
 ) -> Result<(), PromoterError> {
     let state = &current.state;

@@ -4,8 +4,8 @@
 //! `step.failed`, with `release.held` under a `hold` policy) only while the fold still says the
 //! step is its own. A conflict re-reads the release and decides again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use railyard_bus::{AppendError, Bus, Expected, Lease};
 use railyard_core::catalog::{Gate, OnFailure, Strategy};
@@ -15,12 +15,13 @@ use railyard_core::event::{
 use railyard_core::inventory::RunningService;
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
-    Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, Inventory, ReleaseId,
-    ReleaseState, Status, Step, StepId,
+    Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status,
+    Step, StepId,
 };
 use tracing::{debug, info, warn};
 
 use crate::adapter::{Form, Outcome, Runner, Target, humanize};
+use crate::cache::{Current, LiveInventory, Other, Releases, external_done};
 use crate::config::PromoterConfig;
 use crate::decide;
 use crate::error::PromoterError;
@@ -40,44 +41,9 @@ pub(crate) struct Ctx {
     pub(crate) leases: Leases,
     /// The releases this worker has read, folded, with the sequence they were read at: a
     /// load fetches only what was appended since (one request) instead of the whole release.
-    releases: Mutex<HashMap<ReleaseId, Current>>,
-    /// Releases this worker saw final (completed, rolled back, cancelled, rejected): final is
-    /// for good, so a release waiting for one of them needs no read to know it may go on.
-    finished: Mutex<HashSet<ReleaseId>>,
+    pub(crate) releases: Releases,
     /// The live inventory, folded, and the sequence each environment was read at.
-    inventory: Mutex<LiveInventory>,
-}
-
-/// A worker's copy of what runs where, and how far each environment's events were read.
-#[derive(Debug, Default)]
-struct LiveInventory {
-    read_at: BTreeMap<EnvName, u64>,
-    inventory: Arc<Inventory>,
-}
-
-/// Releases kept folded in memory at most; beyond it the cache starts over (a load then
-/// reads a release whole once more).
-const CACHED_RELEASES: usize = 10_000;
-
-/// Final releases remembered at most (ids only); beyond it the set starts over.
-const FINISHED_RELEASES: usize = 100_000;
-
-/// A release as read from the stream.
-#[derive(Debug, Clone)]
-pub(crate) struct Current {
-    pub(crate) state: ReleaseState,
-    /// Its events (shared: copies of `Current` are cheap).
-    pub(crate) events: Vec<Arc<Envelope>>,
-    pub(crate) sequence: u64,
-    /// The release's trace (its request's), which every step's span joins.
-    pub(crate) trace: opentelemetry::Context,
-}
-
-impl Current {
-    /// How many times `step` was started.
-    pub(crate) fn attempts(&self, step: &str) -> u32 {
-        decide::attempts(self.events.iter().map(AsRef::as_ref), step)
-    }
+    pub(crate) live: LiveInventory,
 }
 
 impl Ctx {
@@ -97,168 +63,24 @@ impl Ctx {
             config.clock.clone(),
             config.lease_renew_interval,
         );
+        let environments = config
+            .catalog
+            .environments
+            .iter()
+            .map(|env| env.name.clone())
+            .collect();
         Arc::new(Ctx {
             config,
-            bus,
             runner,
             leases,
-            releases: Mutex::new(HashMap::new()),
-            finished: Mutex::new(HashSet::new()),
-            inventory: Mutex::new(LiveInventory::default()),
+            releases: Releases::new(bus.clone()),
+            live: LiveInventory::new(bus.clone(), environments),
+            bus,
         })
     }
 
     pub(crate) fn worker(&self) -> &str {
         &self.config.worker_id
-    }
-
-    /// The release's state, events and last sequence; `None` when it has no events.
-    ///
-    /// Reads only what was appended after the copy this worker already folded (the stream
-    /// is append-only, so the copy plus the newer events is the whole release).
-    pub(crate) async fn load(&self, id: &ReleaseId) -> Result<Option<Current>, PromoterError> {
-        let cached = self.releases.lock().ok().and_then(|c| c.get(id).cloned());
-        let after = cached.as_ref().map_or(0, |c| c.sequence);
-        let loaded = self
-            .bus
-            .load_after(&AggregateId::Release(id.clone()), after)
-            .await?;
-        let fold_error = |source| PromoterError::Fold {
-            release: id.clone(),
-            source,
-        };
-        let current = match cached {
-            Some(mut current) => {
-                if loaded.events.is_empty() {
-                    return Ok(Some(current));
-                }
-                for event in &loaded.events {
-                    current.state =
-                        ReleaseState::apply(Some(current.state), event).map_err(fold_error)?;
-                }
-                current
-                    .events
-                    .extend(loaded.events.into_iter().map(Arc::new));
-                current.sequence = loaded.last_sequence;
-                current
-            }
-            None => {
-                let Some(state) = ReleaseState::fold(&loaded.events).map_err(fold_error)? else {
-                    return Ok(None);
-                };
-                Current {
-                    state,
-                    trace: loaded.trace().clone(),
-                    events: loaded.events.into_iter().map(Arc::new).collect(),
-                    sequence: loaded.last_sequence,
-                }
-            }
-        };
-        self.remember(&current);
-        Ok(Some(current))
-    }
-
-    /// The release's trace: from this worker's copy, else read.
-    pub(crate) async fn trace_of(&self, id: &ReleaseId) -> opentelemetry::Context {
-        let cached = self
-            .releases
-            .lock()
-            .ok()
-            .and_then(|c| c.get(id).map(|c| c.trace.clone()));
-        match cached {
-            Some(trace) => trace,
-            None => match self.load(id).await {
-                Ok(Some(current)) => current.trace,
-                _ => opentelemetry::Context::new(),
-            },
-        }
-    }
-
-    /// Keeps `current` as this worker's copy of the release unless a newer one is kept.
-    pub(crate) fn remember(&self, current: &Current) {
-        let Ok(mut cache) = self.releases.lock() else {
-            return;
-        };
-        if current.state.status.is_final() {
-            cache.remove(&current.state.id);
-            drop(cache);
-            if let Ok(mut finished) = self.finished.lock() {
-                if finished.len() >= FINISHED_RELEASES {
-                    finished.clear();
-                }
-                finished.insert(current.state.id.clone());
-            }
-            return;
-        }
-        if cache.len() >= CACHED_RELEASES {
-            cache.clear();
-        }
-        match cache.get(&current.state.id) {
-            Some(kept) if kept.sequence >= current.sequence => {}
-            _ => {
-                cache.insert(current.state.id.clone(), current.clone());
-            }
-        }
-    }
-
-    /// What runs in every environment of the catalog now, caught up with one read per
-    /// environment of what was recorded since the last call. Shared, not copied: the estate
-    /// can hold thousands of services and every re-validation reads all of it.
-    pub(crate) async fn live_inventory(&self) -> Result<Arc<Inventory>, PromoterError> {
-        // Only the positions are taken out: a snapshot held across the reads below would make
-        // every update copy the whole inventory.
-        let read_at = self
-            .inventory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .read_at
-            .clone();
-        let mut updates = Vec::new();
-        for env in &self.config.catalog.environments {
-            let after = read_at.get(&env.name).copied().unwrap_or(0);
-            let loaded = self
-                .bus
-                .load_after(&AggregateId::Inventory(env.name.clone()), after)
-                .await?;
-            if !loaded.events.is_empty() {
-                updates.push((env.name.clone(), loaded));
-            }
-        }
-        let mut live = self
-            .inventory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let live = &mut *live;
-        for (env, loaded) in updates {
-            let kept = live.read_at.entry(env.clone()).or_insert(0);
-            if *kept >= loaded.last_sequence {
-                continue; // another task of this worker read at least as far
-            }
-            // What was read is a suffix of the environment's events reaching past what is
-            // kept, and applying an event sets what it names: applying all of it on top of
-            // the kept state gives the state at `last_sequence`. Copies only while another
-            // task still reads the previous snapshot.
-            let inventory = Arc::make_mut(&mut live.inventory).0.entry(env).or_default();
-            for envelope in &loaded.events {
-                inventory::apply(inventory, envelope, None);
-            }
-            *kept = loaded.last_sequence;
-        }
-        Ok(live.inventory.clone())
-    }
-
-    /// What `service` runs in `env` now.
-    pub(crate) async fn live_service(
-        &self,
-        env: &EnvName,
-        service: &str,
-    ) -> Result<Option<RunningService>, PromoterError> {
-        let live = self.live_inventory().await?;
-        Ok(live
-            .0
-            .get(env)
-            .and_then(|inventory| inventory::running(inventory, service))
-            .cloned())
     }
 
     pub(crate) fn envelope(&self, id: &ReleaseId, event: Event) -> Envelope {
@@ -282,52 +104,6 @@ impl Ctx {
                 .and_then(|(_, s)| s.owner.clone()),
             Action::Migrate | Action::Approve => None,
         }
-    }
-}
-
-/// What a release waiting for another needs to know of it.
-#[derive(Debug)]
-pub(crate) enum Other {
-    /// Never requested: it holds nothing up.
-    Unknown,
-    /// Final, which is for good: it holds nothing up any more.
-    Settled,
-    /// In flight: its steps tell. (A step of it that succeeded is read again each time: a
-    /// rollback that stops half-way undoes it and holds the release without ending it.)
-    Live(Box<ReleaseState>),
-}
-
-/// The other releases a plan waits for: one read each, none for a release this worker
-/// already saw final.
-pub(crate) async fn external_states(
-    ctx: &Ctx,
-    state: &ReleaseState,
-) -> Result<BTreeMap<ReleaseId, Other>, PromoterError> {
-    let mut out = BTreeMap::new();
-    for other in decide::waits_on(state) {
-        let known_final = ctx.finished.lock().is_ok_and(|f| f.contains(&other));
-        let what = if known_final {
-            Other::Settled
-        } else {
-            match ctx.load(&other).await? {
-                None => Other::Unknown,
-                Some(current) if current.state.status.is_final() => Other::Settled,
-                Some(current) => Other::Live(Box::new(current.state)),
-            }
-        };
-        out.insert(other, what);
-    }
-    Ok(out)
-}
-
-/// Whether an external edge is satisfied given the other releases' states.
-pub(crate) fn external_done(
-    states: &BTreeMap<ReleaseId, Other>,
-) -> impl Fn(&ExternalEdge) -> bool + '_ {
-    move |edge| match states.get(&edge.release) {
-        Some(Other::Live(other)) => other.steps.get(&edge.from) == Some(&StepStatus::Succeeded),
-        // A final release, or one that was never requested, holds nothing up.
-        Some(Other::Settled | Other::Unknown) | None => true,
     }
 }
 
@@ -367,7 +143,7 @@ pub(crate) async fn take_step(
     // between that read and the step's start either way).
     let mut externals: Option<BTreeMap<ReleaseId, Other>> = None;
     loop {
-        let Some(current) = ctx.load(release).await? else {
+        let Some(current) = ctx.releases.load(release).await? else {
             return skip("the release has no events".to_owned());
         };
         let state = &current.state;
@@ -397,7 +173,7 @@ pub(crate) async fn take_step(
         };
         if fresh {
             if externals.is_none() {
-                externals = Some(external_states(ctx, state).await?);
+                externals = Some(ctx.releases.others(state).await?);
             }
             let done = external_done(externals.as_ref().expect("read above"));
             if !decide::ready(state, step_id, &done) {
@@ -514,7 +290,7 @@ pub(crate) async fn take_step(
         }
         after.sequence = sequence;
         after.events.extend(events.into_iter().map(Arc::new));
-        ctx.remember(&after);
+        ctx.releases.remember(&after);
         return Ok(Ok(Started {
             lease,
             _claim: claim,
@@ -624,7 +400,7 @@ async fn revalidate(
     }) else {
         return Ok(None);
     };
-    let inventory = ctx.live_inventory().await?;
+    let inventory = ctx.live.now().await?;
     let inventory = &*inventory;
     let remaining: BTreeSet<StepId> = current
         .state
@@ -680,7 +456,7 @@ async fn in_flight_before(
     let others: BTreeSet<&ReleaseId> = plan.external_edges.iter().map(|e| &e.release).collect();
     let mut flights = Vec::new();
     for other in others {
-        let Some(current) = ctx.load(other).await? else {
+        let Some(current) = ctx.releases.load(other).await? else {
             continue;
         };
         if current.state.status.is_final() {
@@ -748,7 +524,7 @@ impl Recorder<'_> {
         loop {
             let current = match self.known.take() {
                 Some(known) => known,
-                None => match self.ctx.load(&self.release).await? {
+                None => match self.ctx.releases.load(&self.release).await? {
                     Some(current) => current,
                     None => return Ok(false),
                 },
@@ -783,7 +559,7 @@ impl Recorder<'_> {
                         sequence,
                         trace: current.trace,
                     };
-                    self.ctx.remember(&known);
+                    self.ctx.releases.remember(&known);
                     self.known = Some(known);
                     return Ok(true);
                 }
@@ -1100,7 +876,7 @@ pub(crate) fn other_colour(serving: Option<&str>) -> String {
 
 /// The colour a blue-green deploy goes to: the one not serving traffic in the live inventory.
 pub(crate) async fn idle_colour(ctx: &Ctx, step: &Step) -> Result<String, PromoterError> {
-    let serving = ctx.live_service(&step.env, &step.target).await?;
+    let serving = ctx.live.service(&step.env, &step.target).await?;
     Ok(other_colour(serving.and_then(|r| r.colour).as_deref()))
 }
 
@@ -1236,7 +1012,7 @@ async fn record_inventory(
             }) else {
                 return Ok(());
             };
-            let running = ctx.live_service(&step.env, change.service.as_str()).await?;
+            let running = ctx.live.service(&step.env, change.service.as_str()).await?;
             let Some(db) = change
                 .migrations
                 .iter()

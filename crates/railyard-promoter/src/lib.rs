@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+mod cache;
 mod config;
 pub mod decide;
 mod dispatch;

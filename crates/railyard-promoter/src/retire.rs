@@ -54,7 +54,7 @@ pub(crate) async fn retire(ctx: &Arc<Ctx>, release: &ReleaseId) -> Result<(), Pr
 
 async fn retire_all(ctx: &Ctx, release: &ReleaseId) -> Result<(), PromoterError> {
     loop {
-        let Some(current) = ctx.load(release).await? else {
+        let Some(current) = ctx.releases.load(release).await? else {
             return Ok(());
         };
         if current.state.status != Status::Planned {
@@ -70,7 +70,8 @@ async fn retire_all(ctx: &Ctx, release: &ReleaseId) -> Result<(), PromoterError>
         let before = inventory::env_inventory(&ctx.bus, &step.env, Some(release)).await?;
         let old = inventory::running(&before, &step.target).and_then(|r| r.colour.clone());
         let serving = ctx
-            .live_service(&step.env, &step.target)
+            .live
+            .service(&step.env, &step.target)
             .await?
             .and_then(|r| r.colour);
         let retired = match old {

@@ -200,7 +200,7 @@ async fn undo_all(
     // Steps a partial rollback leaves applied, with why.
     let mut stays: BTreeMap<StepId, String> = BTreeMap::new();
     loop {
-        let Some(current) = ctx.load(release).await? else {
+        let Some(current) = ctx.releases.load(release).await? else {
             return Ok(RollbackEnd::Done);
         };
         let state = &current.state;
@@ -375,7 +375,7 @@ async fn undo_all(
                         after.state = state;
                         after.events.push(Arc::new(event));
                         after.sequence = sequence;
-                        ctx.remember(&after);
+                        ctx.releases.remember(&after);
                     }
                 }
             }
@@ -575,7 +575,7 @@ async fn undo(
                 (Some(change), Some(previous)) => Some(Box::new(ServiceDeployed {
                     env: step.env.clone(),
                     service: change.service.clone(),
-                    running: ctx.live_service(&step.env, change.service.as_str()).await?,
+                    running: ctx.live.service(&step.env, change.service.as_str()).await?,
                     databases: BTreeMap::from([(db_name.clone(), previous)]),
                     release: Some(release.clone()),
                 })),

@@ -391,7 +391,7 @@ async fn handle(ctx: Arc<Ctx>, view: ProjectionStore<PromoterView>, item: WorkIt
         ),
     };
     // Every step of a release, on any worker, joins the release's one trace.
-    railyard_bus::follow_trace(&span, &ctx.trace_of(order.release()).await);
+    railyard_bus::follow_trace(&span, &ctx.releases.trace_of(order.release()).await);
     run_order(ctx, view, item, order).instrument(span).await;
 }
 

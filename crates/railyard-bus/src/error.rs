@@ -156,6 +156,13 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// Whether trying again later may succeed: NATS did not answer in time, or a request
+    /// failed on the way (a node lost, a leader being elected, a reconnect). A missing
+    /// stream, a refused name, a lost lease or a bad setting does not mend by waiting.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Timeout { .. } | BusError::Nats { .. })
+    }
+
     /// A client or server error during `operation`; timeouts become [`BusError::Timeout`].
     pub(crate) fn nats(
         operation: impl Into<String>,
@@ -291,6 +298,14 @@ pub enum AppendError {
     /// NATS failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+}
+
+impl AppendError {
+    /// Whether the same append may succeed later ([`BusError::is_transient`]); a conflict is
+    /// not: the caller re-reads and decides again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AppendError::Bus(error) if error.is_transient())
+    }
 }
 
 /// The last sequence of an aggregate that refused an append.

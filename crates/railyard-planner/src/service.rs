@@ -84,6 +84,24 @@ pub enum ServiceError {
     },
 }
 
+impl ServiceError {
+    /// Whether deciding again later may succeed: NATS failing or not answering (a node lost,
+    /// a leader being elected), or the read model not catching up in time meanwhile. The
+    /// store or a release that does not fold will not mend by waiting.
+    fn is_transient(&self) -> bool {
+        match self {
+            ServiceError::Bus(error) => error.is_transient(),
+            ServiceError::Append(error) => error.is_transient(),
+            ServiceError::Run(railyard_store::RunError::Bus(error)) => error.is_transient(),
+            ServiceError::Behind { .. } => true,
+            ServiceError::Store(_) | ServiceError::Run(_) | ServiceError::Fold { .. } => false,
+        }
+    }
+}
+
+/// The longest pause before the leader decides again after NATS failed.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 /// What the planner remembers of a release that has not ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Tracked {
@@ -268,6 +286,7 @@ async fn lead(
     let leadership = Leadership::start(bus.clone(), leader.clone());
     let mut leading = leadership.watch();
     let mut deposed = leadership.watch();
+    let mut pause = Duration::from_millis(100);
     let outcome = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
@@ -287,8 +306,23 @@ async fn lead(
             }
         };
         term.cancel();
-        if let Err(error) = decided {
-            break Err(error);
+        match decided {
+            Ok(()) => pause = Duration::from_millis(100),
+            // NATS failing under a decision (a node lost mid-read) is no reason to stop the
+            // service: every decision re-reads its release, so deciding again is safe.
+            Err(error) if error.is_transient() => {
+                warn!(
+                    error = %railyard_bus::error_chain(&error),
+                    pause = ?pause,
+                    "deciding failed on NATS; the planner decides again after a pause"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = config.clock.sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+            Err(error) => break Err(error),
         }
     };
     leadership.stop().await;

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use crate::cache::external_done;
 use crate::decide::{self, Next};
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at};
+use crate::exec::Ctx;
 use crate::freeze;
 use crate::retire;
 use crate::work::{WorkOrder, step_lease, work_subject};
@@ -44,8 +44,12 @@ pub(crate) async fn evaluate(
         let state = &current.state;
         if state.status == Status::Held {
             if let Some(reason) = freeze_ended(ctx, state) {
-                let event = ctx.envelope(release, Event::ReleaseResumed(Reasoned { reason }));
-                if append_at(ctx, release, current.sequence, &[event])
+                let event = ctx
+                    .writer
+                    .envelope(release, Event::ReleaseResumed(Reasoned { reason }));
+                if ctx
+                    .writer
+                    .append_at(release, current.sequence, &[event])
                     .await?
                     .is_none()
                 {
@@ -70,8 +74,12 @@ pub(crate) async fn evaluate(
                     offer(ctx, order, &id).await?;
                     return Ok(());
                 }
-                let event = ctx.envelope(release, Event::ReleaseCompleted(ReleaseCompleted {}));
-                if append_at(ctx, release, current.sequence, &[event])
+                let event = ctx
+                    .writer
+                    .envelope(release, Event::ReleaseCompleted(ReleaseCompleted {}));
+                if ctx
+                    .writer
+                    .append_at(release, current.sequence, &[event])
                     .await?
                     .is_none()
                 {

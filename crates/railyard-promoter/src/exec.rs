@@ -7,16 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use railyard_bus::{AppendError, Bus, Expected, Lease};
+use railyard_bus::{Bus, Lease};
 use railyard_core::catalog::{Gate, OnFailure, Strategy};
 use railyard_core::event::{
-    ApprovalRequested, GateEvaluated, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
+    ApprovalRequested, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
 };
 use railyard_core::inventory::RunningService;
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
-    Action, AggregateId, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status,
-    Step, StepId,
+    Action, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step, StepId,
 };
 use tracing::{debug, info, warn};
 
@@ -29,6 +28,7 @@ use crate::freeze;
 use crate::gate::{GateCheck, kind};
 use crate::inventory;
 use crate::lease::{Claim, Leases, release_then};
+use crate::recorder::{Recorder, Writer};
 use crate::work::step_lease;
 
 /// What every task of one worker shares.
@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     pub(crate) releases: Releases,
     /// The live inventory, folded, and the sequence each environment was read at.
     pub(crate) live: LiveInventory,
+    /// Appends to release streams as this worker.
+    pub(crate) writer: Writer,
 }
 
 impl Ctx {
@@ -69,10 +71,12 @@ impl Ctx {
             .iter()
             .map(|env| env.name.clone())
             .collect();
+        let writer = Writer::new(bus.clone(), config.worker_id.clone(), config.clock.clone());
         Arc::new(Ctx {
             config,
             runner,
             leases,
+            writer,
             releases: Releases::new(bus.clone()),
             live: LiveInventory::new(bus.clone(), environments),
             bus,
@@ -81,15 +85,6 @@ impl Ctx {
 
     pub(crate) fn worker(&self) -> &str {
         &self.config.worker_id
-    }
-
-    pub(crate) fn envelope(&self, id: &ReleaseId, event: Event) -> Envelope {
-        Envelope::new(
-            AggregateId::Release(id.clone()),
-            self.worker(),
-            self.config.clock.now(),
-            event,
-        )
     }
 
     /// The owner the catalog names for a step's service, if any.
@@ -202,8 +197,12 @@ pub(crate) async fn take_step(
                     owner: None,
                     frozen: Some(step.env.clone()),
                 });
-                let envelope = ctx.envelope(release, held);
-                match append(ctx, release, current.sequence, &[envelope]).await? {
+                let envelope = ctx.writer.envelope(release, held);
+                match ctx
+                    .writer
+                    .append(release, current.sequence, &[envelope])
+                    .await?
+                {
                     true => {
                         info!(release = %release, step = %step.id, %reason, "release held: its environment is frozen");
                         return release_then(lease, skip("held by a freeze".to_owned())).await;
@@ -227,8 +226,12 @@ pub(crate) async fn take_step(
                     owner: ctx.owner(&step),
                     frozen: None,
                 });
-                let envelope = ctx.envelope(release, held);
-                match append(ctx, release, current.sequence, &[envelope]).await? {
+                let envelope = ctx.writer.envelope(release, held);
+                match ctx
+                    .writer
+                    .append(release, current.sequence, &[envelope])
+                    .await?
+                {
                     true => {
                         warn!(release = %release, step = %step.id, %reason, "release held: the rest of the plan is no longer safe");
                         return release_then(lease, skip("held after re-validation".to_owned()))
@@ -239,7 +242,7 @@ pub(crate) async fn take_step(
             }
         }
         let attempt = current.attempts(step_id) + 1;
-        let mut events = vec![ctx.envelope(
+        let mut events = vec![ctx.writer.envelope(
             release,
             Event::StepStarted(StepStarted {
                 step: step.id.clone(),
@@ -258,7 +261,7 @@ pub(crate) async fn take_step(
                         format!("{} is a point of no return: {}", point.step, point.reason)
                     })
             });
-            events.push(ctx.envelope(
+            events.push(ctx.writer.envelope(
                 release,
                 Event::ApprovalRequested(ApprovalRequested {
                     step: step.id.clone(),
@@ -269,7 +272,11 @@ pub(crate) async fn take_step(
             ));
         }
         let cause = events[0].clone();
-        let Some(sequence) = append_at(ctx, release, current.sequence, &events).await? else {
+        let Some(sequence) = ctx
+            .writer
+            .append_at(release, current.sequence, &events)
+            .await?
+        else {
             continue; // someone else moved the release: decide again
         };
         info!(release = %release, step = %step.id, attempt, worker = ctx.worker(), "step started");
@@ -300,38 +307,6 @@ pub(crate) async fn take_step(
             cause,
             current: after,
         }));
-    }
-}
-
-/// Appends `events` expecting `sequence`; `false` on a conflict.
-async fn append(
-    ctx: &Ctx,
-    release: &ReleaseId,
-    sequence: u64,
-    events: &[Envelope],
-) -> Result<bool, PromoterError> {
-    Ok(append_at(ctx, release, sequence, events).await?.is_some())
-}
-
-/// Appends `events` expecting `sequence`; the new sequence, or `None` on a conflict.
-pub(crate) async fn append_at(
-    ctx: &Ctx,
-    release: &ReleaseId,
-    sequence: u64,
-    events: &[Envelope],
-) -> Result<Option<u64>, PromoterError> {
-    match ctx
-        .bus
-        .append(
-            &AggregateId::Release(release.clone()),
-            Expected::after(sequence),
-            events,
-        )
-        .await
-    {
-        Ok(appended) => Ok(Some(appended.sequence)),
-        Err(AppendError::Conflict { .. }) => Ok(None),
-        Err(error) => Err(error.into()),
     }
 }
 
@@ -496,90 +471,6 @@ async fn in_flight_before(
         .collect())
 }
 
-/// Records events about a running step, only while the fold says the step is this worker's.
-pub(crate) struct Recorder<'a> {
-    ctx: &'a Ctx,
-    release: ReleaseId,
-    step: StepId,
-    attempt: u32,
-    cause: Envelope,
-    known: Option<Current>,
-}
-
-impl Recorder<'_> {
-    fn ours(&self, state: &ReleaseState) -> bool {
-        matches!(
-            state.steps.get(&self.step),
-            Some(StepStatus::Running { worker, attempt })
-                if worker == self.ctx.worker() && *attempt == self.attempt
-        )
-    }
-
-    /// Appends the events `build` makes from the current state; `false` when the step is no
-    /// longer this worker's (taken over, release ended) or `build` declines.
-    pub(crate) async fn record(
-        &mut self,
-        build: impl Fn(&ReleaseState) -> Option<Vec<Event>>,
-    ) -> Result<bool, PromoterError> {
-        loop {
-            let current = match self.known.take() {
-                Some(known) => known,
-                None => match self.ctx.releases.load(&self.release).await? {
-                    Some(current) => current,
-                    None => return Ok(false),
-                },
-            };
-            if !self.ours(&current.state) {
-                return Ok(false);
-            }
-            let Some(events) = build(&current.state) else {
-                return Ok(false);
-            };
-            let envelopes: Vec<Envelope> = events
-                .into_iter()
-                .map(|e| self.ctx.envelope(&self.release, e).caused_by(&self.cause))
-                .collect();
-            let mut after = current.state.clone();
-            for envelope in &envelopes {
-                match ReleaseState::apply(Some(after), envelope) {
-                    Ok(next) => after = next,
-                    Err(error) => {
-                        warn!(release = %self.release, step = %self.step, %error, "not recording: the release no longer allows it");
-                        return Ok(false);
-                    }
-                }
-            }
-            match append_at(self.ctx, &self.release, current.sequence, &envelopes).await? {
-                Some(sequence) => {
-                    let mut events = current.events;
-                    events.extend(envelopes.into_iter().map(Arc::new));
-                    let known = Current {
-                        state: after,
-                        events,
-                        sequence,
-                        trace: current.trace,
-                    };
-                    self.ctx.releases.remember(&known);
-                    self.known = Some(known);
-                    return Ok(true);
-                }
-                None => continue,
-            }
-        }
-    }
-
-    async fn gate(&mut self, check: &GateCheck) -> Result<bool, PromoterError> {
-        let event = Event::GateEvaluated(GateEvaluated {
-            step: self.step.clone(),
-            gate: check.name.clone(),
-            passed: check.passed,
-            observed: check.observed.clone(),
-            expected: check.expected.clone(),
-        });
-        self.record(|_| Some(vec![event.clone()])).await
-    }
-}
-
 /// The step is no longer this worker's.
 #[derive(Debug)]
 struct Lost;
@@ -595,14 +486,14 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
         cause,
         current,
     } = started;
-    let mut recorder = Recorder {
-        ctx: &ctx,
-        release: release.clone(),
-        step: step.id.clone(),
+    let mut recorder = Recorder::new(
+        &ctx.writer,
+        &ctx.releases,
+        current.clone(),
+        step.id.clone(),
         attempt,
-        cause: cause.clone(),
-        known: Some(current.clone()),
-    };
+        cause.clone(),
+    );
     let mut target = target_for(&current.state, &step, attempt);
     if step.action == Action::Deploy && blue_green(&ctx.config.catalog, &step).is_some() {
         target.colour = Some(idle_colour(&ctx, &step).await?);

@@ -22,6 +22,7 @@ pub mod freeze;
 pub mod gate;
 pub mod inventory;
 mod lease;
+mod recorder;
 mod retire;
 mod rollback;
 mod routes;

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::adapter::DEFAULT_TIMEOUT;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, blue_green, other_colour, target_for};
+use crate::exec::{Ctx, blue_green, other_colour, target_for};
 use crate::inventory;
 use crate::work::retire_lease;
 
@@ -110,8 +110,10 @@ async fn retire_all(ctx: &Ctx, release: &ReleaseId) -> Result<(), PromoterError>
         } else {
             warn!(release = %release, step = %step.id, colour = %retired.colour, detail = %retired.detail, "the old colour was not retired; it is left running for someone to take down");
         }
-        let event = ctx.envelope(release, Event::ColourRetired(retired));
+        let event = ctx.writer.envelope(release, Event::ColourRetired(retired));
         // On a conflict the release changed: read it again and look once more.
-        append_at(ctx, release, current.sequence, &[event]).await?;
+        ctx.writer
+            .append_at(release, current.sequence, &[event])
+            .await?;
     }
 }

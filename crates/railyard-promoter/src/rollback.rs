@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::adapter::{DEFAULT_TIMEOUT, Form, Target};
 use crate::decide;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, append_at, target_for};
+use crate::exec::{Ctx, target_for};
 use crate::inventory;
 use crate::work::{rollback_lease, step_lease};
 
@@ -229,7 +229,7 @@ async fn undo_all(
         if let (false, Some(point)) = (partial, &passed) {
             let why = point.hold_reason(reason, release);
             if state.status == Status::Planned {
-                let event = ctx.envelope(
+                let event = ctx.writer.envelope(
                     release,
                     Event::ReleaseHeld(ReleaseHeld {
                         reason: why.clone(),
@@ -238,7 +238,9 @@ async fn undo_all(
                         frozen: None,
                     }),
                 );
-                if append_at(ctx, release, current.sequence, &[event])
+                if ctx
+                    .writer
+                    .append_at(release, current.sequence, &[event])
                     .await?
                     .is_none()
                 {
@@ -288,14 +290,16 @@ async fn undo_all(
             for (id, why) in &stays {
                 text.push_str(&format!("; {id} stays applied: {why}"));
             }
-            let event = ctx.envelope(
+            let event = ctx.writer.envelope(
                 release,
                 Event::ReleaseRolledBack(ReleaseRolledBack {
                     reason: text.clone(),
                     undone,
                 }),
             );
-            if append_at(ctx, release, current.sequence, &[event])
+            if ctx
+                .writer
+                .append_at(release, current.sequence, &[event])
                 .await?
                 .is_some()
             {
@@ -321,7 +325,7 @@ async fn undo_all(
                 step.id
             );
             if state.status == Status::Planned {
-                let event = ctx.envelope(
+                let event = ctx.writer.envelope(
                     release,
                     Event::ReleaseHeld(ReleaseHeld {
                         reason: text.clone(),
@@ -330,7 +334,9 @@ async fn undo_all(
                         frozen: None,
                     }),
                 );
-                if append_at(ctx, release, current.sequence, &[event])
+                if ctx
+                    .writer
+                    .append_at(release, current.sequence, &[event])
                     .await?
                     .is_none()
                 {
@@ -345,7 +351,7 @@ async fn undo_all(
                 detail,
                 inventory: change,
             } => {
-                let event = ctx.envelope(
+                let event = ctx.writer.envelope(
                     release,
                     Event::StepRolledBack(StepOutcome {
                         step: step.id.clone(),
@@ -363,8 +369,10 @@ async fn undo_all(
                     )
                     .await?;
                 }
-                if let Some(sequence) =
-                    append_at(ctx, release, current.sequence, std::slice::from_ref(&event)).await?
+                if let Some(sequence) = ctx
+                    .writer
+                    .append_at(release, current.sequence, std::slice::from_ref(&event))
+                    .await?
                 {
                     info!(release = %release, step = %step.id, %detail, "step rolled back");
                     // Remember it: the next read may be served by a stream replica that has
@@ -381,7 +389,7 @@ async fn undo_all(
             }
             Undo::Hold(why) => {
                 if state.status == Status::Planned {
-                    let event = ctx.envelope(
+                    let event = ctx.writer.envelope(
                         release,
                         Event::ReleaseHeld(ReleaseHeld {
                             reason: why.clone(),
@@ -390,7 +398,9 @@ async fn undo_all(
                             frozen: None,
                         }),
                     );
-                    if append_at(ctx, release, current.sequence, &[event])
+                    if ctx
+                        .writer
+                        .append_at(release, current.sequence, &[event])
                         .await?
                         .is_none()
                     {

@@ -1,13 +1,16 @@
 //! What queries answer: [`EventItem`] (timelines, changes, an actor's doings),
 //! [`ApprovalItem`], [`GateItem`] and [`RejectionItem`], each built from stored records, with
-//! a one-line description of every event in words (any unknown type falls back to its JSON).
+//! a one-line description of every event in words, read from the typed event (a refused
+//! record, or one this version cannot read, shows its type and JSON).
 
 use chrono::{DateTime, Utc};
 use railyard_bus::StoredRejection;
+use railyard_core::Event;
+use railyard_core::step::StepId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{Record, split_step};
+use crate::record::Record;
 
 /// One event, as timelines show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,14 +59,10 @@ impl From<&Record> for EventItem {
             services: record.facets.services.clone(),
             envs: record.facets.envs.clone(),
             event_id: record.event_id().unwrap_or_default().to_owned(),
-            summary: describe(&record.facets.kind, &record.facets.actor, record.data()),
+            summary: summary(record),
             data: record.data().clone(),
         }
     }
-}
-
-fn text<'a>(data: &'a Value, key: &str) -> &'a str {
-    data.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn with_detail(head: String, detail: &str) -> String {
@@ -74,161 +73,129 @@ fn with_detail(head: String, detail: &str) -> String {
     }
 }
 
-/// One line saying what an event of `kind` by `actor` with payload `data` did.
-pub fn describe(kind: &str, actor: &str, data: &Value) -> String {
-    let step = text(data, "step");
-    let list = |key: &str| -> Vec<String> {
-        data.get(key)
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|item| match item {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    match kind {
-        "release.requested" => {
-            let changes: Vec<String> = data
-                .get("changes")
-                .and_then(Value::as_array)
-                .map(|changes| {
-                    changes
-                        .iter()
-                        .map(|c| format!("{} {}", text(c, "service"), text(c, "version")))
-                        .collect()
-                })
-                .unwrap_or_default();
-            format!(
-                "requested by {}: {}",
-                text(data, "requested_by"),
-                changes.join(", ")
-            )
+/// What `record`'s event did, in one line.
+fn summary(record: &Record) -> String {
+    let facets = &record.facets;
+    match record.event() {
+        // A refused record keeps its event under `refused:<type>`: shown as it was sent.
+        Ok(event) if facets.kind == event.type_name() => {
+            describe(&event, &facets.actor, record.data())
         }
-        "release.planned" => {
-            let steps = data
-                .pointer("/plan/steps")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let waves = data
-                .pointer("/plan/waves")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            format!("planned: {steps} steps in {waves} waves")
+        _ => raw(&facets.kind, record.data()),
+    }
+}
+
+/// An event's type and its payload's JSON, cut at 200 bytes.
+fn raw(kind: &str, data: &Value) -> String {
+    let mut payload = data.to_string();
+    if payload.len() > 200 {
+        let mut cut = 200;
+        while !payload.is_char_boundary(cut) {
+            cut -= 1;
         }
-        "release.rejected" => {
-            let reasons: Vec<&str> = data
-                .get("reasons")
-                .and_then(Value::as_array)
-                .map(|reasons| reasons.iter().map(|r| text(r, "reason")).collect())
-                .unwrap_or_default();
+        payload.truncate(cut);
+        payload.push('…');
+    }
+    format!("{kind} {payload}")
+}
+
+/// One line saying what `event` by `actor` did; `data` is its stored payload, shown as it
+/// is for the events that have no words of their own.
+pub fn describe(event: &Event, actor: &str, data: &Value) -> String {
+    match event {
+        Event::ReleaseRequested(r) => {
+            let changes: Vec<String> = r
+                .changes
+                .iter()
+                .map(|c| format!("{} {}", c.service, c.version))
+                .collect();
+            format!("requested by {}: {}", r.requested_by, changes.join(", "))
+        }
+        Event::ReleasePlanned(p) => format!(
+            "planned: {} steps in {} waves",
+            p.plan.steps.len(),
+            p.plan.waves.len()
+        ),
+        Event::ReleaseRejected(r) => {
+            let reasons: Vec<&str> = r.reasons.iter().map(|r| r.reason.as_str()).collect();
             format!("refused: {}", reasons.join("; "))
         }
-        "release.cancelled" => with_detail("cancelled".into(), text(data, "reason")),
-        "release.resumed" => with_detail("resumed".into(), text(data, "reason")),
-        "release.held" => {
-            let at = if step.is_empty() {
-                String::new()
-            } else {
-                format!(" at {step}")
+        Event::ReleaseCancelled(r) => with_detail("cancelled".into(), &r.reason),
+        Event::ReleaseResumed(r) => with_detail("resumed".into(), &r.reason),
+        Event::ReleaseHeld(h) => {
+            let at = match h.step.as_deref() {
+                Some(step) if !step.is_empty() => format!(" at {step}"),
+                _ => String::new(),
             };
-            let owner = data
-                .get("owner")
-                .and_then(Value::as_str)
+            let owner = h
+                .owner
+                .as_ref()
                 .map(|owner| format!(" (owner: {owner})"))
                 .unwrap_or_default();
-            format!("held{at}: {}{owner}", text(data, "reason"))
+            format!("held{at}: {}{owner}", h.reason)
         }
-        "release.completed" => "completed".into(),
-        "release.rolled_back" => with_detail("rolled back".into(), text(data, "reason")),
-        "step.started" => format!(
-            "{step} started by worker {} (attempt {})",
-            text(data, "worker"),
-            data.get("attempt").and_then(Value::as_u64).unwrap_or(1)
+        Event::ReleaseCompleted(_) => "completed".into(),
+        Event::ReleaseRolledBack(r) => with_detail("rolled back".into(), &r.reason),
+        Event::StepStarted(s) => format!(
+            "{} started by worker {} (attempt {})",
+            s.step, s.worker, s.attempt
         ),
-        "gate.evaluated" => format!(
-            "gate {} on {step} {}: observed {}, expected {}",
-            text(data, "gate"),
-            if data.get("passed").and_then(Value::as_bool) == Some(true) {
-                "passed"
-            } else {
-                "failed"
-            },
-            text(data, "observed"),
-            text(data, "expected")
+        Event::GateEvaluated(g) => format!(
+            "gate {} on {} {}: observed {}, expected {}",
+            g.gate,
+            g.step,
+            if g.passed { "passed" } else { "failed" },
+            g.observed,
+            g.expected
         ),
-        "step.succeeded" => with_detail(format!("{step} succeeded"), text(data, "detail")),
-        "step.failed" => with_detail(format!("{step} failed"), text(data, "detail")),
-        "step.rolled_back" => with_detail(format!("{step} rolled back"), text(data, "detail")),
-        "approval.requested" => with_detail(
+        Event::StepSucceeded(o) => with_detail(format!("{} succeeded", o.step), &o.detail),
+        Event::StepFailed(o) => with_detail(format!("{} failed", o.step), &o.detail),
+        Event::StepRolledBack(o) => with_detail(format!("{} rolled back", o.step), &o.detail),
+        Event::ApprovalRequested(a) => with_detail(
             format!(
-                "approval of {step} requested from {}",
-                list("approvers").join(", ")
+                "approval of {} requested from {}",
+                a.step,
+                a.approvers.join(", ")
             ),
-            text(data, "reason"),
+            a.reason.as_deref().unwrap_or_default(),
         ),
-        "approval.granted" => {
-            with_detail(format!("{step} approved by {actor}"), text(data, "comment"))
+        Event::ApprovalGranted(d) => {
+            with_detail(format!("{} approved by {actor}", d.step), &d.comment)
         }
-        "approval.denied" => {
-            with_detail(format!("{step} denied by {actor}"), text(data, "comment"))
+        Event::ApprovalDenied(d) => {
+            with_detail(format!("{} denied by {actor}", d.step), &d.comment)
         }
-        "freeze.overridden" => with_detail(
-            format!(
-                "EMERGENCY: the freeze of {} overridden by {actor}",
-                text(data, "env")
-            ),
-            text(data, "reason"),
+        Event::FreezeOverridden(f) => with_detail(
+            format!("EMERGENCY: the freeze of {} overridden by {actor}", f.env),
+            &f.reason,
         ),
-        "colour.retired" => with_detail(
-            if data.get("ok").and_then(Value::as_bool) == Some(true) {
-                format!("old colour {} of {step} retired", text(data, "colour"))
+        Event::ColourRetired(c) => with_detail(
+            if c.ok {
+                format!("old colour {} of {} retired", c.colour, c.step)
             } else {
                 format!(
-                    "old colour {} of {step} NOT retired: it is still running",
-                    text(data, "colour")
+                    "old colour {} of {} NOT retired: it is still running",
+                    c.colour, c.step
                 )
             },
-            text(data, "detail"),
+            &c.detail,
         ),
-        "service.deployed" => match data.get("running").filter(|r| !r.is_null()) {
-            Some(running) => format!(
-                "{} now runs {} in {}",
-                text(data, "service"),
-                text(running, "version"),
-                text(data, "env")
-            ),
-            None => format!(
-                "{} removed from {}",
-                text(data, "service"),
-                text(data, "env")
-            ),
+        Event::ServiceDeployed(d) => match &d.running {
+            Some(running) => format!("{} now runs {} in {}", d.service, running.version, d.env),
+            None => format!("{} removed from {}", d.service, d.env),
         },
-        "catalog.applied" => format!("catalog {} applied", text(data, "hash")),
-        "audit.checkpoint" => format!(
+        Event::CatalogApplied(c) => format!("catalog {} applied", c.hash),
+        Event::AuditCheckpoint(c) => format!(
             "records 1 to {} sealed by key {} (head {}…)",
-            data.get("records")
-                .and_then(Value::as_u64)
-                .unwrap_or_default(),
-            text(data, "key_id"),
-            text(data, "head").get(..16).unwrap_or_default()
+            c.records,
+            c.key_id,
+            c.head.get(..16).unwrap_or_default()
         ),
-        other => {
-            let mut payload = data.to_string();
-            if payload.len() > 200 {
-                let mut cut = 200;
-                while !payload.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                payload.truncate(cut);
-                payload.push('…');
-            }
-            format!("{other} {payload}")
-        }
+        Event::ArtifactPublished(_)
+        | Event::SuiteFinished(_)
+        | Event::CommitsPushed(_)
+        | Event::IncidentOpened(_)
+        | Event::IncidentResolved(_) => raw(event.type_name(), data),
     }
 }
 
@@ -261,16 +228,26 @@ pub struct ApprovalItem {
 impl ApprovalItem {
     /// The approval item of an `approval.*` record.
     pub fn from_record(record: &Record) -> ApprovalItem {
-        let data = record.data();
-        let step = text(data, "step").to_owned();
-        let env = split_step(&step)
-            .map(|(env, _, _)| env.to_owned())
-            .unwrap_or_else(|| text(data, "env").to_owned());
+        let event = record.event().ok();
+        let (step, asked_in, comment, approvers) = match &event {
+            Some(Event::ApprovalRequested(a)) => {
+                (a.step.as_str(), Some(&a.env), "", a.approvers.clone())
+            }
+            Some(Event::ApprovalGranted(d) | Event::ApprovalDenied(d)) => {
+                (d.step.as_str(), None, d.comment.as_str(), Vec::new())
+            }
+            _ => ("", None, "", Vec::new()),
+        };
+        let env = StepId::parse(step)
+            .ok()
+            .map(|id| id.env().to_string())
+            .or_else(|| asked_in.map(ToString::to_string))
+            .unwrap_or_default();
         ApprovalItem {
             n: record.n,
             at: record.facets.at,
             release: record.facets.release.clone().unwrap_or_default(),
-            step,
+            step: step.to_owned(),
             env,
             decision: record
                 .facets
@@ -284,17 +261,8 @@ impl ApprovalItem {
                 record.facets.actor.clone()
             },
             recorded_by: record.facets.actor.clone(),
-            comment: text(data, "comment").to_owned(),
-            approvers: data
-                .get("approvers")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            comment: comment.to_owned(),
+            approvers,
         }
     }
 }
@@ -327,22 +295,28 @@ pub struct GateItem {
 impl GateItem {
     /// The gate item of a `gate.evaluated` record.
     pub fn from_record(record: &Record) -> GateItem {
-        let data = record.data();
-        let step = text(data, "step").to_owned();
-        let (env, service) = split_step(&step)
-            .map(|(env, _, target)| (env.to_owned(), target.to_owned()))
-            .unwrap_or_default();
+        let gate = match record.event() {
+            Ok(Event::GateEvaluated(gate)) => Some(gate),
+            _ => None,
+        };
+        let step = gate.as_ref().and_then(|g| StepId::parse(&g.step).ok());
         GateItem {
             n: record.n,
             at: record.facets.at,
             release: record.facets.release.clone().unwrap_or_default(),
-            step,
-            env,
-            service,
-            gate: text(data, "gate").to_owned(),
-            passed: data.get("passed").and_then(Value::as_bool) == Some(true),
-            observed: text(data, "observed").to_owned(),
-            expected: text(data, "expected").to_owned(),
+            step: gate.as_ref().map(|g| g.step.clone()).unwrap_or_default(),
+            env: step
+                .as_ref()
+                .map(|s| s.env().to_string())
+                .unwrap_or_default(),
+            service: step.map(|s| s.target().to_string()).unwrap_or_default(),
+            gate: gate.as_ref().map(|g| g.gate.clone()).unwrap_or_default(),
+            passed: gate.as_ref().is_some_and(|g| g.passed),
+            observed: gate
+                .as_ref()
+                .map(|g| g.observed.clone())
+                .unwrap_or_default(),
+            expected: gate.map(|g| g.expected).unwrap_or_default(),
         }
     }
 }

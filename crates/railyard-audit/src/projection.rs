@@ -1,21 +1,20 @@
 //! [`AuditProjection`]: turns every event of the stream into one hash-chained [`Record`] with
-//! its index entries. Any event type is recorded and indexed from its JSON; only
-//! `service.deployed` (running commits, for commit ranges) and the start of deploy steps
-//! (one entry per deployment, for the production change report) are interpreted, and
-//! `audit.checkpoint`, whose latest plausible one the sealer starts from.
+//! its index entries. It folds the typed events (railyard-core's [`Event`]): the facets an
+//! event is indexed by come from one exhaustive match (`record.rs`); `service.deployed`
+//! (running commits, for commit ranges) and the start of deploy steps (one entry per
+//! deployment, for the production change report) are interpreted, and `audit.checkpoint`,
+//! whose latest plausible one the sealer starts from. The record stores the event's JSON as
+//! it was, so its hash does not depend on this code.
 
 use chrono::{DateTime, Utc};
-use railyard_core::Envelope;
+use railyard_core::step::StepId;
+use railyard_core::{Action, AggregateId, Envelope, Event};
 use railyard_store::{Projection, ProjectionError, Update};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::keys;
-use crate::record::{
-    GENESIS, Record, ReleaseScope, derive_facets, release_of_aggregate, split_step,
-};
+use crate::record::{GENESIS, Record, ReleaseScope, facets};
 use crate::releases::ReleaseSummary;
-use crate::seal::CHECKPOINT_TYPE;
 
 /// The projection's name, which names its tree.
 pub const PROJECTION_NAME: &str = "audit";
@@ -81,8 +80,10 @@ impl AuditProjection {
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
         let value = serde_json::to_value(envelope).map_err(encode)?;
-        let aggregate = envelope.aggregate.to_string();
-        let own_release = release_of_aggregate(&aggregate).map(str::to_owned);
+        let own_release = match &envelope.aggregate {
+            AggregateId::Release(release) => Some(release.to_string()),
+            _ => None,
+        };
         let mut scope = match &own_release {
             Some(release) => Some(
                 update
@@ -91,7 +92,7 @@ impl AuditProjection {
             ),
             None => None,
         };
-        let mut facets = derive_facets(&value, scope.as_ref());
+        let mut facets = facets(envelope, scope.as_ref());
         // An authority event no trusted writer sealed (see railyard_core::authority) stays in
         // the record, as the stream holds it, but under its own type: no query counts it as
         // an approval, a step or a decision, and `type=refused:approval.granted` finds the
@@ -132,7 +133,7 @@ impl AuditProjection {
             }
         }
         if !refused {
-            interpret(update, &record)?;
+            interpret(update, &record, &envelope.event)?;
         }
         *head = Head {
             n,
@@ -186,34 +187,33 @@ fn index_record(update: &mut Update<'_>, record: &Record) {
     }
 }
 
-/// The few event types the read side needs more than facets of.
-fn interpret(update: &mut Update<'_>, record: &Record) -> Result<(), ProjectionError> {
-    let data = record.data();
-    match record.facets.kind.as_str() {
-        CHECKPOINT_TYPE => crate::sealer::record_checkpoint(update, record)?,
-        "service.deployed" => {
-            let (Some(env), Some(service)) = (
-                data.get("env").and_then(Value::as_str),
-                data.get("service").and_then(Value::as_str),
-            ) else {
-                return Ok(());
-            };
-            match data.pointer("/running/commit").and_then(Value::as_str) {
+/// The few event types the read side needs more than facets of; `event` is `record`'s.
+fn interpret(
+    update: &mut Update<'_>,
+    record: &Record,
+    event: &Event,
+) -> Result<(), ProjectionError> {
+    match event {
+        Event::AuditCheckpoint(_) => crate::sealer::record_checkpoint(update, record)?,
+        Event::ServiceDeployed(deployed) => {
+            let (env, service) = (deployed.env.as_str(), deployed.service.as_str());
+            match deployed.running.as_ref().and_then(|r| r.commit.as_ref()) {
                 Some(commit) => update.put(keys::inventory(env, service), commit.as_bytes()),
                 None => update.remove(keys::inventory(env, service)),
             }
         }
-        "step.started" => {
-            let (Some(release), Some(step)) = (
-                record.facets.release.as_deref(),
-                data.get("step").and_then(Value::as_str),
-            ) else {
+        Event::StepStarted(started) => {
+            let Some(release) = record.facets.release.as_deref() else {
                 return Ok(());
             };
-            let Some((env, "deploy", service)) = split_step(step) else {
+            let Ok(step) = StepId::parse(&started.step) else {
                 return Ok(());
             };
-            let mark = keys::deployment_mark(release, step);
+            let (Action::Deploy, Some(service)) = (step.action(), step.service()) else {
+                return Ok(());
+            };
+            let (env, service) = (step.env().as_str(), service.as_str());
+            let mark = keys::deployment_mark(release, step.as_str());
             if update.get(&mark)?.is_some() {
                 return Ok(());
             }
@@ -225,7 +225,7 @@ fn interpret(update: &mut Update<'_>, record: &Record) -> Result<(), ProjectionE
                 release: release.to_owned(),
                 env: env.to_owned(),
                 service: service.to_owned(),
-                step: step.to_owned(),
+                step: step.to_string(),
                 n: record.n,
                 started_at: record.facets.at,
                 from_commit,

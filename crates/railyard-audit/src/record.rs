@@ -1,12 +1,15 @@
 //! The audit record and its tamper evidence: one [`Record`] per event, holding the event's
 //! canonical JSON, the facets it is indexed by, its stream position and the hash chain link
 //! (`prev` is the previous record's `hash`; `hash` covers every other field of the record).
-//! Facets are derived from the event's JSON alone, so event types added later are recorded
-//! and indexed without code here.
+//! Facets are read from the typed event (railyard-core's [`Event`]) by one exhaustive match,
+//! so an event type added or a field renamed fails to compile here instead of silently
+//! leaving an index empty.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use railyard_core::step::StepId;
+use railyard_core::{Action, AggregateId, EnvName, Envelope, Event, ReleaseId, ServiceName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -79,12 +82,6 @@ impl ReleaseScope {
     }
 }
 
-/// A step id taken apart: `<env>:<action>:<target>`.
-pub(crate) fn split_step(step: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = step.splitn(3, ':');
-    Some((parts.next()?, parts.next()?, parts.next()?))
-}
-
 fn str_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
     value.get(key).and_then(Value::as_str)
 }
@@ -94,85 +91,156 @@ pub(crate) fn release_of_aggregate(aggregate: &str) -> Option<&str> {
     aggregate.strip_prefix("release.")
 }
 
-/// Derives the facets of `envelope` (its JSON form). `scope` is what is known of its release
-/// when the envelope belongs to a release aggregate.
-pub fn derive_facets(envelope: &Value, scope: Option<&ReleaseScope>) -> Facets {
-    let kind = str_at(envelope, "type").unwrap_or("unknown").to_owned();
+/// What an event's payload says it concerns.
+#[derive(Default)]
+struct Concerns<'a> {
+    release: Option<&'a ReleaseId>,
+    services: Vec<&'a ServiceName>,
+    envs: Vec<&'a EnvName>,
+    step: Option<&'a str>,
+}
+
+/// Reads what `event` concerns. Exhaustive on purpose: a new event type must say here what
+/// it is indexed by.
+fn concerns(event: &Event) -> Concerns<'_> {
+    let mut c = Concerns::default();
+    match event {
+        Event::ReleaseRequested(r) => {
+            c.release = Some(&r.release);
+            c.services
+                .extend(r.changes.iter().map(|change| &change.service));
+        }
+        Event::ReleasePlanned(p) => c.envs.extend(p.plan.steps.iter().map(|step| &step.env)),
+        Event::ReleaseHeld(h) => c.step = h.step.as_deref(),
+        Event::StepStarted(s) => c.step = Some(&s.step),
+        Event::GateEvaluated(g) => c.step = Some(&g.step),
+        Event::StepSucceeded(o) | Event::StepFailed(o) | Event::StepRolledBack(o) => {
+            c.step = Some(&o.step)
+        }
+        Event::ApprovalRequested(a) => {
+            c.step = Some(&a.step);
+            c.envs.push(&a.env);
+        }
+        Event::ApprovalGranted(d) | Event::ApprovalDenied(d) => c.step = Some(&d.step),
+        Event::FreezeOverridden(f) => c.envs.push(&f.env),
+        Event::ColourRetired(r) => c.step = Some(&r.step),
+        Event::ServiceDeployed(d) => {
+            c.release = d.release.as_ref();
+            c.services.push(&d.service);
+            c.envs.push(&d.env);
+        }
+        Event::ArtifactPublished(a) => c.release = a.release.as_ref(),
+        Event::IncidentOpened(i) => {
+            c.envs.push(&i.env);
+            c.services.extend(&i.service);
+        }
+        Event::IncidentResolved(i) => {
+            c.envs.push(&i.env);
+            c.services.extend(&i.service);
+        }
+        Event::ReleaseRejected(_)
+        | Event::ReleaseCancelled(_)
+        | Event::ReleaseResumed(_)
+        | Event::ReleaseCompleted(_)
+        | Event::ReleaseRolledBack(_)
+        | Event::CatalogApplied(_)
+        | Event::SuiteFinished(_)
+        | Event::CommitsPushed(_)
+        | Event::AuditCheckpoint(_) => {}
+    }
+    c
+}
+
+/// The facets of `envelope`. `scope` is what is known of its release when the envelope
+/// belongs to a release aggregate.
+pub fn facets(envelope: &Envelope, scope: Option<&ReleaseScope>) -> Facets {
+    facets_of(
+        &envelope.aggregate,
+        &envelope.actor,
+        envelope.occurred_at,
+        &envelope.event,
+        scope,
+    )
+}
+
+/// The envelope fields facets read besides the event.
+#[derive(Deserialize)]
+struct Meta {
+    aggregate: AggregateId,
+    actor: String,
+    occurred_at: DateTime<Utc>,
+}
+
+/// The facets of a stored envelope (its JSON form), read as the typed event it holds: what
+/// `audit verify` compares a record's facets with. Fails when the JSON is not an event of
+/// this version.
+pub fn derive_facets(
+    envelope: &Value,
+    scope: Option<&ReleaseScope>,
+) -> Result<Facets, serde_json::Error> {
+    let meta = Meta::deserialize(envelope)?;
+    let event = Event::deserialize(envelope)?;
+    Ok(facets_of(
+        &meta.aggregate,
+        &meta.actor,
+        meta.occurred_at,
+        &event,
+        scope,
+    ))
+}
+
+fn facets_of(
+    aggregate: &AggregateId,
+    actor: &str,
+    at: DateTime<Utc>,
+    event: &Event,
+    scope: Option<&ReleaseScope>,
+) -> Facets {
+    let kind = event.type_name().to_owned();
     let family = kind.split('.').next().unwrap_or_default().to_owned();
-    let aggregate = str_at(envelope, "aggregate").unwrap_or_default().to_owned();
-    let actor = str_at(envelope, "actor").unwrap_or_default().to_owned();
-    let at = str_at(envelope, "occurred_at")
-        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-        .map(|at| at.with_timezone(&Utc))
-        .unwrap_or_default();
-    let data = envelope.get("data").unwrap_or(&Value::Null);
-    let mut services = BTreeSet::new();
-    let mut envs = BTreeSet::new();
-    let own_release = release_of_aggregate(&aggregate);
-    let release = own_release
-        .or_else(|| str_at(data, "release"))
-        .map(str::to_owned);
-    if let Some((kind, id)) = aggregate.split_once('.') {
-        match kind {
-            "signal" => {
-                services.insert(id.to_owned());
-            }
-            "inventory" | "incident" => {
-                envs.insert(id.to_owned());
-            }
-            _ => {}
+    let concerns = concerns(event);
+    let mut services: BTreeSet<String> = concerns.services.iter().map(|s| s.to_string()).collect();
+    let mut envs: BTreeSet<String> = concerns.envs.iter().map(|e| e.to_string()).collect();
+    let own_release = match aggregate {
+        AggregateId::Release(release) => Some(release),
+        AggregateId::Signal(service) => {
+            services.insert(service.to_string());
+            None
         }
-    }
-    for key in ["service"] {
-        if let Some(service) = str_at(data, key) {
-            services.insert(service.to_owned());
+        AggregateId::Inventory(env) | AggregateId::Incident(env) => {
+            envs.insert(env.to_string());
+            None
         }
-    }
-    for key in ["env", "environment"] {
-        if let Some(env) = str_at(data, key) {
-            envs.insert(env.to_owned());
-        }
-    }
-    if let Some(changes) = data.get("changes").and_then(Value::as_array) {
-        services.extend(
-            changes
-                .iter()
-                .filter_map(|change| str_at(change, "service"))
-                .map(str::to_owned),
-        );
-    }
-    if let Some(steps) = data.pointer("/plan/steps").and_then(Value::as_array) {
-        envs.extend(
-            steps
-                .iter()
-                .filter_map(|step| str_at(step, "env"))
-                .map(str::to_owned),
-        );
-    }
-    let step = str_at(data, "step").and_then(split_step);
-    if let Some((env, action, target)) = step {
-        envs.insert(env.to_owned());
-        if matches!(action, "deploy" | "verify") {
-            services.insert(target.to_owned());
+        AggregateId::Catalog | AggregateId::Audit => None,
+    };
+    let release = own_release.or(concerns.release).map(ReleaseId::to_string);
+    // A step id this version cannot read concerns no environment or service.
+    let step = concerns.step.map(|step| StepId::parse(step).ok());
+    if let Some(Some(step)) = &step {
+        envs.insert(step.env().to_string());
+        if let Some(service) = step.service() {
+            services.insert(service.to_string());
         }
     }
     if let (Some(_), Some(scope)) = (own_release, scope) {
-        match step {
+        match &step {
             // A release-wide event concerns everything the release touches.
             None => {
                 services.extend(scope.services.iter().cloned());
                 envs.extend(scope.envs.iter().cloned());
             }
             // An approval gates every service of the release in its environment.
-            Some((_, "approve", _)) => services.extend(scope.services.iter().cloned()),
+            Some(Some(step)) if step.action() == Action::Approve => {
+                services.extend(scope.services.iter().cloned())
+            }
             Some(_) => {}
         }
     }
     Facets {
         kind,
         family,
-        aggregate,
-        actor,
+        aggregate: aggregate.to_string(),
+        actor: actor.to_owned(),
         at,
         release,
         services: services.into_iter().collect(),
@@ -277,9 +345,14 @@ impl Record {
         str_at(&self.envelope, "event_id")
     }
 
-    /// The event's payload.
+    /// The event's payload, as stored.
     pub fn data(&self) -> &Value {
         self.envelope.get("data").unwrap_or(&Value::Null)
+    }
+
+    /// The stored event, typed; fails when it is not an event of this version.
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        Event::deserialize(&self.envelope)
     }
 }
 
@@ -297,40 +370,352 @@ mod tests {
         );
     }
 
+    /// How facets were derived before they were read from the typed event: from the
+    /// envelope's JSON by key. Kept here as the reference the typed reading must match, so
+    /// the records (and hashes) an older version wrote still verify.
+    fn json_facets(envelope: &Value, scope: Option<&ReleaseScope>) -> Facets {
+        let kind = str_at(envelope, "type").unwrap_or("unknown").to_owned();
+        let family = kind.split('.').next().unwrap_or_default().to_owned();
+        let aggregate = str_at(envelope, "aggregate").unwrap_or_default().to_owned();
+        let actor = str_at(envelope, "actor").unwrap_or_default().to_owned();
+        let at = str_at(envelope, "occurred_at")
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+            .unwrap_or_default();
+        let data = envelope.get("data").unwrap_or(&Value::Null);
+        let mut services = BTreeSet::new();
+        let mut envs = BTreeSet::new();
+        let own_release = release_of_aggregate(&aggregate);
+        let release = own_release
+            .or_else(|| str_at(data, "release"))
+            .map(str::to_owned);
+        if let Some((kind, id)) = aggregate.split_once('.') {
+            match kind {
+                "signal" => {
+                    services.insert(id.to_owned());
+                }
+                "inventory" | "incident" => {
+                    envs.insert(id.to_owned());
+                }
+                _ => {}
+            }
+        }
+        if let Some(service) = str_at(data, "service") {
+            services.insert(service.to_owned());
+        }
+        for key in ["env", "environment"] {
+            if let Some(env) = str_at(data, key) {
+                envs.insert(env.to_owned());
+            }
+        }
+        if let Some(changes) = data.get("changes").and_then(Value::as_array) {
+            services.extend(
+                changes
+                    .iter()
+                    .filter_map(|change| str_at(change, "service"))
+                    .map(str::to_owned),
+            );
+        }
+        if let Some(steps) = data.pointer("/plan/steps").and_then(Value::as_array) {
+            envs.extend(
+                steps
+                    .iter()
+                    .filter_map(|step| str_at(step, "env"))
+                    .map(str::to_owned),
+            );
+        }
+        let step = str_at(data, "step").and_then(|step| {
+            let mut parts = step.splitn(3, ':');
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        });
+        if let Some((env, action, target)) = step {
+            envs.insert(env.to_owned());
+            if matches!(action, "deploy" | "verify") {
+                services.insert(target.to_owned());
+            }
+        }
+        if let (Some(_), Some(scope)) = (own_release, scope) {
+            match step {
+                None => {
+                    services.extend(scope.services.iter().cloned());
+                    envs.extend(scope.envs.iter().cloned());
+                }
+                Some((_, "approve", _)) => services.extend(scope.services.iter().cloned()),
+                Some(_) => {}
+            }
+        }
+        Facets {
+            kind,
+            family,
+            aggregate,
+            actor,
+            at,
+            release,
+            services: services.into_iter().collect(),
+            envs: envs.into_iter().collect(),
+        }
+    }
+
+    /// One event of every type (and the shapes that index differently), as
+    /// `(aggregate, type, data)`.
+    fn corpus() -> Vec<(&'static str, &'static str, Value)> {
+        let origin = json!({"door": "http", "id": "d1", "source": "ci"});
+        let change = json!({"service": "orders-api", "version": "2.4.0"});
+        let plan = json!({"release": "r1", "catalog_hash": "sha256:00",
+            "steps": [
+                {"id": "staging:deploy:orders-api", "env": "staging", "action": "deploy", "target": "orders-api"},
+                {"id": "production:approve:r1", "env": "production", "action": "approve", "target": "r1"}],
+            "edges": [], "waves": [], "critical_path": []});
+        vec![
+            (
+                "release.r1",
+                "release.requested",
+                json!({"release": "r1", "requested_by": "carol",
+                "changes": [change, {"service": "billing", "version": "1"}]}),
+            ),
+            ("release.r1", "release.planned", json!({"plan": plan})),
+            (
+                "release.r1",
+                "release.rejected",
+                json!({"catalog_hash": "x", "reasons": [
+                {"rule": "queue", "env": "production", "reason": "r", "remedy": "m"}]}),
+            ),
+            ("release.r1", "release.cancelled", json!({"reason": "no"})),
+            (
+                "release.r1",
+                "release.held",
+                json!({"reason": "gate failed",
+                "step": "production:verify:orders-api", "owner": "team-orders"}),
+            ),
+            (
+                "release.r1",
+                "release.held",
+                json!({"reason": "frozen", "frozen": "production"}),
+            ),
+            ("release.r1", "release.resumed", json!({"reason": "go"})),
+            ("release.r1", "release.completed", json!({})),
+            (
+                "release.r1",
+                "release.rolled_back",
+                json!({"reason": "bad",
+                "undone": ["production:deploy:orders-api"]}),
+            ),
+            (
+                "release.r1",
+                "step.started",
+                json!({"step": "production:deploy:orders-api",
+                "worker": "w1", "attempt": 1}),
+            ),
+            (
+                "release.r1",
+                "step.started",
+                json!({"step": "staging:migrate:orders-db@43",
+                "worker": "w1", "attempt": 1}),
+            ),
+            (
+                "release.r1",
+                "step.started",
+                json!({"step": "production:approve:r1",
+                "worker": "w1", "attempt": 1}),
+            ),
+            (
+                "release.r1",
+                "gate.evaluated",
+                json!({"step": "production:verify:orders-api",
+                "gate": "http", "passed": false, "observed": "500", "expected": "200"}),
+            ),
+            (
+                "release.r1",
+                "step.succeeded",
+                json!({"step": "production:verify:orders-api"}),
+            ),
+            (
+                "release.r1",
+                "step.failed",
+                json!({"step": "staging:migrate:orders-db@43",
+                "detail": "exit 1"}),
+            ),
+            (
+                "release.r1",
+                "step.rolled_back",
+                json!({"step": "production:deploy:orders-api"}),
+            ),
+            (
+                "release.r1",
+                "approval.requested",
+                json!({"step": "production:approve:orders-db@44",
+                "env": "production", "approvers": ["alice"], "reason": "no way back"}),
+            ),
+            (
+                "release.r1",
+                "approval.granted",
+                json!({"step": "production:approve:r1",
+                "comment": "ok"}),
+            ),
+            (
+                "release.r1",
+                "approval.denied",
+                json!({"step": "production:approve:r1"}),
+            ),
+            (
+                "release.r1",
+                "freeze.overridden",
+                json!({"env": "production", "reason": "fire"}),
+            ),
+            (
+                "release.r1",
+                "colour.retired",
+                json!({"step": "production:deploy:orders-api",
+                "colour": "blue", "ok": true, "detail": ""}),
+            ),
+            (
+                "inventory.production",
+                "service.deployed",
+                json!({"env": "production",
+                "service": "orders-api", "running": {"version": "2.4.0", "commit": "abc"},
+                "release": "r1"}),
+            ),
+            (
+                "inventory.production",
+                "service.deployed",
+                json!({"env": "production",
+                "service": "orders-api", "running": null}),
+            ),
+            ("catalog", "catalog.applied", json!({"hash": "sha256:01"})),
+            (
+                "signal.orders-api",
+                "change.artifact_published",
+                json!({"change": change,
+                "release": "r2", "expected_changes": ["billing"], "origin": origin}),
+            ),
+            (
+                "signal.orders-api",
+                "change.suite_finished",
+                json!({"suite": "unit",
+                "passed": true, "outcome": "success", "origin": origin}),
+            ),
+            (
+                "signal.orders-api",
+                "change.commits_pushed",
+                json!({"branch": "main",
+                "before": "a", "after": "b", "origin": origin}),
+            ),
+            (
+                "incident.production",
+                "incident.opened",
+                json!({"incident": "i1",
+                "env": "production", "service": "auth", "origin": origin}),
+            ),
+            (
+                "incident.staging",
+                "incident.resolved",
+                json!({"incident": "i1",
+                "env": "staging", "origin": origin}),
+            ),
+            (
+                "audit",
+                "audit.checkpoint",
+                json!({"records": 3, "head": "00", "sequence": 9,
+                "from": 1, "digests": [], "sealed_at": "2026-01-01T00:00:00Z",
+                "key_id": "k", "signature": "s"}),
+            ),
+        ]
+    }
+
+    fn envelope(aggregate: &str, kind: &str, data: Value) -> Envelope {
+        serde_json::from_value(json!({
+            "event_id": "01890000-0000-7000-8000-000000000001",
+            "aggregate": aggregate,
+            "occurred_at": "2026-01-01T00:00:00.123456789Z",
+            "actor": "w1",
+            "correlation_id": "01890000-0000-7000-8000-000000000001",
+            "schema_version": 1,
+            "type": kind,
+            "data": data,
+        }))
+        .unwrap_or_else(|error| panic!("{kind}: {error}"))
+    }
+
     #[test]
-    fn facets_come_from_the_json_alone() {
-        let cases = [
-            (
-                json!({"type": "step.started", "aggregate": "release.r1", "actor": "w1",
-                       "occurred_at": "2026-01-01T00:00:00Z",
-                       "data": {"step": "production:deploy:orders-api"}}),
-                (Some("r1"), vec!["orders-api"], vec!["production"]),
-            ),
-            (
-                json!({"type": "signal.suite_passed", "aggregate": "signal.billing", "actor": "ci",
-                       "occurred_at": "2026-01-01T00:00:00Z", "data": {"suite": "unit"}}),
-                (None, vec!["billing"], vec![]),
-            ),
-            (
-                json!({"type": "incident.opened", "aggregate": "incident.staging", "actor": "pager",
-                       "occurred_at": "2026-01-01T00:00:00Z", "data": {"service": "auth"}}),
-                (None, vec!["auth"], vec!["staging"]),
-            ),
-            (
-                json!({"type": "release.completed", "aggregate": "release.r1", "actor": "promoter",
-                       "occurred_at": "2026-01-01T00:00:00Z", "data": {}}),
-                (Some("r1"), vec!["a", "b"], vec!["production"]),
-            ),
-        ];
+    fn typed_facets_are_those_the_json_gave() {
+        let scope = ReleaseScope {
+            services: ["orders-api".to_owned(), "billing".to_owned()].into(),
+            envs: ["production".to_owned(), "staging".to_owned()].into(),
+        };
+        let mut kinds = BTreeSet::new();
+        for (aggregate, kind, data) in corpus() {
+            let envelope = envelope(aggregate, kind, data);
+            let stored = serde_json::to_value(&envelope).unwrap();
+            for scope in [None, Some(&scope)] {
+                let typed = facets(&envelope, scope);
+                assert_eq!(typed, json_facets(&stored, scope), "{stored}");
+                assert_eq!(typed, derive_facets(&stored, scope).unwrap(), "{stored}");
+            }
+            kinds.insert(kind.to_owned());
+        }
+        let schemas =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/events"))
+                .unwrap()
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    let kind = name.strip_suffix(".schema.json")?;
+                    (kind != "envelope").then(|| kind.to_owned())
+                })
+                .collect::<BTreeSet<_>>();
+        assert_eq!(kinds, schemas, "the corpus holds one event of every type");
+    }
+
+    #[test]
+    fn facets_name_what_the_event_concerns() {
         let scope = ReleaseScope {
             services: ["a".to_owned(), "b".to_owned()].into(),
             envs: ["production".to_owned()].into(),
         };
+        let cases = [
+            (
+                envelope(
+                    "release.r1",
+                    "step.started",
+                    json!({"step": "production:deploy:orders-api", "worker": "w1", "attempt": 1}),
+                ),
+                (Some("r1"), vec!["orders-api"], vec!["production"]),
+            ),
+            (
+                envelope(
+                    "signal.billing",
+                    "change.suite_finished",
+                    json!({"suite": "unit", "passed": true, "outcome": "success",
+                           "origin": {"door": "http", "id": "d1", "source": "ci"}}),
+                ),
+                (None, vec!["billing"], vec![]),
+            ),
+            (
+                envelope(
+                    "incident.staging",
+                    "incident.opened",
+                    json!({"incident": "i1", "env": "staging", "service": "auth",
+                           "origin": {"door": "http", "id": "d1", "source": "ci"}}),
+                ),
+                (None, vec!["auth"], vec!["staging"]),
+            ),
+            (
+                envelope("release.r1", "release.completed", json!({})),
+                (Some("r1"), vec!["a", "b"], vec!["production"]),
+            ),
+            (
+                envelope(
+                    "release.r1",
+                    "approval.granted",
+                    json!({"step": "staging:approve:r1"}),
+                ),
+                (Some("r1"), vec!["a", "b"], vec!["staging"]),
+            ),
+        ];
         for (envelope, (release, services, envs)) in cases {
-            let facets = derive_facets(&envelope, Some(&scope));
-            assert_eq!(facets.release.as_deref(), release, "{envelope}");
-            assert_eq!(facets.services, services, "{envelope}");
-            assert_eq!(facets.envs, envs, "{envelope}");
+            let facets = facets(&envelope, Some(&scope));
+            assert_eq!(facets.release.as_deref(), release, "{envelope:?}");
+            assert_eq!(facets.services, services, "{envelope:?}");
+            assert_eq!(facets.envs, envs, "{envelope:?}");
         }
     }
 
@@ -348,14 +733,14 @@ mod tests {
 
     #[test]
     fn a_sealed_record_hashes_everything_but_its_hash() {
-        let facets = derive_facets(&json!({"type": "catalog.applied"}), None);
+        let envelope = envelope("catalog", "catalog.applied", json!({"hash": "h"}));
         let (record, bytes) = Record::seal(
             1,
             7,
             0,
             GENESIS.into(),
-            facets,
-            json!({"type": "catalog.applied"}),
+            facets(&envelope, None),
+            serde_json::to_value(&envelope).unwrap(),
         );
         let stored: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(record_hash(&stored), record.hash);

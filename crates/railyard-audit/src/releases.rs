@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use railyard_core::step::StepId;
 use railyard_core::{Envelope, Event, Status};
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +70,7 @@ impl ReleaseSummary {
         };
         summary.events += 1;
         summary.updated_at = at;
-        let env_of = |step: &str| step.split(':').next().map(str::to_owned);
+        let env_of = |step: &str| StepId::parse(step).ok().map(|id| id.env().to_string());
         match &envelope.event {
             Event::ReleasePlanned(p) => {
                 summary.status = Status::Planned;

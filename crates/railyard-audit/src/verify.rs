@@ -550,7 +550,17 @@ impl Checker {
         let scope = own_release
             .as_ref()
             .map(|release| self.scopes.entry(release.clone()).or_default().clone());
-        let facets = derive_facets(&record.envelope, scope.as_ref());
+        let facets = match derive_facets(&record.envelope, scope.as_ref()) {
+            Ok(facets) => facets,
+            Err(error) => {
+                return Ok(problem(
+                    n,
+                    sequence,
+                    ProblemKind::Altered,
+                    format!("record {n}'s event does not read as a Railyard event: {error}"),
+                ));
+            }
+        };
         let refused = match refused_facets(&facets, &record) {
             Ok(refused) => refused,
             Err(why) => {

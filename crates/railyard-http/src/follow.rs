@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use railyard_bus::{Bus, BusError};
+use railyard_core::step::StepId;
 use railyard_core::{AggregateId, Event};
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +122,9 @@ pub async fn follow_release_metrics(
                     if let Some(at) = started.remove(&(release, o.step.clone())) {
                         let seconds =
                             (envelope.occurred_at - at).num_milliseconds().max(0) as f64 / 1000.0;
-                        let action = o.step.split(':').nth(1).unwrap_or("unknown").to_owned();
+                        let action = StepId::parse(&o.step)
+                            .map_or("unknown", |id| id.action().as_str())
+                            .to_owned();
                         let result = if matches!(envelope.event, Event::StepSucceeded(_)) {
                             "succeeded"
                         } else {

@@ -9,7 +9,7 @@
 use railyard_core::Catalog;
 use railyard_core::catalog::Verbosity;
 use railyard_core::event::{Envelope, Event};
-use railyard_core::plan::{Action, Plan};
+use railyard_core::plan::Plan;
 
 use crate::blocks::{Blocks, Message, esc, truncate};
 use crate::view::{
@@ -417,7 +417,7 @@ pub fn digest(view: &ReleaseView, updates: &[&StepUpdate]) -> Message {
     let mut envs: Vec<String> = Vec::new();
     let mut changes: Vec<&ChangeView> = Vec::new();
     for update in updates {
-        let env = update.step.split(':').next().unwrap_or_default().to_owned();
+        let env = view.env_of(&update.step);
         if !envs.contains(&env) {
             envs.push(env);
         }
@@ -452,13 +452,10 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                      headline: String,
                      extra: Option<String>,
                      progress: bool| {
-        let step = view.step(step_id).cloned().unwrap_or_else(|| StepView {
-            id: step_id.to_owned(),
-            env: step_id.split(':').next().unwrap_or_default().to_owned(),
-            action: Action::Deploy,
-            target: step_id.rsplit(':').next().unwrap_or_default().to_owned(),
-            state: crate::view::StepState::Pending,
-        });
+        let step = view
+            .step(step_id)
+            .cloned()
+            .unwrap_or_else(|| StepView::unplanned(step_id));
         let changes = view.changes_of_step(&step);
         let mut blocks = Blocks::new();
         blocks.section(&headline);
@@ -606,10 +603,7 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
         }
         Event::GateEvaluated(g) if !g.passed => {
             let step = view.step(&g.step).cloned();
-            let env = step
-                .as_ref()
-                .map(|s| s.env.clone())
-                .unwrap_or_else(|| g.step.split(':').next().unwrap_or_default().to_owned());
+            let env = view.env_of(&g.step);
             let changes = step
                 .as_ref()
                 .map(|s| view.changes_of_step(s))
@@ -743,10 +737,7 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
         }
         Event::ApprovalGranted(d) | Event::ApprovalDenied(d) => {
             let granted = matches!(envelope.event, Event::ApprovalGranted(_));
-            let env = view
-                .step(&d.step)
-                .map(|s| s.env.clone())
-                .unwrap_or_else(|| d.step.split(':').next().unwrap_or_default().to_owned());
+            let env = view.env_of(&d.step);
             let comment = if d.comment.is_empty() {
                 String::new()
             } else {
@@ -804,7 +795,7 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 .collect();
             let mut envs: Vec<String> = Vec::new();
             for step in &r.undone {
-                let env = step.split(':').next().unwrap_or_default().to_owned();
+                let env = view.env_of(step);
                 if !envs.contains(&env) {
                     envs.push(env);
                 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use railyard_core::catalog::Verbosity;
 use railyard_core::event::{Envelope, Event};
 use railyard_core::plan::{Action, Plan};
+use railyard_core::step;
 use railyard_core::{Catalog, Change, ReleaseId};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,27 @@ pub struct StepView {
     pub target: String,
     /// Where it is.
     pub state: StepState,
+}
+
+impl StepView {
+    /// A step the plan does not know (yet), pending, read from its id through core's one
+    /// parser; a text that is no step id gives an empty environment and target.
+    pub fn unplanned(id: &str) -> StepView {
+        let typed = step::StepId::parse(id).ok();
+        StepView {
+            id: id.to_owned(),
+            env: typed
+                .as_ref()
+                .map(|s| s.env().to_string())
+                .unwrap_or_default(),
+            action: typed.as_ref().map_or(Action::Deploy, |s| s.action()),
+            target: typed
+                .as_ref()
+                .map(|s| s.target().to_string())
+                .unwrap_or_default(),
+            state: StepState::Pending,
+        }
+    }
 }
 
 /// Why a release is held and who must act.
@@ -244,12 +266,11 @@ impl ReleaseView {
     pub fn services_of(&self, id: &str) -> Vec<String> {
         match self.step(id) {
             Some(step) => self.services_of_step(step),
-            None => {
-                let target = id.rsplit(':').next().unwrap_or_default();
-                self.change(target)
-                    .map(|c| vec![c.service.clone()])
-                    .unwrap_or_default()
-            }
+            None => step::StepId::parse(id)
+                .ok()
+                .and_then(|id| self.change(id.service()?.as_str()))
+                .map(|c| vec![c.service.clone()])
+                .unwrap_or_default(),
         }
     }
 
@@ -275,10 +296,12 @@ impl ReleaseView {
         services
     }
 
-    fn env_of(&self, id: &str) -> String {
+    /// The environment of step `id`: the plan's, else read from the id (empty when it is
+    /// not a step id).
+    pub fn env_of(&self, id: &str) -> String {
         self.step(id)
             .map(|s| s.env.clone())
-            .unwrap_or_else(|| id.split(':').next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| StepView::unplanned(id).env)
     }
 
     /// Steps done and all steps in `env`.
@@ -597,7 +620,13 @@ fn change_view(change: &Change, catalog: &Catalog) -> ChangeView {
         migrations: change
             .migrations
             .iter()
-            .map(|m| format!("{}@{}", m.database, m.to))
+            .map(|m| {
+                step::Target::Migration {
+                    database: m.database.clone(),
+                    to: m.to,
+                }
+                .to_string()
+            })
             .collect(),
     }
 }

@@ -22,6 +22,7 @@ use railyard_core::clock::Sleep;
 use railyard_core::event::*;
 use railyard_core::inventory::RunningService;
 use railyard_core::plan::{Action, Edge, Plan, Refusal, Step};
+use railyard_core::step::{StepId, Target};
 use railyard_core::{
     AggregateId, Catalog, Change, Clock, Envelope, Event, ManualClock, ReleaseId, SharedClock,
 };
@@ -542,13 +543,9 @@ pub fn requested(id: &str, changes: Vec<Change>) -> Event {
 }
 
 fn step(env: &str, action: Action, target: &str, version: Option<&str>) -> Step {
-    Step {
-        id: format!("{env}:{}:{target}", action.as_str()),
-        env: env.parse().unwrap(),
-        action,
-        target: target.to_owned(),
-        version: version.map(str::to_owned),
-    }
+    let target = Target::parse(action, target).unwrap();
+    let id = StepId::new(env.parse().unwrap(), action, target).unwrap();
+    Step::new(id, version.map(str::to_owned))
 }
 
 fn edge(from: &str, to: &str, rule: &str, reason: &str) -> Edge {

@@ -90,3 +90,82 @@ fn the_planning_core_links_no_nats_sled_or_tokio() {
         "railyard-plan must stay pure, but its dependency tree has {forbidden:?}; keep IO in railyard-planner (the service shell):\n{tree}"
     );
 }
+
+/// Step ids and targets are read by one parser (`railyard_core::step::StepId`, issue 15): no
+/// crate splits a text on `:` or `@` by hand, except the files listed here, each for text
+/// that is not a step id — or, for the promoter, until it takes the typed id.
+#[test]
+fn nothing_outside_core_splits_step_ids_by_hand() {
+    const ALLOWED: &[(&str, &str)] = &[
+        (
+            "crates/railyard-core/",
+            "the one parser, and its own other formats",
+        ),
+        (
+            "crates/railyard-audit/src/record.rs",
+            "the old JSON facets, kept as a test's reference",
+        ),
+        (
+            "crates/railyard/src/audit_cli.rs",
+            "server-sent event fields (`id: 7`)",
+        ),
+        ("crates/railyard-bus/src/bus.rs", "a NATS URL's user info"),
+        (
+            "crates/railyard-testkit/src/process.rs",
+            "nats-server's host:port line",
+        ),
+        (
+            "crates/railyard-testkit/src/slack.rs",
+            "a Slack message's text",
+        ),
+        (
+            "crates/railyard-notify/tests/owners.rs",
+            "a Slack message's text",
+        ),
+        (
+            "crates/railyard-promoter/",
+            "until the promoter takes StepId (issue 15, item 4)",
+        ),
+    ];
+    const SPLITS: &[&str] = &[
+        "split(':')",
+        "splitn(2, ':')",
+        "splitn(3, ':')",
+        "rsplit(':')",
+        "split_once(':')",
+        "rsplit_once(':')",
+        "split('@')",
+        "rsplit('@')",
+        "split_once('@')",
+        "rsplit_once('@')",
+    ];
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    rust_files(&root.join("tests"), &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let relative = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .replace('\\', "/");
+        if ALLOWED
+            .iter()
+            .any(|(prefix, _)| relative.starts_with(prefix))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for (number, line) in text.lines().enumerate() {
+            if SPLITS.iter().any(|split| line.contains(split)) {
+                found.push(format!("{relative}:{}: {}", number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "read step ids and targets with railyard_core::step::StepId::parse (or Target::parse) instead of splitting them by hand; if the text is not a step id, list the file in ALLOWED with what it splits:\n{}",
+        found.join("\n")
+    );
+}

@@ -7,17 +7,19 @@
 //! token reads them. [`console_routes`] serves them; the binary merges it next to
 //! [`crate::router`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use railyard_core::event::ReleaseRequested;
 use railyard_core::{Catalog, Envelope, Event, Inventory, ReleaseFile, ReleaseId, Status};
@@ -32,11 +34,80 @@ use crate::query::{Filter, MAX_LIMIT, Reader};
 use crate::releases::{ReleaseFilter, ReleaseSummary};
 use crate::service::Audit;
 
-/// What the console's routes read: the audit record and, for the preview, the catalog.
+/// What the console's routes read: the audit record and, for the preview, the catalog; and
+/// how many previews each token has left.
 #[derive(Clone)]
 struct Console {
     audit: Audit,
     catalog: Option<Arc<Catalog>>,
+    previews: Arc<PreviewLimit>,
+}
+
+/// Previews one token may run back to back.
+pub const PREVIEW_BURST: u32 = 5;
+/// How often a token gets one more preview, up to [`PREVIEW_BURST`].
+pub const PREVIEW_REFILL: Duration = Duration::from_secs(2);
+
+/// A bucket of [`PREVIEW_BURST`] previews per identity, refilled one every [`PREVIEW_REFILL`]
+/// on the audit's clock. A preview reads every recorded deployment and every release in
+/// flight before it plans (tens of milliseconds with 1,000 releases in history, more in a
+/// debug build; see BENCHMARKS.md), so one token cannot keep the read side busy with them.
+#[derive(Debug, Default)]
+struct PreviewLimit {
+    /// Per identity: previews left, and when the last one counted back was due.
+    buckets: Mutex<HashMap<String, (u32, DateTime<Utc>)>>,
+}
+
+impl PreviewLimit {
+    /// Takes one preview for `who` at `now`, or says how long until one is back.
+    fn take(&self, who: &str, now: DateTime<Utc>) -> Result<(), Duration> {
+        let refill = chrono::Duration::from_std(PREVIEW_REFILL).unwrap_or(chrono::Duration::MAX);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (left, since) = buckets
+            .entry(who.to_owned())
+            .or_insert((PREVIEW_BURST, now));
+        let elapsed = now
+            .signed_duration_since(*since)
+            .max(chrono::Duration::zero());
+        let back = (elapsed.num_milliseconds() / refill.num_milliseconds().max(1)).max(0);
+        let back = u32::try_from(back).unwrap_or(u32::MAX);
+        if back > 0 {
+            *left = left.saturating_add(back).min(PREVIEW_BURST);
+            *since = if *left == PREVIEW_BURST {
+                now
+            } else {
+                *since + refill * i32::try_from(back).unwrap_or(i32::MAX)
+            };
+        }
+        if *left == 0 {
+            let due = *since + refill - now;
+            return Err(due.to_std().unwrap_or(PREVIEW_REFILL));
+        }
+        if *left == PREVIEW_BURST {
+            *since = now;
+        }
+        *left -= 1;
+        Ok(())
+    }
+}
+
+/// 429 for a token out of previews, with `Retry-After` in whole seconds.
+fn too_many_previews(who: &str, wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many previews",
+        format!(
+            "{who} ran {PREVIEW_BURST} plan previews in a row: each reads the whole deployment history, so a token gets one more every {} s; preview again in {seconds} s",
+            PREVIEW_REFILL.as_secs()
+        ),
+        "",
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 impl FromRef<Console> for Tokens {
@@ -55,6 +126,7 @@ pub fn console_routes(audit: Audit, catalog: Option<Catalog>) -> Router {
         .with_state(Console {
             audit,
             catalog: catalog.map(Arc::new),
+            previews: Arc::default(),
         })
 }
 
@@ -192,7 +264,9 @@ fn bad_file(detail: String, path: &str, position: Option<(usize, usize)>) -> Res
 
 /// `POST /v1/plan/preview`: the body is a release file (TOML, or JSON when sent as
 /// `application/json` or starting with `{`). Answers `{"outcome": "planned", "plan"}` or
-/// `{"outcome": "refused", "refusals"}` with what it was planned against; appends nothing.
+/// `{"outcome": "refused", "refusals"}` with what it was planned against; appends nothing. A
+/// token that ran [`PREVIEW_BURST`] previews in a row is answered 429 with `Retry-After` until
+/// its next one is back ([`PreviewLimit`]); a file refused before planning does not count.
 async fn preview(
     State(console): State<Console>,
     Authenticated(who): Authenticated,
@@ -257,6 +331,13 @@ async fn preview(
         }
     }
 
+    // Only a file that will be planned counts against the token: reading the record is the cost.
+    if let Err(wait) = console
+        .previews
+        .take(&who.name, console.audit.config().clock.now())
+    {
+        return Ok(too_many_previews(&who.name, wait));
+    }
     let reader = console.audit.reader();
     let head = reader.head().await?;
     let (inventory, inventory_record) = recorded_inventory(reader).await?;

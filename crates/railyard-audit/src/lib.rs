@@ -32,7 +32,7 @@ mod service;
 pub mod status;
 pub mod verify;
 
-pub use console_api::console_routes;
+pub use console_api::{PREVIEW_BURST, PREVIEW_REFILL, console_routes};
 pub use error::AuditError;
 pub use http::{DEFAULT_LIMIT, router};
 pub use projection::{AuditProjection, Deployment, Head, PROJECTION_NAME};

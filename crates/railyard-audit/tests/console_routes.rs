@@ -4,7 +4,8 @@
 //! each reason with its remedy; a bad one: 400 naming the key path and line) and appends
 //! nothing to the stream; `GET /v1/owners` names each service's team; `GET /v1/live/releases`
 //! pushes each changed release with the stream sequence as its id, and a client that
-//! reconnects with `Last-Event-ID` gets every release that changed meanwhile.
+//! reconnects with `Last-Event-ID` gets every release that changed meanwhile. A token that
+//! runs too many previews in a row is answered 429 with `Retry-After` until its next is back.
 
 mod common;
 
@@ -234,6 +235,80 @@ async fn the_plan_preview_plans_against_the_live_estate_and_appends_nothing() ->
         "{body}"
     );
 
+    service.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_out_of_previews_is_answered_429_until_its_next_one_is_back() -> anyhow::Result<()>
+{
+    let server = NatsServer::start().await?;
+    let bus = connect(&server).await?;
+    let (_dir, store) = temp_store();
+    let who = callers();
+    let clock = railyard_core::ManualClock::new(common::start());
+    let mut config = railyard_audit::AuditConfig::new(&store, who.tokens.clone());
+    config.clock = clock.shared();
+    let service = Service::start_config(&bus, config).await?;
+    let inventory = Inventory::from_json(&example("inventory.json"))?;
+    railyard::inventory_cmd::import(&bus, &inventory, "inventory-import").await?;
+    service.caught_up(bus.stream_last_sequence().await?).await;
+    let base = serve_console(
+        &service,
+        Some(Catalog::from_toml(&example("railyard.toml"))?),
+    )
+    .await;
+    let good = example("release-pricing-6.toml");
+
+    // A burst of previews is served.
+    for i in 0..railyard_audit::PREVIEW_BURST {
+        let (status, body) = preview(&base, Some(&who.operator), &good).await;
+        assert_eq!(status, 200, "preview {i}: {body}");
+    }
+    // The next is refused in words, with when to come back.
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/plan/preview"))
+        .bearer_auth(&who.operator)
+        .body(good.clone())
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 429);
+    let refill = railyard_audit::PREVIEW_REFILL.as_secs();
+    assert_eq!(answer.headers()["retry-after"], refill.to_string().as_str());
+    let body: Value = answer.json().await?;
+    assert_eq!(body["error"], "too many previews", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("preview again in {refill} s")),
+        "{body}"
+    );
+    // Other tokens are not held back, and a file refused before planning is still explained.
+    let (status, _) = preview(&base, Some(&who.auditor), &good).await;
+    assert_eq!(status, 200);
+    let (status, body) = preview(&base, Some(&who.operator), "id = \"bad-3\"\n").await;
+    assert_eq!(status, 400, "{body}");
+
+    // Halfway to the next one, still refused, and told the rest of the wait.
+    clock.advance(railyard_audit::PREVIEW_REFILL / 2);
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/plan/preview"))
+        .bearer_auth(&who.operator)
+        .body(good.clone())
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 429);
+    assert_eq!(
+        answer.headers()["retry-after"],
+        (refill / 2).max(1).to_string().as_str()
+    );
+    // Once it is due: one more, then refused again.
+    clock.advance(railyard_audit::PREVIEW_REFILL / 2);
+    let (status, body) = preview(&base, Some(&who.operator), &good).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = preview(&base, Some(&who.operator), &good).await;
+    assert_eq!(status, 429);
     service.stop().await;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! `step.failed`, with `release.held` under a `hold` policy) only while the fold still says the
 //! step is its own. A conflict re-reads the release and decides again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use railyard_bus::{Bus, Lease};
@@ -15,7 +15,7 @@ use railyard_core::event::{
 use railyard_core::inventory::RunningService;
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
-    Action, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step, StepId,
+    Action, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step,
 };
 use tracing::{debug, info, warn};
 
@@ -29,6 +29,7 @@ use crate::gate::{GateCheck, kind};
 use crate::inventory;
 use crate::lease::{Claim, Leases, release_then};
 use crate::recorder::{Recorder, Writer};
+use crate::revalidate::revalidate;
 use crate::work::step_lease;
 
 /// What every task of one worker shares.
@@ -219,7 +220,15 @@ pub(crate) async fn take_step(
             continue; // re-read: the state may have moved while we took the lease
         }
         if fresh && (decide::env_untouched(state, &step.env) || step.action == Action::Migrate) {
-            if let Some(reason) = revalidate(ctx, &current, &step).await? {
+            if let Some(reason) = revalidate(
+                &ctx.config.catalog,
+                &ctx.releases,
+                &ctx.live,
+                &current,
+                &step,
+            )
+            .await?
+            {
                 let held = Event::ReleaseHeld(ReleaseHeld {
                     reason: reason.clone(),
                     step: Some(step.id.clone()),
@@ -310,8 +319,6 @@ pub(crate) async fn take_step(
     }
 }
 
-/// Asks the planner core whether the rest of the plan is still safe against the live
-/// inventory; the hold reason when it is not.
 /// Why a fresh step of `env` may not start now: the hold reason when a freeze window of `env`
 /// covers the clock's now.
 ///
@@ -359,116 +366,6 @@ fn elsewhere_moving(
         Some(StepStatus::Pending) => !frozen(&s.env) && decide::ready(state, &s.id, external_done),
         _ => false,
     })
-}
-
-async fn revalidate(
-    ctx: &Ctx,
-    current: &Current,
-    step: &Step,
-) -> Result<Option<String>, PromoterError> {
-    let Some(plan) = &current.state.plan else {
-        return Ok(None);
-    };
-    let Some(requested) = current.events.iter().find_map(|e| match &e.event {
-        Event::ReleaseRequested(r) => Some(r),
-        _ => None,
-    }) else {
-        return Ok(None);
-    };
-    let inventory = ctx.live.now().await?;
-    let inventory = &*inventory;
-    let remaining: BTreeSet<StepId> = current
-        .state
-        .steps
-        .iter()
-        .filter(|(_, s)| **s != StepStatus::Succeeded)
-        .map(|(id, _)| id.clone())
-        .collect();
-    let in_flight = in_flight_before(ctx, plan).await?;
-    let input = railyard_plan::PlanInput {
-        catalog: &ctx.config.catalog,
-        release: requested,
-        inventory,
-        in_flight: &in_flight,
-    };
-    Ok(railyard_plan::revalidate(&input, plan, &remaining)
-        .err()
-        .map(|refusals| {
-            let what = if step.action == Action::Migrate {
-                format!("before migration {}", step.id)
-            } else {
-                format!("before entering {}", step.env)
-            };
-            let reasons: Vec<String> = refusals
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    format!(
-                        "{}. [{}] {} (remedy: {})",
-                        i + 1,
-                        r.rule,
-                        r.reason,
-                        r.remedy
-                    )
-                })
-                .collect();
-            format!(
-                "{what}, the rest of the plan is no longer safe against what runs now: {}; {}",
-                reasons.join("; "),
-                decide::operator_commands(&current.state.id, None)
-            )
-        }))
-}
-
-/// The releases `plan` waits for that have not ended, with what they change and what they
-/// still have to do, in the order they were requested: what the planner weighed when it
-/// ordered this release after them, brought up to date. (Releases requested later come after
-/// this one and are not its concern; releases that ended are in the live inventory.)
-async fn in_flight_before(
-    ctx: &Ctx,
-    plan: &railyard_core::Plan,
-) -> Result<Vec<railyard_plan::InFlight>, PromoterError> {
-    let others: BTreeSet<&ReleaseId> = plan.external_edges.iter().map(|e| &e.release).collect();
-    let mut flights = Vec::new();
-    for other in others {
-        let Some(current) = ctx.releases.load(other).await? else {
-            continue;
-        };
-        if current.state.status.is_final() {
-            continue;
-        }
-        let requested_at = current
-            .events
-            .iter()
-            .find(|e| matches!(e.event, Event::ReleaseRequested(_)))
-            .map(|e| e.occurred_at);
-        let remaining = current
-            .state
-            .steps
-            .iter()
-            .filter(|(_, status)| **status != StepStatus::Succeeded)
-            .map(|(id, _)| id.clone())
-            .collect();
-        flights.push((
-            requested_at,
-            railyard_plan::InFlight {
-                release: other.clone(),
-                sequence: 0,
-                changes: current.state.changes.clone(),
-                remaining,
-            },
-        ));
-    }
-    // Request order, from the requests' timestamps (the stream positions are not kept here).
-    flights.sort_by(|a, b| (a.0, &a.1.release).cmp(&(b.0, &b.1.release)));
-    Ok(flights
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, flight))| railyard_plan::InFlight {
-            sequence: i as u64 + 1,
-            ..flight
-        })
-        .collect())
 }
 
 /// The step is no longer this worker's.

@@ -24,6 +24,7 @@ pub mod inventory;
 mod lease;
 mod recorder;
 mod retire;
+mod revalidate;
 mod rollback;
 mod routes;
 pub mod slack;

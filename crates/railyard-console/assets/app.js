@@ -245,6 +245,35 @@ function stepState(status, id) {
   return step ? step.status.state : "pending";
 }
 
+const STEP_AFTER = { "step.started": "running", "step.succeeded": "succeeded", "step.rolled_back": "rolled_back" };
+
+/**
+ * What `item`, an event newer than `status`, says at once, before the status is read again:
+ * a hold, a resume, the completion, a step starting, succeeding or undone. Anything else (a
+ * failure, a rollback's reason, approvals, gates) waits for the status the page reads next;
+ * `status` itself is left as it was.
+ */
+function withEvent(status, item) {
+  const d = item.data || {};
+  if (STEP_AFTER[item.type]) {
+    const state = STEP_AFTER[item.type];
+    const extra = state === "running" ? { worker: d.worker, attempt: d.attempt } : {};
+    return { ...status, steps: status.steps.map((s) => (s.id === d.step ? { ...s, status: { state, ...extra } } : s)) };
+  }
+  if (TERMINAL.has(status.status)) return status;
+  switch (item.type) {
+    case "release.held":
+      return { ...status, status: "held", owner_to_act: null,
+        hold: { reason: d.reason, step: d.step ?? null, owner: d.owner ?? null, frozen: d.frozen ?? null } };
+    case "release.resumed":
+      return status.status === "held" ? { ...status, status: status.steps.length ? "planned" : "requested", hold: null, owner_to_act: null } : status;
+    case "release.completed":
+      return { ...status, status: "completed", hold: null, owner_to_act: null };
+    default:
+      return status;
+  }
+}
+
 function releaseView(id) {
   const controller = new AbortController();
   const head = h("div", { class: "release-head" });
@@ -265,6 +294,9 @@ function releaseView(id) {
     h("h2", {}, "Timeline ", liveState), timeline);
 
   let status = null;
+  // Events newer than the status read last (its `last_event` is a stream sequence), shown
+  // at once with `withEvent` and again over each status read before it caught up with them.
+  let newer = [];
   let plan = null;
   let svg = null;
   let loading = null;
@@ -277,7 +309,9 @@ function releaseView(id) {
         again = false;
         try {
           if (!owners) owners = await api("/v1/owners").then((a) => a.owners || {}, () => ({}));
-          status = await api(`/v1/releases/${encodeURIComponent(id)}`);
+          const read = await api(`/v1/releases/${encodeURIComponent(id)}`);
+          newer = newer.filter((item) => item.sequence > read.last_event);
+          status = newer.reduce(withEvent, read);
           if (!plan && status.steps.length) plan = await api(`/v1/releases/${encodeURIComponent(id)}/plan`);
           if (!controller.signal.aborted) paint();
         } catch (error) {
@@ -364,6 +398,12 @@ function releaseView(id) {
       timeline.prepend(h("li", { "data-n": item.n, "data-type": item.type },
         h("time", { datetime: item.at }, new Date(item.at).toLocaleTimeString()), " ",
         h("code", {}, item.type), " ", h("span", { class: "muted" }, item.actor), " — ", item.summary));
+      // What the event says shows now; the status read next brings the rest.
+      if (status && item.sequence > status.last_event) {
+        newer.push(item);
+        const next = withEvent(status, item);
+        if (next !== status) { status = next; paint(); }
+      }
       refresh();
     },
   });

@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use railyard_core::release_state::{ApprovalState, StepStatus};
+use railyard_core::step::StepId;
 use railyard_core::{Action, ReleaseState, Status};
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +79,12 @@ pub fn report_row(deployment: &Deployment, records: &[Record]) -> ReportRow {
     let state = folded.state.as_ref();
     let env = &deployment.env;
     let service = &deployment.service;
-    let verify_step = format!("{env}:verify:{service}");
+    // The deployment's deploy step parsed (the projection writes only ones that parse).
+    let verify_step: String = StepId::parse(&deployment.step)
+        .ok()
+        .and_then(|deploy| deploy.with_action(Action::Verify))
+        .map(String::from)
+        .unwrap_or_default();
     let change = state.and_then(|s| s.changes.iter().find(|c| c.service.as_str() == service));
     let planned_version = state
         .and_then(|s| s.plan.as_ref())

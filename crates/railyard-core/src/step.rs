@@ -98,6 +98,16 @@ impl Target {
         }
     }
 
+    /// What the step acts on, by name: the service, the database (of a migration, or of the
+    /// approval guarding one) or the release.
+    pub fn subject(&self) -> &str {
+        match self {
+            Target::Service(service) => service.as_str(),
+            Target::Migration { database, .. } => database.as_str(),
+            Target::Release(release) => release.as_str(),
+        }
+    }
+
     /// The release, for the approve step of a release entering an environment.
     pub fn release(&self) -> Option<&ReleaseId> {
         match self {
@@ -248,8 +258,19 @@ impl StepId {
             value: text.to_owned(),
             problem: format!("{:?} {}", error.value, error.problem),
         })?;
-        let id = StepId::build(env, action, target);
-        debug_assert_eq!(id.text, text, "parse and format round-trip");
+        // Every part was checked to be in its one spelling, so the text is what `build`
+        // would write: keep it rather than write it again.
+        let id = StepId {
+            env,
+            action,
+            target,
+            text: text.to_owned(),
+        };
+        debug_assert_eq!(
+            StepId::build(id.env.clone(), id.action, id.target.clone()).text,
+            text,
+            "parse and format round-trip"
+        );
         Ok(id)
     }
 
@@ -469,6 +490,7 @@ mod tests {
             Some(("orders-db", 43))
         );
         assert_eq!(id.service(), None);
+        assert_eq!(id.target().subject(), "orders-db");
         let id = StepId::parse("production:approve:rel-42").unwrap();
         assert_eq!(id.target().release().map(ReleaseId::as_str), Some("rel-42"));
         let deploy = StepId::parse("production:deploy:orders-api").unwrap();

@@ -57,7 +57,12 @@ proptest! {
     }
 
     #[test]
-    fn parse_never_panics_and_accepts_only_canonical_text(text in "[a-z0-9:@_-]{0,40}") {
+    fn parse_never_panics_and_accepts_only_canonical_text(
+        text in prop_oneof![
+            "[a-z0-9:@_-]{0,40}",
+            "[a-zA-Z0-9-]{0,6}:(deploy|verify|migrate|approve|x):[a-zA-Z0-9_@+:-]{0,12}",
+        ]
+    ) {
         if let Ok(id) = StepId::parse(&text) {
             prop_assert_eq!(id.to_string(), text);
         }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use railyard_bus::Bus;
+use railyard_core::SystemClock;
 use railyard_intake::{Intake, IntakeConfig};
 
 use crate::stack::Services;
@@ -36,10 +37,10 @@ pub fn start(services: &mut Services, config: IntakeConfig, bus: Bus) -> axum::R
     let intake = Intake::new(config, bus);
     let routes = railyard_intake::router(intake.clone());
     let stop = services.shutdown();
-    services.spawn("intake", async move {
-        railyard_intake::serve_nats(intake, stop)
-            .await
-            .context("intake")
+    let serving = intake.clone();
+    services.spawn_restarting("intake", SystemClock::shared(), move || {
+        let serve = railyard_intake::serve_nats(serving.clone(), stop.clone());
+        async move { serve.await.context("intake") }
     });
     routes
 }

@@ -124,10 +124,14 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
         .leader("notify", config.clock.clone(), &metrics);
     let stop = services.shutdown();
     let notify_bus = bus.clone();
-    services.spawn("notify", async move {
-        railyard_notify::run_replica(config, Some(leader), notify_bus, stop)
-            .await
-            .context("notify")
+    services.spawn_restarting("notify", config.clock.clone(), move || {
+        let run = railyard_notify::run_replica(
+            config.clone(),
+            Some(leader.clone()),
+            notify_bus.clone(),
+            stop.clone(),
+        );
+        async move { run.await.context("notify") }
     });
     crate::stack::run_service(
         "notify",

@@ -43,16 +43,16 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let leader = args
         .replica
         .leader("planner", config.clock.clone(), &metrics);
-    services.spawn(
-        "planner",
+    let (task_bus, stop, task_metrics) = (bus.clone(), services.shutdown(), metrics.clone());
+    services.spawn_restarting("planner", config.clock.clone(), move || {
         crate::stack::planner_replica_task(
-            config,
-            Some(leader),
-            &metrics,
-            bus.clone(),
-            services.shutdown(),
-        ),
-    );
+            config.clone(),
+            Some(leader.clone()),
+            &task_metrics,
+            task_bus.clone(),
+            stop.clone(),
+        )
+    });
     crate::stack::run_service(
         "planner",
         services,

@@ -76,7 +76,7 @@ pub fn promoter_task(
     metrics: Option<&railyard_http::Metrics>,
     output_tail_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
-) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
     let mut config = PromoterConfig::new(catalog, worker_id, store);
     config.output_tail_bytes = output_tail_bytes;
     config.secrets = Secrets::from_env();
@@ -109,27 +109,34 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
             .await?;
     let mut services = Services::new();
     let metrics = railyard_http::Metrics::default();
-    services.spawn(
-        "promoter",
-        promoter_task(
+    {
+        let (catalog, store, bus, stop) = (
             catalog.clone(),
-            worker_id,
             args.store.clone(),
             bus.clone(),
-            Some(&metrics),
-            args.output_tail_bytes,
             services.shutdown(),
-        ),
-    );
+        );
+        let (metrics, output_tail_bytes) = (metrics.clone(), args.output_tail_bytes);
+        services.spawn_restarting("promoter", SystemClock::shared(), move || {
+            promoter_task(
+                catalog.clone(),
+                worker_id.clone(),
+                store.clone(),
+                bus.clone(),
+                Some(&metrics),
+                output_tail_bytes,
+                stop.clone(),
+            )
+        });
+    }
     // Every promotion worker also copies dead letters into RAILYARD_DLQ (max-deliveries
     // advisories through one shared durable consumer: several forwarders split the work and
     // store each dead letter once), so `railyard dlq` sees them in production too.
     {
         let (bus, stop) = (bus.clone(), services.shutdown());
-        services.spawn("dead-letters", async move {
-            railyard_bus::run_dlq_forwarder(bus, stop.cancelled_owned())
-                .await
-                .context("dead-letter forwarder")
+        services.spawn_restarting("dead-letters", SystemClock::shared(), move || {
+            let run = railyard_bus::run_dlq_forwarder(bus.clone(), stop.clone().cancelled_owned());
+            async move { run.await.context("dead-letter forwarder") }
         });
     }
     let routes = promoter_routes(bus.clone(), catalog, tokens);

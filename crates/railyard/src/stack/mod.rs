@@ -256,10 +256,10 @@ impl StackConfig {
         // Every process that runs workers also copies dead letters into RAILYARD_DLQ.
         {
             let (bus, stop) = (bus.clone(), stop.clone());
-            services.spawn("dead-letters", async move {
-                railyard_bus::run_dlq_forwarder(bus, stop.cancelled_owned())
-                    .await
-                    .context("dead-letter forwarder")
+            services.spawn_restarting("dead-letters", SystemClock::shared(), move || {
+                let run =
+                    railyard_bus::run_dlq_forwarder(bus.clone(), stop.clone().cancelled_owned());
+                async move { run.await.context("dead-letter forwarder") }
             });
         }
         services.spawn(
@@ -280,10 +280,9 @@ impl StackConfig {
             Some(mut config) => {
                 config.metrics = Some(metrics.clone());
                 let (bus, stop) = (bus.clone(), stop.clone());
-                services.spawn("notify", async move {
-                    railyard_notify::run(config, bus, stop)
-                        .await
-                        .context("notify")
+                services.spawn_restarting("notify", config.clock.clone(), move || {
+                    let run = railyard_notify::run(config.clone(), bus.clone(), stop.clone());
+                    async move { run.await.context("notify") }
                 });
             }
             None => tracing::info!(

@@ -5,7 +5,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use railyard_bus::{AppendError, BusError};
+use railyard_core::{SharedClock, SystemClock};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +51,42 @@ impl Services {
         });
     }
 
+    /// Starts the service `make` builds as the task `name`, and builds and starts it again
+    /// after a pause on `clock` (100 ms, doubling to 5 s) when it fails because NATS failed or
+    /// did not answer ([`transient`]: a node lost, a leader being elected). Every service
+    /// picks up from the stream and its own store, as after a crash, so starting it again is
+    /// what a supervisor would do, without losing the process. Any other failure, or a stop
+    /// on its own, ends the task as with [`Services::spawn`].
+    pub fn spawn_restarting<M, F>(&mut self, name: &str, clock: SharedClock, mut make: M)
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = self.shutdown.clone();
+        let service = name.to_owned();
+        self.spawn(name, async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match make().await {
+                    Err(error) if transient(&error) && !stop.is_cancelled() => {
+                        tracing::warn!(
+                            service,
+                            error = %format!("{error:#}"),
+                            ?pause,
+                            "service failed on nats; starting it again after a pause"
+                        );
+                        tokio::select! {
+                            () = stop.cancelled() => return Ok(()),
+                            () = clock.sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(MAX_RESTART_PAUSE);
+                    }
+                    ended => return ended,
+                }
+            }
+        });
+    }
+
     /// Follows the event stream into `metrics` (events by type, releases by outcome, step
     /// durations, gate failures: `railyard_http::follow_release_metrics`) as the task
     /// `release-metrics`.
@@ -56,10 +96,13 @@ impl Services {
         metrics: railyard_http::Metrics,
     ) {
         let stop = self.shutdown();
-        self.spawn("release-metrics", async move {
-            railyard_http::follow_release_metrics(bus, metrics, stop)
-                .await
-                .context("release metrics")
+        self.spawn_restarting("release-metrics", SystemClock::shared(), move || {
+            let (bus, metrics, stop) = (bus.clone(), metrics.clone(), stop.clone());
+            async move {
+                railyard_http::follow_release_metrics(bus, metrics, stop)
+                    .await
+                    .context("release metrics")
+            }
         });
     }
 
@@ -147,6 +190,39 @@ impl Services {
 }
 
 /// The error of a service that ended before shutdown.
+/// The longest pause before a service that failed on NATS starts again.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
+
+/// Whether `error` is NATS failing or not answering somewhere in its chain, which waiting can
+/// mend ([`BusError::is_transient`]). Service errors that wrap the bus's error transparently
+/// hide it from the chain, so they are looked into by name.
+pub fn transient(error: &anyhow::Error) -> bool {
+    use railyard_notify::NotifyError;
+    use railyard_promoter::PromoterError;
+    use railyard_store::RunError;
+    let run = |error: &RunError| matches!(error, RunError::Bus(bus) if bus.is_transient());
+    error.chain().any(|cause| {
+        if let Some(error) = cause.downcast_ref::<BusError>() {
+            error.is_transient()
+        } else if let Some(error) = cause.downcast_ref::<AppendError>() {
+            error.is_transient()
+        } else if let Some(error) = cause.downcast_ref::<RunError>() {
+            run(error)
+        } else if let Some(error) = cause.downcast_ref::<NotifyError>() {
+            matches!(error, NotifyError::Bus(bus) if bus.is_transient())
+        } else if let Some(error) = cause.downcast_ref::<PromoterError>() {
+            match error {
+                PromoterError::Bus(bus) => bus.is_transient(),
+                PromoterError::Append(append) => append.is_transient(),
+                PromoterError::Run(error) => run(error),
+                _ => false,
+            }
+        } else {
+            false
+        }
+    })
+}
+
 fn ended(done: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> anyhow::Error {
     match done {
         Ok((name, Ok(()))) => anyhow::anyhow!("service {name} stopped on its own"),
@@ -170,4 +246,78 @@ pub fn reader_progress(metrics: &railyard_http::Metrics, reader: &str) -> railya
     railyard_store::Progress::new(move |applied| {
         reader.handled(applied.deliveries, applied.events, applied.pending)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use railyard_core::ManualClock;
+
+    use super::*;
+
+    fn nats_timeout() -> anyhow::Error {
+        anyhow::Error::new(BusError::Timeout {
+            operation: "reading handoff notify".to_owned(),
+            timeout: Duration::from_secs(10),
+        })
+        .context("notify")
+    }
+
+    #[tokio::test]
+    async fn a_service_that_fails_on_nats_starts_again_after_a_pause_and_others_end_it() {
+        let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
+        let mut services = Services::new();
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        // Fails on NATS the first time, then with an error waiting cannot mend.
+        services.spawn_restarting("notify", clock.shared(), move || {
+            let start = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if start == 0 {
+                    Err(nats_timeout())
+                } else {
+                    Err(anyhow::anyhow!("the ledger is corrupt"))
+                }
+            }
+        });
+        clock.wait_for_sleepers(1).await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            1,
+            "paused before the restart"
+        );
+        services.check().expect("still running while it pauses");
+        clock.advance(Duration::from_millis(100));
+        let done = services.tasks.join_next().await.expect("the task ends");
+        let error = ended(done);
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        assert!(
+            format!("{error:#}").contains("the ledger is corrupt"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn only_nats_failures_count_as_transient() {
+        assert!(transient(&nats_timeout()));
+        let lost = anyhow::Error::new(BusError::LeaseLost {
+            key: "planner".to_owned(),
+            holder: "planner-1".to_owned(),
+        });
+        assert!(!transient(&lost));
+        assert!(!transient(&anyhow::anyhow!("permission denied")));
+        let promoter =
+            anyhow::Error::new(railyard_promoter::PromoterError::Bus(nats_timeout_bus()))
+                .context("promoter");
+        assert!(transient(&promoter), "hidden behind a transparent variant");
+    }
+
+    fn nats_timeout_bus() -> BusError {
+        BusError::Timeout {
+            operation: "loading release r1".to_owned(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use railyard_core::ManualClock;
+use railyard_core::step::StepId;
 use railyard_feedback::github::{Auths, GithubConfig};
 use railyard_feedback::{Backoff, History};
 use railyard_testkit::NatsServer;
@@ -69,9 +70,14 @@ async fn pass_env(
     services: &[&str],
 ) -> anyhow::Result<u64> {
     let mut last = 0;
+    let env = env.parse()?;
     for service in services {
-        for action in ["deploy", "verify"] {
-            let step = format!("{env}:{action}:{service}");
+        let service = service.parse()?;
+        for step in [
+            StepId::deploy(&env, &service),
+            StepId::verify(&env, &service),
+        ] {
+            let step = step.to_string();
             append(
                 bus,
                 id,

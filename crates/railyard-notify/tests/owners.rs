@@ -18,6 +18,7 @@ use railyard_core::event::{
     ApprovalDecision, ApprovalRequested, ColourRetired, ReleaseCompleted, ReleaseHeld,
     ReleasePlanned, ReleaseRejected, ReleaseRolledBack, StepOutcome,
 };
+use railyard_core::step::StepId;
 use railyard_core::{Event, SystemClock};
 use railyard_testkit::NatsServer;
 use serde_json::{Value, json};
@@ -45,9 +46,14 @@ async fn planned(bus: &Bus, id: &str, services: &[&str]) -> anyhow::Result<u64> 
 /// Every step of `services` in `env` started and succeeded.
 async fn through(bus: &Bus, id: &str, env: &str, services: &[&str]) -> anyhow::Result<u64> {
     let mut last = 0;
+    let env = env.parse()?;
     for service in services {
-        for action in ["deploy", "verify"] {
-            let step = format!("{env}:{action}:{service}");
+        let service = service.parse()?;
+        for step in [
+            StepId::deploy(&env, &service),
+            StepId::verify(&env, &service),
+        ] {
+            let step = step.to_string();
             append(bus, id, PROMOTER, vec![started(&step)]).await?;
             last = append(bus, id, PROMOTER, vec![succeeded(&step)]).await?;
         }

@@ -107,8 +107,12 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 struct Tracked {
     sequence: u64,
     changes: Vec<Change>,
+    /// What later releases touching the same services still wait for.
     remaining: BTreeSet<StepId>,
     decided: bool,
+    /// The plan's steps by environment, to know what a failure there puts back in play.
+    #[serde(default)]
+    by_env: BTreeMap<EnvName, BTreeSet<StepId>>,
 }
 
 /// The planner's read model.
@@ -180,6 +184,7 @@ impl Projection for PlannerView {
                         changes: r.changes.clone(),
                         remaining: BTreeSet::new(),
                         decided: false,
+                        by_env: BTreeMap::new(),
                     };
                     update.put_json(format!("{RELEASE}{}", r.release), &tracked)?;
                     update.put(pending_key(sequence, &r.release), r.release.as_str());
@@ -190,6 +195,14 @@ impl Projection for PlannerView {
                         update.remove(pending_key(tracked.sequence, &p.plan.release));
                         tracked.remaining = p.plan.steps.iter().map(|s| s.id.clone()).collect();
                         tracked.decided = true;
+                        tracked.by_env = BTreeMap::new();
+                        for step in &p.plan.steps {
+                            tracked
+                                .by_env
+                                .entry(step.env.clone())
+                                .or_default()
+                                .insert(step.id.clone());
+                        }
                         update.put_json(key, &tracked)?;
                     }
                 }
@@ -197,6 +210,31 @@ impl Projection for PlannerView {
                     let (_, key) = release_key(None)?;
                     if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
                         tracked.remaining.remove(&o.step);
+                        update.put_json(key, &tracked)?;
+                    }
+                }
+                // A failure in an environment is followed by undoing it there (or by a hold
+                // until someone decides): every step of the release in that environment is in
+                // play again, so a later release touching the same services waits until this
+                // one has ended, rather than deploying beside its rollback (the promoter's
+                // re-validation held such a release in the chaos soak).
+                Event::StepFailed(o) => {
+                    let (_, key) = release_key(None)?;
+                    if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
+                        let again = tracked
+                            .by_env
+                            .values()
+                            .find(|steps| steps.contains(&o.step))
+                            .cloned()
+                            .unwrap_or_else(|| BTreeSet::from([o.step.clone()]));
+                        tracked.remaining.extend(again);
+                        update.put_json(key, &tracked)?;
+                    }
+                }
+                Event::StepRolledBack(o) => {
+                    let (_, key) = release_key(None)?;
+                    if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
+                        tracked.remaining.insert(o.step.clone());
                         update.put_json(key, &tracked)?;
                     }
                 }

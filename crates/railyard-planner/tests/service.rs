@@ -294,3 +294,112 @@ async fn misrouted_release_events_are_dead_lettered_and_the_planner_goes_on() ->
     task.await??;
     Ok(())
 }
+
+/// Appends `event` to release `id` as the promoter would.
+async fn record(bus: &Bus, id: &ReleaseId, event: Event) -> anyhow::Result<u64> {
+    let aggregate = AggregateId::Release(id.clone());
+    let envelope = Envelope::new(aggregate.clone(), "promoter", chrono::Utc::now(), event);
+    Ok(bus
+        .append(&aggregate, Expected::Any, &[envelope])
+        .await?
+        .sequence)
+}
+
+#[tokio::test]
+async fn a_later_release_waits_for_an_earlier_one_failing_in_the_same_environment()
+-> anyhow::Result<()> {
+    // The chaos soak: release A failed in staging and was rolling staging back (email-worker
+    // among it) when B, changing email-worker too, was planned without waiting for A there,
+    // because A's email-worker steps in staging had succeeded before the failure. The
+    // promoter's re-validation then held B. A failure puts the environment's steps back in
+    // play until A ends.
+    let server = NatsServer::start().await?;
+    let bus = Bus::connect(&server.url(), BusConfig::default()).await?;
+    bus.ensure_topology().await?;
+    seed_inventory(&bus).await?;
+    let dir = tempfile::tempdir()?;
+    let (stop, task) = start_planner(&server.url(), dir.path());
+
+    let a = request(
+        &bus,
+        r#"
+id = "a"
+[[changes]]
+service = "orders-api"
+version = "1.0.1"
+produces = { orders-events = 2 }
+[[changes]]
+service = "email-worker"
+version = "3.2.0"
+consumes = { orders-events = "1..=2" }
+"#,
+    )
+    .await?;
+    let events = decided(&bus, &a).await?;
+    let Event::ReleasePlanned(planned) = &events[1].event else {
+        anyhow::bail!("a was not planned: {:?}", events[1].event);
+    };
+    let staging = |target: &str| {
+        planned
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.env.as_str() == "staging" && s.target == target)
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+    };
+    for step in staging("email-worker") {
+        record(
+            &bus,
+            &a,
+            Event::StepSucceeded(railyard_core::event::StepOutcome {
+                step,
+                detail: String::new(),
+            }),
+        )
+        .await?;
+    }
+    let failed = staging("orders-api")
+        .into_iter()
+        .next()
+        .expect("a deploys orders-api in staging");
+    record(
+        &bus,
+        &a,
+        Event::StepFailed(railyard_core::event::StepOutcome {
+            step: failed,
+            detail: "exit status 1".to_owned(),
+        }),
+    )
+    .await?;
+
+    let b = request(
+        &bus,
+        r#"
+id = "b"
+[[changes]]
+service = "email-worker"
+version = "3.3.0"
+consumes = { orders-events = "1..=2" }
+"#,
+    )
+    .await?;
+    let events = decided(&bus, &b).await?;
+    let Event::ReleasePlanned(planned) = &events[1].event else {
+        anyhow::bail!("b was not planned: {:?}", events[1].event);
+    };
+    let waits_in_staging: Vec<_> = planned
+        .plan
+        .external_edges
+        .iter()
+        .filter(|edge| edge.release == a && edge.to.starts_with("staging:"))
+        .collect();
+    assert!(
+        !waits_in_staging.is_empty(),
+        "b must wait for a in staging: {:#?}",
+        planned.plan.external_edges
+    );
+    stop.cancel();
+    task.await??;
+    Ok(())
+}

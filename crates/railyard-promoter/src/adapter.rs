@@ -125,7 +125,8 @@ impl Outcome {
             detail: detail.into(),
         }
     }
-    fn failed(detail: impl Into<String>) -> Outcome {
+    /// A failure saying `detail`.
+    pub(crate) fn failed(detail: impl Into<String>) -> Outcome {
         Outcome {
             ok: false,
             detail: detail.into(),

@@ -8,28 +8,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use railyard_bus::{Bus, Lease};
-use railyard_core::catalog::{Gate, OnFailure, Strategy};
-use railyard_core::event::{
-    ApprovalRequested, ReleaseHeld, ServiceDeployed, StepOutcome, StepStarted,
-};
-use railyard_core::inventory::RunningService;
+use railyard_core::catalog::{OnFailure, Service};
+use railyard_core::event::{ApprovalRequested, ReleaseHeld, StepOutcome, StepStarted};
 use railyard_core::release_state::StepStatus;
 use railyard_core::{
-    Action, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step,
+    Action, Catalog, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step,
 };
 use tracing::{debug, info, warn};
 
-use crate::adapter::{Form, Outcome, Runner, Target, humanize};
+use crate::adapter::{Form, Outcome, Runner, Target};
 use crate::cache::{Current, LiveInventory, Other, Releases, external_done};
 use crate::config::PromoterConfig;
 use crate::decide;
+use crate::deployed;
 use crate::error::PromoterError;
 use crate::freeze;
-use crate::gate::{GateCheck, kind};
-use crate::inventory;
 use crate::lease::{Claim, Leases, release_then};
-use crate::recorder::{Recorder, Writer};
+use crate::recorder::{Lost, Recorder, Writer};
 use crate::revalidate::revalidate;
+use crate::strategy;
+use crate::verify;
 use crate::work::step_lease;
 
 /// What every task of one worker shares.
@@ -115,11 +113,13 @@ pub(crate) struct Started {
     current: Current,
 }
 
-/// Why a step was not taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum NotTaken {
-    /// Nothing to do: the reason is logged.
-    Skip(String),
+/// What became of a step offered to this worker.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// This worker started it: run it with [`execute`].
+    Started(Box<Started>),
+    /// Nothing to do, for the reason given (logged by the caller).
+    Skipped(String),
 }
 
 /// Takes `step` of `release` if it may start (or resume) and this worker wins its lease.
@@ -127,8 +127,8 @@ pub(crate) async fn take_step(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
     step_id: &str,
-) -> Result<Result<Started, NotTaken>, PromoterError> {
-    let skip = |why: String| Ok(Err(NotTaken::Skip(why)));
+) -> Result<Taken, PromoterError> {
+    let skip = |why: String| Ok(Taken::Skipped(why));
     let key = step_lease(release, step_id);
     let Some(claim) = ctx.leases.claim(&key) else {
         return skip("this worker is running it".to_owned());
@@ -307,7 +307,7 @@ pub(crate) async fn take_step(
         after.sequence = sequence;
         after.events.extend(events.into_iter().map(Arc::new));
         ctx.releases.remember(&after);
-        return Ok(Ok(Started {
+        return Ok(Taken::Started(Box::new(Started {
             lease,
             _claim: claim,
             release: release.clone(),
@@ -315,7 +315,7 @@ pub(crate) async fn take_step(
             attempt,
             cause,
             current: after,
-        }));
+        })));
     }
 }
 
@@ -368,10 +368,6 @@ fn elsewhere_moving(
     })
 }
 
-/// The step is no longer this worker's.
-#[derive(Debug)]
-struct Lost;
-
 /// Runs a started step to its end and records the outcome.
 pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), PromoterError> {
     let Started {
@@ -392,8 +388,8 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
         cause.clone(),
     );
     let mut target = target_for(&current.state, &step, attempt);
-    if step.action == Action::Deploy && blue_green(&ctx.config.catalog, &step).is_some() {
-        target.colour = Some(idle_colour(&ctx, &step).await?);
+    if step.action == Action::Deploy && strategy::blue_green(&ctx.config.catalog, &step).is_some() {
+        target.colour = Some(strategy::idle_colour(&ctx.live, &step).await?);
     }
     let body = run_body(&ctx, &current, &step, &target, &mut recorder);
     let outcome = match ctx.leases.guarded(&mut lease, body).await {
@@ -403,14 +399,19 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
             let _ = lease.release().await;
             return Ok(());
         }
-        Some(Ok(Err(error))) => {
-            let _ = lease.release().await;
-            return Err(error);
-        }
-        Some(Ok(Ok(outcome))) => outcome,
+        Some(Ok(outcome)) => outcome,
     };
     if outcome.ok {
-        if let Err(error) = record_inventory(&ctx, &current, &step, &target, &cause).await {
+        let recorded = deployed::record(
+            &ctx.writer,
+            &ctx.live,
+            &current.state,
+            &step,
+            &target,
+            &cause,
+        )
+        .await;
+        if let Err(error) = recorded {
             warn!(release = %release, step = %step.id, %error, "cannot record the inventory change; the step will be resumed");
             let _ = lease.release().await;
             return Ok(());
@@ -498,22 +499,15 @@ pub(crate) fn target_for(state: &ReleaseState, step: &Step, attempt: u32) -> Tar
     target
 }
 
-fn fail(detail: impl Into<String>) -> Outcome {
-    Outcome {
-        ok: false,
-        detail: detail.into(),
-    }
-}
-
-type BodyResult = Result<Result<Outcome, PromoterError>, Lost>;
-
+/// Runs the body of `step`: a migration, a deploy with its service's strategy, a verify
+/// step's gates, or the check that an approval was given.
 async fn run_body(
     ctx: &Ctx,
     current: &Current,
     step: &Step,
     target: &Target,
     recorder: &mut Recorder<'_>,
-) -> BodyResult {
+) -> Result<Outcome, Lost> {
     let catalog = &ctx.config.catalog;
     match step.action {
         Action::Migrate => {
@@ -524,309 +518,44 @@ async fn run_body(
                 .find(|(name, _)| name.as_str() == database)
                 .map(|(_, db)| db)
             else {
-                return Ok(Ok(fail(format!(
+                return Ok(Outcome::failed(format!(
                     "database {database} is not in the catalog: add [databases.{database}] with a migrate adapter"
-                ))));
+                )));
             };
-            Ok(Ok(ctx.runner.deploy(&db.migrate, Form::Run, target).await))
+            Ok(ctx.runner.deploy(&db.migrate, Form::Run, target).await)
         }
-        Action::Deploy => {
-            let Some(service) = catalog
-                .services
-                .iter()
-                .find(|(name, _)| name.as_str() == step.target)
-                .map(|(_, s)| s)
-            else {
-                return Ok(Ok(fail(format!(
-                    "service {} is not in the catalog: add [services.{}]",
-                    step.target, step.target
-                ))));
-            };
-            let deploy = service.deploy_in(&step.env);
-            match service.strategy_in(&step.env) {
-                Strategy::Rolling => Ok(Ok(ctx.runner.deploy(deploy, Form::Run, target).await)),
-                Strategy::Canary { steps } => {
-                    let gates: Vec<(usize, &Gate)> = service
-                        .gates_in(&step.env)
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
-                        .collect();
-                    let mut details = Vec::new();
-                    for weight in steps {
-                        let at = Target {
-                            weight: *weight,
-                            ..target.clone()
-                        };
-                        let outcome = ctx.runner.deploy(deploy, Form::Run, &at).await;
-                        if !outcome.ok {
-                            return Ok(Ok(fail(format!(
-                                "canary at {weight}%: {}",
-                                outcome.detail
-                            ))));
-                        }
-                        details.push(format!("{weight}%"));
-                        if *weight < 100 {
-                            for (i, gate) in &gates {
-                                let name = format!("canary {weight}%: {}[{i}]", kind(gate));
-                                let check = ctx.runner.gate(gate, &name, &at, &ctx.bus).await;
-                                if !recorder.gate(&check).await.map_err(|_| Lost)? {
-                                    return Err(Lost);
-                                }
-                                if !check.passed {
-                                    return Ok(Ok(fail(gate_failure(&check))));
-                                }
-                            }
-                        }
-                    }
-                    Ok(Ok(Outcome {
-                        ok: true,
-                        detail: format!("canary through {}", details.join(", ")),
-                    }))
-                }
-                Strategy::BlueGreen { switch, .. } => {
-                    let colour = target.colour.clone().unwrap_or_else(|| other_colour(None));
-                    let outcome = ctx.runner.deploy(deploy, Form::Run, target).await;
-                    if !outcome.ok {
-                        return Ok(Ok(fail(format!(
-                            "deploying the idle colour {colour}: {}",
-                            outcome.detail
-                        ))));
-                    }
-                    for (i, gate) in service
-                        .gates_in(&step.env)
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
-                    {
-                        let name = format!("{colour} before switch: {}[{i}]", kind(gate));
-                        let check = ctx.runner.gate(gate, &name, target, &ctx.bus).await;
-                        if !recorder.gate(&check).await.map_err(|_| Lost)? {
-                            return Err(Lost);
-                        }
-                        if !check.passed {
-                            return Ok(Ok(fail(gate_failure(&check))));
-                        }
-                    }
-                    let switched = ctx
-                        .runner
-                        .command(switch, target, crate::adapter::DEFAULT_TIMEOUT)
-                        .await;
-                    if !switched.ok {
-                        return Ok(Ok(fail(format!(
-                            "switching traffic to {colour}: {}",
-                            switched.detail
-                        ))));
-                    }
-                    Ok(Ok(Outcome {
-                        ok: true,
-                        detail: format!(
-                            "deployed to {colour} and switched traffic to it; the other colour stays until the release completes"
-                        ),
-                    }))
-                }
+        Action::Deploy => match service_of(catalog, step) {
+            Ok(service) => {
+                strategy::deploy(&ctx.runner, &ctx.bus, recorder, service, &step.env, target).await
             }
-        }
-        Action::Verify => verify(ctx, step, target, recorder).await,
-        Action::Approve => Ok(Ok(Outcome {
+            Err(missing) => Ok(missing),
+        },
+        Action::Verify => match service_of(catalog, step) {
+            Ok(service) => {
+                let gates = service.gates_in(&step.env);
+                verify::verify(&ctx.runner, &ctx.bus, recorder, gates, target).await
+            }
+            Err(missing) => Ok(missing),
+        },
+        Action::Approve => Ok(Outcome {
             ok: current.state.approvals.contains_key(&step.id),
             detail: "approvals are decided by approvers".to_owned(),
-        })),
+        }),
     }
 }
 
-fn gate_failure(check: &GateCheck) -> String {
-    format!(
-        "gate {} failed: observed {}, expected {}",
-        check.name, check.observed, check.expected
-    )
-}
-
-/// The service's blue-green strategy in the step's environment, when it has one.
-pub(crate) fn blue_green<'a>(
-    catalog: &'a railyard_core::Catalog,
-    step: &Step,
-) -> Option<&'a Strategy> {
-    let service = catalog.services.get(step.target.as_str())?;
-    let strategy = service.strategy_in(&step.env);
-    matches!(strategy, Strategy::BlueGreen { .. }).then_some(strategy)
-}
-
-/// The colour that is not `serving`: blue when nothing serves yet.
-pub(crate) fn other_colour(serving: Option<&str>) -> String {
-    if serving == Some("blue") {
-        "green"
-    } else {
-        "blue"
-    }
-    .to_owned()
-}
-
-/// The colour a blue-green deploy goes to: the one not serving traffic in the live inventory.
-pub(crate) async fn idle_colour(ctx: &Ctx, step: &Step) -> Result<String, PromoterError> {
-    let serving = ctx.live.service(&step.env, &step.target).await?;
-    Ok(other_colour(serving.and_then(|r| r.colour).as_deref()))
-}
-
-async fn verify(
-    ctx: &Ctx,
-    step: &Step,
-    target: &Target,
-    recorder: &mut Recorder<'_>,
-) -> BodyResult {
-    let Some(service) = ctx
-        .config
-        .catalog
+/// The catalog entry of a deploy or verify step's service, or the failed outcome saying it is
+/// missing.
+fn service_of<'a>(catalog: &'a Catalog, step: &Step) -> Result<&'a Service, Outcome> {
+    catalog
         .services
         .iter()
         .find(|(name, _)| name.as_str() == step.target)
         .map(|(_, s)| s)
-    else {
-        return Ok(Ok(fail(format!(
-            "service {} is not in the catalog: add [services.{}]",
-            step.target, step.target
-        ))));
-    };
-    let gates = service.gates_in(&step.env);
-    let checks: Vec<(usize, &Gate)> = gates
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| !matches!(g, Gate::Soak { .. }))
-        .collect();
-    for (i, gate) in &checks {
-        let name = format!("{}[{i}]", kind(gate));
-        let check = ctx.runner.gate(gate, &name, target, &ctx.bus).await;
-        if !recorder.gate(&check).await.map_err(|_| Lost)? {
-            return Err(Lost);
-        }
-        if !check.passed {
-            return Ok(Ok(fail(gate_failure(&check))));
-        }
-    }
-    for (i, gate) in gates.iter().enumerate() {
-        let Gate::Soak { duration, interval } = gate else {
-            continue;
-        };
-        let duration = duration.0;
-        let interval = interval
-            .map(|i| i.0)
-            .unwrap_or(duration / 10)
-            .max(std::time::Duration::from_millis(1));
-        let mut elapsed = std::time::Duration::ZERO;
-        let mut rounds = 0u32;
-        while elapsed < duration {
-            let pause = interval.min(duration - elapsed);
-            ctx.config.clock.sleep(pause).await;
-            elapsed += pause;
-            rounds += 1;
-            for (j, other) in &checks {
-                let name = format!(
-                    "soak[{i}] after {}: {}[{j}]",
-                    humanize(elapsed),
-                    kind(other)
-                );
-                let check = ctx.runner.gate(other, &name, target, &ctx.bus).await;
-                if !check.passed {
-                    if !recorder.gate(&check).await.map_err(|_| Lost)? {
-                        return Err(Lost);
-                    }
-                    return Ok(Ok(fail(gate_failure(&check))));
-                }
-            }
-        }
-        let check = GateCheck {
-            name: format!("soak[{i}]"),
-            passed: true,
-            observed: format!(
-                "{rounds} re-checks of {} gate(s) over {} all passed",
-                checks.len(),
-                humanize(duration)
-            ),
-            expected: format!("every gate passes for {}", humanize(duration)),
-        };
-        if !recorder.gate(&check).await.map_err(|_| Lost)? {
-            return Err(Lost);
-        }
-    }
-    Ok(Ok(Outcome {
-        ok: true,
-        detail: if gates.is_empty() {
-            "no gates configured".to_owned()
-        } else {
-            format!("{} gate(s) passed", gates.len())
-        },
-    }))
-}
-
-/// After a deploy or migration succeeded: `service.deployed` on `inventory.<env>`.
-async fn record_inventory(
-    ctx: &Ctx,
-    current: &Current,
-    step: &Step,
-    target: &Target,
-    cause: &Envelope,
-) -> Result<(), PromoterError> {
-    let state = &current.state;
-    let change = match step.action {
-        Action::Deploy => {
-            let Some(change) = state
-                .changes
-                .iter()
-                .find(|c| c.service.as_str() == step.target)
-            else {
-                return Ok(());
-            };
-            ServiceDeployed {
-                env: step.env.clone(),
-                service: change.service.clone(),
-                running: Some(RunningService {
-                    colour: target.colour.clone(),
-                    ..RunningService::from(change)
-                }),
-                databases: BTreeMap::new(),
-                release: Some(state.id.clone()),
-            }
-        }
-        Action::Migrate => {
-            let (Some(database), Some(to)) = (step.target.split('@').next(), target.to) else {
-                return Ok(());
-            };
-            // The planner's inventory reads database versions from service.deployed: record
-            // the migration on the change that brought it, keeping what that service runs.
-            let Some(change) = state.changes.iter().find(|c| {
-                c.migrations
-                    .iter()
-                    .any(|m| m.database.as_str() == database && m.to == to)
-            }) else {
-                return Ok(());
-            };
-            let running = ctx.live.service(&step.env, change.service.as_str()).await?;
-            let Some(db) = change
-                .migrations
-                .iter()
-                .find(|m| m.database.as_str() == database)
-                .map(|m| m.database.clone())
-            else {
-                return Ok(());
-            };
-            ServiceDeployed {
-                env: step.env.clone(),
-                service: change.service.clone(),
-                running,
-                databases: BTreeMap::from([(db, to)]),
-                release: Some(state.id.clone()),
-            }
-        }
-        Action::Verify | Action::Approve => return Ok(()),
-    };
-    inventory::record(
-        &ctx.bus,
-        ctx.worker(),
-        ctx.config.clock.now(),
-        cause,
-        1,
-        change,
-    )
-    .await?;
-    Ok(())
+        .ok_or_else(|| {
+            Outcome::failed(format!(
+                "service {} is not in the catalog: add [services.{}]",
+                step.target, step.target
+            ))
+        })
 }

@@ -1,13 +1,13 @@
-//! Writing a release's events. [`Writer`] stamps envelopes with this worker and the clock and
+//! Writing as one worker. [`Writer`] stamps envelopes with this worker and the clock and
 //! appends them against the release's last sequence, a conflict being an answer (`None`), not
-//! an error; [`Recorder`] records what a running step produces only while the fold still names
+//! an error (and appends inventory changes keyed by the event that caused them); [`Recorder`] records what a running step produces only while the fold still names
 //! this worker and attempt, reading the release again after a conflict. What to record is the
 //! caller's to decide.
 
 use std::sync::Arc;
 
 use railyard_bus::{AppendError, Bus, Expected};
-use railyard_core::event::GateEvaluated;
+use railyard_core::event::{GateEvaluated, ServiceDeployed};
 use railyard_core::release_state::StepStatus;
 use railyard_core::{AggregateId, Envelope, Event, ReleaseId, ReleaseState, SharedClock, StepId};
 use tracing::warn;
@@ -15,6 +15,7 @@ use tracing::warn;
 use crate::cache::{Current, Releases};
 use crate::error::PromoterError;
 use crate::gate::GateCheck;
+use crate::inventory;
 
 /// Appends to release streams as one worker.
 #[derive(Debug)]
@@ -42,6 +43,19 @@ impl Writer {
             self.clock.now(),
             event,
         )
+    }
+
+    /// Appends `change` to `inventory.<env>` with an event id derived from `cause` and `salt`,
+    /// so the same cause records it once ([`inventory::record`]).
+    pub(crate) async fn record_inventory(
+        &self,
+        cause: &Envelope,
+        salt: u8,
+        change: ServiceDeployed,
+    ) -> Result<(), PromoterError> {
+        let now = self.clock.now();
+        inventory::record(&self.bus, &self.worker, now, cause, salt, change).await?;
+        Ok(())
     }
 
     /// Appends `events` expecting `sequence`; `false` on a conflict.
@@ -179,8 +193,10 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// Records `check` as `gate.evaluated`; `false` when the step is no longer this worker's.
-    pub(crate) async fn gate(&mut self, check: &GateCheck) -> Result<bool, PromoterError> {
+    /// Records `check` as `gate.evaluated`. `Lost` when the step is no longer this worker's,
+    /// and when the record cannot be written: either way the step stops here unrecorded, and
+    /// a step left running with a free lease is offered again by a sweep.
+    pub(crate) async fn gate(&mut self, check: &GateCheck) -> Result<(), Lost> {
         let event = Event::GateEvaluated(GateEvaluated {
             step: self.step.clone(),
             gate: check.name.clone(),
@@ -188,6 +204,13 @@ impl<'a> Recorder<'a> {
             observed: check.observed.clone(),
             expected: check.expected.clone(),
         });
-        self.record(|_| Some(vec![event.clone()])).await
+        match self.record(|_| Some(vec![event.clone()])).await {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(Lost),
+        }
     }
 }
+
+/// The step is no longer this worker's: it stops where it is.
+#[derive(Debug)]
+pub(crate) struct Lost;

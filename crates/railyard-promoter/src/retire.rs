@@ -16,8 +16,9 @@ use tracing::{info, warn};
 
 use crate::adapter::DEFAULT_TIMEOUT;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, blue_green, other_colour, target_for};
+use crate::exec::{Ctx, target_for};
 use crate::inventory;
+use crate::strategy::{blue_green, other_colour};
 use crate::work::retire_lease;
 
 /// The succeeded blue-green deploy steps of `state` whose service has a `retire` command and

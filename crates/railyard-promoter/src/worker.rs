@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::config::PromoterConfig;
 use crate::dispatch::{Sweep, evaluate};
 use crate::error::PromoterError;
-use crate::exec::{Ctx, NotTaken, execute, take_step};
+use crate::exec::{Ctx, Taken, execute, take_step};
 use crate::retire::retire;
 use crate::rollback::{RollbackEnd, roll_back};
 use crate::view::{self, PromoterView};
@@ -403,11 +403,11 @@ async fn run_order(
 ) {
     match order {
         WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step).await {
-            Ok(Ok(started)) => {
+            Ok(Taken::Started(started)) => {
                 if let Err(error) = item.ack().await {
                     debug!(%error, "work item ack failed; a duplicate offer will be skipped");
                 }
-                match execute(ctx.clone(), started).await {
+                match execute(ctx.clone(), *started).await {
                     // The worker that recorded the outcome decides what comes next at once,
                     // for the release and the ones waiting for it (the dispatcher leaves
                     // that to it, see `left_alone`).
@@ -433,7 +433,7 @@ async fn run_order(
                     }
                 }
             }
-            Ok(Err(NotTaken::Skip(why))) => {
+            Ok(Taken::Skipped(why)) => {
                 debug!(release = %release, step = %step, why, "work item skipped");
                 if let Err(error) = item.ack().await {
                     debug!(%error, "work item ack failed");

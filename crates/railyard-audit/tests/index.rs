@@ -10,6 +10,7 @@ use railyard_core::event::{
     ApprovalDecision, ApprovalRequested, GateEvaluated, ReleaseCompleted, ReleaseRequested,
     ServiceDeployed, StepStarted,
 };
+use railyard_core::step::StepId;
 use railyard_core::{AggregateId, Change, Envelope, Event};
 use railyard_store::{ProjectionStore, StoreConfig};
 
@@ -96,7 +97,7 @@ fn event(rng: &mut Rng) -> Envelope {
         1 => (
             aggregate,
             Event::ApprovalRequested(ApprovalRequested {
-                step: format!("{env}:approve:{service}"),
+                step: StepId::approve(&env.parse().unwrap(), &release.parse().unwrap()).into(),
                 env: env.parse().unwrap(),
                 approvers: vec!["alice".into()],
                 reason: None,
@@ -105,14 +106,14 @@ fn event(rng: &mut Rng) -> Envelope {
         2 => (
             aggregate,
             Event::ApprovalGranted(ApprovalDecision {
-                step: format!("{env}:approve:{service}"),
+                step: StepId::approve(&env.parse().unwrap(), &release.parse().unwrap()).into(),
                 comment: String::new(),
             }),
         ),
         3 => (
             aggregate,
             Event::StepStarted(StepStarted {
-                step: format!("{env}:deploy:{service}"),
+                step: StepId::deploy(&env.parse().unwrap(), &service.parse().unwrap()).into(),
                 worker: "w1".into(),
                 attempt: 1,
             }),
@@ -120,7 +121,7 @@ fn event(rng: &mut Rng) -> Envelope {
         4 => (
             aggregate,
             Event::GateEvaluated(GateEvaluated {
-                step: format!("{env}:verify:{service}"),
+                step: StepId::verify(&env.parse().unwrap(), &service.parse().unwrap()).into(),
                 gate: "http#0".into(),
                 passed: rng.below(2) == 0,
                 observed: "200".into(),

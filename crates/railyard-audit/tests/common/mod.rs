@@ -19,6 +19,7 @@ use railyard_core::event::{
     StepOutcome, StepStarted,
 };
 use railyard_core::inventory::RunningService;
+use railyard_core::step::{StepId, Target};
 use railyard_core::{
     Action, AggregateId, Change, Edge, Envelope, Event, ManualClock, Plan, Refusal, Step,
 };
@@ -247,12 +248,10 @@ pub fn change(service: &str, version: &str, commit: &str) -> Change {
 pub fn plan(release: &str, steps: &[(&str, Action, &str, Option<&str>)]) -> Plan {
     let steps: Vec<Step> = steps
         .iter()
-        .map(|(env, action, target, version)| Step {
-            id: format!("{env}:{}:{target}", action.as_str()),
-            env: env.parse().unwrap(),
-            action: *action,
-            target: (*target).into(),
-            version: version.map(str::to_owned),
+        .map(|(env, action, target, version)| {
+            let target = Target::parse(*action, target).unwrap();
+            let id = StepId::new(env.parse().unwrap(), *action, target).unwrap();
+            Step::new(id, version.map(str::to_owned))
         })
         .collect();
     let edges = steps

@@ -177,10 +177,15 @@ impl StepId {
     /// the action (a deploy of a migration, say).
     pub fn new(env: EnvName, action: Action, target: Target) -> Result<StepId, InvalidStepId> {
         if !target.fits(action) {
-            let text = format!("{env}:{}:{target}", action.as_str());
+            let expected = match action {
+                Action::Deploy | Action::Verify => "a service",
+                Action::Migrate => "<database>@<version>",
+                Action::Approve => "a release id or <database>@<version>",
+            };
+            let problem = format!("a {action} step acts on {expected}, not {target}");
             return Err(InvalidStepId::id(
-                &text,
-                format!("a {} step cannot target {target:?}", action.as_str()),
+                StepId::build(env, action, target).as_str(),
+                problem,
             ));
         }
         Ok(StepId::build(env, action, target))
@@ -256,7 +261,7 @@ impl StepId {
         let target = Target::parse(action, target).map_err(|error| InvalidStepId {
             what: "step id",
             value: text.to_owned(),
-            problem: format!("{:?} {}", error.value, error.problem),
+            problem: format!("target {:?}: {}", error.value, error.problem),
         })?;
         // Every part was checked to be in its one spelling, so the text is what `build`
         // would write: keep it rather than write it again.
@@ -545,8 +550,19 @@ mod tests {
                 .to_string(),
             "step id \"production:ship:orders-api\" is not valid: \"ship\" is not an action; expected <env>:<action>:<target> with action migrate, deploy, verify or approve (staging:migrate:orders-db@43, production:deploy:orders-api, production:approve:rel-42)"
         );
+        assert_eq!(
+            StepId::parse("staging:migrate:orders-db")
+                .unwrap_err()
+                .problem,
+            "target \"orders-db\": a migration is written <database>@<version> (orders-db@43)"
+        );
         let service = Target::Service(ServiceName::new("orders-api").unwrap());
-        assert!(StepId::new(env("staging"), Action::Migrate, service).is_err());
+        let error = StepId::new(env("staging"), Action::Migrate, service).unwrap_err();
+        assert_eq!(error.value, "staging:migrate:orders-api");
+        assert_eq!(
+            error.problem,
+            "a migrate step acts on <database>@<version>, not orders-api"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The pure part of a worker's decisions: given a release's folded state, what happens next —
 //! complete it, offer its ready steps, retry steps an operator asked to retry, or roll an
-//! environment back — and in which order an environment is undone. No IO.
+//! environment back — in which order an environment is undone, and who owns a step. No IO.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +9,7 @@ use railyard_core::release_state::StepStatus;
 use railyard_core::{
     Action, Catalog, EnvName, Envelope, Event, ExternalEdge, ReleaseState, Status,
 };
-use railyard_core::{ReleaseId, StepId};
+use railyard_core::{ReleaseId, Step, StepId};
 
 /// What a release needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,18 @@ pub enum Next {
         /// Why, in words.
         reason: String,
     },
+}
+
+/// The owner the catalog names for a deploy or verify step's service, if any.
+pub fn owner(catalog: &Catalog, step: &Step) -> Option<String> {
+    match step.action {
+        Action::Deploy | Action::Verify => catalog
+            .services
+            .iter()
+            .find(|(name, _)| name.as_str() == step.target)
+            .and_then(|(_, s)| s.owner.clone()),
+        Action::Migrate | Action::Approve => None,
+    }
 }
 
 /// The failure policy of `env` (rollback when the environment is not in the catalog).

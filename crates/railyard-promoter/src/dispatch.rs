@@ -13,9 +13,9 @@ use railyard_core::{Action, Event, ReleaseId, ReleaseState, Status};
 use tracing::{debug, info};
 
 use crate::cache::external_done;
+use crate::ctx::Ctx;
 use crate::decide::{self, Next};
 use crate::error::PromoterError;
-use crate::exec::Ctx;
 use crate::freeze;
 use crate::retire;
 use crate::work::{WorkOrder, step_lease, work_subject};
@@ -134,7 +134,7 @@ pub(crate) async fn evaluate(
 }
 
 /// The reason to resume `state` when it is held by a freeze (see
-/// [`crate::exec::freeze_hold_reason`]) and no window of that environment covers the clock's
+/// [`crate::freeze::hold_reason`]) and no window of that environment covers the clock's
 /// now any more. Other holds (operator, failure, re-validation) are left to operators.
 fn freeze_ended(ctx: &Ctx, state: &ReleaseState) -> Option<String> {
     let hold = state.hold.as_ref()?;

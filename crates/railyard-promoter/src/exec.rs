@@ -1,105 +1,37 @@
-//! Taking and running one step. A worker takes a step only by winning its lease and appending
-//! `step.started` against the release's last sequence; it renews the lease on the clock while
-//! the step runs and records every result (`gate.evaluated`, then `step.succeeded` or
-//! `step.failed`, with `release.held` under a `hold` policy) only while the fold still says the
-//! step is its own. A conflict re-reads the release and decides again.
+//! Taking and running one step. [`take_step`] starts a step only by winning its lease and
+//! appending `step.started` against the release's last sequence (an approval step asks for its
+//! approval and ends there), after the checks a fresh step needs: ready; outside a freeze no
+//! approver overrode, or the release is held; the rest of the plan re-validated when the step
+//! enters an environment the release has not touched or runs a migration. A conflict re-reads the release and decides
+//! again. [`execute`] runs the step's body while renewing the lease — a migration, a deploy with
+//! its strategy (`strategy.rs`), a verify step's gates (`verify.rs`) — and records its outcome
+//! only while the fold still says the step is its own (`recorder.rs`): `step.succeeded` after
+//! the inventory change (`deployed.rs`), or `step.failed`, with `release.held` under a `hold`
+//! policy. What comes next is the dispatcher's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use railyard_bus::{Bus, Lease};
+use railyard_bus::Lease;
 use railyard_core::catalog::{OnFailure, Service};
 use railyard_core::event::{ApprovalRequested, ReleaseHeld, StepOutcome, StepStarted};
 use railyard_core::release_state::StepStatus;
-use railyard_core::{
-    Action, Catalog, EnvName, Envelope, Event, ExternalEdge, ReleaseId, ReleaseState, Status, Step,
-};
+use railyard_core::{Action, Catalog, Envelope, Event, ReleaseId, ReleaseState, Status, Step};
 use tracing::{debug, info, warn};
 
-use crate::adapter::{Form, Outcome, Runner, Target};
-use crate::cache::{Current, LiveInventory, Other, Releases, external_done};
-use crate::config::PromoterConfig;
+use crate::adapter::{Form, Outcome, Target};
+use crate::cache::{Current, Other, external_done};
+use crate::ctx::Ctx;
 use crate::decide;
 use crate::deployed;
 use crate::error::PromoterError;
 use crate::freeze;
-use crate::lease::{Claim, Leases, release_then};
-use crate::recorder::{Lost, Recorder, Writer};
+use crate::lease::{Claim, release_then};
+use crate::recorder::{Lost, Recorder};
 use crate::revalidate::revalidate;
 use crate::strategy;
 use crate::verify;
 use crate::work::step_lease;
-
-/// What every task of one worker shares.
-#[derive(Debug)]
-pub(crate) struct Ctx {
-    pub(crate) config: PromoterConfig,
-    pub(crate) bus: Bus,
-    pub(crate) runner: Runner,
-    /// The leases this worker holds, renewed on its clock.
-    pub(crate) leases: Leases,
-    /// The releases this worker has read, folded, with the sequence they were read at: a
-    /// load fetches only what was appended since (one request) instead of the whole release.
-    pub(crate) releases: Releases,
-    /// The live inventory, folded, and the sequence each environment was read at.
-    pub(crate) live: LiveInventory,
-    /// Appends to release streams as this worker.
-    pub(crate) writer: Writer,
-}
-
-impl Ctx {
-    pub(crate) fn new(config: PromoterConfig, bus: Bus) -> Arc<Ctx> {
-        let runner = Runner {
-            clock: config.clock.clone(),
-            secrets: config.secrets.clone(),
-            http: crate::adapter::http_client(),
-            poll_interval: config.poll_interval,
-            tail_bytes: config.output_tail_bytes,
-            seed: config.simulation_seed,
-            env: crate::adapter::ChildEnv::new(config.environment.clone(), &config.catalog),
-        };
-        let leases = Leases::new(
-            bus.clone(),
-            config.worker_id.clone(),
-            config.clock.clone(),
-            config.lease_renew_interval,
-        );
-        let environments = config
-            .catalog
-            .environments
-            .iter()
-            .map(|env| env.name.clone())
-            .collect();
-        let writer = Writer::new(bus.clone(), config.worker_id.clone(), config.clock.clone());
-        Arc::new(Ctx {
-            config,
-            runner,
-            leases,
-            writer,
-            releases: Releases::new(bus.clone()),
-            live: LiveInventory::new(bus.clone(), environments),
-            bus,
-        })
-    }
-
-    pub(crate) fn worker(&self) -> &str {
-        &self.config.worker_id
-    }
-
-    /// The owner the catalog names for a step's service, if any.
-    pub(crate) fn owner(&self, step: &Step) -> Option<String> {
-        match step.action {
-            Action::Deploy | Action::Verify => self
-                .config
-                .catalog
-                .services
-                .iter()
-                .find(|(name, _)| name.as_str() == step.target)
-                .and_then(|(_, s)| s.owner.clone()),
-            Action::Migrate | Action::Approve => None,
-        }
-    }
-}
 
 /// A step this worker started: the lease it holds and what it needs to run the step.
 #[derive(Debug)]
@@ -138,6 +70,7 @@ pub(crate) async fn take_step(
     // lease, follows within moments and re-reads only this release (their state could change
     // between that read and the step's start either way).
     let mut externals: Option<BTreeMap<ReleaseId, Other>> = None;
+    let catalog = &ctx.config.catalog;
     loop {
         let Some(current) = ctx.releases.load(release).await? else {
             return skip("the release has no events".to_owned());
@@ -184,9 +117,10 @@ pub(crate) async fn take_step(
                 .get(&step.env)
                 .is_some_and(|o| o.until.is_none_or(|until| now < until));
             if let Some(reason) =
-                freeze_hold_reason(ctx, &step.env, release).filter(|_| !overridden)
+                freeze::hold_reason(catalog, ctx.config.clock.now(), &step.env, release)
+                    .filter(|_| !overridden)
             {
-                if elsewhere_moving(ctx, state, &done) {
+                if freeze::elsewhere_moving(catalog, ctx.config.clock.now(), state, &done) {
                     // Hold only when nothing outside frozen environments can move: staging
                     // goes on while production waits. Sweeps offer this step again.
                     debug!(release = %release, step = %step.id, %reason, "step waits for a freeze");
@@ -232,7 +166,7 @@ pub(crate) async fn take_step(
                 let held = Event::ReleaseHeld(ReleaseHeld {
                     reason: reason.clone(),
                     step: Some(step.id.clone()),
-                    owner: ctx.owner(&step),
+                    owner: decide::owner(catalog, &step),
                     frozen: None,
                 });
                 let envelope = ctx.writer.envelope(release, held);
@@ -319,55 +253,6 @@ pub(crate) async fn take_step(
     }
 }
 
-/// Why a fresh step of `env` may not start now: the hold reason when a freeze window of `env`
-/// covers the clock's now.
-///
-/// A freeze *holds* the release (`release.held`, recorded once: the append is optimistic, so
-/// of several steps offered together only one holds it) rather than silently not offering the
-/// step, because a hold is what people watching the release already see, notify and audit
-/// (who is waiting, on what, until when), and it needs no new event type. It fits the
-/// hold/resume flow: running steps finish under a hold; the dispatcher resumes a freeze hold by
-/// itself once no window covers the clock any more ([`crate::dispatch`], `release.resumed` with
-/// the reason); an operator's `resume` during the freeze is harmless (the next step holds again);
-/// `cancel` and `rollback` work as on any hold. The hold names the frozen environment
-/// (`release.held` `frozen`), which is how it is told from other holds. The hold waits until nothing outside frozen
-/// environments can move (see `elsewhere_moving`): until then the frozen step is skipped with a
-/// log line and offered again by sweeps, so staging finishes while production waits.
-pub(crate) fn freeze_hold_reason(ctx: &Ctx, env: &EnvName, release: &ReleaseId) -> Option<String> {
-    let windows = &ctx.config.catalog.environment(env)?.freeze;
-    let active = freeze::active_freeze(windows, ctx.config.clock.now())?;
-    Some(format!(
-        "{env} is frozen for {}; no step of {env} starts until then, and release {release} continues by itself when the freeze ends (running steps finish; `railyard cancel {release}` or `railyard rollback {release}` act meanwhile)",
-        active
-            .description
-            .strip_prefix("frozen for ")
-            .unwrap_or(&active.description),
-    ))
-}
-
-/// Whether a step outside the environments frozen now is running or ready to start.
-fn elsewhere_moving(
-    ctx: &Ctx,
-    state: &ReleaseState,
-    external_done: &dyn Fn(&ExternalEdge) -> bool,
-) -> bool {
-    let Some(plan) = &state.plan else {
-        return false;
-    };
-    let now = ctx.config.clock.now();
-    let frozen = |env: &EnvName| {
-        ctx.config
-            .catalog
-            .environment(env)
-            .is_some_and(|e| freeze::active_freeze(&e.freeze, now).is_some())
-    };
-    plan.steps.iter().any(|s| match state.steps.get(&s.id) {
-        Some(StepStatus::Running { .. }) => !frozen(&s.env),
-        Some(StepStatus::Pending) => !frozen(&s.env) && decide::ready(state, &s.id, external_done),
-        _ => false,
-    })
-}
-
 /// Runs a started step to its end and records the outcome.
 pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), PromoterError> {
     let Started {
@@ -428,8 +313,9 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
             .await?;
         info!(release = %release, step = %step.id, attempt, "step succeeded");
     } else {
-        let policy = decide::on_failure(&ctx.config.catalog, &step.env);
-        let owner = ctx.owner(&step);
+        let catalog = &ctx.config.catalog;
+        let policy = decide::on_failure(catalog, &step.env);
+        let owner = decide::owner(catalog, &step);
         let detail = outcome.detail.clone();
         let id = step.id.clone();
         recorder

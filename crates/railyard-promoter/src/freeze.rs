@@ -1,6 +1,7 @@
 //! Freeze windows (INTERFACES §3 `freeze`), pure: a small 5-field cron matcher ([`Cron`]) and
 //! [`active_freeze`], which says whether an environment's windows cover an instant and when
-//! the freeze ends. No IO; the worker reads the instant from its clock.
+//! the freeze ends, and what a freeze does to a release's next step ([`hold_reason`],
+//! [`elsewhere_moving`]). No IO; the worker reads the instant from its clock.
 //!
 //! A recurring window is active at `now` when some cron match `t` (in the window's IANA time
 //! zone, default UTC) lies in `(now - duration, now]`; it ends at `t + duration`, measured in
@@ -18,6 +19,63 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use railyard_core::catalog::Freeze;
+use railyard_core::release_state::StepStatus;
+use railyard_core::{Catalog, EnvName, ExternalEdge, ReleaseId, ReleaseState};
+
+use crate::decide;
+
+/// Why a fresh step of `env` may not start at `now`: the hold reason when a freeze window of
+/// `env` covers `now`.
+///
+/// A freeze *holds* the release (`release.held`, recorded once: the append is optimistic, so
+/// of several steps offered together only one holds it) rather than silently not offering the
+/// step, because a hold is what people watching the release already see, notify and audit
+/// (who is waiting, on what, until when), and it needs no new event type. It fits the
+/// hold/resume flow: running steps finish under a hold; the dispatcher resumes a freeze hold by
+/// itself once no window covers the clock any more ([`crate::dispatch`], `release.resumed` with
+/// the reason); an operator's `resume` during the freeze is harmless (the next step holds again);
+/// `cancel` and `rollback` work as on any hold. The hold names the frozen environment
+/// (`release.held` `frozen`), which is how it is told from other holds. The hold waits until
+/// nothing outside frozen environments can move ([`elsewhere_moving`]): until then the frozen step is skipped with a
+/// log line and offered again by sweeps, so staging finishes while production waits.
+pub(crate) fn hold_reason(
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    env: &EnvName,
+    release: &ReleaseId,
+) -> Option<String> {
+    let windows = &catalog.environment(env)?.freeze;
+    let active = active_freeze(windows, now)?;
+    Some(format!(
+        "{env} is frozen for {}; no step of {env} starts until then, and release {release} continues by itself when the freeze ends (running steps finish; `railyard cancel {release}` or `railyard rollback {release}` act meanwhile)",
+        active
+            .description
+            .strip_prefix("frozen for ")
+            .unwrap_or(&active.description),
+    ))
+}
+
+/// Whether a step outside the environments frozen at `now` is running or ready to start.
+pub(crate) fn elsewhere_moving(
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    state: &ReleaseState,
+    external_done: &dyn Fn(&ExternalEdge) -> bool,
+) -> bool {
+    let Some(plan) = &state.plan else {
+        return false;
+    };
+    let frozen = |env: &EnvName| {
+        catalog
+            .environment(env)
+            .is_some_and(|e| active_freeze(&e.freeze, now).is_some())
+    };
+    plan.steps.iter().any(|s| match state.steps.get(&s.id) {
+        Some(StepStatus::Running { .. }) => !frozen(&s.env),
+        Some(StepStatus::Pending) => !frozen(&s.env) && decide::ready(state, &s.id, external_done),
+        _ => false,
+    })
+}
 
 /// Days a search for a cron match looks back at most (bounds the work for absurd durations).
 const MAX_SEARCH_DAYS: i64 = 400;

@@ -1,7 +1,7 @@
 //! Gates (INTERFACES §3): `http` (status, a JSON pointer's value, a substring), `prometheus`
 //! (an instant query compared with a threshold; what an empty result means), `command` (exit
 //! code) and `incident` (fails while an incident is open for the service in the environment).
-//! `soak` is driven by the step executor, which re-checks these every interval. Each check
+//! `soak` is driven by `verify.rs`, which re-checks these every interval. Each check
 //! yields what was observed and what was expected, for the `gate.evaluated` event.
 
 use std::collections::BTreeSet;

@@ -14,6 +14,7 @@
 pub mod adapter;
 mod cache;
 mod config;
+mod ctx;
 pub mod decide;
 mod deployed;
 mod dispatch;

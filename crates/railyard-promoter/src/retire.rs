@@ -15,8 +15,9 @@ use railyard_core::{Action, Catalog, Event, ReleaseId, ReleaseState, Status, Ste
 use tracing::{info, warn};
 
 use crate::adapter::DEFAULT_TIMEOUT;
+use crate::ctx::Ctx;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, target_for};
+use crate::exec::target_for;
 use crate::inventory;
 use crate::strategy::{blue_green, other_colour};
 use crate::work::retire_lease;

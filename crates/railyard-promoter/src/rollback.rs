@@ -21,9 +21,10 @@ use railyard_plan::{LiveEnv, contract_breaks};
 use tracing::{info, warn};
 
 use crate::adapter::{DEFAULT_TIMEOUT, Form, Target};
+use crate::ctx::Ctx;
 use crate::decide;
 use crate::error::PromoterError;
-use crate::exec::{Ctx, target_for};
+use crate::exec::target_for;
 use crate::inventory;
 use crate::work::{rollback_lease, step_lease};
 
@@ -330,7 +331,7 @@ async fn undo_all(
                     Event::ReleaseHeld(ReleaseHeld {
                         reason: text.clone(),
                         step: Some(step.id.clone()),
-                        owner: ctx.owner(&step),
+                        owner: decide::owner(&ctx.config.catalog, &step),
                         frozen: None,
                     }),
                 );
@@ -394,7 +395,7 @@ async fn undo_all(
                         Event::ReleaseHeld(ReleaseHeld {
                             reason: why.clone(),
                             step: Some(step.id.clone()),
-                            owner: ctx.owner(&step),
+                            owner: decide::owner(&ctx.config.catalog, &step),
                             frozen: None,
                         }),
                     );

@@ -1,6 +1,7 @@
-//! The work items promotion workers share on `RAILYARD_WORK`: run one step, or roll a release
-//! back in one environment. Subjects, payloads, message ids (which make repeated offers of the
-//! same state no-ops) and lease keys live here.
+//! The work items promotion workers share on `RAILYARD_WORK`: run one step, roll a release
+//! back in one environment, or retire a release's old colours. Their subjects and payloads and
+//! the step, rollback and retire lease keys live here; the message ids that make repeated
+//! offers of the same state no-ops are the dispatcher's (`dispatch.rs`).
 
 use bytes::Bytes;
 use railyard_core::{EnvName, ReleaseId, StepId};

@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::PromoterConfig;
+use crate::ctx::Ctx;
 use crate::dispatch::{Sweep, evaluate};
 use crate::error::PromoterError;
-use crate::exec::{Ctx, Taken, execute, take_step};
+use crate::exec::{Taken, execute, take_step};
 use crate::retire::retire;
 use crate::rollback::{RollbackEnd, roll_back};
 use crate::view::{self, PromoterView};

@@ -54,8 +54,8 @@ impl Target {
     /// The service or database the step acts on (a migration's target is `database@version`).
     fn subject(&self) -> Option<String> {
         self.service.clone().or_else(|| {
-            let target = self.step.splitn(3, ':').nth(2)?;
-            target.split('@').next().map(str::to_owned)
+            let step = railyard_core::step::StepId::parse(&self.step).ok()?;
+            Some(step.target().subject().to_owned())
         })
     }
 
@@ -473,10 +473,11 @@ impl Runner {
                         ));
                     }
                 }
-                Outcome::ok(match (&target.to, target.step.split('@').next()) {
+                let step = railyard_core::step::StepId::parse(&target.step).ok();
+                let migrated = step.as_ref().and_then(|s| s.target().migration());
+                Outcome::ok(match (&target.to, migrated) {
                     // A migration has a schema version, not a service version.
-                    (Some(to), Some(step)) => {
-                        let database = step.rsplit(':').next().unwrap_or(step);
+                    (Some(to), Some((database, _))) => {
                         format!("simulated migration of {database} to {to} done")
                     }
                     _ => format!("simulated deploy of {version} done"),

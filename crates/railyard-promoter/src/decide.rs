@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 
 use railyard_core::catalog::OnFailure;
 use railyard_core::release_state::StepStatus;
+use railyard_core::step::{InvalidStepId, Target};
 use railyard_core::{
     Action, Catalog, EnvName, Envelope, Event, ExternalEdge, ReleaseState, Status,
 };
-use railyard_core::{ReleaseId, Step, StepId};
+use railyard_core::{DatabaseName, ReleaseId, Step, StepId, Version};
 
 /// What a release needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,19 @@ pub fn owner(catalog: &Catalog, step: &Step) -> Option<String> {
             .find(|(name, _)| name.as_str() == step.target)
             .and_then(|(_, s)| s.owner.clone()),
         Action::Migrate | Action::Approve => None,
+    }
+}
+
+/// The database a migrate step moves (or the approval guarding one is for) and the schema
+/// version it moves it to, read from the step's target by core's one step-target parser.
+pub fn migration(step: &Step) -> Result<(DatabaseName, Version), InvalidStepId> {
+    match Target::parse(Action::Migrate, &step.target)? {
+        Target::Migration { database, to } => Ok((database, to)),
+        other => Err(InvalidStepId {
+            what: "step target",
+            value: step.target.clone(),
+            problem: format!("{other} is not a migration"),
+        }),
     }
 }
 
@@ -245,18 +259,10 @@ mod tests {
 
     fn plan(external: Vec<ExternalEdge>) -> Plan {
         let step = |id: &str| {
-            let parts: Vec<&str> = id.split(':').collect();
-            Step {
-                id: id.to_owned(),
-                env: parts[0].parse().unwrap(),
-                action: if parts[1] == "deploy" {
-                    Action::Deploy
-                } else {
-                    Action::Verify
-                },
-                target: parts[2].to_owned(),
-                version: Some("2".into()),
-            }
+            Step::new(
+                railyard_core::step::StepId::parse(id).unwrap(),
+                Some("2".into()),
+            )
         };
         Plan {
             release: ReleaseId::new("r").unwrap(),

@@ -14,6 +14,7 @@ use railyard_core::{Action, Envelope, ReleaseState, Step};
 
 use crate::adapter::Target;
 use crate::cache::LiveInventory;
+use crate::decide;
 use crate::error::PromoterError;
 use crate::recorder::Writer;
 
@@ -48,13 +49,13 @@ pub(crate) async fn record(
             }
         }
         Action::Migrate => {
-            let (Some(database), Some(to)) = (step.target.split('@').next(), target.to) else {
+            let Ok((database, to)) = decide::migration(step) else {
                 return Ok(());
             };
             let Some(change) = state.changes.iter().find(|c| {
                 c.migrations
                     .iter()
-                    .any(|m| m.database.as_str() == database && m.to == to)
+                    .any(|m| m.database == database && m.to == to)
             }) else {
                 return Ok(());
             };
@@ -62,7 +63,7 @@ pub(crate) async fn record(
             let Some(db) = change
                 .migrations
                 .iter()
-                .find(|m| m.database.as_str() == database)
+                .find(|m| m.database == database)
                 .map(|m| m.database.clone())
             else {
                 return Ok(());

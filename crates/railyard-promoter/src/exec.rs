@@ -375,10 +375,7 @@ pub(crate) fn target_for(state: &ReleaseState, step: &Step, attempt: u32) -> Tar
             target.artifact = change.and_then(|c| c.artifact.clone());
         }
         Action::Migrate => {
-            target.to = step
-                .target
-                .rsplit_once('@')
-                .and_then(|(_, to)| to.parse().ok());
+            target.to = decide::migration(step).ok().map(|(_, to)| to);
         }
         Action::Approve => {}
     }
@@ -397,13 +394,11 @@ async fn run_body(
     let catalog = &ctx.config.catalog;
     match step.action {
         Action::Migrate => {
-            let database = step.target.split('@').next().unwrap_or_default();
-            let Some(db) = catalog
-                .databases
-                .iter()
-                .find(|(name, _)| name.as_str() == database)
-                .map(|(_, db)| db)
-            else {
+            let database = match decide::migration(step) {
+                Ok((database, _)) => database,
+                Err(error) => return Ok(Outcome::failed(error.to_string())),
+            };
+            let Some(db) = catalog.databases.get(&database) else {
                 return Ok(Outcome::failed(format!(
                     "database {database} is not in the catalog: add [databases.{database}] with a migrate adapter"
                 )));

@@ -85,7 +85,8 @@ pub(crate) fn passed_point_of_no_return(
     })?;
     let database = plan
         .step(&point.step)
-        .map(|s| s.target.split('@').next().unwrap_or_default().to_owned())
+        .and_then(|s| decide::migration(s).ok())
+        .map(|(database, _)| database.to_string())
         .unwrap_or_default();
     let users: Vec<String> = catalog
         .databases
@@ -138,12 +139,10 @@ fn undo_breaks(
             }
         }
         Action::Migrate => {
-            let database = step.target.split('@').next().unwrap_or_default();
-            let Some((name, previous)) = before
-                .databases
-                .iter()
-                .find(|(n, _)| n.as_str() == database)
-            else {
+            let Ok((database, _)) = decide::migration(step) else {
+                return Vec::new();
+            };
+            let Some((name, previous)) = before.databases.get_key_value(&database) else {
                 return Vec::new();
             };
             during
@@ -182,13 +181,13 @@ pub(crate) async fn roll_back(
 }
 
 fn migration_has_rollback(ctx: &Ctx, step: &Step) -> bool {
-    let database = step.target.split('@').next().unwrap_or_default();
-    ctx.config
-        .catalog
-        .databases
-        .iter()
-        .find(|(name, _)| name.as_str() == database)
-        .is_some_and(|(_, db)| db.migrate.has_rollback())
+    decide::migration(step).is_ok_and(|(database, _)| {
+        ctx.config
+            .catalog
+            .databases
+            .get(&database)
+            .is_some_and(|db| db.migrate.has_rollback())
+    })
 }
 
 async fn undo_all(
@@ -552,14 +551,13 @@ async fn undo(
             })
         }
         Action::Migrate => {
-            let database = step.target.split('@').next().unwrap_or_default();
-            let Some((db_name, db)) = ctx
-                .config
-                .catalog
-                .databases
-                .iter()
-                .find(|(name, _)| name.as_str() == database)
-            else {
+            let database = match decide::migration(step) {
+                Ok((database, _)) => database,
+                Err(error) => {
+                    return Ok(hold_after(format!("cannot roll back {}: {error}", step.id)));
+                }
+            };
+            let Some((db_name, db)) = ctx.config.catalog.databases.get_key_value(&database) else {
                 return Ok(hold_after(format!(
                     "cannot roll back {}: database {database} is not in the catalog",
                     step.id

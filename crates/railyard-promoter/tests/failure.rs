@@ -75,8 +75,8 @@ async fn a_failing_production_gate_rolls_production_back_in_reverse_order() -> a
     let deploy_at = |s: &str| undone.iter().position(|u| u == s).unwrap();
     for consumer in ["billing-worker", "email-worker"] {
         assert!(
-            deploy_at(&format!("production:verify:{consumer}"))
-                < deploy_at(&format!("production:deploy:{consumer}"))
+            deploy_at(&verify_step("production", consumer))
+                < deploy_at(&deploy_step("production", consumer))
         );
     }
     // Staging keeps the release; production's adapters ran their rollback form, producer first.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use railyard_core::ManualClock;
+use railyard_core::step::StepId;
 use railyard_promoter::Secrets;
 use railyard_promoter::adapter::{ChildEnv, Runner, Target};
 use railyard_testkit::wait_until;
@@ -77,7 +78,7 @@ async fn environment_seen(runner: &Runner, service: &str, dir: &std::path::Path)
     ];
     let target = Target {
         service: Some(service.to_owned()),
-        step: format!("production:deploy:{service}"),
+        step: StepId::deploy(&"production".parse().unwrap(), &service.parse().unwrap()).to_string(),
         ..Target::default()
     };
     let outcome = runner
@@ -208,7 +209,7 @@ user = "no-such-user-here"
     let argv = ["sh", "-c", "echo dir=$(pwd) uid=$(id -u) home=$HOME"].map(str::to_owned);
     let target = |service: &str| Target {
         service: Some(service.to_owned()),
-        step: format!("production:deploy:{service}"),
+        step: StepId::deploy(&"production".parse().unwrap(), &service.parse().unwrap()).to_string(),
         ..Target::default()
     };
     let outcome = runner

@@ -43,8 +43,7 @@ async fn a_release_runs_through_staging_and_production_in_plan_order() -> anyhow
     for env in ["staging", "production"] {
         for consumer in ["billing-worker", "email-worker"] {
             assert!(
-                position(&format!("{env}:verify:{consumer}"))
-                    < position(&format!("{env}:deploy:orders-api")),
+                position(&verify_step(env, consumer)) < position(&deploy_step(env, "orders-api")),
                 "{order:?}"
             );
         }
@@ -285,9 +284,9 @@ produces = { orders-events = 3 }
             .map(|e| e.occurred_at)
     };
     for env in ["staging", "production"] {
-        let producer = started(format!("{env}:deploy:orders-api")).expect("started");
+        let producer = started(deploy_step(env, "orders-api")).expect("started");
         for consumer in ["billing-worker", "email-worker"] {
-            let consumer = succeeded(format!("{env}:deploy:{consumer}")).expect("deployed");
+            let consumer = succeeded(deploy_step(env, consumer)).expect("deployed");
             assert!(consumer <= producer, "{env}: the producer went first");
         }
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use railyard_bus::{Bus, BusConfig, Expected};
 use railyard_core::event::{ReleasePlanned, ReleaseRequested};
 use railyard_core::release_state::StepStatus;
+use railyard_core::step::StepId;
 use railyard_core::{
     AggregateId, Catalog, Clock, Envelope, Event, Inventory, ManualClock, ReleaseFile, ReleaseId,
     ReleaseState, Status,
@@ -24,6 +25,16 @@ use tokio_util::sync::CancellationToken;
 
 pub const START: &str = "2026-03-02T09:00:00Z";
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// The id of the deploy step of `service` in `env`, as core's one formatter writes it.
+pub fn deploy_step(env: &str, service: &str) -> String {
+    StepId::deploy(&env.parse().unwrap(), &service.parse().unwrap()).to_string()
+}
+
+/// The id of the verify step of `service` in `env`, as core's one formatter writes it.
+pub fn verify_step(env: &str, service: &str) -> String {
+    StepId::verify(&env.parse().unwrap(), &service.parse().unwrap()).to_string()
+}
 
 pub fn clock() -> ManualClock {
     ManualClock::new(START.parse().unwrap())

@@ -243,6 +243,17 @@ mod tests {
     use railyard_core::event::{ReleasePlanned, ReleaseRequested, StepOutcome, StepStarted};
     use railyard_core::{AggregateId, Edge, Plan, Step};
 
+    #[test]
+    fn a_migrations_database_and_version_come_from_its_target() {
+        let step = |id: &str| Step::new(railyard_core::step::StepId::parse(id).unwrap(), None);
+        let (database, to) = migration(&step("staging:migrate:orders-db@43")).unwrap();
+        assert_eq!((database.as_str(), to), ("orders-db", 43));
+        let guarded = migration(&step("production:approve:orders-db@44")).unwrap();
+        assert_eq!((guarded.0.as_str(), guarded.1), ("orders-db", 44));
+        let error = migration(&step("staging:deploy:orders-api")).unwrap_err();
+        assert_eq!(error.value, "orders-api");
+    }
+
     const STEPS: [&str; 4] = [
         "staging:deploy:a",
         "staging:verify:a",

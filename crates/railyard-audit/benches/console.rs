@@ -17,7 +17,8 @@
 //! - `plan-only` (baseline): `railyard_plan::plan` on the previewed file against the example
 //!   inventory, nothing read;
 //! - `preview`: `POST /v1/plan/preview` of `deploy/examples/release-pricing-6.toml`, which
-//!   folds the recorded inventory and the releases in flight from the record, then plans.
+//!   folds the recorded inventory and the releases in flight from the record, then plans;
+//! - `estate`: `GET /v1/estate`, the recorded inventory's fold alone (the preview's first part).
 //!
 //! Run with `cargo bench -p railyard-audit --bench console` (add `--profile dev` for a debug
 //! build, as the browser test runs).
@@ -454,6 +455,23 @@ async fn preview(stack: &Stack, seconds: u64) -> Vec<Duration> {
     .await
 }
 
+async fn estate(stack: &Stack, seconds: u64) -> Vec<Duration> {
+    for_seconds(seconds, || async {
+        let started = Instant::now();
+        let answer = stack
+            .http
+            .get(format!("{}/v1/estate", stack.base))
+            .bearer_auth(&stack.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.bytes().await.unwrap();
+        started.elapsed()
+    })
+    .await
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Scenario {
     RawDelivery,
@@ -461,6 +479,7 @@ enum Scenario {
     Whoami,
     PlanOnly,
     Preview,
+    Estate,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -549,6 +568,7 @@ async fn run() -> anyhow::Result<()> {
         Scenario::Whoami,
         Scenario::PlanOnly,
         Scenario::Preview,
+        Scenario::Estate,
     ];
     let mut shuffle = Shuffle::new();
     let mut p50s: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
@@ -580,6 +600,7 @@ async fn run() -> anyhow::Result<()> {
                         Scenario::Whoami => ("whoami", whoami(&stack, seconds).await),
                         Scenario::PlanOnly => ("plan-only", plan_only(&stack, seconds).await),
                         Scenario::Preview => ("preview", preview(&stack, seconds).await),
+                        Scenario::Estate => ("estate", estate(&stack, seconds).await),
                         Scenario::Live => unreachable!("handled above"),
                     };
                     let (p50, p99) = summary(&mut samples);
@@ -602,6 +623,7 @@ async fn run() -> anyhow::Result<()> {
         let ratio = if raw.is_empty()
             || name.starts_with("plan")
             || name == "preview"
+            || name == "estate"
             || name == "whoami"
         {
             String::new()

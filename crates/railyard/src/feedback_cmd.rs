@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use railyard_feedback::cdevents::{self, CdeventsConfig};
 use railyard_feedback::github::{self, GithubConfig};
 
-use crate::stack::Services;
+use railyard_core::SystemClock;
 
 /// Flags of `railyard github`.
 #[derive(Debug, clap::Args)]
@@ -62,20 +62,17 @@ pub async fn run_github(args: GithubArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     config.metrics = Some(metrics.clone());
-    let mut services = Services::new();
-    let (stop, service_bus) = (services.shutdown(), bus.clone());
-    services.spawn("github", async move {
-        github::run(config, service_bus, stop)
-            .await
-            .context("github write-back")
-    });
-    crate::stack::run_service(
+    let clock = SystemClock::shared();
+    crate::stack::run_one(
         "github",
-        services,
         bus,
         metrics,
         args.listen,
-        axum::Router::new(),
+        clock,
+        move |bus, stop| {
+            let run = github::run(config.clone(), bus, stop);
+            async move { run.await.context("github write-back") }
+        },
     )
     .await
 }
@@ -89,20 +86,17 @@ pub async fn run_cdevents(args: CdeventsArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     config.metrics = Some(metrics.clone());
-    let mut services = Services::new();
-    let (stop, service_bus) = (services.shutdown(), bus.clone());
-    services.spawn("cdevents", async move {
-        cdevents::run(config, service_bus, stop)
-            .await
-            .context("CDEvents out")
-    });
-    crate::stack::run_service(
+    let clock = SystemClock::shared();
+    crate::stack::run_one(
         "cdevents",
-        services,
         bus,
         metrics,
         args.listen,
-        axum::Router::new(),
+        clock,
+        move |bus, stop| {
+            let run = cdevents::run(config.clone(), bus, stop);
+            async move { run.await.context("CDEvents out") }
+        },
     )
     .await
 }

@@ -11,8 +11,6 @@ use anyhow::Context;
 use railyard_core::Catalog;
 use railyard_notify::{BotToken, NotifyConfig, Transport};
 
-use crate::stack::Services;
-
 /// How the notifier reaches Slack.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SlackArgs {
@@ -116,30 +114,22 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     )?;
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
-    let mut services = Services::new();
     let mut config = args.slack.config(catalog, transport, args.store.clone());
     config.metrics = Some(metrics.clone());
     let leader = args
         .replica
         .leader("notify", config.clock.clone(), &metrics);
-    let stop = services.shutdown();
-    let notify_bus = bus.clone();
-    services.spawn_restarting("notify", config.clock.clone(), move || {
-        let run = railyard_notify::run_replica(
-            config.clone(),
-            Some(leader.clone()),
-            notify_bus.clone(),
-            stop.clone(),
-        );
-        async move { run.await.context("notify") }
-    });
-    crate::stack::run_service(
+    let clock = config.clock.clone();
+    crate::stack::run_one(
         "notify",
-        services,
         bus,
         metrics,
         args.listen,
-        axum::Router::new(),
+        clock,
+        move |bus, stop| {
+            let run = railyard_notify::run_replica(config.clone(), Some(leader.clone()), bus, stop);
+            async move { run.await.context("notify") }
+        },
     )
     .await
 }

@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::stack::Services;
-
 /// Flags of `railyard planner`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = crate::env_help::SERVICE)]
@@ -37,29 +35,27 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     crate::authority_cmd::setup("planner", Some(railyard_core::authority::Writer::Planner))?;
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let bus = crate::stack::connect(&args.nats_url).await?;
-    let mut services = Services::new();
     let metrics = railyard_http::Metrics::default();
     let config = crate::stack::planner_config(catalog, args.store.clone());
     let leader = args
         .replica
         .leader("planner", config.clock.clone(), &metrics);
-    let (task_bus, stop, task_metrics) = (bus.clone(), services.shutdown(), metrics.clone());
-    services.spawn_restarting("planner", config.clock.clone(), move || {
-        crate::stack::planner_replica_task(
-            config.clone(),
-            Some(leader.clone()),
-            &task_metrics,
-            task_bus.clone(),
-            stop.clone(),
-        )
-    });
-    crate::stack::run_service(
+    let (clock, task_metrics) = (config.clock.clone(), metrics.clone());
+    crate::stack::run_one(
         "planner",
-        services,
         bus,
         metrics,
         args.listen,
-        axum::Router::new(),
+        clock,
+        move |bus, stop| {
+            crate::stack::planner_replica_task(
+                config.clone(),
+                Some(leader.clone()),
+                &task_metrics,
+                bus,
+                stop,
+            )
+        },
     )
     .await
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use railyard_bus::{Bus, BusConfig};
-use railyard_core::{Catalog, Inventory, SystemClock};
+use railyard_core::{Catalog, Inventory, SharedClock, SystemClock};
 use railyard_http::{Metrics, Tokens};
 use tokio_util::sync::CancellationToken;
 
@@ -407,6 +407,29 @@ pub fn planner_replica_task(
             .await
             .context("planner")
     }
+}
+
+/// Runs one long-running service as a process of its own: the service `make` builds on the
+/// shared connection (built again after a pause when it fails on NATS:
+/// [`Services::spawn_restarting`]), the release metrics, and `/healthz`, `/readyz` and
+/// `/metrics` on `listen`, until Ctrl-C, SIGTERM or the service ending. `railyard planner`,
+/// `notify`, `github` and `cdevents` are this.
+pub async fn run_one<M, F>(
+    name: &str,
+    bus: Bus,
+    metrics: Metrics,
+    listen: SocketAddr,
+    clock: SharedClock,
+    mut make: M,
+) -> anyhow::Result<()>
+where
+    M: FnMut(Bus, CancellationToken) -> F + Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut services = Services::new();
+    let (stop, service_bus) = (services.shutdown(), bus.clone());
+    services.spawn_restarting(name, clock, move || make(service_bus.clone(), stop.clone()));
+    run_service(name, services, bus, metrics, listen, axum::Router::new()).await
 }
 
 /// Runs one service on its own (`railyard planner`, `promoter`, `intake`, `notify`, `audit

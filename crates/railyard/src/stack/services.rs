@@ -197,6 +197,7 @@ const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
 /// mend ([`BusError::is_transient`]). Service errors that wrap the bus's error transparently
 /// hide it from the chain, so they are looked into by name.
 pub fn transient(error: &anyhow::Error) -> bool {
+    use railyard_feedback::FeedbackError;
     use railyard_notify::NotifyError;
     use railyard_promoter::PromoterError;
     use railyard_store::RunError;
@@ -210,6 +211,8 @@ pub fn transient(error: &anyhow::Error) -> bool {
             run(error)
         } else if let Some(error) = cause.downcast_ref::<NotifyError>() {
             matches!(error, NotifyError::Bus(bus) if bus.is_transient())
+        } else if let Some(error) = cause.downcast_ref::<FeedbackError>() {
+            matches!(error, FeedbackError::Bus(bus) if bus.is_transient())
         } else if let Some(error) = cause.downcast_ref::<PromoterError>() {
             match error {
                 PromoterError::Bus(bus) => bus.is_transient(),

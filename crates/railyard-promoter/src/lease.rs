@@ -2,7 +2,7 @@
 //! lease (KV with a TTL) keeps two workers off it; [`Leases::guarded`] renews the lease on the
 //! clock while the work runs and stops the work when the lease is lost. What a key guards (a
 //! step, a rollback, the retiring of old colours, the sweep) is the caller's business; the key
-//! names are in `work.rs`. Nothing here reads or appends events.
+//! names are in `work.rs` (the sweep's in `worker.rs`). Nothing here reads or appends events.
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -93,7 +93,7 @@ fn the_planning_core_links_no_nats_sled_or_tokio() {
 
 /// Step ids and targets are read by one parser (`railyard_core::step::StepId`, issue 15): no
 /// crate splits a text on `:` or `@` by hand, except the files listed here, each for text
-/// that is not a step id — or, for the promoter, until it takes the typed id.
+/// that is not a step id.
 #[test]
 fn nothing_outside_core_splits_step_ids_by_hand() {
     const ALLOWED: &[(&str, &str)] = &[
@@ -121,10 +121,6 @@ fn nothing_outside_core_splits_step_ids_by_hand() {
         (
             "crates/railyard-notify/tests/owners.rs",
             "a Slack message's text",
-        ),
-        (
-            "crates/railyard-promoter/",
-            "until the promoter takes StepId (issue 15, item 4)",
         ),
     ];
     const SPLITS: &[&str] = &[

@@ -2,7 +2,7 @@
 //! An event that the current state does not allow is a [`TransitionError`], never a panic;
 //! deciders check a command against the folded state before appending.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -292,6 +292,35 @@ pub enum TransitionError {
 }
 
 impl ReleaseState {
+    /// The steps a later release touching the same services still has to wait for: those
+    /// that have not succeeded, and every step of an environment where a step failed or was
+    /// rolled back — a failure is followed by undoing that environment (or by a hold until
+    /// someone decides), so what succeeded there is in play again until the release ends.
+    /// The planner's read model applies the same rule (docs/planning-rules.md#cross-release).
+    pub fn unfinished_steps(&self) -> BTreeSet<StepId> {
+        let envs: BTreeMap<&StepId, &EnvName> = self
+            .plan
+            .iter()
+            .flat_map(|plan| plan.steps.iter().map(|step| (&step.id, &step.env)))
+            .collect();
+        let troubled: BTreeSet<&EnvName> = self
+            .steps
+            .iter()
+            .filter(|(_, status)| {
+                matches!(status, StepStatus::Failed { .. } | StepStatus::RolledBack)
+            })
+            .filter_map(|(id, _)| envs.get(id).copied())
+            .collect();
+        self.steps
+            .iter()
+            .filter(|(id, status)| {
+                **status != StepStatus::Succeeded
+                    || envs.get(id).is_some_and(|env| troubled.contains(env))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Folds a release's events from the start. `Ok(None)` for no events.
     pub fn fold<'a>(
         events: impl IntoIterator<Item = &'a Envelope>,

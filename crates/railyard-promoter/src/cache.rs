@@ -192,7 +192,12 @@ pub(crate) fn external_done(
     states: &BTreeMap<ReleaseId, Other>,
 ) -> impl Fn(&ExternalEdge) -> bool + '_ {
     move |edge| match states.get(&edge.release) {
-        Some(Other::Live(other)) => other.steps.get(&edge.from) == Some(&StepStatus::Succeeded),
+        // Succeeded, in an environment the other release is not undoing or holding after a
+        // failure (`ReleaseState::unfinished_steps`, the planner's rule too).
+        Some(Other::Live(other)) => {
+            other.steps.get(&edge.from) == Some(&StepStatus::Succeeded)
+                && !other.unfinished_steps().contains(&edge.from)
+        }
         // A final release, or one that was never requested, holds nothing up.
         Some(Other::Settled | Other::Unknown) | None => true,
     }

@@ -98,13 +98,7 @@ async fn in_flight_before(
             .iter()
             .find(|e| matches!(e.event, Event::ReleaseRequested(_)))
             .map(|e| e.occurred_at);
-        let remaining = current
-            .state
-            .steps
-            .iter()
-            .filter(|(_, status)| **status != StepStatus::Succeeded)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let remaining = current.state.unfinished_steps();
         flights.push((
             requested_at,
             railyard_plan::InFlight {

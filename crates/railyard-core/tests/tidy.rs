@@ -111,10 +111,6 @@ fn nothing_outside_core_splits_step_ids_by_hand() {
         ),
         ("crates/railyard-bus/src/bus.rs", "a NATS URL's user info"),
         (
-            "crates/railyard-testkit/src/process.rs",
-            "nats-server's host:port line",
-        ),
-        (
             "crates/railyard-testkit/src/slack.rs",
             "a Slack message's text",
         ),

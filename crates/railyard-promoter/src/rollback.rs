@@ -369,22 +369,39 @@ async fn undo_all(
                     )
                     .await?;
                 }
-                if let Some(sequence) = ctx
-                    .writer
-                    .append_at(release, current.sequence, std::slice::from_ref(&event))
-                    .await?
-                {
-                    info!(release = %release, step = %step.id, %detail, "step rolled back");
-                    // Remember it: the next read may be served by a stream replica that has
-                    // not caught up with this append yet, and must not undo the step again
-                    // (the chaos soak saw a rollback command run twice on a 3-node cluster).
-                    if let Ok(state) = ReleaseState::apply(Some(current.state.clone()), &event) {
-                        let mut after = current.clone();
-                        after.state = state;
-                        after.events.push(Arc::new(event));
-                        after.sequence = sequence;
-                        ctx.releases.remember(&after);
+                // The undo ran: record it, on top of whatever else the release recorded
+                // meanwhile (a step of another environment finishing), never by undoing the
+                // step again — the 30-minute chaos soak saw a rollback command run three
+                // times when each record of it lost the race to such an append.
+                let mut at = current;
+                loop {
+                    let appended = ctx
+                        .writer
+                        .append_at(release, at.sequence, std::slice::from_ref(&event))
+                        .await?;
+                    if let Some(sequence) = appended {
+                        info!(release = %release, step = %step.id, %detail, "step rolled back");
+                        // Remember it: the next read may be served by a stream replica that
+                        // has not caught up with this append yet, and must not undo the step
+                        // again (the chaos soak saw a rollback command run twice on a 3-node
+                        // cluster).
+                        if let Ok(state) = ReleaseState::apply(Some(at.state.clone()), &event) {
+                            let mut after = at;
+                            after.state = state;
+                            after.events.push(Arc::new(event));
+                            after.sequence = sequence;
+                            ctx.releases.remember(&after);
+                        }
+                        break;
                     }
+                    let Some(again) = ctx.releases.load(release).await? else {
+                        break;
+                    };
+                    let undone = again.state.steps.get(&step.id) == Some(&StepStatus::RolledBack);
+                    if undone || !matches!(again.state.status, Status::Planned | Status::Held) {
+                        break;
+                    }
+                    at = again;
                 }
             }
             Undo::Hold(why) => {

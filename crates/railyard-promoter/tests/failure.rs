@@ -326,3 +326,63 @@ async fn an_outside_deploy_that_makes_the_rest_unsafe_holds_the_release() -> any
     );
     worker.shutdown().await
 }
+
+#[tokio::test]
+async fn an_undo_that_loses_the_race_to_record_it_is_recorded_not_run_again() -> anyhow::Result<()>
+{
+    // The 30-minute chaos soak saw a rollback command run three times in one attempt: each
+    // time the worker went to record `step.rolled_back`, another event of the release had
+    // landed first, and the worker undid the step again instead of recording the undo on top.
+    // Here the first undo waits until an operator's hold has landed on the release.
+    let fake = Fake::start().await?;
+    fake.status.store(503, Ordering::SeqCst);
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("invocations.log");
+    let go = dir.path().join("go");
+    let deploy = format!(
+        r#"{{ kind = "command", run = ["sh", "-c", "echo deploy $RAILYARD_ENV $RAILYARD_SERVICE >> {f}"], rollback = ["sh", "-c", "echo rollback $RAILYARD_ENV $RAILYARD_SERVICE >> {f}; while [ ! -e {go} ]; do sleep 0.02; done"] }}"#,
+        f = log.display(),
+        go = go.display()
+    );
+    let mut text = estate(&deploy, "on_failure = \"rollback\"");
+    text.push_str(&format!(
+        r#"
+[services.orders-api.environments.production]
+gates = [{{ kind = "http", url = "{}", expect_status = 200, timeout = "5s" }}]
+"#,
+        fake.url("/health")
+    ));
+    let h = Harness::start(&text).await?;
+    h.seed(&inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let id = h.submit(RELEASE, &inventory()).await?;
+    railyard_testkit::wait_until(
+        "the first rollback command to start",
+        std::time::Duration::from_secs(30),
+        || async {
+            Ok(invocations(&log)
+                .iter()
+                .any(|l| l.starts_with("rollback"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    let (status, body) = api
+        .command("ops", &id, "hold", json!({"comment": "looking"}))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    std::fs::write(&go, "")?;
+    h.wait_status(&id, Status::RolledBack).await?;
+
+    let lines = invocations(&log);
+    let rollbacks: Vec<&String> = lines.iter().filter(|l| l.starts_with("rollback")).collect();
+    assert_eq!(
+        rollbacks.len(),
+        3,
+        "each production service undone once: {lines:?}"
+    );
+    let undone = rolled_back(&h.events(&id).await?);
+    assert_eq!(undone.len(), 6, "every production step once: {undone:?}");
+    worker.shutdown().await
+}

@@ -214,11 +214,13 @@ impl Projection for PlannerView {
                     }
                 }
                 // A failure in an environment is followed by undoing it there (or by a hold
-                // until someone decides): every step of the release in that environment is in
-                // play again, so a later release touching the same services waits until this
-                // one has ended, rather than deploying beside its rollback (the promoter's
-                // re-validation held such a release in the chaos soak).
-                Event::StepFailed(o) => {
+                // until someone decides), and a step undone means the environment is being
+                // rolled back: every step of the release in that environment is in play again,
+                // so a later release touching the same services waits until this one has
+                // ended, rather than deploying beside its rollback (the promoter's
+                // re-validation held such a release in the chaos soak). The same rule as
+                // `ReleaseState::unfinished_steps`, which the promoter applies.
+                Event::StepFailed(o) | Event::StepRolledBack(o) => {
                     let (_, key) = release_key(None)?;
                     if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
                         let again = tracked
@@ -228,13 +230,6 @@ impl Projection for PlannerView {
                             .cloned()
                             .unwrap_or_else(|| BTreeSet::from([o.step.clone()]));
                         tracked.remaining.extend(again);
-                        update.put_json(key, &tracked)?;
-                    }
-                }
-                Event::StepRolledBack(o) => {
-                    let (_, key) = release_key(None)?;
-                    if let Some(mut tracked) = update.get_json::<Tracked>(&key)? {
-                        tracked.remaining.insert(o.step.clone());
                         update.put_json(key, &tracked)?;
                     }
                 }

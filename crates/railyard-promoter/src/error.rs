@@ -39,3 +39,16 @@ pub enum PromoterError {
         detail: String,
     },
 }
+
+impl PromoterError {
+    /// Whether waiting may mend it: NATS did not answer or failed on the way
+    /// ([`railyard_bus::BusError::is_transient`]), directly or while following the stream.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PromoterError::Bus(error) => error.is_transient(),
+            PromoterError::Append(error) => error.is_transient(),
+            PromoterError::Run(railyard_store::RunError::Bus(error)) => error.is_transient(),
+            _ => false,
+        }
+    }
+}

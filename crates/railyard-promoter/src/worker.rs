@@ -87,10 +87,29 @@ pub async fn run(
             progress: ctx.config.progress.clone(),
             ..RunOptions::default()
         };
+        let clock = ctx.config.clock.clone();
         tasks.spawn(async move {
-            let run =
-                railyard_store::run_projection(&bus, &view, &options, stop.cancelled_owned()).await;
-            ("read model", run.map(|_| ()).map_err(PromoterError::from))
+            let mut backoff = Backoff::default();
+            loop {
+                let run = railyard_store::run_projection(
+                    &bus,
+                    &view,
+                    &options,
+                    stop.clone().cancelled_owned(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(PromoterError::from);
+                match run {
+                    Err(error) if error.is_transient() => {
+                        warn!(%error, pause = ?backoff.pause, "the read model lost nats; it reads on from its checkpoint after a pause");
+                        if !backoff.wait(&clock, &stop).await {
+                            return ("read model", Ok(()));
+                        }
+                    }
+                    ended => return ("read model", ended),
+                }
+            }
         });
     }
     {
@@ -132,19 +151,26 @@ async fn dispatch_loop(
     stop: CancellationToken,
 ) -> Result<(), PromoterError> {
     let clock = ctx.config.clock.clone();
-    let mut consumer = ctx
-        .bus
-        .durable(
+    let open = || {
+        ctx.bus.durable(
             // From the beginning when first created, so that an event appended while the
             // first worker starts is not missed; afterwards the consumer keeps its place.
             ConsumerSpec::new(DISPATCH_CONSUMER)
                 .filter(DISPATCH_FILTER)
                 .deliver(DeliverFrom::All),
         )
-        .await?;
-    // The first sweep, as the worker starts, is a backstop; so is every BACKSTOP_EVERY-th.
+    };
+    let mut backoff = Backoff::default();
+    let Some(mut consumer) =
+        open_patiently("dispatcher", &clock, &stop, &mut backoff, open).await?
+    else {
+        return Ok(());
+    };
+    // The first sweep, as the worker starts, is a backstop; so is every BACKSTOP_EVERY-th,
+    // and the one after a backstop that failed.
     let mut sweeps = 0u64;
-    sweep(
+    let mut backstop_owed = false;
+    if let Err(error) = sweep(
         &ctx,
         &view,
         Sweep {
@@ -152,7 +178,11 @@ async fn dispatch_loop(
             backstop: true,
         },
     )
-    .await?;
+    .await
+    {
+        warn!(%error, "the first sweep failed; the next one looks at every release");
+        backstop_owed = true;
+    }
     let mut next_sweep = clock.sleep(ctx.config.sweep_interval);
     let permits = Arc::new(Semaphore::new(DISPATCH_CONCURRENCY));
     let mut running = JoinSet::new();
@@ -161,7 +191,24 @@ async fn dispatch_loop(
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             next = consumer.next() => {
-                let Some(delivery) = next? else { return Ok(()) };
+                let delivery = match next {
+                    Ok(Some(delivery)) => delivery,
+                    Ok(None) => return Ok(()),
+                    Err(error) if error.is_transient() => {
+                        // The events it has not acked come again from the new consumer; the
+                        // deliveries being looked at, and every step this worker runs, go on.
+                        warn!(%error, "the dispatcher lost nats; it reads on after a pause");
+                        let Some(again) =
+                            reopen("dispatcher", &clock, &stop, &mut backoff, open).await?
+                        else {
+                            return Ok(());
+                        };
+                        consumer = again;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                backoff = Backoff::default();
                 let permit = tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -180,10 +227,14 @@ async fn dispatch_loop(
                 sweeps += 1;
                 let at = Sweep {
                     tick: clock.now().timestamp_millis(),
-                    backstop: sweeps % BACKSTOP_EVERY == 0,
+                    backstop: backstop_owed || sweeps % BACKSTOP_EVERY == 0,
                 };
-                if let Err(error) = sweep_once(&ctx, &view, at).await {
-                    warn!(%error, "sweep failed; trying again at the next one");
+                match sweep_once(&ctx, &view, at).await {
+                    Ok(()) => backstop_owed = false,
+                    Err(error) => {
+                        warn!(%error, "sweep failed; trying again at the next one");
+                        backstop_owed |= at.backstop;
+                    }
                 }
                 next_sweep = clock.sleep(ctx.config.sweep_interval);
             }
@@ -321,10 +372,16 @@ async fn work_loop(
     view: ProjectionStore<PromoterView>,
     stop: CancellationToken,
 ) -> Result<(), PromoterError> {
-    let mut consumer = ctx
-        .bus
-        .work_consumer(ConsumerSpec::new(WORK_CONSUMER).filter(WORK_FILTER))
-        .await?;
+    let clock = ctx.config.clock.clone();
+    let open = || {
+        ctx.bus
+            .work_consumer(ConsumerSpec::new(WORK_CONSUMER).filter(WORK_FILTER))
+    };
+    let mut backoff = Backoff::default();
+    let Some(mut consumer) = open_patiently("work loop", &clock, &stop, &mut backoff, open).await?
+    else {
+        return Ok(());
+    };
     let permits = Arc::new(Semaphore::new(ctx.config.max_concurrent_steps));
     let mut running = JoinSet::new();
     loop {
@@ -339,11 +396,23 @@ async fn work_loop(
         };
         let item = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            next = consumer.next() => match next? {
-                Some(item) => item,
-                None => return Ok(()),
+            next = consumer.next() => match next {
+                Ok(Some(item)) => item,
+                Ok(None) => return Ok(()),
+                Err(error) if error.is_transient() => {
+                    // The steps running go on: only taking new ones waits.
+                    warn!(%error, "the work loop lost nats; it takes work again after a pause");
+                    let Some(again) = reopen("work loop", &clock, &stop, &mut backoff, open).await?
+                    else {
+                        return Ok(());
+                    };
+                    consumer = again;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
             },
         };
+        backoff = Backoff::default();
         let span = item.span();
         let (ctx, view) = (ctx.clone(), view.clone());
         running.spawn(
@@ -485,4 +554,77 @@ async fn run_order(
             }
         },
     }
+}
+
+/// The pause before a task of the worker tries NATS again: 100 ms, doubling to 5 s. A task
+/// that lost NATS waits on its own, so the steps the worker runs meanwhile go on (restarting
+/// the whole worker would stop them, and another worker would run them again).
+#[derive(Debug)]
+struct Backoff {
+    pause: std::time::Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            pause: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    /// Waits the pause on `clock` and doubles it; `false` when the worker stops meanwhile.
+    async fn wait(&mut self, clock: &railyard_core::SharedClock, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = clock.sleep(self.pause) => {}
+        }
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(5));
+        true
+    }
+}
+
+/// Opens a consumer with `open`, trying again after a pause while NATS fails on the way;
+/// `None` when the worker stops first. Any other failure is the caller's.
+async fn open_patiently<T, F, Fut>(
+    task: &'static str,
+    clock: &railyard_core::SharedClock,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+    mut open: F,
+) -> Result<Option<T>, PromoterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, railyard_bus::BusError>>,
+{
+    loop {
+        match open().await {
+            Ok(consumer) => return Ok(Some(consumer)),
+            Err(error) if error.is_transient() => {
+                warn!(task, %error, pause = ?backoff.pause, "cannot open the consumer; trying again after a pause");
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if !backoff.wait(clock, stop).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// [`open_patiently`] after a pause: the consumer failed on NATS.
+async fn reopen<T, F, Fut>(
+    task: &'static str,
+    clock: &railyard_core::SharedClock,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+    open: F,
+) -> Result<Option<T>, PromoterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, railyard_bus::BusError>>,
+{
+    if !backoff.wait(clock, stop).await {
+        return Ok(None);
+    }
+    open_patiently(task, clock, stop, backoff, open).await
 }

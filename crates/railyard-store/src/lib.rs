@@ -19,4 +19,4 @@ pub use error::{BoxError, ProjectionError, StoreError, display_key};
 pub use key::{KeyBuf, KeyError, KeyReader, u64_from_key, u64_key};
 pub use projection::{Applied, Entry, Projection, Update};
 pub use run::{BatchApplied, Progress, RunError, RunOptions, RunReport, rebuild, run_projection};
-pub use store::{CutShort, ProjectionStore, Store, StoreConfig};
+pub use store::{CutShort, DEFAULT_CACHE_CAPACITY, ProjectionStore, Store, StoreConfig};

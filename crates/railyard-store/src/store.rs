@@ -665,6 +665,36 @@ impl<P: Projection> ProjectionStore<P> {
         .await
     }
 
+    /// The values at `keys`, in the order of `keys` (`None` where a key has no value), read
+    /// in one blocking call: what a reader wants for many scattered keys, where a
+    /// [`get`](ProjectionStore::get) per key costs a blocking-pool round trip each. The reads are
+    /// not one snapshot: a commit landing meanwhile may be seen by some of them and not by
+    /// others, as with as many `get`s.
+    pub async fn get_many<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .map(|key| layout::data_key(key.as_ref()))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.blocking("get", move |inner| {
+            keys.iter()
+                .map(|key| {
+                    Ok(inner
+                        .tree
+                        .get(key)
+                        .map_err(inner.storage("get"))?
+                        .map(|value| value.to_vec()))
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// The JSON value at `key`, decoded.
     pub async fn get_json<T: DeserializeOwned>(
         &self,

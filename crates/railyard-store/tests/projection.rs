@@ -367,6 +367,43 @@ async fn scan_pages_follow_a_cursor_within_the_prefix() {
 }
 
 #[tokio::test]
+async fn get_many_answers_each_key_in_the_order_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_ledger(&dir).await;
+    for sequence in 1..=4 {
+        store.apply(sequence, delivery(sequence)).await.unwrap();
+    }
+    // Out of key order, a key repeated, keys that were never written (one past the last
+    // event of a delivery, a sequence not applied), and the empty key.
+    let keys = [
+        event_key(4, 0),
+        event_key(1, 0),
+        event_key(9, 0),
+        count_key(),
+        event_key(1, common::events_in(1) as usize),
+        event_key(1, 0),
+        Vec::new(),
+    ];
+    let many = store.get_many(&keys).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for key in &keys {
+        one_by_one.push(store.get(key).await.unwrap());
+    }
+    assert_eq!(many, one_by_one);
+    let found: Vec<bool> = many.iter().map(Option::is_some).collect();
+    assert_eq!(found, [true, true, false, true, false, true, false]);
+    let count: u64 = serde_json::from_slice(many[3].as_ref().unwrap()).unwrap();
+    assert_eq!(count, events_through(4));
+    assert!(
+        store
+            .get_many(std::iter::empty::<&[u8]>())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn store_misuse_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(dir.path())).await.unwrap();

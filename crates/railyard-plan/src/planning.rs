@@ -279,17 +279,35 @@ pub fn plan(input: &PlanInput) -> Result<Plan, Refusals> {
                 });
             }
         }
-        if let Some(a) = approvals[ei] {
-            for i in b.env_range(prev) {
-                if !has_succ[i as usize] {
+        // The release enters an environment only once it has passed the one before: every
+        // step here that nothing else here waits for (the approval, when there is one) waits
+        // for every step there that nothing waits for. A failure in the environment before
+        // rolls that environment back and ends the release, so it must never find this
+        // environment already changed by the same release.
+        let exits: Vec<u32> = b
+            .env_range(prev)
+            .filter(|&i| !has_succ[i as usize])
+            .collect();
+        let already: BTreeSet<(u32, u32)> = found.edges.iter().map(|e| (e.from, e.to)).collect();
+        for to in b.env_range(ei).filter(|&i| !has_pred[i as usize]) {
+            let reason = if approvals[ei] == Some(to) {
+                format!(
+                    "the approval for {} is asked once the release has passed {prev_name}",
+                    env.name
+                )
+            } else {
+                format!(
+                    "the release goes to {} only once all of it has passed {prev_name}: a failure in {prev_name} rolls {prev_name} back and ends the release, and must not leave {} changed",
+                    env.name, env.name
+                )
+            };
+            for &from in &exits {
+                if !already.contains(&(from, to)) {
                     found.edges.push(RawEdge {
-                        from: i,
-                        to: a,
+                        from,
+                        to,
                         rule: Rule::EnvironmentOrder,
-                        reason: format!(
-                            "the approval for {} is asked once the release has passed {prev_name}",
-                            env.name
-                        ),
+                        reason: reason.clone(),
                     });
                 }
             }

@@ -499,6 +499,8 @@ fn check_estate(seed: u64) -> Result<bool, TestCaseError> {
     match plan(&input) {
         Ok(p) => {
             prop_assert_eq!(&plan(&input).expect("deterministic"), &p);
+            passes_staging_first(&p)
+                .map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
             simulate(
                 &estate.catalog,
                 &estate.inventory,
@@ -557,6 +559,32 @@ fn check_estate(seed: u64) -> Result<bool, TestCaseError> {
             Ok(false)
         }
     }
+}
+
+/// Every production step comes after every staging step: a failure in staging (which rolls
+/// staging back and ends the release) never finds production changed.
+fn passes_staging_first(p: &Plan) -> Result<(), String> {
+    let staging: Vec<&String> = p
+        .steps
+        .iter()
+        .filter(|s| s.env.as_str() == "staging")
+        .map(|s| &s.id)
+        .collect();
+    for step in p.steps.iter().filter(|s| s.env.as_str() == "production") {
+        let mut before: BTreeSet<&String> = BTreeSet::new();
+        let mut todo = vec![&step.id];
+        while let Some(id) = todo.pop() {
+            for e in p.edges.iter().filter(|e| &e.to == id) {
+                if before.insert(&e.from) {
+                    todo.push(&e.from);
+                }
+            }
+        }
+        if let Some(missing) = staging.iter().find(|id| !before.contains(**id)) {
+            return Err(format!("{} may start before {missing} finished", step.id));
+        }
+    }
+    Ok(())
 }
 
 /// `estate(seed)` with some databases losing their rollback form and each environment a

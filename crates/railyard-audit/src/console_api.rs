@@ -62,6 +62,8 @@ struct Estate {
 const CATCH_UP_PAGE: usize = 1_000;
 /// Past this many records behind, the inventory is folded again from the type index instead.
 const CATCH_UP_MAX: u64 = 20_000;
+/// Records the live release list reads per store call.
+const LIVE_PAGE: u64 = 256;
 
 /// Previews one token may run back to back.
 pub const PREVIEW_BURST: u32 = 5;
@@ -594,29 +596,42 @@ async fn changed_since(s: &mut LiveList) -> Result<(), AuditError> {
     let head = reader.head().await?;
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
     while s.after_n < head.n {
-        let n = s.after_n + 1;
-        if let Some(record) = reader.record(n).await? {
-            if let Some(release) = &record.facets.release {
-                let at = newest.entry(release.clone()).or_default();
+        // The records after `after_n`, a store call per LIVE_PAGE of them.
+        let through = head.n.min(s.after_n.saturating_add(LIVE_PAGE));
+        let numbers: Vec<u64> = (s.after_n + 1..=through).collect();
+        for record in reader.records_numbered(&numbers).await?.into_values() {
+            if let Some(release) = record.facets.release {
+                let at = newest.entry(release).or_default();
                 *at = (*at).max(record.sequence);
             }
         }
-        s.after_n = n;
+        s.after_n = through;
+    }
+    let releases: Vec<String> = newest.keys().cloned().collect();
+    let summary_keys: Vec<_> = releases
+        .iter()
+        .map(|release| keys::release_summary(release))
+        .collect();
+    let mut summaries: BTreeMap<String, ReleaseSummary> = BTreeMap::new();
+    for (release, bytes) in releases
+        .into_iter()
+        .zip(reader.store().get_many(&summary_keys).await?)
+    {
+        if let Some(summary) =
+            bytes.and_then(|bytes| serde_json::from_slice::<ReleaseSummary>(&bytes).ok())
+        {
+            summaries.insert(release, summary);
+        }
     }
     let mut by_sequence: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (release, sequence) in newest {
         by_sequence.entry(sequence).or_default().push(release);
     }
     for (sequence, releases) in by_sequence {
-        let mut summaries = Vec::new();
-        for release in releases {
-            let key = keys::release_summary(&release);
-            if let Some(bytes) = reader.store().get(&key).await? {
-                if let Ok(summary) = serde_json::from_slice::<ReleaseSummary>(&bytes) {
-                    summaries.push(summary);
-                }
-            }
-        }
+        let summaries: Vec<ReleaseSummary> = releases
+            .iter()
+            .filter_map(|release| summaries.remove(release))
+            .collect();
         if summaries.is_empty() {
             continue;
         }

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::{StreamExt, TryStreamExt};
 use railyard_store::{ProjectionStore, display_key};
 use serde::{Deserialize, Serialize};
 
@@ -18,13 +17,6 @@ use crate::releases::{ReleaseFilter, ReleaseSummary};
 
 /// Index entries read per store call.
 const CHUNK: usize = 256;
-/// Records at most this far apart are read with one range scan: reading a few records too
-/// many costs far less than another store call.
-const RUN_GAP: u64 = 32;
-/// The most records one range scan of records spans.
-const RUN_SPAN: u64 = 512;
-/// Range scans of records in flight at once.
-const RUNS_AT_ONCE: usize = 4;
 /// The most items one page may hold.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -201,9 +193,9 @@ impl Reader {
     /// One index answers: the release's when given, else the most selective time-keyed
     /// index the filter names, read from `since` and stopped at `until`. The filter's other
     /// fields are checked against each entry's [`keys::Digest`] first, so an entry whose
-    /// record cannot match is skipped unread; the records that may are read in runs of
-    /// neighbouring numbers, a few runs at a time, and checked exactly. The work is bounded
-    /// by the index entries in the window, never by the size of the store.
+    /// record cannot match is skipped unread; the records that may are read together, one
+    /// store call for as many as the page still needs, and checked exactly. The work is
+    /// bounded by the index entries in the window, never by the size of the store.
     pub async fn records(
         &self,
         filter: &Filter,
@@ -322,41 +314,18 @@ impl Reader {
         }
     }
 
-    /// Records `numbers` (those that exist), read in runs: numbers less than [`RUN_GAP`]
-    /// apart are read with one range scan (the records between them come along and are
-    /// dropped undecoded), and up to [`RUNS_AT_ONCE`] runs are read at the same time, so a
-    /// page of records costs a few store calls, not one per record.
-    async fn records_numbered(&self, numbers: &[u64]) -> Result<HashMap<u64, Record>, AuditError> {
-        let mut sorted = numbers.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for n in sorted.iter().copied() {
-            match runs.last_mut() {
-                Some((first, last)) if n - *last <= RUN_GAP && n - *first < RUN_SPAN => *last = n,
-                _ => runs.push((n, n)),
-            }
-        }
-        let prefix = keys::records_prefix();
-        let pages: Vec<Vec<(Vec<u8>, Vec<u8>)>> = futures::stream::iter(runs)
-            .map(|(first, last)| {
-                let prefix = &prefix;
-                async move {
-                    let start = keys::record(first.saturating_sub(1));
-                    let count = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
-                    self.store.scan_page(prefix, Some(&start), count).await
-                }
-            })
-            .buffered(RUNS_AT_ONCE)
-            .try_collect()
-            .await?;
-        let mut records = HashMap::with_capacity(sorted.len());
-        for (key, bytes) in pages.into_iter().flatten() {
-            let Some(n) = keys::n_tail(&key, prefix.len()) else {
-                continue;
-            };
-            if sorted.binary_search(&n).is_ok() {
-                records.insert(n, decode::<Record>(&key, &bytes)?);
+    /// Records `numbers` (those that exist), read with one [`ProjectionStore::get_many`]: one
+    /// blocking call however scattered they are.
+    pub(crate) async fn records_numbered(
+        &self,
+        numbers: &[u64],
+    ) -> Result<HashMap<u64, Record>, AuditError> {
+        let keys: Vec<_> = numbers.iter().map(|&n| keys::record(n)).collect();
+        let values = self.store.get_many(&keys).await?;
+        let mut records = HashMap::with_capacity(numbers.len());
+        for ((n, key), bytes) in numbers.iter().zip(&keys).zip(values) {
+            if let Some(bytes) = bytes {
+                records.insert(*n, decode::<Record>(key, &bytes)?);
             }
         }
         Ok(records)
@@ -385,35 +354,52 @@ impl Reader {
         loop {
             let page = self.store.scan_page(&prefix, after.as_ref(), CHUNK).await?;
             let exhausted = page.len() < CHUNK;
-            for (key, _) in page {
-                after = Some(key.clone());
-                let Some(release) = keys::release_list_tail(&key, prefix.len()) else {
-                    continue;
-                };
-                let summary_key = keys::release_summary(&release);
-                let Some(bytes) = self.store.get(&summary_key).await? else {
-                    tracing::warn!(release = %release, "release list names a release without a summary; run `railyard audit rebuild`");
-                    continue;
-                };
-                let summary: ReleaseSummary = decode(&summary_key, &bytes)?;
-                if filter
-                    .since
-                    .is_some_and(|since| summary.requested_at < since)
+            after = page.last().map(|(key, _)| key.clone()).or(after);
+            let listed: Vec<(Vec<u8>, String)> = page
+                .into_iter()
+                .filter_map(|(key, _)| {
+                    let release = keys::release_list_tail(&key, prefix.len())?;
+                    Some((key, release))
+                })
+                .collect();
+            // Each listed release gives at most one item: read no more summaries than the
+            // page still needs, each batch in one store call.
+            let mut listed = listed.into_iter().peekable();
+            while listed.peek().is_some() {
+                let batch: Vec<(Vec<u8>, String)> =
+                    listed.by_ref().take(limit - items.len()).collect();
+                let summary_keys: Vec<_> = batch
+                    .iter()
+                    .map(|(_, release)| keys::release_summary(release))
+                    .collect();
+                let summaries = self.store.get_many(&summary_keys).await?;
+                for (((key, release), summary_key), bytes) in
+                    batch.into_iter().zip(&summary_keys).zip(summaries)
                 {
-                    // Newest first: everything after this is older still.
-                    return Ok(Page {
-                        items,
-                        next_cursor: None,
-                    });
-                }
-                if filter.matches(&summary) {
-                    items.push(summary);
-                }
-                if items.len() == limit {
-                    return Ok(Page {
-                        items,
-                        next_cursor: Some(hex::encode(&key)),
-                    });
+                    let Some(bytes) = bytes else {
+                        tracing::warn!(release = %release, "release list names a release without a summary; run `railyard audit rebuild`");
+                        continue;
+                    };
+                    let summary: ReleaseSummary = decode(summary_key, &bytes)?;
+                    if filter
+                        .since
+                        .is_some_and(|since| summary.requested_at < since)
+                    {
+                        // Newest first: everything after this is older still.
+                        return Ok(Page {
+                            items,
+                            next_cursor: None,
+                        });
+                    }
+                    if filter.matches(&summary) {
+                        items.push(summary);
+                    }
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next_cursor: Some(hex::encode(&key)),
+                        });
+                    }
                 }
             }
             if exhausted {

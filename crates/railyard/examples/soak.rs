@@ -467,6 +467,35 @@ fn check_commands(lines: &[Line], killed_workers: &BTreeSet<u32>) -> Commands {
     out
 }
 
+/// A release that ended rolled back left nothing applied: in every environment, each step
+/// whose deploy command succeeded (its worker alive or not) was undone (`rollback` or
+/// `remove` succeeded) after the last such deploy ended. The log is in the order things
+/// happened, so a deploy that ran on after its worker died and ended after the undo counts as
+/// left applied.
+fn check_rolled_back(lines: &[Line], rolled_back: &BTreeSet<String>) -> Vec<String> {
+    let ends = |forms: &[&str]| {
+        let mut last: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for (index, line) in lines.iter().enumerate() {
+            if line.kind != "start"
+                && line.code == Some(0)
+                && forms.contains(&line.form.as_str())
+                && rolled_back.contains(&line.release)
+            {
+                last.insert((line.release.as_str(), line.step.as_str()), index);
+            }
+        }
+        last
+    };
+    let undone = ends(&["rollback", "remove"]);
+    ends(&["deploy"])
+        .into_iter()
+        .filter(|(key, applied)| undone.get(key).is_none_or(|undo| undo < applied))
+        .map(|((release, step), _)| {
+            format!("{release} ended rolled back but {step} stayed applied: its deploy succeeded and nothing undid it after")
+        })
+        .collect()
+}
+
 /// Resident memory samples of one service: (time since the soak started, KiB).
 #[derive(Debug, Default)]
 struct Rss {
@@ -997,7 +1026,44 @@ async fn check(
     let lines = parse_log(&std::fs::read_to_string(deploy_log)?)?;
     let commands = check_commands(&lines, &soak.killed_workers);
     for violation in &commands.violations {
-        failures.push(format!("deploy log: {violation}"));
+        // What the workers said about that release: why a living worker's run was run again
+        // (a lease lost, a task that lost NATS) is in their warnings.
+        let release = violation.split_whitespace().next().unwrap_or_default();
+        let mut evidence = Vec::new();
+        for service in soak.services.iter().filter(|s| s.name.starts_with("promoter")) {
+            let text = std::fs::read_to_string(service.log_path()).unwrap_or_default();
+            evidence.extend(
+                text.lines()
+                    .filter(|line| {
+                        line.contains(release)
+                            && (line.contains("WARN") || line.contains("ERROR"))
+                    })
+                    .map(|line| format!("    {}: {line}", service.name)),
+            );
+        }
+        let shown = &evidence[evidence.len().saturating_sub(12)..];
+        failures.push(format!(
+            "deploy log: {violation}{}{}",
+            if shown.is_empty() { "" } else { "\n" },
+            shown.join("\n")
+        ));
+    }
+    let rolled_back: BTreeSet<String> = {
+        let ledger = ledger.lock().expect("ledger");
+        ledger
+            .releases
+            .values()
+            .filter(|(_, release)| {
+                release
+                    .ended
+                    .as_ref()
+                    .is_some_and(|(outcome, _)| outcome == "rolled back")
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    for left in check_rolled_back(&lines, &rolled_back) {
+        failures.push(format!("deploy log: {left}"));
     }
 
     // 3. The audit record equals the stream (it may still be catching up after a node loss).

@@ -1030,13 +1030,16 @@ async fn check(
         // (a lease lost, a task that lost NATS) is in their warnings.
         let release = violation.split_whitespace().next().unwrap_or_default();
         let mut evidence = Vec::new();
-        for service in soak.services.iter().filter(|s| s.name.starts_with("promoter")) {
+        for service in soak
+            .services
+            .iter()
+            .filter(|s| s.name.starts_with("promoter"))
+        {
             let text = std::fs::read_to_string(service.log_path()).unwrap_or_default();
             evidence.extend(
                 text.lines()
                     .filter(|line| {
-                        line.contains(release)
-                            && (line.contains("WARN") || line.contains("ERROR"))
+                        line.contains(release) && (line.contains("WARN") || line.contains("ERROR"))
                     })
                     .map(|line| format!("    {}: {line}", service.name)),
             );

@@ -31,3 +31,12 @@ pub enum FeedbackError {
     #[error("cannot build the http client: {0}")]
     Http(#[source] reqwest::Error),
 }
+
+impl FeedbackError {
+    /// Whether waiting may mend it: NATS did not answer or failed on the way
+    /// ([`BusError::is_transient`]). The service that runs it starts it again after a pause
+    /// on such a failure, and ends on any other.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FeedbackError::Bus(error) if error.is_transient())
+    }
+}

@@ -30,3 +30,12 @@ pub enum NotifyError {
     #[error("cannot build the http client for slack")]
     Http(#[source] reqwest::Error),
 }
+
+impl NotifyError {
+    /// Whether waiting may mend it: NATS did not answer or failed on the way
+    /// ([`BusError::is_transient`]). The service that runs the notifier starts it again
+    /// after a pause on such a failure, and ends on any other.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, NotifyError::Bus(error) if error.is_transient())
+    }
+}

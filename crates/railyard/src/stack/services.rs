@@ -195,7 +195,7 @@ const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
 
 /// Whether `error` is NATS failing or not answering somewhere in its chain, which waiting can
 /// mend ([`BusError::is_transient`]). Service errors that wrap the bus's error transparently
-/// hide it from the chain, so they are looked into by name.
+/// hide it from the chain, so each says itself (`is_transient`) and is found here by type.
 pub fn transient(error: &anyhow::Error) -> bool {
     use railyard_feedback::FeedbackError;
     use railyard_notify::NotifyError;
@@ -210,16 +210,11 @@ pub fn transient(error: &anyhow::Error) -> bool {
         } else if let Some(error) = cause.downcast_ref::<RunError>() {
             run(error)
         } else if let Some(error) = cause.downcast_ref::<NotifyError>() {
-            matches!(error, NotifyError::Bus(bus) if bus.is_transient())
+            error.is_transient()
         } else if let Some(error) = cause.downcast_ref::<FeedbackError>() {
-            matches!(error, FeedbackError::Bus(bus) if bus.is_transient())
+            error.is_transient()
         } else if let Some(error) = cause.downcast_ref::<PromoterError>() {
-            match error {
-                PromoterError::Bus(bus) => bus.is_transient(),
-                PromoterError::Append(append) => append.is_transient(),
-                PromoterError::Run(error) => run(error),
-                _ => false,
-            }
+            error.is_transient()
         } else {
             false
         }

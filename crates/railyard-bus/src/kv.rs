@@ -359,20 +359,23 @@ impl Lease {
     pub async fn renew(&mut self) -> Result<(), BusError> {
         let record = LeaseRecord::new(&self.bus, &self.record.holder);
         let bucket = self.bus.leases_bucket().await?;
-        let operation = || format!("renewing lease {}", self.key);
-        let written = write_if(
+        let holder = &self.record.holder;
+        let renewed = renew_if(
             &self.bus,
             bucket,
             &self.encoded,
             record.to_bytes(),
-            Some(self.revision),
-            operation,
+            &mut self.revision,
+            |value| {
+                serde_json::from_slice::<LeaseRecord>(value)
+                    .is_ok_and(|current| &current.holder == holder)
+            },
+            || format!("renewing lease {}", self.key),
         )
         .await?;
-        let Some(revision) = written else {
+        if !renewed {
             return Err(self.lost());
-        };
-        self.revision = revision;
+        }
         self.record = record;
         Ok(())
     }
@@ -419,6 +422,44 @@ pub(crate) async fn write_if(
             Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(None),
             Err(error) => Err(bus.nats_error(operation(), error)),
         },
+    }
+}
+
+/// Renews a record this holder keeps at `*revision` with `value`; `false` when another holder
+/// wrote it meanwhile. When the revision moved on, an earlier renewal whose answer was lost
+/// (NATS applied it, then a node went down before the reply came back) may be what moved it:
+/// the key is read, and when `ours` says the record there is still this holder's, its revision
+/// is taken and the write tried once more on top of it. Without this, one lost reply during a
+/// node loss made a living holder give up its lease, and another worker re-run its step.
+pub(crate) async fn renew_if(
+    bus: &Bus,
+    bucket: &kv::Store,
+    key: &str,
+    value: Bytes,
+    revision: &mut u64,
+    ours: impl Fn(&[u8]) -> bool,
+    operation: impl Fn() -> String,
+) -> Result<bool, BusError> {
+    if let Some(written) =
+        write_if(bus, bucket, key, value.clone(), Some(*revision), &operation).await?
+    {
+        *revision = written;
+        return Ok(true);
+    }
+    let entry = bucket
+        .entry(key)
+        .await
+        .map_err(|error| bus.nats_error(operation(), error))?;
+    let Some(entry) = entry.filter(|entry| entry.operation == Operation::Put && ours(&entry.value))
+    else {
+        return Ok(false);
+    };
+    match write_if(bus, bucket, key, value, Some(entry.revision), &operation).await? {
+        Some(written) => {
+            *revision = written;
+            Ok(true)
+        }
+        None => Ok(false),
     }
 }
 

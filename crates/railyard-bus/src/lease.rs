@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::error::BusError;
-use crate::kv::{delete_if, write_if};
+use crate::kv::{delete_if, renew_if, write_if};
 use crate::names::kv_key;
 
 /// Attempts at campaigning while the lease changes under us.
@@ -171,20 +171,23 @@ impl LeaderLease {
             ..self.record.clone()
         };
         let bucket = self.bus.leaders_bucket().await?;
-        let operation = || format!("renewing the leader lease of {}", self.config.role);
-        let written = write_if(
+        let (holder, term) = (&self.record.holder, self.record.term);
+        let renewed = renew_if(
             &self.bus,
             bucket,
             &self.key,
             record.to_bytes(),
-            Some(self.revision),
-            operation,
+            &mut self.revision,
+            |value| {
+                serde_json::from_slice::<LeaderRecord>(value)
+                    .is_ok_and(|current| &current.holder == holder && current.term == term)
+            },
+            || format!("renewing the leader lease of {}", self.config.role),
         )
         .await?;
-        let Some(revision) = written else {
+        if !renewed {
             return Err(self.lost());
-        };
-        self.revision = revision;
+        }
         self.record = record;
         Ok(())
     }

@@ -120,6 +120,59 @@ async fn a_delivery_counts_as_seen_only_once_its_claim_is_settled_as_stored() ->
     Ok(())
 }
 
+/// A renewal NATS applied but whose answer was lost (a node lost before the reply came back)
+/// moved the revision on; the next renewal finds the record still its holder's and goes on,
+/// where it used to give the lease up and let another worker re-run the step (chaos soak).
+#[tokio::test]
+async fn a_renewal_whose_answer_was_lost_keeps_the_lease() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
+    let config = BusConfig {
+        lease_ttl: Duration::from_secs(60),
+        clock: clock.shared(),
+        ..fast_config()
+    };
+    let bus = bus_with(&server.url(), config).await?;
+    let mut lease = bus.acquire_lease("sweep", "worker-1").await?.expect("free");
+    let leases = common::raw_jetstream(&server.url())
+        .await?
+        .get_key_value(railyard_bus::names::LEASES_BUCKET)
+        .await?;
+
+    // The renewal that landed without its answer: same holder, a later expiry.
+    let entry = leases.entry("sweep").await?.expect("held");
+    let landed = serde_json::json!({
+        "holder": "worker-1",
+        "renewed_at": "2026-06-01T12:00:20Z",
+        "expires_at": "2026-06-01T12:01:20Z",
+    });
+    leases
+        .update("sweep", serde_json::to_vec(&landed)?.into(), entry.revision)
+        .await?;
+    clock.advance(Duration::from_secs(40));
+    lease.renew().await?;
+    assert_eq!(
+        lease.record().expires_at,
+        clock.now() + chrono::Duration::seconds(60)
+    );
+    assert!(bus.acquire_lease("sweep", "worker-2").await?.is_none());
+    lease.renew().await?;
+
+    // Another holder's record is a lost lease, as before.
+    let entry = leases.entry("sweep").await?.expect("held");
+    let taken = serde_json::json!({
+        "holder": "worker-2",
+        "renewed_at": "2026-06-01T12:00:40Z",
+        "expires_at": "2026-06-01T12:01:40Z",
+    });
+    leases
+        .update("sweep", serde_json::to_vec(&taken)?.into(), entry.revision)
+        .await?;
+    let error = lease.renew().await.unwrap_err();
+    assert!(matches!(error, BusError::LeaseLost { .. }), "{error:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_lease_is_exclusive_until_it_expires_and_then_moves() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use railyard_core::event::{Reasoned, ReleaseCompleted};
 use railyard_core::release_state::StepStatus;
-use railyard_core::{Action, Event, ReleaseId, ReleaseState, Status};
+use railyard_core::{Action, Event, ReleaseId, ReleaseState, Status, StepId};
 use tracing::{debug, info};
 
-use crate::cache::external_done;
+use crate::cache::{Current, external_done};
 use crate::ctx::Ctx;
 use crate::decide::{self, Next};
 use crate::error::PromoterError;
+use crate::exec::Prior;
 use crate::freeze;
 use crate::retire;
 use crate::work::{WorkOrder, step_lease, work_subject};
@@ -37,9 +38,36 @@ pub(crate) async fn evaluate(
     release: &ReleaseId,
     sweep: Option<Sweep>,
 ) -> Result<(), PromoterError> {
+    evaluate_from(ctx, release, sweep, None, false)
+        .await
+        .map(|_| ())
+}
+
+/// A ready step [`evaluate_from`] did not offer, for its caller to take itself
+/// ([`crate::exec::take_step`]), with what it decided on.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub(crate) step: StepId,
+    pub(crate) prior: Prior,
+}
+
+/// [`evaluate`], deciding first on `known` (this worker's copy of the release, as it just
+/// appended it) instead of reading the release; a conflict reads it. With `keep`, the first
+/// ready step is not offered but handed back to the caller, which takes it or offers it.
+pub(crate) async fn evaluate_from(
+    ctx: &Arc<Ctx>,
+    release: &ReleaseId,
+    sweep: Option<Sweep>,
+    mut known: Option<Current>,
+    keep: bool,
+) -> Result<Option<Kept>, PromoterError> {
     loop {
-        let Some(current) = ctx.releases.load(release).await? else {
-            return Ok(());
+        let current = match known.take() {
+            Some(current) => current,
+            None => match ctx.releases.load(release).await? {
+                Some(current) => current,
+                None => return Ok(None),
+            },
         };
         let state = &current.state;
         if state.status == Status::Held {
@@ -57,13 +85,14 @@ pub(crate) async fn evaluate(
                 }
                 info!(release = %release, "release resumed: the freeze ended");
             }
-            return Ok(());
+            return Ok(None);
         }
         let externals = ctx.releases.others(state).await?;
         let tick = sweep
             .map(|s| format!("/sweep-{}", s.tick))
             .unwrap_or_default();
-        match decide::next(state, &ctx.config.catalog, &external_done(&externals)) {
+        let next = decide::next(state, &ctx.config.catalog, &external_done(&externals));
+        match next {
             Next::Wait => {}
             Next::Complete => {
                 if !retire::pending(&ctx.config.catalog, state).is_empty() {
@@ -72,7 +101,7 @@ pub(crate) async fn evaluate(
                         release: release.clone(),
                     };
                     offer(ctx, order, &id).await?;
-                    return Ok(());
+                    return Ok(None);
                 }
                 let event = ctx
                     .writer
@@ -86,9 +115,19 @@ pub(crate) async fn evaluate(
                     continue;
                 }
                 info!(release = %release, "release completed");
-                return Ok(());
+                return Ok(None);
             }
-            Next::Offer(steps) => {
+            Next::Offer(mut steps) => {
+                if keep && !steps.is_empty() {
+                    let step = steps.remove(0);
+                    for step in steps {
+                        offer_step(ctx, &current, step, &tick).await?;
+                    }
+                    return Ok(Some(Kept {
+                        step,
+                        prior: Prior { current, externals },
+                    }));
+                }
                 // A sweep re-offers only what may have been lost: while an offer of the
                 // release still waits in the queue (or is being handled), the worker that takes
                 // it looks at the release again, and re-offering every ready step of every
@@ -96,17 +135,7 @@ pub(crate) async fn evaluate(
                 let queued = sweep.is_some_and(|s| !s.backstop)
                     && ctx.bus.work_waiting(&work_subject(release)).await?;
                 for step in steps.into_iter().filter(|_| !queued) {
-                    let attempts = current.attempts(&step);
-                    let id = format!("{release}/{step}/{attempts}{tick}");
-                    offer(
-                        ctx,
-                        WorkOrder::Step {
-                            release: release.clone(),
-                            step,
-                        },
-                        &id,
-                    )
-                    .await?;
+                    offer_step(ctx, &current, step, &tick).await?;
                 }
             }
             Next::RollBack { env, reason } => {
@@ -123,13 +152,13 @@ pub(crate) async fn evaluate(
                     &id,
                 )
                 .await?;
-                return Ok(());
+                return Ok(None);
             }
         }
         if sweep.is_some() && state.status == Status::Planned {
             resume_orphans(ctx, &current, &tick).await?;
         }
-        return Ok(());
+        return Ok(None);
     }
 }
 
@@ -159,7 +188,7 @@ fn freeze_ended(ctx: &Ctx, state: &ReleaseState) -> Option<String> {
 /// Re-offers running steps whose lease is free: their worker died.
 async fn resume_orphans(
     ctx: &Arc<Ctx>,
-    current: &crate::cache::Current,
+    current: &Current,
     tick: &str,
 ) -> Result<(), PromoterError> {
     let state = &current.state;
@@ -195,6 +224,25 @@ async fn resume_orphans(
         .await?;
     }
     Ok(())
+}
+
+/// Offers `step` of the release `current` is a copy of, with the message id of the state it
+/// answers (the step and how often it was started), so every offer of that state is stored
+/// once.
+pub(crate) async fn offer_step(
+    ctx: &Ctx,
+    current: &Current,
+    step: StepId,
+    tick: &str,
+) -> Result<(), PromoterError> {
+    let release = &current.state.id;
+    let attempts = current.attempts(&step);
+    let id = format!("{release}/{step}/{attempts}{tick}");
+    let order = WorkOrder::Step {
+        release: release.clone(),
+        step,
+    };
+    offer(ctx, order, &id).await
 }
 
 async fn offer(ctx: &Ctx, order: WorkOrder, id: &str) -> Result<(), PromoterError> {

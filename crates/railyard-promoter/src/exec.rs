@@ -7,7 +7,9 @@
 //! its strategy (`strategy.rs`), a verify step's gates (`verify.rs`) — and records its outcome
 //! only while the fold still says the step is its own (`recorder.rs`): `step.succeeded` after
 //! the inventory change (`deployed.rs`), or `step.failed`, with `release.held` under a `hold`
-//! policy. What comes next is the dispatcher's.
+//! policy. What comes next is decided by the worker that recorded it (`worker.rs`, which may
+//! hand [`take_step`] the copy it appended, so that the next step is taken without a read) or
+//! by the dispatcher.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,11 +56,23 @@ pub(crate) enum Taken {
     Skipped(String),
 }
 
-/// Takes `step` of `release` if it may start (or resume) and this worker wins its lease.
+/// What a caller already holds of a release when it hands a step over to [`take_step`]: this
+/// worker's copy (the one it just appended, or just read) and the releases it waits for, read
+/// with it. Deciding on it needs no read; `step.started` is appended against its sequence, so
+/// a copy the release has moved past is a conflict, and the release is read then.
+#[derive(Debug)]
+pub(crate) struct Prior {
+    pub(crate) current: Current,
+    pub(crate) externals: BTreeMap<ReleaseId, Other>,
+}
+
+/// Takes `step` of `release` if it may start (or resume) and this worker wins its lease;
+/// decides on `prior` first when given, else reads the release.
 pub(crate) async fn take_step(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
     step_id: &str,
+    prior: Option<Prior>,
 ) -> Result<Taken, PromoterError> {
     let skip = |why: String| Ok(Taken::Skipped(why));
     let key = step_lease(release, step_id);
@@ -66,14 +80,21 @@ pub(crate) async fn take_step(
         return skip("this worker is running it".to_owned());
     };
     let mut lease: Option<Lease> = None;
-    // The other releases this one waits for, read once: the second pass below, after the
-    // lease, follows within moments and re-reads only this release (their state could change
-    // between that read and the step's start either way).
-    let mut externals: Option<BTreeMap<ReleaseId, Other>> = None;
+    // The other releases this one waits for, read once: a pass after a conflict follows within
+    // moments and re-reads only this release (their state could change between that read and
+    // the step's start either way).
+    let (mut known, mut externals) = match prior {
+        Some(prior) => (Some(prior.current), Some(prior.externals)),
+        None => (None, None),
+    };
     let catalog = &ctx.config.catalog;
     loop {
-        let Some(current) = ctx.releases.load(release).await? else {
-            return skip("the release has no events".to_owned());
+        let current = match known.take() {
+            Some(current) => current,
+            None => match ctx.releases.load(release).await? {
+                Some(current) => current,
+                None => return skip("the release has no events".to_owned()),
+            },
         };
         let state = &current.state;
         if state.status != Status::Planned {
@@ -147,11 +168,13 @@ pub(crate) async fn take_step(
             }
         }
         if lease.is_none() {
+            // Not read again once the lease is won: `step.started` is appended against the
+            // sequence of the copy decided on, so a release that moved meanwhile is a
+            // conflict, and the next pass reads it.
             match ctx.leases.acquire(&key).await? {
                 Some(won) => lease = Some(won),
                 None => return skip("another worker holds its lease".to_owned()),
             }
-            continue; // re-read: the state may have moved while we took the lease
         }
         if fresh && (decide::env_untouched(state, &step.env) || step.action == Action::Migrate) {
             if let Some(reason) = revalidate(
@@ -253,8 +276,25 @@ pub(crate) async fn take_step(
     }
 }
 
-/// Runs a started step to its end and records the outcome.
-pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), PromoterError> {
+impl Started {
+    /// The release of the step.
+    pub(crate) fn release(&self) -> &ReleaseId {
+        &self.release
+    }
+
+    /// The step.
+    pub(crate) fn step(&self) -> &str {
+        &self.step.id
+    }
+}
+
+/// Runs a started step to its end and records the outcome. The release as this worker
+/// appended its outcome, when it did (`None`: the step stopped unrecorded, or is no longer
+/// this worker's).
+pub(crate) async fn execute(
+    ctx: Arc<Ctx>,
+    started: Started,
+) -> Result<Option<Current>, PromoterError> {
     let Started {
         mut lease,
         _claim,
@@ -278,16 +318,17 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
     }
     let body = run_body(&ctx, &current, &step, &target, &mut recorder);
     let outcome = match ctx.leases.guarded(&mut lease, body).await {
-        None => return Ok(()), // another worker resumes it
+        None => return Ok(None), // another worker resumes it
         Some(Err(Lost)) => {
             info!(release = %release, step = %step.id, "step no longer ours; stopping");
             let _ = lease.release().await;
-            return Ok(());
+            return Ok(None);
         }
         Some(Ok(outcome)) => outcome,
     };
+    let recorded;
     if outcome.ok {
-        let recorded = deployed::record(
+        let inventory = deployed::record(
             &ctx.writer,
             &ctx.live,
             &current.state,
@@ -296,14 +337,14 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
             &cause,
         )
         .await;
-        if let Err(error) = recorded {
+        if let Err(error) = inventory {
             warn!(release = %release, step = %step.id, %error, "cannot record the inventory change; the step will be resumed");
             let _ = lease.release().await;
-            return Ok(());
+            return Ok(None);
         }
         let detail = outcome.detail.clone();
         let id = step.id.clone();
-        recorder
+        recorded = recorder
             .record(|_| {
                 Some(vec![Event::StepSucceeded(StepOutcome {
                     step: id.clone(),
@@ -318,7 +359,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
         let owner = decide::owner(catalog, &step);
         let detail = outcome.detail.clone();
         let id = step.id.clone();
-        recorder
+        recorded = recorder
             .record(|state| {
                 let mut events = vec![Event::StepFailed(StepOutcome {
                     step: id.clone(),
@@ -348,7 +389,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, started: Started) -> Result<(), Promo
     if let Err(error) = lease.release().await {
         debug!(%error, "lease already gone");
     }
-    Ok(())
+    Ok(recorded.then(|| recorder.into_known()).flatten())
 }
 
 /// The placeholder values of a step.

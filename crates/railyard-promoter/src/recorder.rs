@@ -193,6 +193,11 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// The release as this recorder last appended or read it.
+    pub(crate) fn into_known(self) -> Option<Current> {
+        self.known
+    }
+
     /// Records `check` as `gate.evaluated`. `Lost` when the step is no longer this worker's,
     /// and when the record cannot be written: either way the step stops here unrecorded, and
     /// a step left running with a free lease is offered again by a sweep.

@@ -4,14 +4,16 @@
 //! and the ones waiting for it, offers work, and sweeps every release in flight on the
 //! clock; the work loop takes offered steps and rollbacks from the shared work-queue consumer
 //! and runs them, at most `max_concurrent_steps` at a time, and after each step decides what
-//! comes next itself instead of waiting for its event to come back. Dropping or cancelling the
-//! worker stops every step it runs; their leases then expire and other workers resume them.
+//! comes next itself instead of waiting for its event to come back, taking one step of the
+//! release that became ready itself, without a hop through the queue (`run_steps`). Dropping
+//! or cancelling the worker stops every step it runs; their leases then expire and other
+//! workers resume them.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use railyard_bus::{Bus, ConsumerSpec, DeliverFrom, Delivery, WorkItem};
-use railyard_core::Event;
+use railyard_core::{Event, ReleaseId};
 use railyard_store::{ProjectionStore, RunOptions, Store, StoreConfig};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -20,9 +22,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::config::PromoterConfig;
 use crate::ctx::Ctx;
-use crate::dispatch::{Sweep, evaluate};
+use crate::dispatch::{Kept, Sweep, evaluate, evaluate_from, offer_step};
 use crate::error::PromoterError;
-use crate::exec::{Taken, execute, take_step};
+use crate::exec::{Started, Taken, execute, take_step};
 use crate::retire::retire;
 use crate::rollback::{RollbackEnd, roll_back};
 use crate::view::{self, PromoterView};
@@ -472,36 +474,12 @@ async fn run_order(
     order: WorkOrder,
 ) {
     match order {
-        WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step).await {
+        WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step, None).await {
             Ok(Taken::Started(started)) => {
                 if let Err(error) = item.ack().await {
                     debug!(%error, "work item ack failed; a duplicate offer will be skipped");
                 }
-                match execute(ctx.clone(), *started).await {
-                    // The worker that recorded the outcome decides what comes next at once,
-                    // for the release and the ones waiting for it (the dispatcher leaves
-                    // that to it, see `left_alone`).
-                    Ok(()) => {
-                        if let Err(error) = evaluate(&ctx, &release, None).await {
-                            warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");
-                        }
-                        match view::waiters(&view, &release).await {
-                            Ok(waiters) => {
-                                for waiter in waiters {
-                                    if let Err(error) = evaluate(&ctx, &waiter, None).await {
-                                        warn!(release = %waiter, %error, "cannot look at a release waiting for this one; the next sweep will");
-                                    }
-                                }
-                            }
-                            Err(error) => {
-                                warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them");
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
-                    }
-                }
+                run_steps(&ctx, &view, *started).await;
             }
             Ok(Taken::Skipped(why)) => {
                 debug!(release = %release, step = %step, why, "work item skipped");
@@ -627,4 +605,97 @@ where
         return Ok(None);
     }
     open_patiently(task, clock, stop, backoff, open).await
+}
+
+/// Runs `first`, then what follows it on this worker. The worker that recorded a step's
+/// outcome decides what comes next at once, from the copy of the release it appended (no
+/// read), for the release and the ones waiting for it (the dispatcher leaves that to it, see
+/// `left_alone`). One step of the release that became ready it takes itself, without a hop
+/// through the work queue, and runs it next under the same permit; the others are offered.
+/// A worker that dies before the step it kept is started leaves it to the next sweep, as it
+/// would an unoffered step; once started, it is a step like any other (its lease expires and
+/// a sweep re-offers it).
+async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: Started) {
+    let mut next = Some((first, tracing::Span::current()));
+    while let Some((started, span)) = next.take() {
+        let release = started.release().clone();
+        let step = started.step().to_owned();
+        let kept = async {
+            let known = match execute(ctx.clone(), started).await {
+                Ok(Some(known)) => known,
+                Ok(None) => return None,
+                Err(error) => {
+                    warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
+                    return None;
+                }
+            };
+            let kept = match evaluate_from(ctx, &release, None, Some(known), true).await {
+                Ok(kept) => kept,
+                Err(error) => {
+                    warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");
+                    None
+                }
+            };
+            match view::waiters(view, &release).await {
+                Ok(waiters) => {
+                    for waiter in waiters {
+                        if let Err(error) = evaluate(ctx, &waiter, None).await {
+                            warn!(release = %waiter, %error, "cannot look at a release waiting for this one; the next sweep will");
+                        }
+                    }
+                }
+                Err(error) => {
+                    warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them");
+                }
+            }
+            let kept = kept?;
+            hand_over(ctx, &release, kept).await
+        }
+        .instrument(span)
+        .await;
+        next = kept;
+    }
+}
+
+/// Takes `kept`, the next step of `release`, on this worker; offers it to every worker when it
+/// cannot be taken for an error (a step skipped is skipped as its work item would be).
+async fn hand_over(
+    ctx: &Arc<Ctx>,
+    release: &ReleaseId,
+    kept: Kept,
+) -> Option<(Started, tracing::Span)> {
+    let Kept { step, prior } = kept;
+    let span = step_span(ctx, release, &step);
+    railyard_bus::follow_trace(&span, &prior.current.trace);
+    let current = prior.current.clone();
+    match take_step(ctx, release, &step, Some(prior))
+        .instrument(span.clone())
+        .await
+    {
+        Ok(Taken::Started(started)) => Some((*started, span)),
+        Ok(Taken::Skipped(why)) => {
+            debug!(release = %release, step = %step, why, "next step not taken");
+            None
+        }
+        Err(error) => {
+            warn!(release = %release, step = %step, %error, "cannot take the next step; offering it to every worker");
+            if let Err(error) = offer_step(ctx, &current, step, "").await {
+                warn!(release = %release, %error, "cannot offer the next step; the next sweep will");
+            }
+            None
+        }
+    }
+}
+
+/// The span of one step on this worker, outside any other (the caller joins it to the
+/// release's trace).
+fn step_span(ctx: &Ctx, release: &ReleaseId, step: &str) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "promoter.step",
+        service = "promoter",
+        release = %release,
+        step = %step,
+        worker = ctx.worker()
+    )
 }

@@ -2,7 +2,9 @@
 //! through staging and production in plan order; two workers run each step exactly once; a
 //! worker killed mid-step is replaced after its lease expires on the clock; a NATS restart in
 //! the middle of a release loses and doubles nothing; a release planned after another one in
-//! flight is re-validated with it, not refused for what that one is about to fix.
+//! flight is re-validated with it, not refused for what that one is about to fix; the worker
+//! that finishes a step takes the next one itself, and when it dies running it another worker
+//! completes it once.
 
 mod common;
 
@@ -373,5 +375,105 @@ deploy = { kind = "simulated", duration = "2m" }
         !after.is_empty() && after.iter().all(|w| w == "rescuer"),
         "{after:?}"
     );
+    rescuer.shutdown().await
+}
+
+/// The worker that records a step's outcome takes the next step of the release itself,
+/// without offering it on the work queue. When it dies right after (the next step running),
+/// the step is a step like any other: its lease expires on the clock, another worker's sweep
+/// re-offers it, and it runs to completion once.
+#[tokio::test]
+async fn a_worker_dying_in_the_step_it_took_over_leaves_it_to_another() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let catalog = r#"
+[[environments]]
+name = "staging"
+
+[[environments]]
+name = "production"
+after = "staging"
+
+[services.solo]
+deploy = { kind = "simulated", duration = "2m" }
+"#;
+    let h = Harness::start(catalog).await?;
+    // Every work item offered, as published.
+    let client = async_nats::connect(h.nats.url()).await?;
+    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    // No sweep of its own while it runs: what it offers is what its steps offer.
+    let mut config = h.worker_config("doomed");
+    config.sweep_interval = Duration::from_secs(3600);
+    let doomed = h.worker_with(config);
+    let id = h
+        .submit(
+            "id = \"solo-2\"\n[[changes]]\nservice = \"solo\"\nversion = \"2.0.0\"\n",
+            &railyard_core::Inventory::default(),
+        )
+        .await?;
+    let first = deploy_step("staging", "solo");
+    let running = |s: &railyard_core::ReleaseState| {
+        s.steps
+            .iter()
+            .find(|(_, st)| matches!(st, railyard_core::release_state::StepStatus::Running { .. }))
+            .map(|(step, _)| step.clone())
+    };
+    h.drive_until(&id, Duration::ZERO, "the first deploy running", |s| {
+        running(s).as_deref() == Some(first.as_str())
+    })
+    .await?;
+    // The deploy ends on the clock; the doomed worker records it and starts the next step.
+    let state = h
+        .drive_until(&id, Duration::from_secs(10), "the next step running", |s| {
+            s.steps.get(&first) == Some(&railyard_core::release_state::StepStatus::Succeeded)
+                && running(s).is_some()
+        })
+        .await?;
+    let next = running(&state).expect("a running step");
+    doomed.kill().await;
+    // Only the first step was offered on the queue (once per event of the release that
+    // offered it, the same message id each time): the next one was taken over directly.
+    let mut offered = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), offers.next()).await
+    {
+        let order: railyard_promoter::work::WorkOrder = serde_json::from_slice(&message.payload)?;
+        offered.push(order);
+    }
+    offered.dedup();
+    assert_eq!(
+        offered,
+        [railyard_promoter::work::WorkOrder::Step {
+            release: id.clone(),
+            step: first.clone(),
+        }],
+        "{offered:?}"
+    );
+    let rescuer = h.worker("rescuer");
+    let state = h
+        .drive_until(&id, Duration::from_secs(5), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let events = h.events(&id).await?;
+    let attempts = |step: &str| -> Vec<(String, u32)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::StepStarted(s) if s.step == step => Some((s.worker.clone(), s.attempt)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(attempts(&first), [("doomed".to_owned(), 1)]);
+    assert_eq!(
+        attempts(&next),
+        [("doomed".to_owned(), 1), ("rescuer".to_owned(), 2)],
+        "{next}"
+    );
+    let succeeded = count(&events, "step.succeeded");
+    assert!(succeeded.values().all(|n| *n == 1), "{succeeded:?}");
+    assert_eq!(succeeded.len(), state.steps.len());
     rescuer.shutdown().await
 }

@@ -38,7 +38,7 @@ pub(crate) async fn evaluate(
     release: &ReleaseId,
     sweep: Option<Sweep>,
 ) -> Result<(), PromoterError> {
-    evaluate_from(ctx, release, sweep, None, false)
+    evaluate_from(ctx, release, sweep, None, None)
         .await
         .map(|_| ())
 }
@@ -52,14 +52,19 @@ pub(crate) struct Kept {
 }
 
 /// [`evaluate`], deciding first on `known` (this worker's copy of the release, as it just
-/// appended it) instead of reading the release; a conflict reads it. With `keep`, the first
-/// ready step is not offered but handed back to the caller, which takes it or offers it.
+/// appended it) instead of reading the release; a conflict reads it.
+///
+/// With `finished`, the step whose outcome this worker just recorded: only the steps it made
+/// ready (those it precedes) are looked at, and the first of them is not offered but handed
+/// back to the caller, which takes it or offers it. The other ready steps were made ready by
+/// an earlier event, and whoever handled that one offered them (a sweep offers what a worker
+/// that died in between did not).
 pub(crate) async fn evaluate_from(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
     sweep: Option<Sweep>,
     mut known: Option<Current>,
-    keep: bool,
+    finished: Option<&str>,
 ) -> Result<Option<Kept>, PromoterError> {
     loop {
         let current = match known.take() {
@@ -117,17 +122,26 @@ pub(crate) async fn evaluate_from(
                 info!(release = %release, "release completed");
                 return Ok(None);
             }
-            Next::Offer(mut steps) => {
-                if keep && !steps.is_empty() {
-                    let step = steps.remove(0);
-                    for step in steps {
-                        offer_step(ctx, &current, step, &tick).await?;
+            Next::Offer(steps) if finished.is_some() => {
+                let plan = state
+                    .plan
+                    .as_ref()
+                    .expect("a release with steps to offer has a plan");
+                let mut made_ready = steps.into_iter().filter(|step| {
+                    plan.predecessors(step)
+                        .any(|p| Some(p.as_str()) == finished)
+                });
+                if let Some(step) = made_ready.next() {
+                    for other in made_ready {
+                        offer_step(ctx, &current, other, &tick).await?;
                     }
                     return Ok(Some(Kept {
                         step,
                         prior: Prior { current, externals },
                     }));
                 }
+            }
+            Next::Offer(steps) => {
                 // A sweep re-offers only what may have been lost: while an offer of the
                 // release still waits in the queue (or is being handled), the worker that takes
                 // it looks at the release again, and re-offering every ready step of every

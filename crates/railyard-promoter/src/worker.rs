@@ -629,7 +629,7 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
                     return None;
                 }
             };
-            let kept = match evaluate_from(ctx, &release, None, Some(known), true).await {
+            let kept = match evaluate_from(ctx, &release, None, Some(known), Some(step.as_str())).await {
                 Ok(kept) => kept,
                 Err(error) => {
                     warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");

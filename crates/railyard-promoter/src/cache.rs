@@ -108,6 +108,12 @@ impl Releases {
         Ok(Some(current))
     }
 
+    /// `look` at this worker's copy of the release, if it keeps one; nothing is read.
+    pub(crate) fn cached<R>(&self, id: &ReleaseId, look: impl FnOnce(&Current) -> R) -> Option<R> {
+        let cache = self.releases.lock().ok()?;
+        cache.get(id).map(look)
+    }
+
     /// The release's trace: from this worker's copy, else read.
     pub(crate) async fn trace_of(&self, id: &ReleaseId) -> opentelemetry::Context {
         let cached = self

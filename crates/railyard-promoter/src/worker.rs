@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use railyard_bus::{Bus, ConsumerSpec, DeliverFrom, Delivery, WorkItem};
-use railyard_core::{Event, ReleaseId};
+use railyard_core::release_state::StepStatus;
+use railyard_core::{EnvName, Event, Plan, ReleaseId};
 use railyard_store::{ProjectionStore, RunOptions, Store, StoreConfig};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -629,16 +630,37 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
                     return None;
                 }
             };
-            let kept = match evaluate_from(ctx, &release, None, Some(known), Some(step.as_str())).await {
+            // Only a success can let a waiting release go on, and only for the edges it
+            // waits on in this step's environment (`external_done`: a step succeeded, in an
+            // environment not failed or undone).
+            let succeeded_in = known
+                .state
+                .plan
+                .clone()
+                .zip(known.state.plan.as_ref().and_then(|p| p.step(&step)).map(|s| s.env.clone()))
+                .filter(|_| known.state.steps.get(&step) == Some(&StepStatus::Succeeded));
+            let kept = match evaluate_from(ctx, &release, None, Some(known), Some(step.as_str()))
+                .await
+            {
                 Ok(kept) => kept,
                 Err(error) => {
                     warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");
                     None
                 }
             };
+            // The next step is started before the waiting releases are looked at.
+            let next = match kept {
+                Some(kept) => hand_over(ctx, &release, kept).await,
+                None => None,
+            };
             match view::waiters(view, &release).await {
                 Ok(waiters) => {
                     for waiter in waiters {
+                        if let Some((plan, env)) = &succeeded_in {
+                            if !may_go_on(ctx, &waiter, &release, plan, env) {
+                                continue;
+                            }
+                        }
                         if let Err(error) = evaluate(ctx, &waiter, None).await {
                             warn!(release = %waiter, %error, "cannot look at a release waiting for this one; the next sweep will");
                         }
@@ -648,13 +670,36 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
                     warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them");
                 }
             }
-            let kept = kept?;
-            hand_over(ctx, &release, kept).await
+            next
         }
         .instrument(span)
         .await;
         next = kept;
     }
+}
+
+/// Whether `waiter` may go on now that a step of `release` (whose plan is `plan`) succeeded
+/// in `env`: when this worker's copy of it shows an external edge from a step of `release` in
+/// `env`, or when it keeps no copy with a plan (then it is looked at). The plan of a release
+/// never changes once planned, so an old copy tells.
+fn may_go_on(
+    ctx: &Ctx,
+    waiter: &ReleaseId,
+    release: &ReleaseId,
+    plan: &Plan,
+    env: &EnvName,
+) -> bool {
+    ctx.releases
+        .cached(waiter, |current| {
+            current.state.plan.as_ref().map(|waiting| {
+                waiting.external_edges.iter().any(|edge| {
+                    &edge.release == release
+                        && plan.step(&edge.from).is_none_or(|from| &from.env == env)
+                })
+            })
+        })
+        .flatten()
+        .unwrap_or(true)
 }
 
 /// Takes `kept`, the next step of `release`, on this worker; offers it to every worker when it

@@ -130,6 +130,18 @@ impl Releases {
         }
     }
 
+    /// `current`, or this worker's copy of the release when another of its tasks has kept a
+    /// newer one (appending on the newer one spares a conflict); nothing is read.
+    pub(crate) fn freshest(&self, current: Current) -> Current {
+        let newer = self.releases.lock().ok().and_then(|cache| {
+            cache
+                .get(&current.state.id)
+                .filter(|kept| kept.sequence > current.sequence)
+                .cloned()
+        });
+        newer.unwrap_or(current)
+    }
+
     /// Keeps `current` as this worker's copy of the release unless a newer one is kept.
     pub(crate) fn remember(&self, current: &Current) {
         let Ok(mut cache) = self.releases.lock() else {
@@ -157,14 +169,15 @@ impl Releases {
         }
     }
 
-    /// The other releases `state`'s plan waits for: one read each, none for a release this
-    /// worker already saw final.
+    /// The other releases `state`'s plan still waits for ([`decide::still_waits_on`]): one
+    /// read each, none for a release this worker already saw final. A release it waits for no
+    /// more is left out ([`external_done`] counts an edge from it as not done).
     pub(crate) async fn others(
         &self,
         state: &ReleaseState,
     ) -> Result<BTreeMap<ReleaseId, Other>, PromoterError> {
         let mut out = BTreeMap::new();
-        for other in decide::waits_on(state) {
+        for other in decide::still_waits_on(state) {
             let known_final = self.finished.lock().is_ok_and(|f| f.contains(&other));
             let what = if known_final {
                 Other::Settled
@@ -205,7 +218,10 @@ pub(crate) fn external_done(
                 && !other.unfinished_steps().contains(&edge.from)
         }
         // A final release, or one that was never requested, holds nothing up.
-        Some(Other::Settled | Other::Unknown) | None => true,
+        Some(Other::Settled | Other::Unknown) => true,
+        // Not read: `Releases::others` leaves out only releases whose edges lead into steps
+        // that started, which nothing asks about; should one be asked about, it waits.
+        None => false,
     }
 }
 

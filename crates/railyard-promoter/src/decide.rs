@@ -146,6 +146,24 @@ pub fn waits_on(state: &ReleaseState) -> BTreeSet<ReleaseId> {
         .collect()
 }
 
+/// The other releases `state`'s plan still waits for: those with an edge into a step that may
+/// still start (pending, or failed and so perhaps retried). Only they can change what
+/// [`next`], [`ready`] and a step's start decide; an edge into a step that started is spent.
+pub fn still_waits_on(state: &ReleaseState) -> BTreeSet<ReleaseId> {
+    state
+        .plan
+        .iter()
+        .flat_map(|p| p.external_edges.iter())
+        .filter(|e| {
+            matches!(
+                state.steps.get(&e.to),
+                Some(StepStatus::Pending | StepStatus::Failed { .. }) | None
+            )
+        })
+        .map(|e| e.release.clone())
+        .collect()
+}
+
 /// How many times `step` was started.
 pub fn attempts<'a>(events: impl IntoIterator<Item = &'a Envelope>, step: &str) -> u32 {
     let started = events
@@ -427,7 +445,15 @@ mod tests {
             next(&planned, &catalog("rollback"), &|e| e == &edge),
             Next::Offer(vec![STEPS[0].into()])
         );
-        assert_eq!(waits_on(&planned), BTreeSet::from([edge.release]));
+        assert_eq!(waits_on(&planned), BTreeSet::from([edge.release.clone()]));
+        assert_eq!(
+            still_waits_on(&planned),
+            BTreeSet::from([edge.release.clone()])
+        );
+        // Once the step it leads into started, the edge is spent.
+        let started = state(vec![edge.clone()], &[("started", STEPS[0])]);
+        assert_eq!(still_waits_on(&started), BTreeSet::new());
+        assert_eq!(waits_on(&started), BTreeSet::from([edge.release]));
     }
 
     #[test]

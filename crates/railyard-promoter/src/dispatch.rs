@@ -68,7 +68,7 @@ pub(crate) async fn evaluate_from(
 ) -> Result<Option<Kept>, PromoterError> {
     loop {
         let current = match known.take() {
-            Some(current) => current,
+            Some(current) => ctx.releases.freshest(current),
             None => match ctx.releases.load(release).await? {
                 Some(current) => current,
                 None => return Ok(None),

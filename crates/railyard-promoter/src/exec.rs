@@ -90,7 +90,7 @@ pub(crate) async fn take_step(
     let catalog = &ctx.config.catalog;
     loop {
         let current = match known.take() {
-            Some(current) => current,
+            Some(current) => ctx.releases.freshest(current),
             None => match ctx.releases.load(release).await? {
                 Some(current) => current,
                 None => return skip("the release has no events".to_owned()),
@@ -122,7 +122,12 @@ pub(crate) async fn take_step(
             None => return release_then(lease, skip("unknown step".to_owned())).await,
         };
         if fresh {
-            if externals.is_none() {
+            let missing = |read: &BTreeMap<ReleaseId, Other>| {
+                decide::still_waits_on(state)
+                    .iter()
+                    .any(|other| !read.contains_key(other))
+            };
+            if externals.as_ref().is_none_or(missing) {
                 externals = Some(ctx.releases.others(state).await?);
             }
             let done = external_done(externals.as_ref().expect("read above"));

@@ -140,7 +140,9 @@ impl<'a> Recorder<'a> {
     ) -> Result<bool, PromoterError> {
         loop {
             let current = match self.known.take() {
-                Some(known) => known,
+                // Another task of this worker may have appended since: its copy spares a
+                // conflict.
+                Some(known) => self.releases.freshest(known),
                 None => match self.releases.load(&self.release).await? {
                     Some(current) => current,
                     None => return Ok(false),

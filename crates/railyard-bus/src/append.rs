@@ -220,14 +220,19 @@ impl Bus {
                     });
                 }
                 // The server is restarting, the connection is back but JetStream is not yet,
-                // or the ack was lost: the message id makes sending it again harmless.
+                // the ack was lost, or the cluster answered with an error of its own while a
+                // node rejoins or a stream elects its leader (the chaos soak saw a step's
+                // outcome refused that way 12 s after a node came back, and the step run
+                // again): the message id, and the conflict resolution above, make sending it
+                // again harmless. A lasting refusal is reported once `append_timeout` passed.
                 PublishErrorKind::TimedOut
                 | PublishErrorKind::BrokenPipe
                 | PublishErrorKind::StreamNotFound
                 | PublishErrorKind::MaxAckPending
+                | PublishErrorKind::Other
                     if Instant::now() + pause < deadline =>
                 {
-                    tracing::debug!(aggregate = %aggregate, error = %error, "append not acknowledged; sending it again");
+                    tracing::debug!(aggregate = %aggregate, error = %crate::error::error_chain(&error), "append not acknowledged; sending it again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }

@@ -379,7 +379,16 @@ async fn bench() -> anyhow::Result<()> {
         Some(tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(message) = all.next().await {
-                let kind = subject_kind(message.subject.as_str());
+                let mut kind = subject_kind(message.subject.as_str());
+                // A direct get asks for a subject's last message or scans from a sequence.
+                if kind.starts_with("$JS.API.DIRECT.GET") {
+                    let payload = String::from_utf8_lossy(&message.payload);
+                    if payload.contains("last_by_subj") {
+                        kind.push_str(" (last of a subject)");
+                    } else if payload.contains("next_by_subj") {
+                        kind.push_str(" (scan from a sequence)");
+                    }
+                }
                 *breakdown
                     .lock()
                     .expect("not poisoned")

@@ -30,7 +30,7 @@ use crate::error::PromoterError;
 use crate::freeze;
 use crate::lease::{Claim, release_then};
 use crate::recorder::{Lost, Recorder};
-use crate::revalidate::revalidate;
+use crate::revalidate::{Verdict, revalidate};
 use crate::strategy;
 use crate::verify;
 use crate::work::step_lease;
@@ -182,7 +182,7 @@ pub(crate) async fn take_step(
             }
         }
         if fresh && (decide::env_untouched(state, &step.env) || step.action == Action::Migrate) {
-            if let Some(reason) = revalidate(
+            let reason = match revalidate(
                 &ctx.config.catalog,
                 &ctx.releases,
                 &ctx.live,
@@ -191,6 +191,14 @@ pub(crate) async fn take_step(
             )
             .await?
             {
+                Verdict::Safe => None,
+                Verdict::Wait(reason) => {
+                    debug!(release = %release, step = %step.id, %reason, "step waits for an earlier release");
+                    return release_then(lease, skip(reason)).await;
+                }
+                Verdict::Hold(reason) => Some(reason),
+            };
+            if let Some(reason) = reason {
                 let held = Event::ReleaseHeld(ReleaseHeld {
                     reason: reason.clone(),
                     step: Some(step.id.clone()),

@@ -1,8 +1,8 @@
 //! Re-validation: before a step enters an environment the release has not touched yet (or
 //! runs a migration), the planner core ([`railyard_plan::revalidate`]) is asked whether the
 //! rest of the plan is still safe against what runs now and against the releases it waits
-//! for, brought up to date. The answer is a hold reason or nothing; holding the release is
-//! the caller's.
+//! for, brought up to date. The answer ([`Verdict`]) is to go on, to wait, or a hold reason;
+//! holding the release is the caller's.
 
 use std::collections::BTreeSet;
 
@@ -13,23 +13,38 @@ use crate::cache::{Current, LiveInventory, Releases};
 use crate::decide;
 use crate::error::PromoterError;
 
+/// What re-validation says about the rest of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Still safe: go on.
+    Safe,
+    /// Only releases requested earlier and still in flight stand in the way: one of them
+    /// touched the same services after this plan was made (a step of it failed, so its
+    /// environment is being undone). Waiting for it is what the planner would order now, and
+    /// it ends by itself, so the step waits (not a hold) and is looked at again when that
+    /// release moves or at the next sweep; what runs then is re-validated again.
+    Wait(String),
+    /// Not safe against what runs now: hold the release with this reason.
+    Hold(String),
+}
+
 /// Asks the planner core whether the rest of `current`'s plan is still safe against the live
-/// inventory before `step`; the hold reason when it is not.
+/// inventory before `step`.
 pub(crate) async fn revalidate(
     catalog: &Catalog,
     releases: &Releases,
     live: &LiveInventory,
     current: &Current,
     step: &Step,
-) -> Result<Option<String>, PromoterError> {
+) -> Result<Verdict, PromoterError> {
     let Some(plan) = &current.state.plan else {
-        return Ok(None);
+        return Ok(Verdict::Safe);
     };
     let Some(requested) = current.events.iter().find_map(|e| match &e.event {
         Event::ReleaseRequested(r) => Some(r),
         _ => None,
     }) else {
-        return Ok(None);
+        return Ok(Verdict::Safe);
     };
     let inventory = live.now().await?;
     let inventory = &*inventory;
@@ -47,34 +62,42 @@ pub(crate) async fn revalidate(
         inventory,
         in_flight: &in_flight,
     };
-    Ok(railyard_plan::revalidate(&input, plan, &remaining)
-        .err()
-        .map(|refusals| {
-            let what = if step.action == Action::Migrate {
-                format!("before migration {}", step.id)
-            } else {
-                format!("before entering {}", step.env)
-            };
-            let reasons: Vec<String> = refusals
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    format!(
-                        "{}. [{}] {} (remedy: {})",
-                        i + 1,
-                        r.rule,
-                        r.reason,
-                        r.remedy
-                    )
-                })
-                .collect();
+    let Err(refusals) = railyard_plan::revalidate(&input, plan, &remaining) else {
+        return Ok(Verdict::Safe);
+    };
+    let what = if step.action == Action::Migrate {
+        format!("before migration {}", step.id)
+    } else {
+        format!("before entering {}", step.env)
+    };
+    let reasons: Vec<String> = refusals
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
             format!(
-                "{what}, the rest of the plan is no longer safe against what runs now: {}; {}",
-                reasons.join("; "),
-                decide::operator_commands(&current.state.id, None)
+                "{}. [{}] {} (remedy: {})",
+                i + 1,
+                r.rule,
+                r.reason,
+                r.remedy
             )
-        }))
+        })
+        .collect();
+    if refusals.iter().all(|r| r.rule == CROSS_RELEASE) {
+        return Ok(Verdict::Wait(format!(
+            "{what}, it waits for releases requested earlier that are still in flight: {}",
+            reasons.join("; ")
+        )));
+    }
+    Ok(Verdict::Hold(format!(
+        "{what}, the rest of the plan is no longer safe against what runs now: {}; {}",
+        reasons.join("; "),
+        decide::operator_commands(&current.state.id, None)
+    )))
 }
+
+/// The planner core's name for the rule that orders releases touching the same services.
+const CROSS_RELEASE: &str = "cross-release";
 
 /// The releases `plan` waits for that have not ended, with what they change and what they
 /// still have to do, in the order they were requested: what the planner weighed when it

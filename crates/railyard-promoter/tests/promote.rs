@@ -477,3 +477,125 @@ deploy = { kind = "simulated", duration = "2m" }
     assert_eq!(succeeded.len(), state.steps.len());
     rescuer.shutdown().await
 }
+
+/// rel-a changes billing-worker and email-worker; its email-worker deploy fails in staging,
+/// which holds rel-a there (`on_failure = "hold"`) with billing-worker's new version still
+/// applied. rel-b, changing billing-worker too, was planned before that failure, once rel-a
+/// was done with billing-worker in staging, so its plan does not make it wait there.
+/// Re-validating before rel-b enters staging finds rel-a's steps there back in play: rel-b
+/// waits for rel-a (it used to be held for an operator, as the chaos soak saw) and goes on
+/// once rel-a has ended.
+#[tokio::test]
+async fn a_release_planned_before_an_earlier_one_failed_waits_for_it_instead_of_holding()
+-> anyhow::Result<()> {
+    let catalog = estate(r#"{ kind = "simulated", fail_versions = ["3.9.9"] }"#, "").replacen(
+        "name = \"staging\"\n",
+        "name = \"staging\"\non_failure = \"hold\"\n",
+        1,
+    );
+    let h = Harness::start(&catalog).await?;
+    h.seed(&inventory()).await?;
+    let earlier = r#"
+id = "rel-a"
+[[changes]]
+service = "billing-worker"
+version = "1.5.0"
+[[changes]]
+service = "email-worker"
+version = "3.9.9"
+"#;
+    let later = r#"
+id = "rel-b"
+[[changes]]
+service = "billing-worker"
+version = "1.6.0"
+"#;
+    let a = h.submit(earlier, &inventory()).await?;
+    let api = Api::start(&h).await?;
+    let worker = h.worker("w1");
+    let tick = Duration::from_millis(500);
+    let held = h
+        .drive_until(&a, tick, "rel-a held by its failure", |s| {
+            s.status == Status::Held
+        })
+        .await?;
+    assert_eq!(
+        held.steps.get("staging:deploy:billing-worker"),
+        Some(&railyard_core::release_state::StepStatus::Succeeded)
+    );
+    // rel-b as the planner made it just before the failure: rel-a had every step left but
+    // its billing-worker steps in staging.
+    let in_flight = [railyard_plan::InFlight {
+        release: a.clone(),
+        sequence: 1,
+        changes: held.changes.clone(),
+        remaining: held
+            .plan
+            .as_ref()
+            .expect("planned")
+            .steps
+            .iter()
+            .map(|s| s.id.clone())
+            .filter(|id| !(id.starts_with("staging:") && id.ends_with(":billing-worker")))
+            .collect(),
+    }];
+    let b = h.submit_after(later, &inventory(), &in_flight).await?;
+    let plan_b = h.state(&b).await?.plan.expect("planned");
+    assert!(
+        plan_b
+            .external_edges
+            .iter()
+            .all(|e| !e.to.starts_with("staging:")),
+        "rel-b's plan does not wait for rel-a in staging: {:?}",
+        plan_b.external_edges
+    );
+
+    // 20 s on the clock, the sweeps included: rel-b waits, neither held nor started.
+    let polls = std::sync::atomic::AtomicUsize::new(0);
+    let waited = h
+        .drive_until(&b, tick, "rel-b held, started, or 40 looks", |s| {
+            s.status == Status::Held
+                || !s
+                    .steps
+                    .values()
+                    .all(|st| *st == railyard_core::release_state::StepStatus::Pending)
+                || polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 40
+        })
+        .await?;
+    assert_eq!(waited.status, Status::Planned, "{:?}", waited.hold);
+    assert!(
+        waited
+            .steps
+            .values()
+            .all(|st| *st == railyard_core::release_state::StepStatus::Pending),
+        "{:?}",
+        waited.steps
+    );
+
+    // The operator rolls rel-a back; rel-b then goes through without anyone's help.
+    let (status, body) = api
+        .command(
+            "ops",
+            &a,
+            "rollback",
+            serde_json::json!({"comment": "bad build"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    h.wait_status(&a, Status::RolledBack).await?;
+    h.wait_status(&b, Status::Completed).await?;
+    let (a_events, b_events) = (h.events(&a).await?, h.events(&b).await?);
+    assert_eq!(count(&b_events, "release.held").values().sum::<usize>(), 0);
+    let a_ended = a_events
+        .iter()
+        .find(|e| matches!(e.event, Event::ReleaseRolledBack(_)))
+        .map(|e| e.occurred_at)
+        .expect("rolled back");
+    let b_started = b_events
+        .iter()
+        .find(|e| matches!(e.event, Event::StepStarted(_)))
+        .map(|e| e.occurred_at)
+        .expect("started");
+    assert!(a_ended <= b_started, "rel-b started before rel-a ended");
+    worker.shutdown().await
+}

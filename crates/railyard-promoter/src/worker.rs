@@ -613,68 +613,106 @@ where
 /// read), for the release and the ones waiting for it (the dispatcher leaves that to it, see
 /// `left_alone`). One step of the release that became ready it takes itself, without a hop
 /// through the work queue, and runs it next under the same permit; the others are offered.
-/// A worker that dies before the step it kept is started leaves it to the next sweep, as it
-/// would an unoffered step; once started, it is a step like any other (its lease expires and
-/// a sweep re-offers it).
+/// The releases waiting for this one are looked at while that step runs (nothing comes
+/// between a step's start and its body). A worker that dies before the step it kept is
+/// started leaves it to the next sweep, as it would an unoffered step; once started, it is a
+/// step like any other (its lease expires and a sweep re-offers it).
 async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: Started) {
     let mut next = Some((first, tracing::Span::current()));
+    let mut waiting: Option<Waiting> = None;
     while let Some((started, span)) = next.take() {
         let release = started.release().clone();
         let step = started.step().to_owned();
-        let kept = async {
-            let known = match execute(ctx.clone(), started).await {
-                Ok(Some(known)) => known,
-                Ok(None) => return None,
-                Err(error) => {
-                    warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
-                    return None;
+        let look = waiting.take();
+        let (executed, ()) = tokio::join!(
+            execute(ctx.clone(), started).instrument(span.clone()),
+            async {
+                if let Some(look) = look {
+                    look_at_waiters(ctx, view, look).await;
                 }
-            };
-            // Only a success can let a waiting release go on, and only for the edges it
-            // waits on in this step's environment (`external_done`: a step succeeded, in an
-            // environment not failed or undone).
-            let succeeded_in = known
-                .state
-                .plan
-                .clone()
-                .zip(known.state.plan.as_ref().and_then(|p| p.step(&step)).map(|s| s.env.clone()))
-                .filter(|_| known.state.steps.get(&step) == Some(&StepStatus::Succeeded));
-            let kept = match evaluate_from(ctx, &release, None, Some(known), Some(step.as_str()))
-                .await
-            {
+            }
+        );
+        let known = match executed {
+            Ok(Some(known)) => known,
+            Ok(None) => return,
+            Err(error) => {
+                let _enter = span.enter();
+                warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
+                return;
+            }
+        };
+        // Only a success can let a waiting release go on, and only for the edges it waits on
+        // in this step's environment (`external_done`: a step succeeded, in an environment not
+        // failed or undone).
+        let succeeded_in = known
+            .state
+            .plan
+            .clone()
+            .zip(
+                known
+                    .state
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.step(&step))
+                    .map(|s| s.env.clone()),
+            )
+            .filter(|_| known.state.steps.get(&step) == Some(&StepStatus::Succeeded));
+        let look = Waiting {
+            release: release.clone(),
+            succeeded_in,
+        };
+        let kept = async {
+            match evaluate_from(ctx, &release, None, Some(known), Some(step.as_str())).await {
                 Ok(kept) => kept,
                 Err(error) => {
                     warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");
                     None
                 }
-            };
-            // The next step is started before the waiting releases are looked at.
-            let next = match kept {
-                Some(kept) => hand_over(ctx, &release, kept).await,
-                None => None,
-            };
-            match view::waiters(view, &release).await {
-                Ok(waiters) => {
-                    for waiter in waiters {
-                        if let Some((plan, env)) = &succeeded_in {
-                            if !may_go_on(ctx, &waiter, &release, plan, env) {
-                                continue;
-                            }
-                        }
-                        if let Err(error) = evaluate(ctx, &waiter, None).await {
-                            warn!(release = %waiter, %error, "cannot look at a release waiting for this one; the next sweep will");
-                        }
-                    }
-                }
-                Err(error) => {
-                    warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them");
-                }
             }
-            next
         }
         .instrument(span)
         .await;
-        next = kept;
+        next = match kept {
+            Some(kept) => hand_over(ctx, &release, kept).await,
+            None => None,
+        };
+        if next.is_some() {
+            waiting = Some(look); // looked at while the next step runs
+        } else {
+            look_at_waiters(ctx, view, look).await;
+        }
+    }
+}
+
+/// The releases waiting for `release` to look at after one of its steps, and where that step
+/// succeeded (`None`: it did not, or its environment is unknown; every waiter is looked at).
+struct Waiting {
+    release: ReleaseId,
+    succeeded_in: Option<(Arc<Plan>, EnvName)>,
+}
+
+/// Looks at the releases waiting for `look.release` that may go on ([`may_go_on`]).
+async fn look_at_waiters(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, look: Waiting) {
+    let Waiting {
+        release,
+        succeeded_in,
+    } = look;
+    match view::waiters(view, &release).await {
+        Ok(waiters) => {
+            for waiter in waiters {
+                if let Some((plan, env)) = &succeeded_in {
+                    if !may_go_on(ctx, &waiter, &release, plan, env) {
+                        continue;
+                    }
+                }
+                if let Err(error) = evaluate(ctx, &waiter, None).await {
+                    warn!(release = %waiter, %error, "cannot look at a release waiting for this one; the next sweep will");
+                }
+            }
+        }
+        Err(error) => {
+            warn!(release = %release, %error, "cannot read who waits for the release; the next sweep looks at them");
+        }
     }
 }
 

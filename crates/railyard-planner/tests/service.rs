@@ -3,135 +3,13 @@
 //! releases requested while it was down, and never decides a release twice — not after a
 //! restart, not with two planners racing.
 
-use std::time::Duration;
+mod common;
 
+use common::{SAFE, WAIT, decided, request, seed_inventory, start_planner};
 use railyard_bus::{Bus, BusConfig, Expected};
-use railyard_core::event::{ReleaseRequested, ServiceDeployed};
-use railyard_core::inventory::RunningService;
-use railyard_core::{AggregateId, Catalog, Envelope, Event, ReleaseFile, ReleaseId, SystemClock};
-use railyard_planner::service::{PlannerConfig, run};
+use railyard_core::event::ReleaseRequested;
+use railyard_core::{AggregateId, Envelope, Event, ReleaseId};
 use railyard_testkit::{NatsServer, wait_until};
-use tokio_util::sync::CancellationToken;
-
-const CATALOG: &str = r#"
-[[environments]]
-name = "staging"
-
-[[environments]]
-name = "production"
-after = "staging"
-
-[services.orders-api]
-deploy = { kind = "simulated" }
-
-[services.email-worker]
-deploy = { kind = "simulated" }
-
-[queues.orders-events]
-producers = ["orders-api"]
-consumers = ["email-worker"]
-"#;
-
-fn running(version: &str, produces: u32, consumes: &str) -> RunningService {
-    let mut service: RunningService =
-        serde_json::from_value(serde_json::json!({"version": version})).unwrap();
-    if produces > 0 {
-        service
-            .produces
-            .insert("orders-events".parse().unwrap(), produces);
-    }
-    if !consumes.is_empty() {
-        service
-            .consumes
-            .insert("orders-events".parse().unwrap(), consumes.parse().unwrap());
-    }
-    service
-}
-
-async fn seed_inventory(bus: &Bus) -> anyhow::Result<()> {
-    for env in ["staging", "production"] {
-        for (service, run) in [
-            ("orders-api", running("1.0.0", 2, "")),
-            ("email-worker", running("3.1.0", 0, "1..=2")),
-        ] {
-            let aggregate = AggregateId::Inventory(env.parse()?);
-            let event = Event::ServiceDeployed(ServiceDeployed {
-                env: env.parse()?,
-                service: service.parse()?,
-                running: Some(run),
-                databases: Default::default(),
-                release: None,
-            });
-            let envelope = Envelope::new(aggregate.clone(), "operator", chrono::Utc::now(), event);
-            bus.append(&aggregate, Expected::Any, &[envelope]).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn request(bus: &Bus, release_toml: &str) -> anyhow::Result<ReleaseId> {
-    let file = ReleaseFile::from_toml(release_toml)?;
-    let aggregate = AggregateId::Release(file.id.clone());
-    let event = Event::ReleaseRequested(ReleaseRequested {
-        release: file.id.clone(),
-        requested_by: "carol".into(),
-        changes: file.changes,
-    });
-    let envelope = Envelope::new(aggregate.clone(), "carol", chrono::Utc::now(), event);
-    bus.append(&aggregate, Expected::NoEvents, &[envelope])
-        .await?;
-    Ok(file.id)
-}
-
-/// The release's events once it has been decided (bounded wait).
-async fn decided(bus: &Bus, id: &ReleaseId) -> anyhow::Result<Vec<Envelope>> {
-    let aggregate = AggregateId::Release(id.clone());
-    wait_until(
-        &format!("release {id} decided"),
-        Duration::from_secs(20),
-        || async {
-            let loaded = bus.load(&aggregate).await?;
-            Ok((loaded.events.len() >= 2).then_some(loaded.events))
-        },
-    )
-    .await
-}
-
-fn start_planner(
-    url: &str,
-    store: &std::path::Path,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let stop = CancellationToken::new();
-    let config = PlannerConfig {
-        catalog: Catalog::from_toml(CATALOG).unwrap(),
-        store: store.to_owned(),
-        clock: SystemClock::shared(),
-        catch_up_timeout: Duration::from_secs(10),
-    };
-    let url = url.to_owned();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        let bus = Bus::connect(&url, BusConfig::default()).await?;
-        run(config, bus, token).await?;
-        Ok(())
-    });
-    (stop, task)
-}
-
-const SAFE: &str = r#"
-id = "orders-v3"
-[[changes]]
-service = "orders-api"
-version = "2.0.0"
-produces = { orders-events = 3 }
-[[changes]]
-service = "email-worker"
-version = "3.2.0"
-consumes = { orders-events = "2..=3" }
-"#;
 
 const UNSAFE: &str = r#"
 id = "orders-v4"
@@ -152,7 +30,7 @@ async fn plans_safe_releases_refuses_unsafe_ones_and_catches_up_after_downtime()
 
     // Requested while no planner runs: decided once it starts.
     let safe = request(&bus, SAFE).await?;
-    let (stop, task) = start_planner(&nats.url(), store.path());
+    let common::Planner { stop, task } = start_planner(&nats.url(), store.path());
     let events = decided(&bus, &safe).await?;
     let Event::ReleasePlanned(planned) = &events[1].event else {
         panic!("expected a plan, got {:?}", events[1].event)
@@ -190,7 +68,7 @@ async fn plans_safe_releases_refuses_unsafe_ones_and_catches_up_after_downtime()
     // A restart decides nothing twice.
     stop.cancel();
     task.await??;
-    let (stop, task) = start_planner(&nats.url(), store.path());
+    let common::Planner { stop, task } = start_planner(&nats.url(), store.path());
     let catalog = bus.load(&AggregateId::Catalog).await?;
     assert_eq!(catalog.events.len(), 1, "the same catalog is recorded once");
     let third = request(&bus, &SAFE.replace("orders-v3", "orders-v3b")).await?;
@@ -221,8 +99,14 @@ async fn two_planners_racing_decide_each_release_once() -> anyhow::Result<()> {
     for i in 0..10 {
         ids.push(request(&bus, &SAFE.replace("orders-v3", &format!("rel-{i}"))).await?);
     }
-    let (stop_a, task_a) = start_planner(&nats.url(), a.path());
-    let (stop_b, task_b) = start_planner(&nats.url(), b.path());
+    let common::Planner {
+        stop: stop_a,
+        task: task_a,
+    } = start_planner(&nats.url(), a.path());
+    let common::Planner {
+        stop: stop_b,
+        task: task_b,
+    } = start_planner(&nats.url(), b.path());
     for id in &ids {
         decided(&bus, id).await?;
     }
@@ -265,12 +149,12 @@ async fn misrouted_release_events_are_dead_lettered_and_the_planner_goes_on() ->
     bus.append(&a, Expected::NoEvents, &[stray]).await?;
 
     let dir = tempfile::tempdir()?;
-    let (stop, task) = start_planner(&nats.url(), dir.path());
+    let common::Planner { stop, task } = start_planner(&nats.url(), dir.path());
     // The planner did not stop at them: a release requested after them is planned.
     let id = request(&bus, SAFE).await?;
     let events = decided(&bus, &id).await?;
     assert_eq!(events[1].event.type_name(), "release.planned");
-    let letters = wait_until("both strays dead-lettered", Duration::from_secs(20), || {
+    let letters = wait_until("both strays dead-lettered", WAIT, || {
         let bus = bus.clone();
         async move {
             let letters = bus.dead_letters().await?;
@@ -318,7 +202,7 @@ async fn a_later_release_waits_for_an_earlier_one_failing_in_the_same_environmen
     bus.ensure_topology().await?;
     seed_inventory(&bus).await?;
     let dir = tempfile::tempdir()?;
-    let (stop, task) = start_planner(&server.url(), dir.path());
+    let common::Planner { stop, task } = start_planner(&server.url(), dir.path());
 
     let a = request(
         &bus,

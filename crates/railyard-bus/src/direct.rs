@@ -98,8 +98,14 @@ impl Bus {
             .inner
             .client
             .send_request(format!("$JS.API.DIRECT.GET.{stream}"), request)
-            .await
-            .map_err(|error| self.request_error(stream, operation(), error))?;
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(self.no_responders(stream, operation()).await);
+            }
+            Err(error) => return Err(self.request_error(operation(), error)),
+        };
         match reply.status {
             None => StoredMessage::from_reply(stream, reply).map(Some),
             Some(status) if status == StatusCode::OK => {
@@ -181,11 +187,7 @@ impl Bus {
                             .unwrap_or(0);
                     }
                     Some(404) => break 0,
-                    Some(503) => {
-                        return Err(BusError::MissingTopology {
-                            what: format!("stream {stream} (or jetstream)"),
-                        });
-                    }
+                    Some(503) => return Err(self.no_responders(stream, operation()).await),
                     Some(status) => {
                         return Err(BusError::Nats {
                             operation: operation(),
@@ -206,16 +208,28 @@ impl Bus {
         Ok(messages)
     }
 
-    fn request_error(
-        &self,
-        stream: &str,
-        operation: String,
-        error: async_nats::RequestError,
-    ) -> BusError {
-        match error.kind() {
-            async_nats::RequestErrorKind::NoResponders => BusError::MissingTopology {
+    /// Nobody answered a direct get of `stream`: it does not exist (missing topology: run
+    /// `admin init`), or it does and none of its replicas serves reads at this moment (a node
+    /// restarting, JetStream not ready yet, a cluster electing) — a NATS failure that waiting
+    /// mends ([`BusError::is_transient`]), which callers retry instead of stopping.
+    async fn no_responders(&self, stream: &str, operation: String) -> BusError {
+        match self.stream_info(stream).await {
+            Ok(_) => BusError::Nats {
+                operation,
+                source: format!(
+                    "no server answered for stream {stream}, which exists: a node is restarting or the cluster is electing a leader"
+                )
+                .into(),
+            },
+            Err(BusError::MissingTopology { .. }) => BusError::MissingTopology {
                 what: format!("stream {stream} (or jetstream)"),
             },
+            Err(other) => other,
+        }
+    }
+
+    fn request_error(&self, operation: String, error: async_nats::RequestError) -> BusError {
+        match error.kind() {
             async_nats::RequestErrorKind::TimedOut => BusError::Timeout {
                 operation,
                 timeout: self.timeout(),

@@ -144,3 +144,32 @@ async fn connecting_to_nothing_says_what_to_do() {
         .unwrap_err();
     assert!(matches!(error, BusError::InvalidUrl { .. }), "{error:?}");
 }
+
+/// A stream that exists but that no server answers direct gets for at the moment (here: one
+/// made without direct gets; in a cluster: every replica restarting or electing) is a NATS
+/// failure that waiting mends, not missing topology, which stops a service for good.
+#[tokio::test]
+async fn a_stream_nobody_answers_for_is_a_transient_failure_not_missing_topology()
+-> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let js = common::raw_jetstream(&server.url()).await?;
+    js.create_stream(jetstream::stream::Config {
+        name: EVENTS_STREAM.to_owned(),
+        subjects: vec![format!("{}>", railyard_bus::names::EVENTS_PREFIX)],
+        allow_direct: false,
+        ..Default::default()
+    })
+    .await?;
+    let bus = Bus::connect(&server.url(), fast_config()).await?;
+    let error = bus.load(&common::release("early")).await.unwrap_err();
+    assert!(
+        matches!(error, BusError::Nats { .. }) && error.is_transient(),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("reading"), "{error}");
+    assert!(
+        railyard_bus::error_chain(&error).contains("which exists"),
+        "{error}"
+    );
+    Ok(())
+}

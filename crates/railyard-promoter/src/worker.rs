@@ -489,7 +489,7 @@ async fn run_order(
                 }
             }
             Err(error) => {
-                warn!(release = %release, step = %step, %error, "cannot take the step; retrying later");
+                warn!(release = %release, step = %step, error = %railyard_bus::error_chain(&error), "cannot take the step; retrying later");
                 let _ = item.nak(&error.to_string()).await;
             }
         },
@@ -514,7 +514,7 @@ async fn run_order(
                     let _ = item.nak(&why).await;
                 }
                 Err(error) => {
-                    warn!(release = %release, %error, "rollback interrupted; retrying later");
+                    warn!(release = %release, error = %railyard_bus::error_chain(&error), "rollback interrupted; retrying later");
                     let _ = item.nak(&error.to_string()).await;
                 }
             }
@@ -528,7 +528,7 @@ async fn run_order(
                 }
             }
             Err(error) => {
-                warn!(release = %release, %error, "retiring old colours interrupted; retrying later");
+                warn!(release = %release, error = %railyard_bus::error_chain(&error), "retiring old colours interrupted; retrying later");
                 let _ = item.nak(&error.to_string()).await;
             }
         },
@@ -637,7 +637,7 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
             Ok(None) => return,
             Err(error) => {
                 let _enter = span.enter();
-                warn!(release = %release, step = %step, %error, "step interrupted; it will be resumed");
+                warn!(release = %release, step = %step, error = %railyard_bus::error_chain(&error), "step interrupted; it will be resumed");
                 return;
             }
         };

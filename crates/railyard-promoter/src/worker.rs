@@ -197,19 +197,17 @@ async fn dispatch_loop(
                 let delivery = match next {
                     Ok(Some(delivery)) => delivery,
                     Ok(None) => return Ok(()),
-                    Err(error) if error.is_transient() => {
-                        // The events it has not acked come again from the new consumer; the
-                        // deliveries being looked at, and every step this worker runs, go on.
-                        warn!(%error, "the dispatcher lost nats; it reads on after a pause");
+                    // The events it has not acked come again from the new consumer; the
+                    // deliveries being looked at, and every step this worker runs, go on.
+                    Err(error) => {
                         let Some(again) =
-                            reopen("dispatcher", &clock, &stop, &mut backoff, open).await?
+                            reopen("dispatcher", error, &clock, &stop, &mut backoff, open).await?
                         else {
                             return Ok(());
                         };
                         consumer = again;
                         continue;
                     }
-                    Err(error) => return Err(error.into()),
                 };
                 backoff = Backoff::default();
                 let permit = tokio::select! {
@@ -402,17 +400,16 @@ async fn work_loop(
             next = consumer.next() => match next {
                 Ok(Some(item)) => item,
                 Ok(None) => return Ok(()),
-                Err(error) if error.is_transient() => {
-                    // The steps running go on: only taking new ones waits.
-                    warn!(%error, "the work loop lost nats; it takes work again after a pause");
-                    let Some(again) = reopen("work loop", &clock, &stop, &mut backoff, open).await?
+                // The steps running go on: only taking new ones waits.
+                Err(error) => {
+                    let Some(again) =
+                        reopen("work loop", error, &clock, &stop, &mut backoff, open).await?
                     else {
                         return Ok(());
                     };
                     consumer = again;
                     continue;
                 }
-                Err(error) => return Err(error.into()),
             },
         };
         backoff = Backoff::default();
@@ -590,9 +587,11 @@ where
     }
 }
 
-/// [`open_patiently`] after a pause: the consumer failed on NATS.
+/// After the consumer failed with `error`: [`open_patiently`] after a pause when NATS failed on
+/// the way (the task goes on), the error itself otherwise.
 async fn reopen<T, F, Fut>(
     task: &'static str,
+    error: railyard_bus::BusError,
     clock: &railyard_core::SharedClock,
     stop: &CancellationToken,
     backoff: &mut Backoff,
@@ -602,6 +601,10 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, railyard_bus::BusError>>,
 {
+    if !error.is_transient() {
+        return Err(error.into());
+    }
+    warn!(task, %error, "the consumer lost nats; the task reads on after a pause");
     if !backoff.wait(clock, stop).await {
         return Ok(None);
     }

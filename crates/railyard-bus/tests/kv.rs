@@ -139,16 +139,25 @@ async fn a_renewal_whose_answer_was_lost_keeps_the_lease() -> anyhow::Result<()>
         .get_key_value(railyard_bus::names::LEASES_BUCKET)
         .await?;
 
+    // Writes a lease record over the held one, behind the lease's back.
+    let overwrite = |holder: &'static str, renewed_at: &'static str, expires_at: &'static str| {
+        let leases = &leases;
+        async move {
+            let entry = leases.entry("sweep").await?.expect("held");
+            let record = serde_json::json!({
+                "holder": holder,
+                "renewed_at": renewed_at,
+                "expires_at": expires_at,
+            });
+            leases
+                .update("sweep", serde_json::to_vec(&record)?.into(), entry.revision)
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+
     // The renewal that landed without its answer: same holder, a later expiry.
-    let entry = leases.entry("sweep").await?.expect("held");
-    let landed = serde_json::json!({
-        "holder": "worker-1",
-        "renewed_at": "2026-06-01T12:00:20Z",
-        "expires_at": "2026-06-01T12:01:20Z",
-    });
-    leases
-        .update("sweep", serde_json::to_vec(&landed)?.into(), entry.revision)
-        .await?;
+    overwrite("worker-1", "2026-06-01T12:00:20Z", "2026-06-01T12:01:20Z").await?;
     clock.advance(Duration::from_secs(40));
     lease.renew().await?;
     assert_eq!(
@@ -159,15 +168,7 @@ async fn a_renewal_whose_answer_was_lost_keeps_the_lease() -> anyhow::Result<()>
     lease.renew().await?;
 
     // Another holder's record is a lost lease, as before.
-    let entry = leases.entry("sweep").await?.expect("held");
-    let taken = serde_json::json!({
-        "holder": "worker-2",
-        "renewed_at": "2026-06-01T12:00:40Z",
-        "expires_at": "2026-06-01T12:01:40Z",
-    });
-    leases
-        .update("sweep", serde_json::to_vec(&taken)?.into(), entry.revision)
-        .await?;
+    overwrite("worker-2", "2026-06-01T12:00:40Z", "2026-06-01T12:01:40Z").await?;
     let error = lease.renew().await.unwrap_err();
     assert!(matches!(error, BusError::LeaseLost { .. }), "{error:?}");
     Ok(())

@@ -295,13 +295,8 @@ produces = { orders-events = 3 }
     worker.shutdown().await
 }
 
-/// The dispatcher leaves a worker's own step outcome to that worker, which looks at the
-/// release right after recording it. A worker that dies in between (here: its outcome is
-/// recorded, then it is gone) leaves the next step to the periodic sweep of another worker.
-#[tokio::test]
-async fn a_worker_dying_after_recording_a_step_leaves_the_next_to_the_sweep() -> anyhow::Result<()>
-{
-    let catalog = r#"
+/// One service, staging then production, deploys that take 2 minutes on the clock.
+const SOLO: &str = r#"
 [[environments]]
 name = "staging"
 
@@ -312,7 +307,14 @@ after = "staging"
 [services.solo]
 deploy = { kind = "simulated", duration = "2m" }
 "#;
-    let h = Harness::start(catalog).await?;
+
+/// The dispatcher leaves a worker's own step outcome to that worker, which looks at the
+/// release right after recording it. A worker that dies in between (here: its outcome is
+/// recorded, then it is gone) leaves the next step to the periodic sweep of another worker.
+#[tokio::test]
+async fn a_worker_dying_after_recording_a_step_leaves_the_next_to_the_sweep() -> anyhow::Result<()>
+{
+    let h = Harness::start(SOLO).await?;
     let doomed = h.worker("doomed");
     let id = h
         .submit(
@@ -385,18 +387,7 @@ deploy = { kind = "simulated", duration = "2m" }
 #[tokio::test]
 async fn a_worker_dying_in_the_step_it_took_over_leaves_it_to_another() -> anyhow::Result<()> {
     use futures::StreamExt;
-    let catalog = r#"
-[[environments]]
-name = "staging"
-
-[[environments]]
-name = "production"
-after = "staging"
-
-[services.solo]
-deploy = { kind = "simulated", duration = "2m" }
-"#;
-    let h = Harness::start(catalog).await?;
+    let h = Harness::start(SOLO).await?;
     // Every work item offered, as published.
     let client = async_nats::connect(h.nats.url()).await?;
     let mut offers = client.subscribe("railyard.work.promoter.>").await?;

@@ -352,6 +352,10 @@ async fn submitter(
                 }
             }
         }
+        // Real time on purpose (the soak is a wall-clock experiment, no Clock drives it): each
+        // round reloads the releases in flight from NATS, which doubles as the check that the
+        // cluster answers during a node loss; a stream follower would see a release end up to
+        // 300 ms sooner, not differently.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -957,6 +961,8 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             follow.abort();
             break;
         }
+        // The chaos schedule's tick: kills happen at wall-clock times (every 20 s, 60 s, 90 s)
+        // against real processes, so this waits in real time by design.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     soak.sample_rss();

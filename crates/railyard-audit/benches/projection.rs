@@ -19,7 +19,7 @@
 //!
 //! Run with `cargo bench -p railyard-audit --bench projection`.
 
-use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -31,7 +31,7 @@ use railyard_core::event::{
 use railyard_core::inventory::RunningService;
 use railyard_core::{AggregateId, Change, Envelope, Event};
 use railyard_store::{
-    Applied, KeyBuf, Projection, ProjectionError, ProjectionStore, StoreConfig, Update,
+    Applied, Entry, KeyBuf, Projection, ProjectionError, ProjectionStore, StoreConfig, Update,
 };
 
 const BATCH: usize = 256;
@@ -170,9 +170,11 @@ fn event(i: u64) -> Envelope {
     Envelope::new(aggregate, actor, at, event)
 }
 
-/// Writes whatever entries it is handed: the baseline.
+/// Writes whatever entries it is handed: the baseline. The bench puts the next batch in
+/// `next` (read from the audit store page by page) just before each apply, so only one batch
+/// is ever in memory.
 struct PassThrough {
-    chunks: VecDeque<Vec<(Vec<u8>, Vec<u8>)>>,
+    next: Arc<Mutex<Vec<Entry>>>,
 }
 
 impl Projection for PassThrough {
@@ -185,7 +187,8 @@ impl Projection for PassThrough {
         _: u64,
         _: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        for (key, value) in self.chunks.pop_front().unwrap_or_default() {
+        let batch = std::mem::take(&mut *self.next.lock().unwrap_or_else(PoisonError::into_inner));
+        for (key, value) in batch {
             update.put(key, value);
         }
         Ok(())
@@ -385,44 +388,42 @@ async fn main() {
     let base_dir = dir("railyard-audit-bench-raw-");
     let per_batch = writes.div_ceil(batches).max(1);
     let mut raw_elapsed = Duration::ZERO;
-    let raw_keys: usize;
+    let mut raw_keys = 0usize;
     {
+        // Each batch is the next `per_batch` keys of the audit store, read just before it is
+        // applied (outside the timing): the same batches as reading the whole store first,
+        // with only one of them in memory.
+        let next = Arc::new(Mutex::new(Vec::new()));
+        let baseline = ProjectionStore::open(
+            config(base_dir.path().join("raw")),
+            PassThrough {
+                next: Arc::clone(&next),
+            },
+        )
+        .await
+        .expect("the baseline store opens");
         let mut after: Option<Vec<u8>> = None;
-        let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut chunks = VecDeque::new();
-        loop {
+        for n in 1.. {
             let page = audit
-                .scan_page(b"", after.as_ref(), 100_000)
+                .scan_page(b"", after.as_ref(), per_batch)
                 .await
                 .expect("the audit store reads");
-            let done = page.len() < 100_000;
-            after = page.last().map(|(key, _)| key.clone());
-            for entry in page {
-                pending.push(entry);
-                if pending.len() == per_batch {
-                    chunks.push_back(std::mem::take(&mut pending));
-                }
-            }
-            if done {
+            if page.is_empty() {
                 break;
             }
-        }
-        if !pending.is_empty() {
-            chunks.push_back(pending);
-        }
-        let count = chunks.len() as u64;
-        raw_keys = chunks.iter().map(Vec::len).sum();
-        let baseline =
-            ProjectionStore::open(config(base_dir.path().join("raw")), PassThrough { chunks })
-                .await
-                .expect("the baseline store opens");
-        for n in 1..=count {
+            let last = page.len() < per_batch;
+            after = page.last().map(|(key, _)| key.clone());
+            raw_keys += page.len();
+            *next.lock().unwrap_or_else(PoisonError::into_inner) = page;
             let started = Instant::now();
             baseline
                 .apply(n, Vec::new())
                 .await
                 .expect("the baseline commits");
             raw_elapsed += started.elapsed();
+            if last {
+                break;
+            }
         }
         baseline.flush().await.expect("the baseline flushes");
     }

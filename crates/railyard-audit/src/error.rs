@@ -34,6 +34,16 @@ pub enum AuditError {
         /// What is wrong and what to do.
         problem: String,
     },
+    /// A setting (an environment variable) has a value it cannot take.
+    #[error("{name}={value:?}: {problem}")]
+    Setting {
+        /// The setting.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -39,7 +39,10 @@ pub use projection::{AuditProjection, Deployment, Head, PROJECTION_NAME};
 pub use query::{Filter, MAX_LIMIT, Page, Reader, parse_time};
 pub use seal::{AuditKey, Keys, PublicKey, SealSummary};
 pub use sealer::SealConfig;
-pub use service::{Audit, AuditConfig, open_store, run};
+pub use service::{
+    Audit, AuditConfig, DEFAULT_CACHE_MB, MAX_CACHE_MB, open_store, open_store_with_cache,
+    parse_cache_mb, run,
+};
 pub use verify::{
     Problem, ProblemKind, StoreCutShort, VerifyReport, verify, verify_live, verify_live_signed,
     verify_signed,

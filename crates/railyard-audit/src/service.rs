@@ -75,6 +75,33 @@ pub struct AuditConfig {
     /// leader lease `audit-sealer` (campaigning as this configuration's replica, with its ttl
     /// and clock; its role is replaced). `None`: the only audit service, always sealing.
     pub leader: Option<LeaderConfig>,
+    /// The audit store's sled page cache, in MiB (default [`DEFAULT_CACHE_MB`]; the binary
+    /// reads `RAILYARD_AUDIT_CACHE_MB` or `--cache-mb`, see [`parse_cache_mb`]).
+    pub cache_mb: u64,
+}
+
+/// The audit store's page cache unless configured, in MiB. The audit store is the one store
+/// that grows with history, and its queries read pages that fall out of the cache again
+/// through the file cache; the other stores keep `railyard_store::DEFAULT_CACHE_CAPACITY`
+/// (64 MiB). The figures behind it are in BENCHMARKS.md (audit).
+pub const DEFAULT_CACHE_MB: u64 = 512;
+
+/// The largest page cache [`parse_cache_mb`] takes, in MiB (64 GiB).
+pub const MAX_CACHE_MB: u64 = 65_536;
+
+/// Reads a page cache size in MiB, as `RAILYARD_AUDIT_CACHE_MB` gives it: a whole number
+/// from 1 to [`MAX_CACHE_MB`].
+pub fn parse_cache_mb(value: &str) -> Result<u64, AuditError> {
+    match value.trim().parse::<u64>() {
+        Ok(mb) if (1..=MAX_CACHE_MB).contains(&mb) => Ok(mb),
+        _ => Err(AuditError::Setting {
+            name: "RAILYARD_AUDIT_CACHE_MB",
+            value: value.to_owned(),
+            problem: format!(
+                "not a page cache size: give the audit store's page cache in MiB, a whole number from 1 to {MAX_CACHE_MB} (default {DEFAULT_CACHE_MB})"
+            ),
+        }),
+    }
 }
 
 impl AuditConfig {
@@ -98,6 +125,7 @@ impl AuditConfig {
             dora_gauges_every: Some(Duration::from_secs(300)),
             dora_gauge_window: chrono::Duration::days(30),
             leader: None,
+            cache_mb: DEFAULT_CACHE_MB,
         }
     }
 }
@@ -135,13 +163,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Opens the audit projection's store at `config.store`.
+/// Opens the audit projection's store at `path` with the default page cache
+/// ([`DEFAULT_CACHE_MB`]), as the offline tools do.
 pub async fn open_store(
     path: impl Into<PathBuf>,
     flush_every: Option<Duration>,
 ) -> Result<ProjectionStore<AuditProjection>, StoreError> {
+    open_store_with_cache(path, flush_every, DEFAULT_CACHE_MB).await
+}
+
+/// Opens the audit projection's store at `path` with a page cache of `cache_mb` MiB.
+pub async fn open_store_with_cache(
+    path: impl Into<PathBuf>,
+    flush_every: Option<Duration>,
+    cache_mb: u64,
+) -> Result<ProjectionStore<AuditProjection>, StoreError> {
     ProjectionStore::open(
-        StoreConfig::new(path).flush_every(flush_every),
+        StoreConfig::new(path)
+            .flush_every(flush_every)
+            .cache_capacity(cache_mb.saturating_mul(1 << 20)),
         AuditProjection,
     )
     .await
@@ -154,7 +194,8 @@ impl Audit {
         bus: Bus,
         shutdown: CancellationToken,
     ) -> Result<Audit, AuditError> {
-        let store = open_store(&config.store, config.flush_every).await?;
+        let store =
+            open_store_with_cache(&config.store, config.flush_every, config.cache_mb).await?;
         Ok(Audit::with_store(config, bus, store, shutdown))
     }
 

@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// release page's banner name each service's owning team from it (without it, neither).
     #[arg(long, env = "RAILYARD_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// The audit store's sled page cache, in MiB (the store grows with the history; pages
+    /// that do not fit are read again through the file cache, which slows queries).
+    #[arg(
+        long,
+        env = "RAILYARD_AUDIT_CACHE_MB",
+        default_value_t = railyard_audit::DEFAULT_CACHE_MB,
+        value_parser = clap::value_parser!(u64).range(1..=railyard_audit::MAX_CACHE_MB)
+    )]
+    pub cache_mb: u64,
     /// Replicas: every replica keeps its own record; only the holder of the audit-sealer
     /// leader lease seals.
     #[command(flatten)]
@@ -169,6 +178,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = railyard_audit::AuditConfig::new(args.store.clone(), tokens);
     config.run.progress = Some(crate::stack::reader_progress(&metrics, "audit"));
     config.metrics = metrics.clone();
+    config.cache_mb = args.cache_mb;
     config.seal = Some(sealing.load()?);
     config.leader = Some(
         args.replica

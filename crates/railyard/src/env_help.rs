@@ -85,6 +85,7 @@ pub const DEV: &str = concat!(
     feedback!(),
     "  NATS_SERVER_BIN                        the nats-server binary to embed (else nats-server on PATH)\n",
     "  RAILYARD_AUDIT_SIGNING_KEY             the audit checkpoints' signing key file (default <data-dir>/audit-signing.key, created when absent)\n",
+    "  RAILYARD_AUDIT_CACHE_MB                the audit store's page cache in MiB (default 512; audit serve: --cache-mb)\n",
     "  RAILYARD_REPLICA_ID, RAILYARD_LEADER_TTL
                                          read by railyard planner, notify and audit serve (--replica-id,
                                          --leader-ttl, default hostname-pid and 10s): one replica leads by a

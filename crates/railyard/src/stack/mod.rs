@@ -160,6 +160,9 @@ impl StackConfig {
         worker.secrets = railyard_promoter::Secrets::from_env();
         let audit_store = data_dir.join("audit");
         let mut audit = railyard_audit::AuditConfig::new(audit_store.clone(), tokens.clone());
+        if let Ok(cache_mb) = std::env::var("RAILYARD_AUDIT_CACHE_MB") {
+            audit.cache_mb = railyard_audit::parse_cache_mb(&cache_mb)?;
+        }
         // DORA metrics per team.
         audit.owners = catalog
             .services

@@ -136,6 +136,10 @@ pub fn describe(event: &Event, actor: &str, data: &Value) -> String {
         }
         Event::ReleaseCompleted(_) => "completed".into(),
         Event::ReleaseRolledBack(r) => with_detail("rolled back".into(), &r.reason),
+        Event::StepWaiting(w) => {
+            let releases: Vec<String> = w.waiting_for.iter().map(|r| r.to_string()).collect();
+            format!("{} waits for {}: {}", w.step, releases.join(", "), w.reason)
+        }
         Event::StepStarted(s) => format!(
             "{} started by worker {} (attempt {})",
             s.step, s.worker, s.attempt

@@ -112,6 +112,7 @@ fn concerns(event: &Event) -> Concerns<'_> {
         }
         Event::ReleasePlanned(p) => c.envs.extend(p.plan.steps.iter().map(|step| &step.env)),
         Event::ReleaseHeld(h) => c.step = h.step.as_deref(),
+        Event::StepWaiting(w) => c.step = Some(&w.step),
         Event::StepStarted(s) => c.step = Some(&s.step),
         Event::GateEvaluated(g) => c.step = Some(&g.step),
         Event::StepSucceeded(o) | Event::StepFailed(o) | Event::StepRolledBack(o) => {
@@ -499,6 +500,12 @@ mod tests {
                 "release.rolled_back",
                 json!({"reason": "bad",
                 "undone": ["production:deploy:orders-api"]}),
+            ),
+            (
+                "release.r1",
+                "step.waiting",
+                json!({"step": "production:deploy:orders-api",
+                "waiting_for": ["r0"], "reason": "r0 is being undone in production"}),
             ),
             (
                 "release.r1",

@@ -33,6 +33,9 @@ pub struct ReleaseSummary {
     /// What it waits for now, in words (an approval, an operator after a hold), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// The step whose `step.waiting` set `waiting_for`: its start ends the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_step: Option<String>,
     /// Its own events so far.
     pub events: u64,
     /// Whether an approver denied one of its approvals (it then ends `denied`, not
@@ -61,6 +64,7 @@ impl ReleaseSummary {
                     envs: Vec::new(),
                     current_env: None,
                     waiting_for: Some("the planner".into()),
+                    waiting_step: None,
                     events: 1,
                     approval_denied: false,
                 });
@@ -71,6 +75,7 @@ impl ReleaseSummary {
         summary.events += 1;
         summary.updated_at = at;
         let env_of = |step: &str| StepId::parse(step).ok().map(|id| id.env().to_string());
+        let waited_for = summary.waiting_for.clone();
         match &envelope.event {
             Event::ReleasePlanned(p) => {
                 summary.status = Status::Planned;
@@ -139,11 +144,30 @@ impl ReleaseSummary {
                 summary.status = Status::RolledBack;
                 summary.waiting_for = None;
             }
-            Event::StepStarted(s) => summary.current_env = env_of(&s.step),
+            Event::StepWaiting(w) => {
+                summary.current_env = env_of(&w.step);
+                let releases: Vec<String> = w.waiting_for.iter().map(|r| r.to_string()).collect();
+                summary.waiting_for = Some(format!(
+                    "{} to finish first (requested earlier, same services): {} waits",
+                    releases.join(", "),
+                    w.step
+                ));
+                summary.waiting_step = Some(w.step.to_string());
+            }
+            Event::StepStarted(s) => {
+                summary.current_env = env_of(&s.step);
+                if summary.waiting_step.as_deref() == Some(s.step.as_str()) {
+                    summary.waiting_for = None;
+                }
+            }
             Event::StepSucceeded(o) | Event::StepFailed(o) | Event::StepRolledBack(o) => {
                 summary.current_env = env_of(&o.step);
             }
             _ => {}
+        }
+        // A step's wait is over once anything else is what the release waits for.
+        if summary.waiting_for != waited_for && !matches!(envelope.event, Event::StepWaiting(_)) {
+            summary.waiting_step = None;
         }
         Some(summary)
     }
@@ -193,4 +217,91 @@ impl ReleaseFilter {
 /// Parses a status as the list's filter takes it (`held`, `rolled_back`).
 pub fn parse_status(text: &str) -> Option<Status> {
     serde_json::from_value(serde_json::Value::String(text.replace([' ', '-'], "_"))).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use railyard_core::event::{ReleaseHeld, ReleaseRequested, StepStarted, StepWaiting};
+    use railyard_core::{AggregateId, Change, Envelope, Event};
+
+    use super::ReleaseSummary;
+
+    fn envelope(event: Event) -> Envelope {
+        let at: DateTime<Utc> = "2026-11-02T09:00:00Z".parse().unwrap();
+        Envelope::new(
+            AggregateId::Release("rel-2".parse().unwrap()),
+            "railyard",
+            at,
+            event,
+        )
+    }
+
+    fn waiting(step: &str) -> Event {
+        Event::StepWaiting(StepWaiting {
+            step: step.into(),
+            waiting_for: vec!["rel-1".parse().unwrap()],
+            reason: "rel-1 is being undone in staging".into(),
+        })
+    }
+
+    fn started(step: &str) -> Event {
+        Event::StepStarted(StepStarted {
+            step: step.into(),
+            worker: "w1".into(),
+            attempt: 1,
+        })
+    }
+
+    fn requested() -> Option<ReleaseSummary> {
+        let change: Change = serde_json::from_value(serde_json::json!({
+            "service": "billing-worker", "version": "1.6.0"
+        }))
+        .unwrap();
+        ReleaseSummary::apply(
+            None,
+            &envelope(Event::ReleaseRequested(ReleaseRequested {
+                release: "rel-2".parse().unwrap(),
+                requested_by: "carol".into(),
+                changes: vec![change],
+            })),
+        )
+    }
+
+    /// A step's wait says which release and which step; it ends when that step starts, not
+    /// when another one does.
+    #[test]
+    fn a_step_wait_names_the_release_and_ends_when_the_step_starts() {
+        let step = "staging:deploy:billing-worker";
+        let summary = ReleaseSummary::apply(requested(), &envelope(waiting(step)));
+        let text = summary.as_ref().unwrap().waiting_for.clone().unwrap();
+        assert!(text.contains("rel-1") && text.contains(step), "{text}");
+        let other = ReleaseSummary::apply(summary, &envelope(started("staging:migrate:billing")));
+        assert_eq!(other.as_ref().unwrap().waiting_for.as_deref(), Some(&*text));
+        let done = ReleaseSummary::apply(other, &envelope(started(step))).unwrap();
+        assert_eq!(done.waiting_for, None);
+        assert_eq!(done.waiting_step, None);
+    }
+
+    /// A hold after a wait replaces it: the step starting later does not clear the hold's text.
+    #[test]
+    fn a_hold_after_a_wait_is_not_cleared_by_the_step_starting() {
+        let step = "staging:deploy:billing-worker";
+        let summary = ReleaseSummary::apply(requested(), &envelope(waiting(step)));
+        let held = ReleaseSummary::apply(
+            summary,
+            &envelope(Event::ReleaseHeld(ReleaseHeld {
+                reason: "manual hold".into(),
+                step: None,
+                owner: None,
+                frozen: None,
+            })),
+        );
+        assert_eq!(held.as_ref().unwrap().waiting_step, None);
+        let after = ReleaseSummary::apply(held, &envelope(started(step))).unwrap();
+        assert_eq!(
+            after.waiting_for.as_deref(),
+            Some("an operator: manual hold")
+        );
+    }
 }

@@ -3,6 +3,8 @@
 //! with each plan step's status, gates, approvals with who/when/why, the hold and its
 //! reason, and who must act now.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use railyard_core::release_state::{ApprovalState, GateResult, Hold, StepStatus};
 use railyard_core::{Change, Envelope, Refusal, ReleaseState, Status, StepId};
@@ -155,6 +157,9 @@ pub struct ReleaseStatus {
     pub approvals: Vec<ApprovalView>,
     /// The current hold, while held.
     pub hold: Option<Hold>,
+    /// Steps ready by the plan that wait for releases requested earlier and still in flight
+    /// (`step.waiting`), by step; no operator needs to act.
+    pub waiting: BTreeMap<StepId, railyard_core::release_state::Waiting>,
     /// Why it was refused.
     pub refusals: Vec<Refusal>,
     /// Why it ended (rolled back, cancelled).
@@ -267,6 +272,7 @@ pub fn release_status(records: &[Record]) -> Option<ReleaseStatus> {
         } else {
             None
         },
+        waiting: state.waiting.clone(),
         refusals: state.refusals.clone(),
         ended_because: state.ended_because.clone(),
         owner_to_act,

@@ -258,7 +258,12 @@ function withEvent(status, item) {
   if (STEP_AFTER[item.type]) {
     const state = STEP_AFTER[item.type];
     const extra = state === "running" ? { worker: d.worker, attempt: d.attempt } : {};
-    return { ...status, steps: status.steps.map((s) => (s.id === d.step ? { ...s, status: { state, ...extra } } : s)) };
+    const waiting = { ...(status.waiting || {}) };
+    if (state === "running") delete waiting[d.step];
+    return { ...status, waiting, steps: status.steps.map((s) => (s.id === d.step ? { ...s, status: { state, ...extra } } : s)) };
+  }
+  if (item.type === "step.waiting" && !TERMINAL.has(status.status)) {
+    return { ...status, waiting: { ...(status.waiting || {}), [d.step]: { waiting_for: d.waiting_for || [], reason: d.reason, since: item.at } } };
   }
   if (TERMINAL.has(status.status)) return status;
   switch (item.type) {
@@ -424,6 +429,9 @@ function paintBanner(banner, status) {
       } else {
         const running = status.steps.filter((s) => s.status.state === "running").map((s) => s.id);
         lines.push(running.length ? `In progress: ${running.join(", ")}.` : "In progress.");
+      }
+      for (const [step, wait] of Object.entries(status.waiting || {})) {
+        lines.push(`${step} waits for ${(wait.waiting_for || []).join(", ")} to finish first (requested earlier, same services): ${wait.reason}.`);
       }
       break;
     }

@@ -108,6 +108,7 @@ pub fn writer_of(event: &Event) -> Option<Writer> {
         | Event::ReleaseResumed(_)
         | Event::ReleaseCompleted(_)
         | Event::ReleaseRolledBack(_)
+        | Event::StepWaiting(_)
         | Event::StepStarted(_)
         | Event::GateEvaluated(_)
         | Event::StepSucceeded(_)

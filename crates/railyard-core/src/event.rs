@@ -471,6 +471,10 @@ pub enum Event {
     /// It was rolled back.
     #[serde(rename = "release.rolled_back")]
     ReleaseRolledBack(ReleaseRolledBack),
+    /// A step is ready but waits for releases requested earlier that are still in flight
+    /// (recorded when what it waits for changes, not on every look).
+    #[serde(rename = "step.waiting")]
+    StepWaiting(StepWaiting),
     /// A worker started a step.
     #[serde(rename = "step.started")]
     StepStarted(StepStarted),
@@ -557,6 +561,7 @@ impl Event {
             Event::ReleaseResumed(_) => "release.resumed",
             Event::ReleaseCompleted(_) => "release.completed",
             Event::ReleaseRolledBack(_) => "release.rolled_back",
+            Event::StepWaiting(_) => "step.waiting",
             Event::StepStarted(_) => "step.started",
             Event::GateEvaluated(_) => "gate.evaluated",
             Event::StepSucceeded(_) => "step.succeeded",
@@ -628,6 +633,22 @@ pub struct ReleaseHeld {
     /// itself once no window of that environment covers the clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen: Option<EnvName>,
+}
+
+/// `step.waiting`: the promoter found a step ready by its own plan, but re-validating the rest
+/// of the plan against what runs now showed that releases requested earlier, still in flight,
+/// touched the same services after this plan was made (a step of theirs failed, so their
+/// environment is being undone). The step waits for them: no operator needs to act, and it is
+/// looked at again as they move. Appended when what it waits for changes, so a release that
+/// stands still is one event, not one per look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StepWaiting {
+    /// The step that waits.
+    pub step: StepId,
+    /// The releases it waits for, in the order they were requested.
+    pub waiting_for: Vec<ReleaseId>,
+    /// Why, in words: the re-validation's findings, each with its rule.
+    pub reason: String,
 }
 
 /// `release.completed`.

@@ -193,4 +193,8 @@ pub struct Refusal {
     pub reason: String,
     /// What to add or change so the release can be planned.
     pub remedy: String,
+    /// The other release in the way, for a `cross-release` finding (re-validation: an earlier
+    /// release still in flight that this plan does not wait for at the right step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
 }

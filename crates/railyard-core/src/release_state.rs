@@ -172,6 +172,9 @@ pub struct ReleaseState {
     pub gates: Vec<GateResult>,
     /// Why it is (or was last) held, and who must act.
     pub hold: Option<Hold>,
+    /// Steps ready by the plan that wait for releases requested earlier and still in flight
+    /// (`step.waiting`), by step; a step leaves this map when it starts.
+    pub waiting: BTreeMap<StepId, Waiting>,
     /// Why it ended, for rolled back and cancelled releases.
     pub ended_because: Option<String>,
     /// Events applied.
@@ -192,6 +195,17 @@ pub struct FreezeOverride {
     /// When the window it overrides ends (it counts until then); `None` on overrides recorded
     /// before windows were remembered.
     pub until: Option<DateTime<Utc>>,
+}
+
+/// A step waiting for earlier releases: which, why, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    /// The releases it waits for.
+    pub waiting_for: Vec<ReleaseId>,
+    /// Why, in words.
+    pub reason: String,
+    /// When the wait (for these releases) was recorded.
+    pub since: DateTime<Utc>,
 }
 
 /// A hold and who must act.
@@ -363,6 +377,7 @@ impl ReleaseState {
                     colours_retired: BTreeMap::new(),
                     gates: Vec::new(),
                     hold: None,
+                    waiting: BTreeMap::new(),
                     ended_because: None,
                     events: 1,
                     updated_at: envelope.occurred_at,
@@ -384,6 +399,9 @@ impl ReleaseState {
             });
         }
         state.step(envelope)?;
+        if state.status.is_final() {
+            state.waiting.clear();
+        }
         state.events += 1;
         state.updated_at = envelope.occurred_at;
         Ok(state)
@@ -510,6 +528,25 @@ impl ReleaseState {
                 self.ended_because = Some(r.reason.clone());
                 self.status = RolledBack;
             }
+            Event::StepWaiting(w) => {
+                self.require(
+                    &[Planned],
+                    ty,
+                    "a step waits only while the release is under way",
+                )?;
+                let current = self.step_status(&w.step)?;
+                if !matches!(current, StepStatus::Pending | StepStatus::Failed { .. }) {
+                    return Err(for_step(current, &w.step));
+                }
+                self.waiting.insert(
+                    w.step.clone(),
+                    Waiting {
+                        waiting_for: w.waiting_for.clone(),
+                        reason: w.reason.clone(),
+                        since: envelope.occurred_at,
+                    },
+                );
+            }
             Event::StepStarted(s) => {
                 self.require(
                     &[Planned],
@@ -535,6 +572,7 @@ impl ReleaseState {
                         waiting,
                     });
                 }
+                self.waiting.remove(&s.step);
                 self.steps.insert(
                     s.step.clone(),
                     StepStatus::Running {

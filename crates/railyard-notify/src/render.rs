@@ -527,6 +527,24 @@ pub fn event_note(view: &ReleaseView, envelope: &Envelope, ctx: &RenderContext) 
                 &format!("{}: refused by the planner{who_text}", view.id),
             )
         }
+        Event::StepWaiting(w) => {
+            let releases: Vec<String> = w
+                .waiting_for
+                .iter()
+                .map(|r| format!("`{}`", esc(r.as_str())))
+                .collect();
+            step_note(
+                &w.step,
+                Verbosity::All,
+                format!(
+                    ":hourglass_flowing_sand: *Waiting* `{}` for {} to finish first (requested earlier, same services)",
+                    esc(&w.step),
+                    releases.join(", ")
+                ),
+                Some(format!("*Why:* {}", esc(&w.reason))),
+                true,
+            )
+        }
         Event::StepStarted(s) => {
             let attempt = if s.attempt > 1 {
                 format!(" (attempt {})", s.attempt)

@@ -29,6 +29,7 @@ impl Refused {
                 env: env.cloned(),
                 reason,
                 remedy,
+                release: None,
             },
             fix,
         }

@@ -38,6 +38,7 @@ pub fn revalidate(
                 reason: format!("step {id} is not in the plan of {}", plan.release),
                 remedy: "pass the ids of this plan's own steps that have not succeeded yet"
                     .to_owned(),
+                release: None,
             });
         }
     }
@@ -128,6 +129,7 @@ pub fn revalidate(
                     e.reason, from.id, to.id
                 ),
                 remedy: "re-plan the release against what runs now".to_owned(),
+                release: None,
             });
         }
     }
@@ -149,6 +151,7 @@ pub fn revalidate(
                     e.reason, to.id, e.from, e.release
                 ),
                 remedy: "re-plan the release against what runs now".to_owned(),
+                release: Some(e.release.clone()),
             });
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use railyard_bus::Lease;
 use railyard_core::catalog::{OnFailure, Service};
-use railyard_core::event::{ApprovalRequested, ReleaseHeld, StepOutcome, StepStarted};
+use railyard_core::event::{ApprovalRequested, ReleaseHeld, StepOutcome, StepStarted, StepWaiting};
 use railyard_core::release_state::StepStatus;
 use railyard_core::{Action, Catalog, Envelope, Event, ReleaseId, ReleaseState, Status, Step};
 use tracing::{debug, info, warn};
@@ -192,8 +192,31 @@ pub(crate) async fn take_step(
             .await?
             {
                 Verdict::Safe => None,
-                Verdict::Wait(reason) => {
-                    debug!(release = %release, step = %step.id, %reason, "step waits for an earlier release");
+                Verdict::Wait(waiting_for, reason) => {
+                    // Recorded once per set of releases waited for: the console, Slack and the
+                    // audit show why the step stands still; looking again appends nothing.
+                    let known = state
+                        .waiting
+                        .get(step_id)
+                        .is_some_and(|w| w.waiting_for == waiting_for);
+                    if !known {
+                        let waiting = Event::StepWaiting(StepWaiting {
+                            step: step.id.clone(),
+                            waiting_for,
+                            reason: reason.clone(),
+                        });
+                        let envelope = ctx.writer.envelope(release, waiting);
+                        if !ctx
+                            .writer
+                            .append(release, current.sequence, &[envelope])
+                            .await?
+                        {
+                            continue; // someone else moved the release: decide again
+                        }
+                        info!(release = %release, step = %step.id, %reason, "step waits for an earlier release");
+                    } else {
+                        debug!(release = %release, step = %step.id, %reason, "step still waits for an earlier release");
+                    }
                     return release_then(lease, skip(reason)).await;
                 }
                 Verdict::Hold(reason) => Some(reason),

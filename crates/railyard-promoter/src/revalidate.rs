@@ -22,8 +22,9 @@ pub(crate) enum Verdict {
     /// touched the same services after this plan was made (a step of it failed, so its
     /// environment is being undone). Waiting for it is what the planner would order now, and
     /// it ends by itself, so the step waits (not a hold) and is looked at again when that
-    /// release moves or at the next sweep; what runs then is re-validated again.
-    Wait(String),
+    /// release moves or at the next sweep; what runs then is re-validated again. The releases
+    /// it waits for (request order) and why.
+    Wait(Vec<ReleaseId>, String),
     /// Not safe against what runs now: hold the release with this reason.
     Hold(String),
 }
@@ -84,10 +85,24 @@ pub(crate) async fn revalidate(
         })
         .collect();
     if refusals.iter().all(|r| r.rule == CROSS_RELEASE) {
-        return Ok(Verdict::Wait(format!(
-            "{what}, it waits for releases requested earlier that are still in flight: {}",
-            reasons.join("; ")
-        )));
+        // The releases the findings name, in request order; a finding that names none stands
+        // for every earlier release still in flight.
+        let named: BTreeSet<&ReleaseId> =
+            refusals.iter().filter_map(|r| r.release.as_ref()).collect();
+        let every = refusals.iter().any(|r| r.release.is_none());
+        let waiting_for = in_flight
+            .iter()
+            .map(|flight| &flight.release)
+            .filter(|release| every || named.contains(release))
+            .cloned()
+            .collect();
+        return Ok(Verdict::Wait(
+            waiting_for,
+            format!(
+                "{what}, it waits for releases requested earlier that are still in flight: {}",
+                reasons.join("; ")
+            ),
+        ));
     }
     Ok(Verdict::Hold(format!(
         "{what}, the rest of the plan is no longer safe against what runs now: {}; {}",

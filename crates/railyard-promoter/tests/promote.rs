@@ -562,6 +562,24 @@ version = "1.6.0"
         "{:?}",
         waited.steps
     );
+    // The wait is on the record, naming rel-a and why, once for 40 looks (not once per look).
+    let wait = waited
+        .waiting
+        .get("staging:deploy:billing-worker")
+        .unwrap_or_else(|| panic!("rel-b's first step records its wait: {:?}", waited.waiting));
+    assert_eq!(wait.waiting_for, vec![a.clone()]);
+    assert!(
+        wait.reason.contains("rel-a") && wait.reason.contains("[cross-release]"),
+        "{}",
+        wait.reason
+    );
+    let waits = h
+        .events(&b)
+        .await?
+        .iter()
+        .filter(|e| matches!(e.event, Event::StepWaiting(_)))
+        .count();
+    assert_eq!(waits, 1, "one step.waiting for an unchanged wait");
 
     // The operator rolls rel-a back; rel-b then goes through without anyone's help.
     let (status, body) = api
@@ -588,5 +606,9 @@ version = "1.6.0"
         .map(|e| e.occurred_at)
         .expect("started");
     assert!(a_ended <= b_started, "rel-b started before rel-a ended");
+    assert!(
+        h.state(&b).await?.waiting.is_empty(),
+        "the wait ends when the step starts"
+    );
     worker.shutdown().await
 }

@@ -1066,6 +1066,19 @@ pub fn render_status(status: &Value) -> String {
     if let Some(hold) = status.get("hold").filter(|h| !h.is_null()) {
         out.push_str(&format!("held: {}\n", s(hold, "reason")));
     }
+    if let Some(waiting) = status.get("waiting").and_then(Value::as_object) {
+        for (step, wait) in waiting {
+            let releases: Vec<&str> = array(wait, "waiting_for")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            out.push_str(&format!(
+                "waiting: {step} waits for {} (requested earlier, same services): {}\n",
+                releases.join(", "),
+                s(wait, "reason")
+            ));
+        }
+    }
     for refusal in array(status, "refusals") {
         out.push_str(&format!(
             "refused ({}): {} — {}\n",

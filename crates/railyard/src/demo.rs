@@ -307,6 +307,10 @@ async fn follow(
                 }
                 return Ok(Status::Rejected);
             }
+            Event::StepWaiting(w) => {
+                let releases: Vec<String> = w.waiting_for.iter().map(|r| r.to_string()).collect();
+                format!("{} waits for {}: {}", w.step, releases.join(", "), w.reason)
+            }
             Event::StepStarted(s) => format!("{} started by {}", s.step, s.worker),
             Event::StepSucceeded(s) => format!("{} succeeded {}", s.step, s.detail),
             Event::StepFailed(s) => format!("{} FAILED: {}", s.step, s.detail),

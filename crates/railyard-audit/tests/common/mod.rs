@@ -655,6 +655,7 @@ pub async fn script_releases(script: &mut Script) {
                     reason: "email-worker 3.2.0 reads orders-events 4..=4 but orders-api emits 3"
                         .into(),
                     remedy: "accept 3..=4 in email-worker".into(),
+                    release: None,
                 }],
             }),
         )

@@ -450,6 +450,19 @@ impl ReleaseView {
                 CommitState::Pending,
                 &format!("held: {}", held.reason),
             ),
+            Event::StepWaiting(waiting) => {
+                let releases: Vec<String> =
+                    waiting.waiting_for.iter().map(|r| r.to_string()).collect();
+                self.commit_statuses(
+                    release,
+                    CommitState::Pending,
+                    &format!(
+                        "{} waits for {} (requested earlier, same services)",
+                        waiting.step,
+                        releases.join(", ")
+                    ),
+                )
+            }
             Event::ReleaseResumed(resumed) => self.commit_statuses(
                 release,
                 CommitState::Pending,

@@ -642,6 +642,7 @@ pub fn refusal(rule: &str, env: Option<&str>, reason: &str, remedy: &str) -> Ref
         env: env.map(|e| e.parse().unwrap()),
         reason: reason.into(),
         remedy: remedy.into(),
+        release: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The message sequence Slack receives for a full release, a rolled-back one, a held one, a
+//! The message sequence Slack receives for a full release, a rolled-back one, a held one, one
+//! whose step waits for an earlier release, a
 //! refused one, and one let through a freeze that retires blue-green colours, as the planner
 //! and the promoter would append their events: snapshots of
 //! the exact JSON of every call the stand-in accepted (Web API transport, two channels with
@@ -13,7 +14,7 @@ use railyard_core::Event;
 use railyard_core::SystemClock;
 use railyard_core::event::{
     ColourRetired, FreezeOverridden, Reasoned, ReleaseHeld, ReleaseRejected, ReleaseRolledBack,
-    StepOutcome,
+    StepOutcome, StepWaiting,
 };
 use railyard_testkit::NatsServer;
 
@@ -92,6 +93,34 @@ async fn a_rolled_back_release() -> anyhow::Result<()> {
     })
     .await?;
     snapshot("rolled_back_release", &calls);
+    Ok(())
+}
+
+/// A step that waits for an earlier release says which and why in the release's thread,
+/// then starts.
+#[tokio::test]
+async fn a_step_waiting_for_an_earlier_release() -> anyhow::Result<()> {
+    let calls = run_scenario(|bus| async move {
+        let id = "rel-waits";
+        let b = &bus;
+        request_and_plan(b, id).await?;
+        let p = plan(id);
+        let s: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        append(
+            b,
+            id,
+            "railyard-promoter",
+            vec![Event::StepWaiting(StepWaiting {
+                step: s[0].into(),
+                waiting_for: vec!["rel-earlier".parse()?],
+                reason: "before entering staging, it waits for releases requested earlier that are still in flight: 1. [cross-release] rel-earlier is being undone in staging".into(),
+            })],
+        )
+        .await?;
+        append(b, id, "railyard-promoter", vec![started(s[0])]).await
+    })
+    .await?;
+    snapshot("step_waiting", &calls);
     Ok(())
 }
 

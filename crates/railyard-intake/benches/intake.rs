@@ -5,9 +5,10 @@
 //!
 //! - `raw`: raw JetStream publish of the same payload bytes, pipelined (at most 4,096 acks
 //!   outstanding), no headers, no checks, for at least `RAILYARD_BENCH_BASELINE_SECONDS` (2);
-//! - `nats`: the NATS intake (`railyard.intake.cdevents` request/reply), 64 requests in flight;
-//! - `http`: `POST /v1/cdevents` from a load generator in a separate process (this binary run
-//!   again), 64 requests in flight;
+//! - `nats`: the NATS intake (`railyard.intake.cdevents` request/reply) from a load generator in
+//!   a separate process (this binary run again, with its own NATS connection), 64 requests in
+//!   flight;
+//! - `http`: `POST /v1/cdevents` from the same load generator, 64 requests in flight;
 //! - `http-rate`: the same load generator open-loop at a fixed 1,000 requests/s; each latency
 //!   is measured from the request's intended send time, so a stall delays every request behind
 //!   it in the numbers too (no coordinated omission).
@@ -17,6 +18,9 @@
 //! `RAILYARD_BENCH_RATE_SECONDS` (5), `RAILYARD_BENCH_CONCURRENCY` (64), `RAILYARD_BENCH_SEED`
 //! (the scenario order; printed), `RAILYARD_BENCH_SCENARIOS` (all; e.g. `nats,raw` to profile
 //! one path).
+//!
+//! Run without `--bench` (`cargo test -p railyard-intake --bench intake`), it is a smoke test:
+//! the defaults become 1 round of 1 s per scenario (the raw baseline still 2 s).
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -24,8 +28,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt};
 use railyard_bus::{Bus, BusConfig};
 use railyard_core::Catalog;
 use railyard_http::{Role, Tokens, generate_token};
@@ -129,39 +134,6 @@ async fn raw_publish(server: &NatsServer, seconds: usize) -> anyhow::Result<f64>
     Ok(acked as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The NATS intake, `concurrency` requests in flight for `seconds`: events accepted per second.
-async fn nats_intake(
-    bus: &Bus,
-    phase: &str,
-    concurrency: usize,
-    seconds: usize,
-) -> anyhow::Result<f64> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds as u64);
-    let start = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let (bus, next, phase) = (bus.clone(), next.clone(), phase.to_owned());
-        tokio::spawn(async move {
-            let mut accepted = 0usize;
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let reply = bus
-                    .request("railyard.intake.cdevents", &[], payload(&phase, i).into())
-                    .await?;
-                let answer: serde_json::Value = serde_json::from_slice(&reply)?;
-                anyhow::ensure!(answer["outcome"] == "accepted", "not accepted: {answer}");
-                accepted += 1;
-            }
-            anyhow::Ok(accepted)
-        })
-    });
-    let mut accepted = 0;
-    for worker in workers.collect::<Vec<_>>() {
-        accepted += worker.await??;
-    }
-    Ok(accepted as f64 / start.elapsed().as_secs_f64())
-}
-
 /// What the load generator was asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Load {
@@ -171,10 +143,18 @@ enum Load {
     Open { rate: usize },
 }
 
+/// Which door of intake the load generator knocks on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Door {
+    /// `POST /v1/cdevents` at `url`, with a bearer `token`.
+    Http { url: String, token: String },
+    /// Request/reply on `railyard.intake.cdevents` through the nats-server at `url`.
+    Nats { url: String },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LoadJob {
-    url: String,
-    token: String,
+    door: Door,
     phase: String,
     seconds: usize,
     load: Load,
@@ -217,6 +197,60 @@ async fn load_in_child(job: &LoadJob) -> anyhow::Result<LoadReport> {
     Ok(serde_json::from_str(line)?)
 }
 
+/// Sends one event through a door and checks that intake accepted it.
+type Sender = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Connects to `door` (inside the load generator's runtime).
+async fn sender(door: &Door) -> anyhow::Result<Sender> {
+    Ok(match door.clone() {
+        Door::Http { url, token } => {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .tcp_nodelay(true)
+                .build()?;
+            Arc::new(move |body: Vec<u8>| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                async move {
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|error| format!("{error}"))?;
+                    let status = response.status();
+                    let text = response.text().await.map_err(|error| format!("{error}"))?;
+                    if status != 202 || !text.contains("\"accepted\"") {
+                        return Err(format!("{status}: {text}"));
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+        }
+        Door::Nats { url } => {
+            let bus = Bus::connect(&url, BusConfig::default()).await?;
+            Arc::new(move |body: Vec<u8>| {
+                let bus = bus.clone();
+                async move {
+                    let reply = bus
+                        .request("railyard.intake.cdevents", &[], body.into())
+                        .await
+                        .map_err(|error| format!("{error}"))?;
+                    let answer: serde_json::Value =
+                        serde_json::from_slice(&reply).map_err(|error| format!("{error}"))?;
+                    if answer["outcome"] != "accepted" {
+                        return Err(format!("not accepted: {answer}"));
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+        }
+    })
+}
+
 /// The load generator's side: runs the job, prints its report as one JSON line.
 fn loadgen(job: &str) -> anyhow::Result<()> {
     let job: LoadJob = serde_json::from_str(job)?;
@@ -224,32 +258,7 @@ fn loadgen(job: &str) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .build()?;
-    let send = {
-        let (http, url, token) = (http.clone(), job.url.clone(), job.token.clone());
-        move |body: Vec<u8>| {
-            let (http, url, token) = (http.clone(), url.clone(), token.clone());
-            async move {
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|error| format!("{error}"))?;
-                let status = response.status();
-                let text = response.text().await.map_err(|error| format!("{error}"))?;
-                if status != 202 || !text.contains("\"accepted\"") {
-                    return Err(format!("{status}: {text}"));
-                }
-                Ok::<(), String>(())
-            }
-        }
-    };
+    let send = runtime.block_on(sender(&job.door))?;
     // Warm the connection pool up (these events are accepted like the others).
     runtime.block_on(async {
         let warm = (0..32).map(|i| send(payload(&format!("{}-warm", job.phase), i)));
@@ -365,6 +374,8 @@ impl Scenario {
 struct Round {
     raw: f64,
     nats: f64,
+    /// The `nats` scenario's report (closed loop: latencies under saturation).
+    nats_latency: Option<LoadReport>,
     http: f64,
     rate: Option<LoadReport>,
     load: String,
@@ -405,11 +416,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench() -> anyhow::Result<()> {
-    let rounds = env("RAILYARD_BENCH_ROUNDS", 3).max(1);
-    let seconds = env("RAILYARD_BENCH_SECONDS", 3).max(1);
+    // `cargo bench` passes `--bench`; `cargo test` runs this binary as a short smoke test.
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let (rounds, seconds, rate_seconds) = if full { (3, 3, 5) } else { (1, 1, 1) };
+    let rounds = env("RAILYARD_BENCH_ROUNDS", rounds).max(1);
+    let seconds = env("RAILYARD_BENCH_SECONDS", seconds).max(1);
     let baseline_seconds = env("RAILYARD_BENCH_BASELINE_SECONDS", 2).max(2);
     let rate = env("RAILYARD_BENCH_RATE", 1000);
-    let rate_seconds = env("RAILYARD_BENCH_RATE_SECONDS", 5);
+    let rate_seconds = env("RAILYARD_BENCH_RATE_SECONDS", rate_seconds).max(1);
     let concurrency = env("RAILYARD_BENCH_CONCURRENCY", 64);
     let seed = std::env::var("RAILYARD_BENCH_SEED")
         .ok()
@@ -452,7 +466,21 @@ async fn bench() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     anyhow::ensure!(ready, "the nats intake did not answer");
-    nats_intake(&bus, "warm-all", SERVICES, 1).await?;
+    let nats_door = Door::Nats { url: server.url() };
+    let http_door = Door::Http {
+        url: url.clone(),
+        token: token.clone(),
+    };
+    let warm = load_in_child(&LoadJob {
+        door: nats_door.clone(),
+        phase: "warm-all".to_owned(),
+        seconds: 1,
+        load: Load::Closed {
+            concurrency: SERVICES,
+        },
+    })
+    .await?;
+    anyhow::ensure!(warm.errors == 0, "nats warm-up errors: {warm:?}");
 
     println!(
         "intake bench: {rounds} rounds, seed {seed}; raw >= {baseline_seconds} s, nats and http {seconds} s at concurrency {concurrency}, http-rate {rate} req/s for {rate_seconds} s; {SERVICES} services"
@@ -473,7 +501,11 @@ async fn bench() -> anyhow::Result<()> {
         .collect();
         shuffle.shuffle(&mut order);
         let names: Vec<&str> = order.iter().map(|s| s.name()).collect();
-        println!("round {round}: {}", names.join(", "));
+        println!(
+            "round {round}: {}; load average before: {}",
+            names.join(", "),
+            loadavg()
+        );
         let mut result = Round::default();
         let mut loads = Vec::new();
         for scenario in order {
@@ -486,17 +518,24 @@ async fn bench() -> anyhow::Result<()> {
                     );
                 }
                 Scenario::Nats => {
-                    result.nats =
-                        nats_intake(&bus, &format!("nats-{round}"), concurrency, seconds).await?;
+                    let report = load_in_child(&LoadJob {
+                        door: nats_door.clone(),
+                        phase: format!("nats-{round}"),
+                        seconds,
+                        load: Load::Closed { concurrency },
+                    })
+                    .await?;
+                    anyhow::ensure!(report.errors == 0, "nats errors: {report:?}");
+                    result.nats = report.requests as f64 / report.elapsed_s;
                     println!(
-                        "  nats intake (request/reply):       {:>9.0} events/s",
-                        result.nats
+                        "  nats intake (request/reply):       {:>9.0} events/s (p50 {:.2} ms, p99 {:.2} ms)",
+                        result.nats, report.p50_ms, report.p99_ms
                     );
+                    result.nats_latency = Some(report);
                 }
                 Scenario::Http => {
                     let report = load_in_child(&LoadJob {
-                        url: url.clone(),
-                        token: token.clone(),
+                        door: http_door.clone(),
                         phase: format!("http-{round}"),
                         seconds,
                         load: Load::Closed { concurrency },
@@ -511,8 +550,7 @@ async fn bench() -> anyhow::Result<()> {
                 }
                 Scenario::HttpRate => {
                     let report = load_in_child(&LoadJob {
-                        url: url.clone(),
-                        token: token.clone(),
+                        door: http_door.clone(),
                         phase: format!("rate-{round}"),
                         seconds: rate_seconds,
                         load: Load::Open { rate },
@@ -545,7 +583,8 @@ async fn bench() -> anyhow::Result<()> {
     }
     let line = |name: &str, values: Vec<f64>, unit: &str| {
         let (min, median, max) = spread(values);
-        println!("  {name:<28} {min:>9.1} {median:>9.1} {max:>9.1}  {unit}");
+        let digits = if unit == "ms" { 2 } else { 1 };
+        println!("  {name:<28} {min:>9.digits$} {median:>9.digits$} {max:>9.digits$}  {unit}");
     };
     println!("summary over {rounds} rounds:          min    median       max");
     line(
@@ -572,6 +611,20 @@ async fn bench() -> anyhow::Result<()> {
         "http / raw (same round)",
         results.iter().map(|r| 100.0 * r.http / r.raw).collect(),
         "%",
+    );
+    let nats: Vec<&LoadReport> = results
+        .iter()
+        .filter_map(|r| r.nats_latency.as_ref())
+        .collect();
+    line(
+        &format!("nats ({concurrency} in flight) p50"),
+        nats.iter().map(|r| r.p50_ms).collect(),
+        "ms",
+    );
+    line(
+        &format!("nats ({concurrency} in flight) p99"),
+        nats.iter().map(|r| r.p99_ms).collect(),
+        "ms",
     );
     let rates: Vec<&LoadReport> = results.iter().filter_map(|r| r.rate.as_ref()).collect();
     line(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::dora::{DoraLog, DoraRow, DoraWindow};
 use crate::error::AuditError;
 use crate::items::{ApprovalItem, EventItem, GateItem, RejectionItem};
+use crate::keys;
 use crate::query::{Filter, MAX_LIMIT, Page};
 use crate::record::Record;
 use crate::report::{ReportRow, report_row};
@@ -249,38 +250,52 @@ async fn rejections(
 /// Folds what DORA needs: every release, step, commit and incident record up to the window's
 /// end plus the incident window (plans and commits may predate the window), in record order.
 pub(crate) async fn dora_log(audit: &Audit, window: &DoraWindow) -> Result<DoraLog, AuditError> {
-    let reader = audit.reader();
-    let mut records: Vec<(u64, Record)> = Vec::new();
-    for family in ["release", "step", "change", "incident"] {
-        let filter = Filter {
-            family: Some(family.into()),
-            until: Some(window.until + window.incident_window),
-            ..Filter::default()
-        };
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = reader
-                .records(&filter, cursor.as_deref(), MAX_LIMIT)
-                .await?;
-            records.extend(page.items.into_iter().map(|record| (record.n, record)));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-    }
-    records.sort_by_key(|(n, _)| *n);
+    /// Records read per store call.
+    const CHUNK: usize = 1024;
+    /// The families the DORA log folds.
+    const FAMILIES: [&str; 4] = ["release", "step", "change", "incident"];
+    // One pass over the records in stream order, a page at a time, folding as it goes: what
+    // is kept is the log, never the records (it used to collect every matching record of the
+    // whole history before folding, every time the gauges were computed).
+    let until = window.until + window.incident_window;
+    let store = audit.reader().store();
+    let prefix = keys::records_prefix();
+    let mut after = keys::record(0);
     let mut log = DoraLog::new();
-    for (n, record) in records {
-        // A refused event (its writer was not trusted to write it) is recorded, never counted.
-        if record.facets.kind.starts_with("refused:") {
-            continue;
-        }
-        match serde_json::from_value::<railyard_core::Envelope>(record.envelope) {
-            Ok(envelope) => log.apply(&envelope),
-            Err(error) => {
-                tracing::debug!(record = n, %error, "record left out of the DORA metrics: not an event this version reads");
+    loop {
+        let page = store.scan_page(&prefix, Some(&after), CHUNK).await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = last.clone();
+        let full = page.len() == CHUNK;
+        for (key, bytes) in page {
+            if keys::n_tail(&key, prefix.len()).is_none() {
+                continue; // not a record key
             }
+            let record: Record =
+                serde_json::from_slice(&bytes).map_err(|source| AuditError::Corrupt {
+                    key: railyard_store::display_key(&key),
+                    source,
+                })?;
+            let facets = &record.facets;
+            // A refused event (its writer was not trusted to write it) is recorded, never
+            // counted.
+            if facets.at >= until
+                || !FAMILIES.contains(&facets.family.as_str())
+                || facets.kind.starts_with("refused:")
+            {
+                continue;
+            }
+            match serde_json::from_value::<railyard_core::Envelope>(record.envelope) {
+                Ok(envelope) => log.apply(&envelope),
+                Err(error) => {
+                    tracing::debug!(record = record.n, %error, "record left out of the DORA metrics: not an event this version reads");
+                }
+            }
+        }
+        if !full {
+            break;
         }
     }
     Ok(log)

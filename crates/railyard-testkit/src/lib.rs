@@ -24,7 +24,7 @@ pub use cluster::NatsCluster;
 pub use permissions::{Probe, refusal};
 pub use railyard_nats_server::{NATS_SERVER_BIN, process_alive};
 pub use server::{NatsServer, locate_nats_server};
-pub use services::{Deployment, ServiceProcess, vm_rss_kib};
+pub use services::{Deployment, ServiceProcess, rss_anon_kib, vm_rss_kib};
 pub use slack::{SlackCall, SlackStandIn, SlackThread};
 pub use standin::{Served, serve};
 pub use tls::TestTls;

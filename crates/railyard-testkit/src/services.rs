@@ -268,6 +268,11 @@ impl ServiceProcess {
         vm_rss_kib(self.pid())
     }
 
+    /// The anonymous part of its resident memory, KiB ([`rss_anon_kib`]).
+    pub fn rss_anon_kib(&self) -> Option<u64> {
+        rss_anon_kib(self.pid())
+    }
+
     /// Its log file.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -291,10 +296,20 @@ impl Drop for ServiceProcess {
 /// The resident memory of process `pid` (`VmRSS` in `/proc/<pid>/status`, KiB); `None` when it
 /// does not run.
 pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The anonymous part of a process's resident memory (`RssAnon` in `/proc/<pid>/status`), KiB:
+/// its heap and stacks, without the pages of its binary and files it maps (`RssFile`).
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }
@@ -308,5 +323,7 @@ mod tests {
         let rss = vm_rss_kib(std::process::id()).expect("VmRSS of this process");
         assert!(rss > 0);
         assert_eq!(vm_rss_kib(u32::MAX), None);
+        let anon = rss_anon_kib(std::process::id()).expect("RssAnon of this process");
+        assert!(anon > 0 && anon <= rss, "RssAnon {anon} of VmRSS {rss}");
     }
 }

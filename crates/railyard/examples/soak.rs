@@ -508,10 +508,12 @@ fn check_rolled_back(lines: &[Line], rolled_back: &BTreeSet<String>) -> Vec<Stri
         .collect()
 }
 
-/// Resident memory samples of one service: (time since the soak started, KiB).
+/// Resident memory samples of one service: (time since the soak started, KiB), and the
+/// anonymous part of each (heap and stacks, without the binary's pages), to tell which grew.
 #[derive(Debug, Default)]
 struct Rss {
     samples: Vec<(Duration, u64)>,
+    anon: Vec<(Duration, u64)>,
 }
 
 struct Soak {
@@ -642,11 +644,11 @@ impl Soak {
         let at = self.started.elapsed();
         for service in &self.services {
             if let Some(kib) = service.rss_kib() {
-                self.rss
-                    .entry(service.name.clone())
-                    .or_default()
-                    .samples
-                    .push((at, kib));
+                let rss = self.rss.entry(service.name.clone()).or_default();
+                rss.samples.push((at, kib));
+                if let Some(anon) = service.rss_anon_kib() {
+                    rss.anon.push((at, anon));
+                }
             }
         }
     }
@@ -1165,8 +1167,22 @@ async fn check(
             .iter()
             .map(|q| format!("{:.1}", after[after.len() * q / 4].1 as f64 / 1024.0))
             .collect();
+        let anon: Vec<u64> = rss
+            .anon
+            .iter()
+            .filter(|(at, _)| *at >= warm_up)
+            .map(|(_, kib)| *kib)
+            .collect();
+        let anon = match (anon.first(), anon.last()) {
+            (Some(first), Some(last)) => format!(
+                "; anonymous {:.1} -> {:.1} MiB",
+                *first as f64 / 1024.0,
+                *last as f64 / 1024.0
+            ),
+            _ => String::new(),
+        };
         rss_lines.push(format!(
-            "  {name:<11} {:>7.1} MiB at {:>4.0}s -> {:>7.1} MiB at {:>4.0}s ({growth:+.1} %), max {:.1} MiB; quarters {}",
+            "  {name:<11} {:>7.1} MiB at {:>4.0}s -> {:>7.1} MiB at {:>4.0}s ({growth:+.1} %), max {:.1} MiB; quarters {}{anon}",
             first.1 as f64 / 1024.0,
             first.0.as_secs_f64(),
             last.1 as f64 / 1024.0,

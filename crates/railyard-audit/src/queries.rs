@@ -273,11 +273,7 @@ pub(crate) async fn dora_log(audit: &Audit, window: &DoraWindow) -> Result<DoraL
             if keys::n_tail(&key, prefix.len()).is_none() {
                 continue; // not a record key
             }
-            let record: Record =
-                serde_json::from_slice(&bytes).map_err(|source| AuditError::Corrupt {
-                    key: railyard_store::display_key(&key),
-                    source,
-                })?;
+            let record: Record = crate::query::decode(&key, &bytes)?;
             let facets = &record.facets;
             // A refused event (its writer was not trusted to write it) is recorded, never
             // counted.

@@ -138,7 +138,10 @@ pub struct Reader {
     store: ProjectionStore<AuditProjection>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, AuditError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, AuditError> {
     serde_json::from_slice(bytes).map_err(|source| AuditError::Corrupt {
         key: display_key(key),
         source,

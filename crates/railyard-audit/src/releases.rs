@@ -75,7 +75,11 @@ impl ReleaseSummary {
         summary.events += 1;
         summary.updated_at = at;
         let env_of = |step: &str| StepId::parse(step).ok().map(|id| id.env().to_string());
-        let waited_for = summary.waiting_for.clone();
+        // Kept only while a step's wait is what it shows (rare), not copied for every event.
+        let step_wait = summary
+            .waiting_step
+            .is_some()
+            .then(|| summary.waiting_for.clone());
         match &envelope.event {
             Event::ReleasePlanned(p) => {
                 summary.status = Status::Planned;
@@ -166,7 +170,9 @@ impl ReleaseSummary {
             _ => {}
         }
         // A step's wait is over once anything else is what the release waits for.
-        if summary.waiting_for != waited_for && !matches!(envelope.event, Event::StepWaiting(_)) {
+        if step_wait.is_some_and(|text| text != summary.waiting_for)
+            && !matches!(envelope.event, Event::StepWaiting(_))
+        {
             summary.waiting_step = None;
         }
         Some(summary)

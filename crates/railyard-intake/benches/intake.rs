@@ -177,6 +177,26 @@ struct LoadReport {
 }
 
 /// Runs `job` in a separate process (this binary, again) and reads its report.
+/// A closed-loop scenario (`concurrency` requests in flight for `seconds`) through `door`,
+/// from the load generator in its own process; any failed request fails the bench.
+async fn closed_load(
+    door: &Door,
+    name: &str,
+    round: usize,
+    seconds: usize,
+    concurrency: usize,
+) -> anyhow::Result<LoadReport> {
+    let report = load_in_child(&LoadJob {
+        door: door.clone(),
+        phase: format!("{name}-{round}"),
+        seconds,
+        load: Load::Closed { concurrency },
+    })
+    .await?;
+    anyhow::ensure!(report.errors == 0, "{name} errors: {report:?}");
+    Ok(report)
+}
+
 async fn load_in_child(job: &LoadJob) -> anyhow::Result<LoadReport> {
     let exe = std::env::current_exe()?;
     let output = tokio::process::Command::new(exe)
@@ -518,14 +538,8 @@ async fn bench() -> anyhow::Result<()> {
                     );
                 }
                 Scenario::Nats => {
-                    let report = load_in_child(&LoadJob {
-                        door: nats_door.clone(),
-                        phase: format!("nats-{round}"),
-                        seconds,
-                        load: Load::Closed { concurrency },
-                    })
-                    .await?;
-                    anyhow::ensure!(report.errors == 0, "nats errors: {report:?}");
+                    let report =
+                        closed_load(&nats_door, "nats", round, seconds, concurrency).await?;
                     result.nats = report.requests as f64 / report.elapsed_s;
                     println!(
                         "  nats intake (request/reply):       {:>9.0} events/s (p50 {:.2} ms, p99 {:.2} ms)",
@@ -534,14 +548,8 @@ async fn bench() -> anyhow::Result<()> {
                     result.nats_latency = Some(report);
                 }
                 Scenario::Http => {
-                    let report = load_in_child(&LoadJob {
-                        door: http_door.clone(),
-                        phase: format!("http-{round}"),
-                        seconds,
-                        load: Load::Closed { concurrency },
-                    })
-                    .await?;
-                    anyhow::ensure!(report.errors == 0, "http errors: {report:?}");
+                    let report =
+                        closed_load(&http_door, "http", round, seconds, concurrency).await?;
                     result.http = report.requests as f64 / report.elapsed_s;
                     println!(
                         "  http intake (POST /v1/cdevents):   {:>9.0} events/s (p50 {:.2} ms, p99 {:.2} ms)",

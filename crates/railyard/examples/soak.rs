@@ -1104,6 +1104,8 @@ async fn check(
             verified = Some(verify_started.elapsed());
             break;
         }
+        // Real time on purpose: the audit service, another process, catches up with the
+        // stream on its own; `audit verify` (a command run again) is the only question to ask.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     match verified {

@@ -16,7 +16,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use railyard_core::Envelope;
-use railyard_store::{Applied, Projection, ProjectionError, ProjectionStore, StoreConfig, Update};
+use railyard_store::{
+    Applied, Projection, ProjectionError, ProjectionStore, Store, StoreConfig, Update,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -76,17 +78,21 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger named `name` in `path`.
-    pub async fn open(path: &std::path::Path, name: &'static str) -> Result<Ledger, FeedbackError> {
+    /// Opens (or creates) the ledger named `name` in `path`, on `kept` when this process has
+    /// that store open already ([`Store::kept_or_open`]).
+    pub async fn open(
+        path: &std::path::Path,
+        kept: Option<&Store>,
+        name: &'static str,
+    ) -> Result<Ledger, FeedbackError> {
         let slot = Arc::new(Mutex::new(Writes::new()));
-        let store = ProjectionStore::open(
-            StoreConfig::new(path),
-            Hand {
+        let store = Store::kept_or_open(kept, StoreConfig::new(path))
+            .await?
+            .projection(Hand {
                 name,
                 slot: Arc::clone(&slot),
-            },
-        )
-        .await?;
+            })
+            .await?;
         let checkpoint = store.checkpoint().await?;
         Ok(Ledger {
             store,

@@ -144,6 +144,10 @@ pub struct NotifyConfig {
     pub request_timeout: Duration,
     /// The notifier's ledger (a sled directory).
     pub store: PathBuf,
+    /// The store at `store` when this process already has it open: a service started again
+    /// after NATS failed reuses it instead of opening the directory again
+    /// ([`railyard_store::Store::kept_or_open`]). `None`: opened at each start.
+    pub kept_store: Option<railyard_store::Store>,
     /// Every wait (pacing, `Retry-After`, backoff) goes through it.
     pub clock: SharedClock,
     /// The Railyard UI, for links in approval requests (`{ui_url}/releases/{id}`).
@@ -173,6 +177,7 @@ impl NotifyConfig {
             backoff: Backoff::default(),
             request_timeout: Duration::from_secs(10),
             store: store.into(),
+            kept_store: None,
             clock: SystemClock::shared(),
             ui_url: None,
             approval_buttons: true,

@@ -18,7 +18,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use railyard_core::{Envelope, ReleaseId};
-use railyard_store::{Applied, Projection, ProjectionError, ProjectionStore, StoreConfig, Update};
+use railyard_store::{
+    Applied, Projection, ProjectionError, ProjectionStore, Store, StoreConfig, Update,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -125,16 +127,16 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger in `path`.
-    pub async fn open(path: &std::path::Path) -> Result<Ledger, NotifyError> {
+    /// Opens (or creates) the ledger in `path`, on `kept` when this process has that store
+    /// open already ([`Store::kept_or_open`]).
+    pub async fn open(path: &std::path::Path, kept: Option<&Store>) -> Result<Ledger, NotifyError> {
         let slot = Arc::new(Mutex::new(Writes::new()));
-        let store = ProjectionStore::open(
-            StoreConfig::new(path),
-            Hand {
+        let store = Store::kept_or_open(kept, StoreConfig::new(path))
+            .await?
+            .projection(Hand {
                 slot: Arc::clone(&slot),
-            },
-        )
-        .await?;
+            })
+            .await?;
         let checkpoint = store.checkpoint().await?;
         Ok(Ledger {
             store,

@@ -264,7 +264,7 @@ pub async fn run_replica(
 ) -> Result<(), NotifyError> {
     check(&config)?;
     let slack = Slack::new(config.transport.clone(), config.request_timeout)?;
-    let ledger = Ledger::open(&config.store).await?;
+    let ledger = Ledger::open(&config.store, config.kept_store.as_ref()).await?;
     let all_services: Vec<&str> = config.catalog.services.keys().map(|s| s.as_str()).collect();
     for channel in channels(&config.catalog, &all_services) {
         if !slack.reaches(&channel) {

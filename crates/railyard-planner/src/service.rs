@@ -43,6 +43,10 @@ pub struct PlannerConfig {
     pub catalog: Catalog,
     /// Where the planner's read model lives (a sled directory).
     pub store: PathBuf,
+    /// The store at `store` when this process already has it open: a service started again
+    /// after NATS failed reuses it instead of opening the directory again
+    /// ([`railyard_store::Store::kept_or_open`]). `None`: opened at each start.
+    pub kept_store: Option<railyard_store::Store>,
     /// The clock events are stamped with.
     pub clock: SharedClock,
     /// How long a decision waits for the projection to catch up with the previous one.
@@ -281,9 +285,11 @@ pub async fn run_replica(
     shutdown: CancellationToken,
     options: RunOptions,
 ) -> Result<(), ServiceError> {
-    let store = Store::open(StoreConfig::new(&config.store)).await?;
+    let store =
+        Store::kept_or_open(config.kept_store.as_ref(), StoreConfig::new(&config.store)).await?;
     let view = store.projection(PlannerView).await?;
-
+    // Ends the projection when deciding ends, without stopping the caller's other services.
+    let shutdown = shutdown.child_token();
     let follower = {
         let (bus, view, stop) = (bus.clone(), view.clone(), shutdown.clone());
         tokio::spawn(async move {

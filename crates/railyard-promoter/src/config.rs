@@ -19,6 +19,10 @@ pub struct PromoterConfig {
     pub worker_id: String,
     /// Where the worker's read model (the releases in flight) lives: a sled directory.
     pub store: PathBuf,
+    /// The store at `store` when this process already has it open: a service started again
+    /// after NATS failed reuses it instead of opening the directory again
+    /// ([`railyard_store::Store::kept_or_open`]). `None`: opened at each start.
+    pub kept_store: Option<railyard_store::Store>,
     /// The clock every wait reads: simulated durations, timeouts, soaks, lease renewal, sweeps.
     /// Connect the bus with the same clock (`BusConfig::clock`), which decides lease expiry.
     pub clock: SharedClock,
@@ -54,6 +58,7 @@ impl PromoterConfig {
             catalog,
             worker_id: worker_id.into(),
             store: store.into(),
+            kept_store: None,
             clock: SystemClock::shared(),
             lease_renew_interval: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(15),

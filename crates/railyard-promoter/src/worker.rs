@@ -78,7 +78,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), PromoterError> {
     check(&config, &bus)?;
-    let store = Store::open(StoreConfig::new(&config.store)).await?;
+    let store =
+        Store::kept_or_open(config.kept_store.as_ref(), StoreConfig::new(&config.store)).await?;
     let view = store.projection(PromoterView).await?;
     let ctx = Ctx::new(config, bus.clone());
     info!(worker = ctx.worker(), "promotion worker starting");

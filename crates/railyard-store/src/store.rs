@@ -254,6 +254,31 @@ impl Store {
         Ok(Store { inner })
     }
 
+    /// `kept`, a store this process already has open at `config`'s directory, or else the
+    /// directory opened ([`Store::open`]). A service that is started again in the same process
+    /// after NATS failed (`railyard`'s `spawn_restarting`) is given the store its first start
+    /// opened: opening a sled database again each time leaves about a megabyte of the heap
+    /// behind per open (glibc raises its mmap threshold after sled's first large free, and
+    /// later large buffers land in the heap: ARCHITECTURE.md, "Chaos soak"), which a long run under
+    /// NATS failures saw as steady growth. `kept` at another directory is an error.
+    pub async fn kept_or_open(
+        kept: Option<&Store>,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        match kept {
+            None => Store::open(config).await,
+            Some(store) if store.path() == config.path() => Ok(store.clone()),
+            Some(store) => Err(StoreError::Open {
+                path: config.path().display().to_string(),
+                source: format!(
+                    "the store kept open for it is at {}, another directory",
+                    store.path().display()
+                )
+                .into(),
+            }),
+        }
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.inner.path

@@ -478,3 +478,49 @@ async fn opening_waits_for_the_lock_of_a_handle_being_dropped() {
     dropper.await.unwrap();
     assert!(second.is_ok(), "{:?}", second.err());
 }
+
+#[tokio::test]
+async fn a_kept_store_is_reused_instead_of_opening_its_directory_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = Store::open(StoreConfig::new(dir.path())).await.unwrap();
+    // Without waiting for the lock: opening the directory again would fail while `kept`
+    // holds it, so succeeding means the kept store was given back.
+    let no_wait = || StoreConfig::new(dir.path()).lock_wait(std::time::Duration::ZERO);
+    assert!(
+        Store::open(no_wait()).await.is_err(),
+        "the directory is held"
+    );
+
+    // A service's first start applies a delivery and ends (its projection dropped)...
+    let first = Store::kept_or_open(Some(&kept), no_wait()).await.unwrap();
+    let ledger = first.projection(Ledger::new("ledger")).await.unwrap();
+    ledger.apply(1, delivery(1)).await.unwrap();
+    drop((ledger, first));
+    // ...and its next start, on the same store, carries on from it.
+    let again = Store::kept_or_open(Some(&kept), no_wait()).await.unwrap();
+    let ledger = again.projection(Ledger::new("ledger")).await.unwrap();
+    assert_eq!(ledger.checkpoint().await.unwrap(), 1);
+
+    // A store kept for another directory is refused, naming both.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let refused = Store::kept_or_open(Some(&kept), StoreConfig::new(elsewhere.path()))
+        .await
+        .expect_err("another directory");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(&elsewhere.path().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        format!("{refused:?}").contains(&dir.path().display().to_string()),
+        "{refused:?}"
+    );
+
+    // Nothing kept: the directory is opened, as `Store::open` does.
+    drop((ledger, again, kept));
+    let opened = Store::kept_or_open(None, StoreConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let ledger = opened.projection(Ledger::new("ledger")).await.unwrap();
+    assert_eq!(ledger.checkpoint().await.unwrap(), 1);
+}

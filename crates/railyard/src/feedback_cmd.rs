@@ -62,6 +62,7 @@ pub async fn run_github(args: GithubArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     config.metrics = Some(metrics.clone());
+    config.kept_store = Some(crate::stack::keep_store_open(&args.store).await?);
     let clock = SystemClock::shared();
     crate::stack::run_one(
         "github",
@@ -86,6 +87,7 @@ pub async fn run_cdevents(args: CdeventsArgs) -> anyhow::Result<()> {
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
     config.metrics = Some(metrics.clone());
+    config.kept_store = Some(crate::stack::keep_store_open(&args.store).await?);
     let clock = SystemClock::shared();
     crate::stack::run_one(
         "cdevents",

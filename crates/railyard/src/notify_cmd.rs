@@ -116,6 +116,7 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     let metrics = railyard_http::Metrics::default();
     let mut config = args.slack.config(catalog, transport, args.store.clone());
     config.metrics = Some(metrics.clone());
+    config.kept_store = Some(crate::stack::keep_store_open(&args.store).await?);
     let leader = args
         .replica
         .leader("notify", config.clock.clone(), &metrics);

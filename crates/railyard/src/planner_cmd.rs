@@ -36,7 +36,8 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let catalog = crate::dev::load_catalog(&args.catalog)?;
     let bus = crate::stack::connect(&args.nats_url).await?;
     let metrics = railyard_http::Metrics::default();
-    let config = crate::stack::planner_config(catalog, args.store.clone());
+    let mut config = crate::stack::planner_config(catalog, args.store.clone());
+    config.kept_store = Some(crate::stack::keep_store_open(&args.store).await?);
     let leader = args
         .replica
         .leader("planner", config.clock.clone(), &metrics);

@@ -67,17 +67,18 @@ pub fn load_tokens(path: Option<&std::path::Path>) -> anyhow::Result<railyard_ht
     }
 }
 
-/// A promotion worker as a service task.
+/// A promotion worker as a service task, on `store` (kept open across its restarts).
 pub fn promoter_task(
     catalog: Catalog,
     worker_id: String,
-    store: PathBuf,
+    store: railyard_store::Store,
     bus: Bus,
     metrics: Option<&railyard_http::Metrics>,
     output_tail_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
-    let mut config = PromoterConfig::new(catalog, worker_id, store);
+    let mut config = PromoterConfig::new(catalog, worker_id, store.path());
+    config.kept_store = Some(store);
     config.output_tail_bytes = output_tail_bytes;
     config.secrets = Secrets::from_env();
     config.progress = metrics.map(|m| crate::stack::reader_progress(m, "promoter"));
@@ -112,7 +113,7 @@ pub async fn run(args: PromoterArgs) -> anyhow::Result<()> {
     {
         let (catalog, store, bus, stop) = (
             catalog.clone(),
-            args.store.clone(),
+            crate::stack::keep_store_open(&args.store).await?,
             bus.clone(),
             services.shutdown(),
         );

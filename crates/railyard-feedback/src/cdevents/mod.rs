@@ -89,6 +89,10 @@ pub struct CdeventsConfig {
     pub subject: Option<String>,
     /// The service's ledger (a sled directory).
     pub store: PathBuf,
+    /// The store at `store` when this process already has it open: a service started again
+    /// after NATS failed reuses it instead of opening the directory again
+    /// ([`railyard_store::Store::kept_or_open`]). `None`: opened at each start.
+    pub kept_store: Option<railyard_store::Store>,
     /// Every wait goes through it.
     pub clock: SharedClock,
     /// Waits between retries of 5xx answers and timeouts.
@@ -116,6 +120,7 @@ impl CdeventsConfig {
             sink: None,
             subject: Some(SUBJECT.to_owned()),
             store: store.into(),
+            kept_store: None,
             clock: SystemClock::shared(),
             backoff: Backoff::default(),
             request_timeout: Duration::from_secs(10),
@@ -460,7 +465,7 @@ pub async fn run(
             counters.refused.clone(),
         );
     }
-    let ledger = Ledger::open(&config.store, "cdevents-ledger").await?;
+    let ledger = Ledger::open(&config.store, config.kept_store.as_ref(), "cdevents-ledger").await?;
     info!(
         version = config.version.as_str(),
         sink = config

@@ -81,6 +81,10 @@ pub struct GithubConfig {
     pub context: String,
     /// The service's ledger (a sled directory).
     pub store: PathBuf,
+    /// The store at `store` when this process already has it open: a service started again
+    /// after NATS failed reuses it instead of opening the directory again
+    /// ([`railyard_store::Store::kept_or_open`]). `None`: opened at each start.
+    pub kept_store: Option<railyard_store::Store>,
     /// Every wait (rate limits, backoff) goes through it; JWTs are issued at its time.
     pub clock: SharedClock,
     /// Waits between retries of 5xx answers and timeouts.
@@ -112,6 +116,7 @@ impl GithubConfig {
             auths,
             context: "railyard".to_owned(),
             store: store.into(),
+            kept_store: None,
             clock: SystemClock::shared(),
             backoff: Backoff::default(),
             request_timeout: Duration::from_secs(10),
@@ -607,7 +612,7 @@ pub async fn run(
         config.request_timeout,
         Counters::new(config.metrics.as_ref()),
     )?;
-    let ledger = Ledger::open(&config.store, "github-ledger").await?;
+    let ledger = Ledger::open(&config.store, config.kept_store.as_ref(), "github-ledger").await?;
     let mut github = Github {
         catalog: config.catalog.clone(),
         web_url: config.web_url.clone(),

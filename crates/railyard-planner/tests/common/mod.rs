@@ -145,6 +145,7 @@ pub fn start_planner(url: &str, store: &Path) -> Planner {
     let config = PlannerConfig {
         catalog: Catalog::from_toml(CATALOG).unwrap(),
         store: store.to_owned(),
+        kept_store: None,
         clock: SystemClock::shared(),
         catch_up_timeout: Duration::from_secs(10),
     };
@@ -183,6 +184,7 @@ pub fn start_replica(
     let config = PlannerConfig {
         catalog: Catalog::from_toml(CATALOG).unwrap(),
         store: store.to_owned(),
+        kept_store: None,
         clock: clock.shared(),
         catch_up_timeout: Duration::from_secs(3600),
     };

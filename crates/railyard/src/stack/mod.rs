@@ -282,6 +282,7 @@ impl StackConfig {
         match notify {
             Some(mut config) => {
                 config.metrics = Some(metrics.clone());
+                config.kept_store = Some(keep_store_open(&config.store).await?);
                 let (bus, stop) = (bus.clone(), stop.clone());
                 services.spawn_restarting("notify", config.clock.clone(), move || {
                     let run = railyard_notify::run(config.clone(), bus.clone(), stop.clone());
@@ -368,6 +369,14 @@ pub fn generate_tokens(
     (table, tokens)
 }
 
+/// Opens the store at `path` once for a service that [`Services::spawn_restarting`] may start
+/// again in this process: every start is given it (the configurations' `kept_store`) instead
+/// of opening the directory again, which leaves heap behind each time
+/// ([`railyard_store::Store::kept_or_open`]).
+pub async fn keep_store_open(path: &std::path::Path) -> anyhow::Result<railyard_store::Store> {
+    Ok(railyard_store::Store::open(railyard_store::StoreConfig::new(path)).await?)
+}
+
 /// The planner's configuration: the system clock, 30 s to catch up with the stream.
 pub fn planner_config(
     catalog: Catalog,
@@ -376,6 +385,7 @@ pub fn planner_config(
     railyard_planner::service::PlannerConfig {
         catalog,
         store,
+        kept_store: None,
         clock: SystemClock::shared(),
         catch_up_timeout: Duration::from_secs(30),
     }

@@ -121,6 +121,16 @@ impl Acking {
             .map_err(|error| self.error("acknowledging", error))
     }
 
+    async fn ack_unconfirmed(self) -> Result<(), BusError> {
+        let Some(acker) = &self.acker else {
+            return Ok(());
+        };
+        acker
+            .ack_with(AckKind::Ack)
+            .await
+            .map_err(|error| self.error("acknowledging", error))
+    }
+
     async fn nak(self, reason: &str) -> Result<(), BusError> {
         let Some(acker) = &self.acker else {
             tracing::debug!(
@@ -287,6 +297,15 @@ impl Delivery {
     /// Acknowledges it and waits for the server to confirm, so it is not delivered again.
     pub async fn ack(self) -> Result<(), BusError> {
         self.acking.ack().await
+    }
+
+    /// Acknowledges it without waiting for the server's confirmation: one message out, no
+    /// round trip. An ack lost on the way (a node going down) lets the message be delivered
+    /// again after the ack wait, so only a consumer for which handling a message twice is
+    /// harmless uses it (the promoter's dispatcher: looking at a release again re-offers, with
+    /// the same message ids, what was offered). The error is only a failure to send.
+    pub async fn ack_unconfirmed(self) -> Result<(), BusError> {
+        self.acking.ack_unconfirmed().await
     }
 
     /// Gives it back after a failure: it is redelivered after the backoff for this attempt,

@@ -1,4 +1,4 @@
-//! Durable consumers and replay: order, confirmed acks, redelivery of what a dead consumer
+//! Durable consumers and replay: order, confirmed and unconfirmed acks, redelivery of what a dead consumer
 //! never acknowledged, subject filters, and reading the whole stream again.
 
 mod common;
@@ -79,6 +79,38 @@ async fn a_delivery_its_consumer_dropped_without_ack_is_delivered_again() -> any
     assert_eq!(delivery.stream_sequence, appended.sequence);
     assert_eq!(delivery.delivered, 2, "the same message, second attempt");
     assert_eq!(reasons(&delivery.envelopes), ["work"]);
+    delivery.ack().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unconfirmed_ack_stays_acked() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let rel = release("quick");
+    let first = bus
+        .append(&rel, Expected::NoEvents, &[event(&rel, "one")])
+        .await?;
+    let second = bus
+        .append(
+            &rel,
+            Expected::Sequence(first.sequence),
+            &[event(&rel, "two")],
+        )
+        .await?;
+
+    let mut consumer = bus.durable(ConsumerSpec::new("dispatcher")).await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, first.sequence);
+    delivery.ack_unconfirmed().await?;
+    drop(consumer);
+
+    // The ack went out before the next pull on the same connection, so the restarted
+    // consumer goes on after it: the first message is not delivered again.
+    let mut consumer = bus.durable(ConsumerSpec::new("dispatcher")).await?;
+    let delivery = next(&mut consumer).await?;
+    assert_eq!(delivery.stream_sequence, second.sequence);
+    assert_eq!(reasons(&delivery.envelopes), ["two"]);
     delivery.ack().await?;
     Ok(())
 }

@@ -244,19 +244,23 @@ async fn dispatch_loop(
     }
 }
 
-/// Looks at the release an event belongs to, and at the releases waiting for it; acks when
-/// done, or gives the event back to be looked at again after the backoff.
+/// Looks at the release an event belongs to, and at the releases waiting for it; acks (without
+/// waiting) when done, or gives the event back to be looked at again after the backoff.
 async fn dispatch_delivery(
     ctx: &Arc<Ctx>,
     view: &ProjectionStore<PromoterView>,
     delivery: Delivery,
 ) {
+    // Acks here are not waited for (`ack_unconfirmed`): one lost on the way only brings the
+    // event back, and looking at a release again re-offers what was offered, under the same
+    // message ids. Most events are left alone, so a confirmed ack was a round trip to NATS
+    // for nothing (about 2.7 per step).
     let Some(release) = delivery.release() else {
-        let _ = delivery.ack().await;
+        let _ = delivery.ack_unconfirmed().await;
         return;
     };
     if left_alone(&delivery.envelopes) {
-        let _ = delivery.ack().await;
+        let _ = delivery.ack_unconfirmed().await;
         return;
     }
     let mut releases = vec![release.clone()];
@@ -275,7 +279,7 @@ async fn dispatch_delivery(
             return;
         }
     }
-    if let Err(error) = delivery.ack().await {
+    if let Err(error) = delivery.ack_unconfirmed().await {
         debug!(%error, "dispatch ack failed; the event will be looked at again");
     }
 }

@@ -386,6 +386,24 @@ async fn bench() -> anyhow::Result<()> {
             use futures::StreamExt;
             while let Some(message) = all.next().await {
                 let mut kind = subject_kind(message.subject.as_str());
+                // An ack with no reply subject is not waited for: one message, no round trip.
+                if kind.starts_with("$JS.ACK") && message.reply.is_none() {
+                    kind.push_str(" (not waited for)");
+                }
+                // A request: a message sent with a reply subject, other than a consumer's
+                // delivery (seen here under the stream subject, its reply subject its ack's)
+                // and an answer to an inbox.
+                let delivery = message
+                    .reply
+                    .as_ref()
+                    .is_some_and(|reply| reply.as_str().starts_with("$JS.ACK."));
+                if message.reply.is_some() && !delivery && !kind.starts_with("_INBOX") {
+                    *breakdown
+                        .lock()
+                        .expect("not poisoned")
+                        .entry(REQUESTS.to_owned())
+                        .or_default() += 1;
+                }
                 // A direct get asks for a subject's last message or scans from a sequence.
                 if kind.starts_with("$JS.API.DIRECT.GET") {
                     let payload = String::from_utf8_lossy(&message.payload);
@@ -595,6 +613,9 @@ async fn bench() -> anyhow::Result<()> {
     stack.stop(Duration::from_secs(15)).await?;
     Ok(())
 }
+
+/// The breakdown's count of requests (round trips), every connection's.
+const REQUESTS: &str = "= requests awaiting an answer, every connection";
 
 /// A subject with what varies (release ids, steps, inboxes, sequences) replaced by `*`.
 fn subject_kind(subject: &str) -> String {

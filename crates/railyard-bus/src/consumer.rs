@@ -361,6 +361,13 @@ impl WorkItem {
         self.acking.ack().await
     }
 
+    /// Acknowledges it without waiting for the confirmation (one message, no round trip); an
+    /// ack lost on the way lets the item be delivered again after the ack wait, so only for
+    /// work that a second delivery finds done (see [`Delivery::ack_unconfirmed`]).
+    pub async fn ack_unconfirmed(self) -> Result<(), BusError> {
+        self.acking.ack_unconfirmed().await
+    }
+
     /// Gives it back after a failure, to be retried after the backoff; `reason` goes into the
     /// dead letter if this was the last allowed attempt.
     pub async fn nak(self, reason: &str) -> Result<(), BusError> {

@@ -478,15 +478,16 @@ async fn run_order(
 ) {
     match order {
         WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step, None).await {
+            // Not waited for: a second delivery of the offer finds the step taken and skips it.
             Ok(Taken::Started(started)) => {
-                if let Err(error) = item.ack().await {
+                if let Err(error) = item.ack_unconfirmed().await {
                     debug!(%error, "work item ack failed; a duplicate offer will be skipped");
                 }
                 run_steps(&ctx, &view, *started).await;
             }
             Ok(Taken::Skipped(why)) => {
                 debug!(release = %release, step = %step, why, "work item skipped");
-                if let Err(error) = item.ack().await {
+                if let Err(error) = item.ack_unconfirmed().await {
                     debug!(%error, "work item ack failed");
                 }
             }

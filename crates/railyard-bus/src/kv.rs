@@ -391,6 +391,40 @@ impl Lease {
         }
     }
 
+    /// Gives it up without waiting for the answer: one message to NATS, no round trip, for a
+    /// holder that has nothing to do with the answer but log it. The delete is conditional on
+    /// this holder's revision as [`Lease::release`]'s is, so it never removes a lease another
+    /// worker took in the meantime; one lost on the way leaves the lease to expire after
+    /// `lease_ttl`, as when its holder dies. A later write of this connection to the bucket
+    /// reaches the stream after it (one connection's messages are handled in order), so taking
+    /// the key again finds it released; a read may still see it held for a moment. The error is
+    /// only a failure to send.
+    pub async fn release_unconfirmed(self) -> Result<(), BusError> {
+        let bucket = self.bus.leases_bucket().await?;
+        if bucket.use_jetstream_prefix {
+            // A JetStream domain's API prefix is not ours to build: ask and wait instead.
+            return self.release().await;
+        }
+        let mut subject = String::new();
+        subject.push_str(bucket.put_prefix.as_ref().unwrap_or(&bucket.prefix));
+        subject.push_str(&self.encoded);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            self.revision.to_string().as_str(),
+        );
+        self.bus
+            .inner
+            .client
+            .publish_with_headers(subject, headers, Bytes::new())
+            .await
+            .map_err(|error| {
+                self.bus
+                    .nats_error(format!("releasing lease {}", self.key), error)
+            })
+    }
+
     fn lost(&self) -> BusError {
         BusError::LeaseLost {
             key: self.key.clone(),

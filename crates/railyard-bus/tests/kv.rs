@@ -227,6 +227,49 @@ async fn a_lease_is_exclusive_until_it_expires_and_then_moves() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn a_release_not_waited_for_frees_the_lease_but_never_another_holders() -> anyhow::Result<()>
+{
+    let server = NatsServer::start().await?;
+    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
+    let config = BusConfig {
+        lease_ttl: Duration::from_secs(60),
+        clock: clock.shared(),
+        ..fast_config()
+    };
+    let bus = bus_with(&server.url(), config).await?;
+    let step = "staging:deploy:orders-api";
+
+    // Released without waiting: the next take, a write after it on the same connection,
+    // finds the key free.
+    let first = bus.acquire_lease(step, "worker-1").await?.expect("free");
+    first.release_unconfirmed().await?;
+    let second = bus
+        .acquire_lease(step, "worker-2")
+        .await?
+        .expect("released");
+    assert_eq!(second.record().holder, "worker-2");
+
+    // A holder that lost its lease sends its release late: the delete is conditional on its
+    // own revision, so worker 3's lease stays.
+    clock.advance(Duration::from_secs(61));
+    let third = bus.acquire_lease(step, "worker-3").await?.expect("expired");
+    second.release_unconfirmed().await?;
+    assert!(
+        bus.acquire_lease(step, "worker-4").await?.is_none(),
+        "still held"
+    );
+    assert_eq!(
+        bus.lease_holder(step)
+            .await?
+            .map(|record| record.holder)
+            .as_deref(),
+        Some("worker-3")
+    );
+    drop(third);
+    Ok(())
+}
+
+#[tokio::test]
 async fn rejections_are_kept_and_listed_in_order() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
     let bus = common::bus(&server.url()).await?;

@@ -285,7 +285,7 @@ pub(crate) async fn take_step(
         let lease = lease.expect("taken above");
         if step.action == Action::Approve {
             // Nothing runs while an approval is awaited: the route completes the step.
-            let _ = lease.release().await;
+            let _ = lease.release_unconfirmed().await;
             return skip("approval requested".to_owned());
         }
         let mut after = current.clone();
@@ -422,8 +422,10 @@ pub(crate) async fn execute(
             .await?;
         warn!(release = %release, step = %step.id, attempt, detail = %outcome.detail, ?policy, "step failed");
     }
-    if let Err(error) = lease.release().await {
-        debug!(%error, "lease already gone");
+    // Not waited for: the outcome is recorded, so nothing depends on the answer; a release
+    // lost on the way leaves the lease to expire (`Lease::release_unconfirmed`).
+    if let Err(error) = lease.release_unconfirmed().await {
+        debug!(%error, "cannot send the lease's release; it expires");
     }
     Ok(recorded.then(|| recorder.into_known()).flatten())
 }

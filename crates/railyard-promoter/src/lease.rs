@@ -116,11 +116,12 @@ impl Leases {
     }
 }
 
-/// Gives `lease` back, if one is held, and answers `then`.
+/// Gives `lease` back, if one is held, without waiting for the answer
+/// (`Lease::release_unconfirmed`: nothing depends on it), and answers `then`.
 pub(crate) async fn release_then<T>(lease: Option<Lease>, then: T) -> T {
     if let Some(lease) = lease {
-        if let Err(error) = lease.release().await {
-            debug!(%error, "lease already gone");
+        if let Err(error) = lease.release_unconfirmed().await {
+            debug!(%error, "cannot send the lease's release; it expires");
         }
     }
     then

@@ -386,8 +386,9 @@ async fn bench() -> anyhow::Result<()> {
             use futures::StreamExt;
             while let Some(message) = all.next().await {
                 let mut kind = subject_kind(message.subject.as_str());
-                // An ack with no reply subject is not waited for: one message, no round trip.
-                if kind.starts_with("$JS.ACK") && message.reply.is_none() {
+                // A message with no reply subject (an ack, a lease's release) is not waited
+                // for: one message, no round trip.
+                if message.reply.is_none() && !kind.starts_with("_INBOX") {
                     kind.push_str(" (not waited for)");
                 }
                 // A request: a message sent with a reply subject, other than a consumer's

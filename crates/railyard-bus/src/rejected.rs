@@ -141,6 +141,29 @@ impl Bus {
         Ok(ack.sequence)
     }
 
+    /// [`Bus::publish_work`] without waiting for JetStream's answer: one message, no round
+    /// trip, and no sequence back. The message id deduplicates it as before. A publish lost on
+    /// the way (a node going down, the queue's leader being elected) stores nothing and says
+    /// nothing, so only for work that is offered again when it is not done (the promoter's
+    /// steps: a sweep offers a ready step that no offer waits for). The error is only a
+    /// failure to send.
+    pub async fn publish_work_unconfirmed(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        message_id: &str,
+    ) -> Result<(), BusError> {
+        check_subject("work subject", subject, WORK_PREFIX, false)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, message_id);
+        inject_trace(&mut headers);
+        self.inner
+            .client
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(|error| self.nats_error(format!("publishing work to {subject}"), error))
+    }
+
     /// Whether a work item published to `subject` is still in the work queue (waiting, or
     /// taken and not yet acknowledged): one read of the queue's per-subject index.
     pub async fn work_waiting(&self, subject: &str) -> Result<bool, BusError> {

@@ -368,3 +368,39 @@ impl IntoExpected for u64 {
         Expected::Sequence(self)
     }
 }
+
+#[tokio::test]
+async fn work_published_without_waiting_is_stored_once_per_message_id() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let subject = "railyard.work.promoter.r1";
+    // Twice with one id (an offer of the same state), then another id.
+    for (payload, id) in [("deploy a", "r1/a/0"), ("deploy a again", "r1/a/0")] {
+        bus.publish_work_unconfirmed(subject, bytes::Bytes::from(payload), id)
+            .await?;
+    }
+    bus.publish_work_unconfirmed(subject, bytes::Bytes::from("deploy b"), "r1/b/0")
+        .await?;
+    let mut worker = bus
+        .work_consumer(ConsumerSpec::new("steps").filter("railyard.work.promoter.>"))
+        .await?;
+    let mut payloads = Vec::new();
+    for _ in 0..2 {
+        let item = tokio::time::timeout(WAIT, worker.next())
+            .await??
+            .expect("open");
+        payloads.push(String::from_utf8(item.payload.to_vec())?);
+        item.ack().await?;
+    }
+    assert_eq!(payloads, ["deploy a", "deploy b"], "the repeat was dropped");
+    // A bad subject is refused before anything is sent.
+    let error = bus
+        .publish_work_unconfirmed("railyard.work.>", bytes::Bytes::new(), "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, railyard_bus::BusError::InvalidName { .. }),
+        "{error:?}"
+    );
+    Ok(())
+}

@@ -242,7 +242,10 @@ async fn resume_orphans(
 
 /// Offers `step` of the release `current` is a copy of, with the message id of the state it
 /// answers (the step and how often it was started), so every offer of that state is stored
-/// once.
+/// once. Not waited for (`Bus::publish_work_unconfirmed`): an offer lost on the way (a node
+/// going down) leaves the step ready with no offer of its release waiting, which the next
+/// sweep offers again (or, while another offer of the release waits, the next backstop sweep,
+/// every `BACKSTOP_EVERY`-th).
 pub(crate) async fn offer_step(
     ctx: &Ctx,
     current: &Current,
@@ -256,7 +259,10 @@ pub(crate) async fn offer_step(
         release: release.clone(),
         step,
     };
-    offer(ctx, order, &id).await
+    ctx.bus
+        .publish_work_unconfirmed(&order.subject(), order.payload(), &id)
+        .await?;
+    Ok(())
 }
 
 async fn offer(ctx: &Ctx, order: WorkOrder, id: &str) -> Result<(), PromoterError> {

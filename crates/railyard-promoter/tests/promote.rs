@@ -380,6 +380,94 @@ async fn a_worker_dying_after_recording_a_step_leaves_the_next_to_the_sweep() ->
     rescuer.shutdown().await
 }
 
+/// Offers of ready steps are sent without waiting for JetStream's answer, so one can be lost
+/// (here: while the release is planned the work queue keeps nothing the promoter offers, as
+/// when its leader is being elected). The step then has no offer waiting, nothing runs, and the
+/// next sweep offers it again.
+#[tokio::test]
+async fn a_lost_offer_is_made_again_by_the_next_sweep() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let h = Harness::start(SOLO).await?;
+    let client = async_nats::connect(h.nats.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut work = js
+        .get_stream("RAILYARD_WORK")
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    let subjects = std::mem::replace(&mut work.subjects, vec!["railyard.work.nowhere".to_owned()]);
+    js.update_stream(&work).await?;
+    // Every offer, as published (a plain subscription sees them whether or not a stream keeps
+    // them).
+    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    let worker = h.worker("only");
+    let id = h
+        .submit(
+            "id = \"solo-lost\"\n[[changes]]\nservice = \"solo\"\nversion = \"2.0.0\"\n",
+            &railyard_core::Inventory::default(),
+        )
+        .await?;
+    let message_id = |offer: &async_nats::Message| {
+        offer
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("Nats-Msg-Id"))
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    let lost = tokio::time::timeout(Duration::from_secs(30), offers.next())
+        .await?
+        .expect("the dispatcher offers the first step");
+    let lost = message_id(&lost);
+    assert_eq!(lost, "solo-lost/staging:deploy:solo/0");
+    let state = h.state(&id).await?;
+    assert!(
+        state
+            .steps
+            .values()
+            .all(|s| matches!(s, railyard_core::release_state::StepStatus::Pending)),
+        "nothing runs without an offer in the queue: {:?}",
+        state.steps
+    );
+
+    // The queue keeps offers again; the sweep (every 10 s on the clock) finds no offer of the
+    // release waiting and offers the step again, under a message id of its own.
+    work.subjects = subjects;
+    js.update_stream(&work).await?;
+    h.drive_until(
+        &id,
+        Duration::from_secs(5),
+        "the first deploy running",
+        |s| {
+            matches!(
+                s.steps.get("staging:deploy:solo"),
+                Some(railyard_core::release_state::StepStatus::Running { .. })
+            )
+        },
+    )
+    .await?;
+    let mut again = Vec::new();
+    while let Ok(Some(offer)) =
+        tokio::time::timeout(Duration::from_millis(100), offers.next()).await
+    {
+        again.push(message_id(&offer));
+    }
+    // (After any repeat of the lost offer, which was not kept either.)
+    assert!(
+        again
+            .iter()
+            .find(|id| **id != lost)
+            .is_some_and(|id| id.starts_with("solo-lost/staging:deploy:solo/0/sweep-")),
+        "{again:?}"
+    );
+    let started = count(&h.events(&id).await?, "step.started");
+    assert!(started.values().all(|n| *n == 1), "{started:?}");
+    worker.shutdown().await
+}
+
 /// The worker that records a step's outcome takes the next step of the release itself,
 /// without offering it on the work queue. When it dies right after (the next step running),
 /// the step is a step like any other: its lease expires on the clock, another worker's sweep

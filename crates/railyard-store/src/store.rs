@@ -26,7 +26,8 @@ use crate::projection::{Applied, Entry, Projection, Update, Writes};
 /// sled's page cache per database unless [`StoreConfig::cache_capacity`] says otherwise:
 /// 64 MiB, not sled's own default of 1 GiB. Every service opens one database, and with sled's
 /// default each could cache up to a gigabyte of pages (a 30-minute soak saw the audit
-/// service's RSS double; whether the cache is why has not been measured). 64 MiB is four
+/// service's RSS double with it; the audit's growth went on with its cache capped at 8 MiB, so
+/// the cache is not all of it: ARCHITECTURE.md, "Chaos soak"). 64 MiB is four
 /// times the largest store a soak writes (the audit's, 16 MB on disk after 30 minutes); what
 /// does not fit is read again through the operating system's file cache.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;

@@ -122,10 +122,7 @@ impl Bus {
         payload: Bytes,
         message_id: &str,
     ) -> Result<u64, BusError> {
-        check_subject("work subject", subject, WORK_PREFIX, false)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(NATS_MESSAGE_ID, message_id);
-        inject_trace(&mut headers);
+        let headers = work_headers(subject, message_id)?;
         let operation = || format!("publishing work to {subject}");
         let ack = self
             .inner
@@ -153,10 +150,7 @@ impl Bus {
         payload: Bytes,
         message_id: &str,
     ) -> Result<(), BusError> {
-        check_subject("work subject", subject, WORK_PREFIX, false)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(NATS_MESSAGE_ID, message_id);
-        inject_trace(&mut headers);
+        let headers = work_headers(subject, message_id)?;
         self.inner
             .client
             .publish_with_headers(subject.to_owned(), headers, payload)
@@ -170,4 +164,14 @@ impl Bus {
         check_subject("work subject", subject, WORK_PREFIX, false)?;
         Ok(self.direct_last(WORK_STREAM, subject).await?.is_some())
     }
+}
+
+/// The headers of a work item offered on `subject` (checked to be a work subject): its message
+/// id, which deduplicates offers of the same state, and the trace it continues.
+fn work_headers(subject: &str, message_id: &str) -> Result<HeaderMap, BusError> {
+    check_subject("work subject", subject, WORK_PREFIX, false)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, message_id);
+    inject_trace(&mut headers);
+    Ok(headers)
 }

@@ -126,13 +126,7 @@ async fn a_delivery_counts_as_seen_only_once_its_claim_is_settled_as_stored() ->
 #[tokio::test]
 async fn a_renewal_whose_answer_was_lost_keeps_the_lease() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
-    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
-    let config = BusConfig {
-        lease_ttl: Duration::from_secs(60),
-        clock: clock.shared(),
-        ..fast_config()
-    };
-    let bus = bus_with(&server.url(), config).await?;
+    let (bus, clock) = common::lease_bus(&server.url()).await?;
     let mut lease = bus.acquire_lease("sweep", "worker-1").await?.expect("free");
     let leases = common::raw_jetstream(&server.url())
         .await?
@@ -177,13 +171,7 @@ async fn a_renewal_whose_answer_was_lost_keeps_the_lease() -> anyhow::Result<()>
 #[tokio::test]
 async fn a_lease_is_exclusive_until_it_expires_and_then_moves() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
-    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
-    let config = BusConfig {
-        lease_ttl: Duration::from_secs(60),
-        clock: clock.shared(),
-        ..fast_config()
-    };
-    let bus = bus_with(&server.url(), config).await?;
+    let (bus, clock) = common::lease_bus(&server.url()).await?;
     let step = "production:deploy:orders-api";
 
     let mut first = bus.acquire_lease(step, "worker-1").await?.expect("free");
@@ -230,13 +218,7 @@ async fn a_lease_is_exclusive_until_it_expires_and_then_moves() -> anyhow::Resul
 async fn a_release_not_waited_for_frees_the_lease_but_never_another_holders() -> anyhow::Result<()>
 {
     let server = NatsServer::start().await?;
-    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
-    let config = BusConfig {
-        lease_ttl: Duration::from_secs(60),
-        clock: clock.shared(),
-        ..fast_config()
-    };
-    let bus = bus_with(&server.url(), config).await?;
+    let (bus, clock) = common::lease_bus(&server.url()).await?;
     let step = "staging:deploy:orders-api";
 
     // Released without waiting: the next take, a write after it on the same connection,

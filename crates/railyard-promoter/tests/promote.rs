@@ -322,12 +322,6 @@ async fn a_worker_dying_after_recording_a_step_leaves_the_next_to_the_sweep() ->
             &railyard_core::Inventory::default(),
         )
         .await?;
-    let running = |s: &railyard_core::ReleaseState| {
-        s.steps
-            .iter()
-            .find(|(_, st)| matches!(st, railyard_core::release_state::StepStatus::Running { .. }))
-            .map(|(step, _)| step.clone())
-    };
     let state = h
         .drive_until(&id, Duration::ZERO, "the first deploy running", |s| {
             running(s).is_some()
@@ -491,12 +485,6 @@ async fn a_worker_dying_in_the_step_it_took_over_leaves_it_to_another() -> anyho
         )
         .await?;
     let first = deploy_step("staging", "solo");
-    let running = |s: &railyard_core::ReleaseState| {
-        s.steps
-            .iter()
-            .find(|(_, st)| matches!(st, railyard_core::release_state::StepStatus::Running { .. }))
-            .map(|(step, _)| step.clone())
-    };
     h.drive_until(&id, Duration::ZERO, "the first deploy running", |s| {
         running(s).as_deref() == Some(first.as_str())
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use railyard_bus::{Bus, BusConfig, Delivery, EventConsumer};
 use railyard_core::event::Reasoned;
-use railyard_core::{AggregateId, Envelope, Event};
+use railyard_core::{AggregateId, Clock, Envelope, Event, ManualClock};
 
 /// Bound on every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -32,6 +32,18 @@ pub async fn bus_with(url: &str, config: BusConfig) -> anyhow::Result<Bus> {
     let bus = Bus::connect(url, config).await?;
     bus.ensure_topology().await?;
     Ok(bus)
+}
+
+/// A bus for lease tests: [`fast_config`] with a 60-second lease on a manual clock (set to
+/// 2026-06-01T12:00:00Z) that the test moves.
+pub async fn lease_bus(url: &str) -> anyhow::Result<(Bus, ManualClock)> {
+    let clock = ManualClock::new("2026-06-01T12:00:00Z".parse()?);
+    let config = BusConfig {
+        lease_ttl: Duration::from_secs(60),
+        clock: clock.shared(),
+        ..fast_config()
+    };
+    Ok((bus_with(url, config).await?, clock))
 }
 
 /// A bus with [`fast_config`].

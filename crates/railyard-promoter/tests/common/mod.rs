@@ -249,6 +249,15 @@ pub fn all_succeeded(state: &ReleaseState) -> bool {
     state.steps.values().all(|s| *s == StepStatus::Succeeded)
 }
 
+/// A step of `state` that is running (the first by step id), if any.
+pub fn running(state: &ReleaseState) -> Option<String> {
+    state
+        .steps
+        .iter()
+        .find(|(_, s)| matches!(s, StepStatus::Running { .. }))
+        .map(|(step, _)| step.clone())
+}
+
 /// A local HTTP server for gates and deploy APIs: `/health` answers 200 `{"status":"ok"}`
 /// or, when `status` is set to something else, that status with `{"status":"failing"}`;
 /// `/deploy` records each POST body and answers 202.

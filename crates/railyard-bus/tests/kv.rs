@@ -7,9 +7,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bus_with, fast_config};
-use railyard_bus::{BusConfig, BusError, DeliveryClaim, Rejection};
-use railyard_core::{Clock, ManualClock};
+use railyard_bus::{BusError, DeliveryClaim, Rejection};
+use railyard_core::Clock;
 use railyard_testkit::NatsServer;
 
 #[tokio::test]

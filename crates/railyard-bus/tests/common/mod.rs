@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use railyard_bus::{Bus, BusConfig, Delivery, EventConsumer};
 use railyard_core::event::Reasoned;
-use railyard_core::{AggregateId, Clock, Envelope, Event, ManualClock};
+use railyard_core::{AggregateId, Envelope, Event, ManualClock};
 
 /// Bound on every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(20);

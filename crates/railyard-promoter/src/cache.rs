@@ -195,7 +195,7 @@ impl Releases {
 }
 
 /// What a release waiting for another needs to know of it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Other {
     /// Never requested: it holds nothing up.
     Unknown,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use railyard_bus::Bus;
+use tokio::sync::Semaphore;
 
 use crate::adapter::Runner;
 use crate::cache::{LiveInventory, Releases};
@@ -28,6 +29,10 @@ pub(crate) struct Ctx {
     pub(crate) live: LiveInventory,
     /// Appends to release streams as this worker.
     pub(crate) writer: Writer,
+    /// One permit per step this worker may run at once (`max_concurrent_steps`): taken by the
+    /// work loop for each work item, and by a worker that takes more than one step its outcome
+    /// made ready.
+    pub(crate) step_permits: Arc<Semaphore>,
 }
 
 impl Ctx {
@@ -55,7 +60,9 @@ impl Ctx {
             .map(|env| env.name.clone())
             .collect();
         let writer = Writer::new(bus.clone(), config.worker_id.clone(), config.clock.clone());
+        let step_permits = Arc::new(Semaphore::new(config.max_concurrent_steps));
         Arc::new(Ctx {
+            step_permits,
             config,
             runner,
             leases,

@@ -43,11 +43,12 @@ pub(crate) async fn evaluate(
         .map(|_| ())
 }
 
-/// A ready step [`evaluate_from`] did not offer, for its caller to take itself
-/// ([`crate::exec::take_step`]), with what it decided on.
+/// The ready steps [`evaluate_from`] did not offer, for its caller to take itself
+/// ([`crate::exec::take_step`]) or offer, with what it decided on.
 #[derive(Debug)]
 pub(crate) struct Kept {
-    pub(crate) step: StepId,
+    /// In plan order; never empty.
+    pub(crate) steps: Vec<StepId>,
     pub(crate) prior: Prior,
 }
 
@@ -55,9 +56,9 @@ pub(crate) struct Kept {
 /// appended it) instead of reading the release; a conflict reads it.
 ///
 /// With `finished`, the step whose outcome this worker just recorded: only the steps it made
-/// ready (those it precedes) are looked at, and the first of them is not offered but handed
-/// back to the caller, which takes it or offers it. The other ready steps were made ready by
-/// an earlier event, and whoever handled that one offered them (a sweep offers what a worker
+/// ready (those it precedes) are looked at, and they are not offered but handed back to the
+/// caller, which takes them or offers them. The other ready steps were made ready by an
+/// earlier event, and whoever handled that one offered them (a sweep offers what a worker
 /// that died in between did not).
 pub(crate) async fn evaluate_from(
     ctx: &Arc<Ctx>,
@@ -127,16 +128,16 @@ pub(crate) async fn evaluate_from(
                     .plan
                     .as_ref()
                     .expect("a release with steps to offer has a plan");
-                let mut made_ready = steps.into_iter().filter(|step| {
-                    plan.predecessors(step)
-                        .any(|p| Some(p.as_str()) == finished)
-                });
-                if let Some(step) = made_ready.next() {
-                    for other in made_ready {
-                        offer_step(ctx, &current, other, &tick).await?;
-                    }
+                let made_ready: Vec<StepId> = steps
+                    .into_iter()
+                    .filter(|step| {
+                        plan.predecessors(step)
+                            .any(|p| Some(p.as_str()) == finished)
+                    })
+                    .collect();
+                if !made_ready.is_empty() {
                     return Ok(Some(Kept {
-                        step,
+                        steps: made_ready,
                         prior: Prior { current, externals },
                     }));
                 }

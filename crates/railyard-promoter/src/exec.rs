@@ -60,7 +60,7 @@ pub(crate) enum Taken {
 /// worker's copy (the one it just appended, or just read) and the releases it waits for, read
 /// with it. Deciding on it needs no read; `step.started` is appended against its sequence, so
 /// a copy the release has moved past is a conflict, and the release is read then.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Prior {
     pub(crate) current: Current,
     pub(crate) externals: BTreeMap<ReleaseId, Other>,

@@ -4,7 +4,7 @@
 //! and the ones waiting for it, offers work, and sweeps every release in flight on the
 //! clock; the work loop takes offered steps and rollbacks from the shared work-queue consumer
 //! and runs them, at most `max_concurrent_steps` at a time, and after each step decides what
-//! comes next itself instead of waiting for its event to come back, taking one step of the
+//! comes next itself instead of waiting for its event to come back, taking the steps of the
 //! release that became ready itself, without a hop through the queue (`run_steps`). Dropping
 //! or cancelling the worker stops every step it runs; their leases then expire and other
 //! workers resume them.
@@ -14,18 +14,19 @@ use std::sync::Arc;
 use futures::StreamExt;
 use railyard_bus::{Bus, ConsumerSpec, DeliverFrom, Delivery, WorkItem};
 use railyard_core::release_state::StepStatus;
-use railyard_core::{EnvName, Event, Plan, ReleaseId};
+use railyard_core::{EnvName, Event, Plan, ReleaseId, StepId};
 use railyard_store::{ProjectionStore, RunOptions, Store, StoreConfig};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::cache::Current;
 use crate::config::PromoterConfig;
 use crate::ctx::Ctx;
 use crate::dispatch::{Kept, Sweep, evaluate, evaluate_from, offer_step};
 use crate::error::PromoterError;
-use crate::exec::{Started, Taken, execute, take_step};
+use crate::exec::{Prior, Started, Taken, execute, take_step};
 use crate::retire::retire;
 use crate::rollback::{RollbackEnd, roll_back};
 use crate::view::{self, PromoterView};
@@ -388,7 +389,7 @@ async fn work_loop(
     else {
         return Ok(());
     };
-    let permits = Arc::new(Semaphore::new(ctx.config.max_concurrent_steps));
+    let permits = ctx.step_permits.clone();
     let mut running = JoinSet::new();
     loop {
         while let Some(done) = running.try_join_next() {
@@ -420,17 +421,17 @@ async fn work_loop(
         backoff = Backoff::default();
         let span = item.span();
         let (ctx, view) = (ctx.clone(), view.clone());
-        running.spawn(
-            async move {
-                handle(ctx, view, item).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        running.spawn(handle(ctx, view, item, permit).instrument(span));
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, view: ProjectionStore<PromoterView>, item: WorkItem) {
+/// Handles one work item under `permit`, which is given back when what it started ends.
+async fn handle(
+    ctx: Arc<Ctx>,
+    view: ProjectionStore<PromoterView>,
+    item: WorkItem,
+    permit: OwnedSemaphorePermit,
+) {
     let order: WorkOrder = match serde_json::from_slice(&item.payload) {
         Ok(order) => order,
         Err(error) => {
@@ -467,7 +468,9 @@ async fn handle(ctx: Arc<Ctx>, view: ProjectionStore<PromoterView>, item: WorkIt
     };
     // Every step of a release, on any worker, joins the release's one trace.
     railyard_bus::follow_trace(&span, &ctx.releases.trace_of(order.release()).await);
-    run_order(ctx, view, item, order).instrument(span).await;
+    run_order(ctx, view, item, order, permit)
+        .instrument(span)
+        .await;
 }
 
 async fn run_order(
@@ -475,6 +478,7 @@ async fn run_order(
     view: ProjectionStore<PromoterView>,
     item: WorkItem,
     order: WorkOrder,
+    permit: OwnedSemaphorePermit,
 ) {
     match order {
         WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step, None).await {
@@ -483,7 +487,7 @@ async fn run_order(
                 if let Err(error) = item.ack_unconfirmed().await {
                     debug!(%error, "work item ack failed; a duplicate offer will be skipped");
                 }
-                run_steps(&ctx, &view, *started).await;
+                run_steps(&ctx, &view, *started, permit).await;
             }
             Ok(Taken::Skipped(why)) => {
                 debug!(release = %release, step = %step, why, "work item skipped");
@@ -617,17 +621,88 @@ where
     open_patiently(task, clock, stop, backoff, open).await
 }
 
-/// Runs `first`, then what follows it on this worker. The worker that recorded a step's
-/// outcome decides what comes next at once, from the copy of the release it appended (no
-/// read), for the release and the ones waiting for it (the dispatcher leaves that to it, see
-/// `left_alone`). One step of the release that became ready it takes itself, without a hop
-/// through the work queue, and runs it next under the same permit; the others are offered.
-/// The releases waiting for this one are looked at while that step runs (nothing comes
-/// between a step's start and its body). A worker that dies before the step it kept is
-/// started leaves it to the next sweep, as it would an unoffered step; once started, it is a
-/// step like any other (its lease expires and a sweep re-offers it).
-async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: Started) {
-    let mut next = Some((first, tracing::Span::current()));
+/// Runs `first` (under `permit`), then what follows it on this worker. The worker that
+/// recorded a step's outcome decides what comes next at once, from the copy of the release it
+/// appended (no read), for the release and the ones waiting for it (the dispatcher leaves that
+/// to it, see `left_alone`). The steps of the release that became ready it takes itself,
+/// without a hop through the work queue: the first runs next under the same permit, each
+/// other one under a permit of its own when one is free (else it is offered), in a task of
+/// its own here. So a release's parallel steps run on one worker, which appends on its own
+/// copy of the release instead of reading it after another worker's append. The releases
+/// waiting for this one are looked at while that step runs (nothing comes between a step's
+/// start and its body). A worker that dies before a step it kept is started leaves it to the
+/// next sweep, as it would an unoffered step; once started, it is a step like any other (its
+/// lease expires and a sweep re-offers it). Returns when every step started here has ended;
+/// dropping it stops them all.
+async fn run_steps(
+    ctx: &Arc<Ctx>,
+    view: &ProjectionStore<PromoterView>,
+    first: Started,
+    permit: OwnedSemaphorePermit,
+) {
+    let (spawner, mut spawned) = tokio::sync::mpsc::unbounded_channel();
+    let first = run_chain(
+        ctx.clone(),
+        view.clone(),
+        first,
+        tracing::Span::current(),
+        permit,
+        spawner,
+    );
+    let others = async move {
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                next = spawned.recv() => match next {
+                    Some(task) => {
+                        tasks.spawn(task);
+                    }
+                    // Every chain (the senders) has ended.
+                    None => break,
+                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_panic(done),
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            log_panic(done);
+        }
+    };
+    tokio::join!(first, others);
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = done {
+        warn!(%error, "a step task panicked");
+    }
+}
+
+/// Tasks a chain of steps hands to [`run_steps`] to run beside it (taking the other steps
+/// an outcome made ready, and running each).
+type Spawner = tokio::sync::mpsc::UnboundedSender<futures::future::BoxFuture<'static, ()>>;
+
+/// Runs `started`, then the next step of its release its outcome made ready, and so on, under
+/// `permit`; the other steps made ready are handed to `spawner` ([`take_others`]).
+/// (Boxed: a chain's task may start further chains.)
+fn run_chain(
+    ctx: Arc<Ctx>,
+    view: ProjectionStore<PromoterView>,
+    started: Started,
+    span: tracing::Span,
+    permit: OwnedSemaphorePermit,
+    spawner: Spawner,
+) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(chain(ctx, view, started, span, permit, spawner))
+}
+
+async fn chain(
+    ctx: Arc<Ctx>,
+    view: ProjectionStore<PromoterView>,
+    started: Started,
+    span: tracing::Span,
+    permit: OwnedSemaphorePermit,
+    spawner: Spawner,
+) {
+    let mut next = Some((started, span));
     let mut waiting: Option<Waiting> = None;
     while let Some((started, span)) = next.take() {
         let release = started.release().clone();
@@ -637,7 +712,7 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
             execute(ctx.clone(), started).instrument(span.clone()),
             async {
                 if let Some(look) = look {
-                    look_at_waiters(ctx, view, look).await;
+                    look_at_waiters(&ctx, &view, look).await;
                 }
             }
         );
@@ -671,7 +746,7 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
             succeeded_in,
         };
         let kept = async {
-            match evaluate_from(ctx, &release, None, Some(known), Some(step.as_str())).await {
+            match evaluate_from(&ctx, &release, None, Some(known), Some(step.as_str())).await {
                 Ok(kept) => kept,
                 Err(error) => {
                     warn!(release = %release, %error, "cannot look at the release after its step; the next sweep will");
@@ -682,13 +757,66 @@ async fn run_steps(ctx: &Arc<Ctx>, view: &ProjectionStore<PromoterView>, first: 
         .instrument(span)
         .await;
         next = match kept {
-            Some(kept) => hand_over(ctx, &release, kept).await,
+            Some(Kept { steps, prior }) => {
+                let mut steps = steps.into_iter();
+                let first = steps.next().expect("kept steps are never empty");
+                let next = hand_over(&ctx, &release, first, prior.clone()).await;
+                let others: Vec<StepId> = steps.collect();
+                if !others.is_empty() {
+                    let task = take_others(
+                        ctx.clone(),
+                        view.clone(),
+                        release.clone(),
+                        others,
+                        prior,
+                        spawner.clone(),
+                    );
+                    // Fails only once `run_steps` is gone, and then nothing runs any more.
+                    let _ = spawner.send(Box::pin(task));
+                }
+                next
+            }
             None => None,
         };
         if next.is_some() {
             waiting = Some(look); // looked at while the next step runs
         } else {
-            look_at_waiters(ctx, view, look).await;
+            look_at_waiters(&ctx, &view, look).await;
+        }
+    }
+    drop(permit);
+}
+
+/// Takes `steps` of `release` (made ready by one outcome, after the first, which its chain
+/// took) one after the other, each under a permit of its own, and hands each one started to
+/// `spawner` to run as a chain of its own. A step for which no permit is free is offered to
+/// every worker, as is one that cannot be taken for an error.
+async fn take_others(
+    ctx: Arc<Ctx>,
+    view: ProjectionStore<PromoterView>,
+    release: ReleaseId,
+    steps: Vec<StepId>,
+    prior: Prior,
+    spawner: Spawner,
+) {
+    for step in steps {
+        let Ok(permit) = ctx.step_permits.clone().try_acquire_owned() else {
+            debug!(release = %release, step = %step, "no permit free for another step; offering it");
+            offer_or_leave(&ctx, &release, &prior.current, step).await;
+            continue;
+        };
+        // Each take appends on this worker's copy, which the take before it moved on
+        // (`Releases::freshest`).
+        if let Some((started, span)) = hand_over(&ctx, &release, step, prior.clone()).await {
+            let chain = run_chain(
+                ctx.clone(),
+                view.clone(),
+                started,
+                span,
+                permit,
+                spawner.clone(),
+            );
+            let _ = spawner.send(chain);
         }
     }
 }
@@ -749,14 +877,15 @@ fn may_go_on(
         .unwrap_or(true)
 }
 
-/// Takes `kept`, the next step of `release`, on this worker; offers it to every worker when it
-/// cannot be taken for an error (a step skipped is skipped as its work item would be).
+/// Takes `step`, a step of `release` an outcome made ready, on this worker, deciding on
+/// `prior`; offers it to every worker when it cannot be taken for an error (a step skipped is
+/// skipped as its work item would be).
 async fn hand_over(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
-    kept: Kept,
+    step: StepId,
+    prior: Prior,
 ) -> Option<(Started, tracing::Span)> {
-    let Kept { step, prior } = kept;
     let span = step_span(ctx, release, &step);
     railyard_bus::follow_trace(&span, &prior.current.trace);
     let current = prior.current.clone();
@@ -771,11 +900,16 @@ async fn hand_over(
         }
         Err(error) => {
             warn!(release = %release, step = %step, %error, "cannot take the next step; offering it to every worker");
-            if let Err(error) = offer_step(ctx, &current, step, "").await {
-                warn!(release = %release, %error, "cannot offer the next step; the next sweep will");
-            }
+            offer_or_leave(ctx, release, &current, step).await;
             None
         }
+    }
+}
+
+/// Offers `step` to every worker; a failure leaves it to the next sweep.
+async fn offer_or_leave(ctx: &Ctx, release: &ReleaseId, current: &Current, step: StepId) {
+    if let Err(error) = offer_step(ctx, current, step, "").await {
+        warn!(release = %release, %error, "cannot offer the next step; the next sweep will");
     }
 }
 

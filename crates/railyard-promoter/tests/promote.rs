@@ -688,3 +688,140 @@ version = "1.6.0"
     );
     worker.shutdown().await
 }
+
+/// Every work order published on the work queue until it has been quiet for 200 ms, each
+/// once (an offer of the same state is published once per event that offers it).
+async fn drain_offers(
+    offers: &mut async_nats::Subscriber,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    use futures::StreamExt;
+    let mut offered = std::collections::BTreeSet::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), offers.next()).await
+    {
+        match serde_json::from_slice(&message.payload)? {
+            railyard_promoter::work::WorkOrder::Step { step, .. } => offered.insert(step),
+            other => panic!("only steps are offered here: {other:?}"),
+        };
+    }
+    Ok(offered)
+}
+
+/// Which worker started each step.
+fn started_by(events: &[railyard_core::Envelope]) -> std::collections::BTreeMap<String, String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::StepStarted(s) => Some((s.step.clone(), s.worker.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// staging:verify:orders-api makes both production consumer deploys ready at once. The worker
+/// that records it takes both (each under a permit of its own) instead of offering the second
+/// to every worker: no step after the first ones is offered on the queue, and a release's
+/// parallel steps share one worker's copy of it.
+#[tokio::test]
+async fn the_worker_that_records_an_outcome_takes_every_step_it_made_ready() -> anyhow::Result<()> {
+    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let client = async_nats::connect(h.nats.url()).await?;
+    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    // No sweeps: every offer is the dispatcher's or a step's.
+    let workers: Vec<Worker> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| {
+            let mut config = h.worker_config(id);
+            config.sweep_interval = Duration::from_secs(3600);
+            h.worker_with(config)
+        })
+        .collect();
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let state = h
+        .drive_until(&id, Duration::from_millis(100), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let events = h.events(&id).await?;
+    assert!(count(&events, "step.started").values().all(|n| *n == 1));
+
+    // Only the steps ready from the start were offered: the staging consumer deploys.
+    let plan = state.plan.as_ref().expect("planned");
+    let first: std::collections::BTreeSet<String> = plan
+        .steps
+        .iter()
+        .filter(|s| plan.predecessors(&s.id).next().is_none())
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(
+        first,
+        [
+            deploy_step("staging", "billing-worker"),
+            deploy_step("staging", "email-worker")
+        ]
+        .into()
+    );
+    assert_eq!(drain_offers(&mut offers).await?, first);
+    // Both production consumer deploys ran where staging's last verify was recorded.
+    let by = started_by(&events);
+    let verified = &by[&verify_step("staging", "orders-api")];
+    for consumer in ["billing-worker", "email-worker"] {
+        assert_eq!(
+            &by[&deploy_step("production", consumer)],
+            verified,
+            "{by:?}"
+        );
+    }
+    for worker in workers {
+        worker.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// With one step at a time, the worker keeps the first step made ready and offers the other:
+/// taking more never runs more steps at once than `max_concurrent_steps`.
+#[tokio::test]
+async fn a_step_made_ready_beyond_the_workers_permits_is_offered() -> anyhow::Result<()> {
+    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let client = async_nats::connect(h.nats.url()).await?;
+    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    let mut config = h.worker_config("w1");
+    config.sweep_interval = Duration::from_secs(3600);
+    config.max_concurrent_steps = 1;
+    let worker = h.worker_with(config);
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let state = h
+        .drive_until(&id, Duration::from_millis(100), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let events = h.events(&id).await?;
+    assert!(count(&events, "step.started").values().all(|n| *n == 1));
+    // Steps never overlapped: each started after the one before it ended.
+    let mut running = 0;
+    for event in &events {
+        match &event.event {
+            Event::StepStarted(_) => running += 1,
+            Event::StepSucceeded(_) | Event::StepFailed(_) => running -= 1,
+            _ => {}
+        }
+        assert!(running <= 1, "two steps ran at once: {:?}", types(&events));
+    }
+    // Besides the staging consumer deploys (ready from the start), one of the production
+    // consumer deploys that staging's last verify made ready at once: the one beyond the
+    // worker's single permit.
+    let offered = drain_offers(&mut offers).await?;
+    let production: Vec<String> = ["billing-worker", "email-worker"]
+        .iter()
+        .map(|c| deploy_step("production", c))
+        .filter(|step| offered.contains(step))
+        .collect();
+    assert_eq!(production.len(), 1, "{offered:?}");
+    worker.shutdown().await
+}

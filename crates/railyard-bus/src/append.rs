@@ -336,8 +336,9 @@ impl Bus {
     }
 
     /// The events of `aggregate` stored after stream sequence `after` (all of them for 0), for
-    /// readers that keep a folded state and catch up with one request instead of re-reading
-    /// the whole aggregate. `last_sequence` is `after` when nothing newer exists; the trace is
+    /// readers that keep a folded state and catch up instead of re-reading the whole
+    /// aggregate: one request when nothing is new or the one new message was appended on
+    /// `after`, two (the last message, then a scan) otherwise. `last_sequence` is `after` when nothing newer exists; the trace is
     /// the aggregate's first message's only when `after` is 0 (empty otherwise).
     pub async fn load_after(
         &self,
@@ -351,10 +352,20 @@ impl Bus {
             // new exists — the common case for a reader that is up to date. The subject's last
             // message comes from the per-subject index instead.
             let newest = self.direct_last(EVENTS_STREAM, &subject).await?;
-            if newest.is_none_or(|last| last.sequence <= after) {
+            let Some(last) = newest.filter(|last| last.sequence > after) else {
                 return Ok(Loaded {
                     events: Vec::new(),
                     last_sequence: after,
+                    first_trace: opentelemetry::Context::new(),
+                });
+            };
+            // The last message is the only new one when it was appended expecting `after` as
+            // the subject's last sequence: the server stored it only because that held. Then
+            // it is the whole answer, with no scan (the common case: one append since).
+            if follows(&last, after) {
+                return Ok(Loaded {
+                    events: decode_batch(&last.subject, last.sequence, &last.payload)?,
+                    last_sequence: last.sequence,
                     first_trace: opentelemetry::Context::new(),
                 });
             }
@@ -381,6 +392,16 @@ impl Bus {
         }
         Ok(loaded)
     }
+}
+
+/// Whether `message` was appended expecting `after` as its subject's last sequence (the
+/// header JetStream checked before storing it), so nothing lies between the two.
+fn follows(message: &crate::direct::StoredMessage, after: u64) -> bool {
+    message
+        .headers
+        .get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
+        .and_then(|value| value.as_str().parse::<u64>().ok())
+        == Some(after)
 }
 
 /// The sequence in JetStream's "wrong last sequence: 11" error.

@@ -255,3 +255,70 @@ async fn secrets_the_process_holds_never_reach_the_stream() -> anyhow::Result<()
     assert!(!text.contains("bus-secret-9f2c7"), "{text}");
     Ok(())
 }
+
+/// A reader catching up after one append since its copy asks once (the subject's last
+/// message, appended expecting the reader's sequence, is all that is new); after two, or
+/// after an append that expected nothing, it scans as well. Either way it gets every new
+/// event in order. The requests are counted on the server's direct-get subject.
+#[tokio::test]
+async fn catching_up_after_one_append_is_one_request() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let server = NatsServer::start().await?;
+    let bus = bus(&server.url()).await?;
+    let spy = async_nats::connect(server.url()).await?;
+    let mut gets = spy
+        .subscribe(format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}"))
+        .await?;
+    spy.flush().await?;
+    let mut requests = async || {
+        let mut n = 0;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), gets.next()).await
+        {
+            n += 1;
+        }
+        n
+    };
+    let rel = release("rel-1");
+    let first = bus
+        .append(&rel, Expected::NoEvents, &[event(&rel, "created")])
+        .await?;
+    let second = bus
+        .append(
+            &rel,
+            Expected::Sequence(first.sequence),
+            &[event(&rel, "one"), event(&rel, "batch")],
+        )
+        .await?;
+
+    let one = bus.load_after(&rel, first.sequence).await?;
+    assert_eq!(reasons(&one.events), ["one", "batch"]);
+    assert_eq!(one.last_sequence, second.sequence);
+    assert_eq!(requests().await, 1);
+
+    let third = bus
+        .append(
+            &rel,
+            Expected::Sequence(second.sequence),
+            &[event(&rel, "two")],
+        )
+        .await?;
+    let two = bus.load_after(&rel, first.sequence).await?;
+    assert_eq!(reasons(&two.events), ["one", "batch", "two"]);
+    assert_eq!(two.last_sequence, third.sequence);
+    assert_eq!(requests().await, 2, "the last message, then a scan");
+
+    let fourth = bus
+        .append(&rel, Expected::Any, &[event(&rel, "any")])
+        .await?;
+    let any = bus.load_after(&rel, third.sequence).await?;
+    assert_eq!(reasons(&any.events), ["any"]);
+    assert_eq!(any.last_sequence, fourth.sequence);
+    assert_eq!(requests().await, 2, "no expectation to trust: a scan");
+
+    let none = bus.load_after(&rel, fourth.sequence).await?;
+    assert!(none.events.is_empty());
+    assert_eq!(none.last_sequence, fourth.sequence);
+    assert_eq!(requests().await, 1);
+    Ok(())
+}

@@ -147,6 +147,41 @@ async fn sent_by(http: &reqwest::Client, monitor: &str) -> anyhow::Result<BTreeM
     Ok(out)
 }
 
+/// The process-wide part of an inbox's NUID (`_INBOX.<12 characters>`): a process's
+/// clients draw their inboxes from one generator, so it tells the process, whether the
+/// request came through a client's shared inbox or a fresh one.
+fn nuid_prefix(inbox: &str) -> String {
+    inbox.chars().take("_INBOX.".len() + 12).collect()
+}
+
+/// Each process's inbox prefix ([`nuid_prefix`] of the `_INBOX.<nuid>.*` subscription its
+/// clients answer on) and the name of a connection of it.
+async fn inbox_owners(
+    http: &reqwest::Client,
+    monitor: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let connz: Value = http
+        .get(format!("{monitor}/connz?limit=4096&subs=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut out = BTreeMap::new();
+    for c in connz["connections"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("(unnamed)").to_owned();
+        for sub in c["subscriptions_list"].as_array().into_iter().flatten() {
+            if let Some(inbox) = sub
+                .as_str()
+                .and_then(|sub| sub.strip_suffix(".*"))
+                .filter(|inbox| inbox.starts_with("_INBOX.") && inbox.matches('.').count() == 1)
+            {
+                out.insert(nuid_prefix(inbox), name.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn percentiles(mut values: Vec<i64>) -> String {
     if values.is_empty() {
         return "none".to_owned();
@@ -378,10 +413,14 @@ async fn bench() -> anyhow::Result<()> {
     // With RAILYARD_BENCH_BREAKDOWN=1: every message on the server by kind of subject (the
     // JetStream API calls, acks, publishes), release ids and steps taken out.
     let breakdown = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    // Requests by the inbox their answer goes to (`_INBOX.<connection's prefix>`), to tell
+    // whose they are.
+    let by_inbox = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let spy = if std::env::var_os("RAILYARD_BENCH_BREAKDOWN").is_some() {
         let client = async_nats::connect(nats.url()).await?;
         let mut all = client.subscribe(">").await?;
         let breakdown = breakdown.clone();
+        let by_inbox = by_inbox.clone();
         Some(tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(message) = all.next().await {
@@ -398,12 +437,23 @@ async fn bench() -> anyhow::Result<()> {
                     .reply
                     .as_ref()
                     .is_some_and(|reply| reply.as_str().starts_with("$JS.ACK."));
+                if delivery {
+                    kind.push_str(" (delivered to a consumer)");
+                }
                 if message.reply.is_some() && !delivery && !kind.starts_with("_INBOX") {
                     *breakdown
                         .lock()
                         .expect("not poisoned")
                         .entry(REQUESTS.to_owned())
                         .or_default() += 1;
+                    if let Some(reply) = &message.reply {
+                        let inbox: Vec<&str> = reply.as_str().splitn(3, '.').take(2).collect();
+                        *by_inbox
+                            .lock()
+                            .expect("not poisoned")
+                            .entry(inbox.join("."))
+                            .or_default() += 1;
+                    }
                 }
                 // A direct get asks for a subject's last message or scans from a sequence.
                 if kind.starts_with("$JS.API.DIRECT.GET") {
@@ -486,6 +536,7 @@ async fn bench() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let after = sent_by(&http, &monitor).await?;
+    let owners = inbox_owners(&http, &monitor).await?;
     follower.abort();
 
     // What the run did.
@@ -568,6 +619,31 @@ async fn bench() -> anyhow::Result<()> {
                 *n as f64 / steps.max(1) as f64
             );
         }
+        // Whose requests: the workers' (the promoter's coordination) apart from the other
+        // services' (the planner's, intake's, the audit's, the notifier's...).
+        let mut by_service = BTreeMap::<String, u64>::new();
+        for (inbox, n) in by_inbox.lock().expect("not poisoned").iter() {
+            let owner = owners
+                .get(&nuid_prefix(inbox))
+                .map(|name| {
+                    if name.starts_with("railyard-promoter") {
+                        "railyard-promoter (every worker)".to_owned()
+                    } else if name == "railyard" {
+                        "the bench's own process (intake, planner, audit, approvals)".to_owned()
+                    } else {
+                        name.clone()
+                    }
+                })
+                .unwrap_or_else(|| "(a process unknown by the end)".to_owned());
+            *by_service.entry(owner).or_default() += n;
+        }
+        println!("  requests by service:");
+        for (service, n) in &by_service {
+            println!(
+                "    {n:>8} ({:>5.1} per step) {service}",
+                *n as f64 / steps.max(1) as f64
+            );
+        }
     }
 
     // Baseline: raw pipelined publish of as many events, same server.
@@ -624,6 +700,8 @@ fn subject_kind(subject: &str) -> String {
     let keep = match parts.first().copied() {
         Some("$JS") if parts.get(1) == Some(&"ACK") => 3,
         Some("$JS") if parts.get(1) == Some(&"API") => match parts.get(2).copied() {
+            // `$JS.API.STREAM.MSG.GET.<stream>`: which stream is asked.
+            Some("STREAM") if parts.get(3) == Some(&"MSG") => 6,
             Some("DIRECT") | Some("STREAM") => 5,
             Some("CONSUMER") => 5,
             _ => 4,

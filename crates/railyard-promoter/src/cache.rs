@@ -5,7 +5,7 @@
 //! whole). Final releases are remembered by id only. It reads; it never appends.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use railyard_bus::Bus;
 use railyard_core::inventory::RunningService;
@@ -51,7 +51,15 @@ pub(crate) struct Releases {
     /// Releases this worker saw final (completed, rolled back, cancelled, rejected): final is
     /// for good, so a release waiting for one of them needs no read to know it may go on.
     finished: Mutex<HashSet<ReleaseId>>,
+    /// One lock per release this worker is appending to ([`Releases::writing`]).
+    writing: Mutex<HashMap<ReleaseId, Weak<tokio::sync::Mutex<()>>>>,
 }
+
+/// Held while a task of this worker decides on its copy of a release and appends to it.
+pub(crate) type Writing = tokio::sync::OwnedMutexGuard<()>;
+
+/// Locks kept for releases no task writes to any more, at most, before they are dropped.
+const IDLE_LOCKS: usize = 1024;
 
 impl Releases {
     pub(crate) fn new(bus: Bus) -> Releases {
@@ -59,7 +67,33 @@ impl Releases {
             bus,
             releases: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
+            writing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits until no other task of this worker decides on and appends to release `id`, and
+    /// holds that until the guard is dropped. The tasks of one worker that run steps of the
+    /// same release (its parallel steps, taken by the worker that made them ready) would
+    /// otherwise append on the same copy at once, and all but one would conflict: a failed
+    /// append, a look at what won, a read and a second append, where waiting for the first
+    /// and appending on its copy ([`Releases::freshest`]) costs nothing. Appends by other
+    /// workers still conflict, as before.
+    pub(crate) async fn writing(&self, id: &ReleaseId) -> Writing {
+        let lock = {
+            let mut locks = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            match locks.get(id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    if locks.len() >= IDLE_LOCKS {
+                        locks.retain(|_, lock| lock.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(id.clone(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 
     /// The release's state, events and last sequence; `None` when it has no events.

@@ -89,6 +89,10 @@ pub(crate) async fn take_step(
     };
     let catalog = &ctx.config.catalog;
     loop {
+        // Decided on and appended to by one task of this worker at a time: another that just
+        // appended (a parallel step's outcome) has moved this worker's copy on, and deciding on
+        // that copy spares a conflict.
+        let _writing = ctx.releases.writing(release).await;
         let current = match known.take() {
             Some(current) => ctx.releases.freshest(current),
             None => match ctx.releases.load(release).await? {

@@ -139,6 +139,8 @@ impl<'a> Recorder<'a> {
         build: impl Fn(&ReleaseState) -> Option<Vec<Event>>,
     ) -> Result<bool, PromoterError> {
         loop {
+            // One task of this worker at a time decides on and appends to the release.
+            let _writing = self.releases.writing(&self.release).await;
             let current = match self.known.take() {
                 // Another task of this worker may have appended since: its copy spares a
                 // conflict.

@@ -825,3 +825,36 @@ async fn a_step_made_ready_beyond_the_workers_permits_is_offered() -> anyhow::Re
     assert_eq!(production.len(), 1, "{offered:?}");
     worker.shutdown().await
 }
+
+/// One worker alone runs a release whose consumer deploys and verifies run side by side:
+/// its tasks take turns deciding on and appending to the release, each on the copy the one
+/// before appended, so none of its appends conflicts. A conflict shows on the server as the
+/// look at what won (a `STREAM.MSG.GET` on the events stream), counted here.
+#[tokio::test]
+async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let worker = h.worker("w1");
+    let client = async_nats::connect(h.nats.url()).await?;
+    let mut conflicts = client
+        .subscribe(format!(
+            "$JS.API.STREAM.MSG.GET.{}",
+            railyard_bus::names::EVENTS_STREAM
+        ))
+        .await?;
+    client.flush().await?;
+    for n in 1..=3 {
+        let release = RELEASE.replace("rel-1", &format!("rel-{n}"));
+        let id = h.submit(&release, &inventory()).await?;
+        let state = h.wait_status(&id, Status::Completed).await?;
+        assert!(all_succeeded(&state));
+    }
+    let mut seen = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), conflicts.next()).await
+    {
+        seen += 1;
+    }
+    assert_eq!(seen, 0, "appends that conflicted");
+    worker.shutdown().await
+}

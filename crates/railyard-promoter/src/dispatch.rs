@@ -149,8 +149,9 @@ pub(crate) async fn evaluate_from(
                 // release each sweep would flood the queue when it is long.
                 let queued = sweep.is_some_and(|s| !s.backstop)
                     && ctx.bus.work_waiting(&work_subject(release)).await?;
-                for step in steps.into_iter().filter(|_| !queued) {
-                    offer_step(ctx, &current, step, &tick).await?;
+                // One offer for the wave: the worker that takes it takes the rest too.
+                if !queued {
+                    offer_wave(ctx, &current, steps, &tick).await?;
                 }
             }
             Next::RollBack { env, reason } => {
@@ -233,6 +234,7 @@ async fn resume_orphans(
             WorkOrder::Step {
                 release: state.id.clone(),
                 step: step.id.clone(),
+                with: Vec::new(),
             },
             &id,
         )
@@ -259,6 +261,44 @@ pub(crate) async fn offer_step(
     let order = WorkOrder::Step {
         release: release.clone(),
         step,
+        with: Vec::new(),
+    };
+    ctx.bus
+        .publish_work_unconfirmed(&order.subject(), order.payload(), &id)
+        .await?;
+    Ok(())
+}
+
+/// Offers the ready `steps` of the release `current` is a copy of as one work item: the first,
+/// with the others for the worker that takes it to take too (`WorkOrder::Step::with`). Its
+/// message id names every step and how often each was started, so the same wave is stored
+/// once and a different one (a step more, or one started since) is a new offer; a sweep's
+/// offer adds its `tick`. Not waited for, as [`offer_step`].
+async fn offer_wave(
+    ctx: &Ctx,
+    current: &Current,
+    steps: Vec<StepId>,
+    tick: &str,
+) -> Result<(), PromoterError> {
+    let mut steps = steps.into_iter();
+    let Some(first) = steps.next() else {
+        return Ok(());
+    };
+    let with: Vec<StepId> = steps.collect();
+    if with.is_empty() {
+        return offer_step(ctx, current, first, tick).await;
+    }
+    let release = &current.state.id;
+    let id = std::iter::once(&first)
+        .chain(&with)
+        .map(|step| format!("{step}/{}", current.attempts(step)))
+        .collect::<Vec<_>>()
+        .join("+");
+    let id = format!("{release}/{id}{tick}");
+    let order = WorkOrder::Step {
+        release: release.clone(),
+        step: first,
+        with,
     };
     ctx.bus
         .publish_work_unconfirmed(&order.subject(), order.payload(), &id)

@@ -45,6 +45,8 @@ pub(crate) struct Started {
     attempt: u32,
     cause: Envelope,
     current: Current,
+    /// The releases it waits for, as read to decide it was ready.
+    externals: BTreeMap<ReleaseId, Other>,
 }
 
 /// What became of a step offered to this worker.
@@ -312,6 +314,7 @@ pub(crate) async fn take_step(
             attempt,
             cause,
             current: after,
+            externals: externals.unwrap_or_default(),
         })));
     }
 }
@@ -325,6 +328,16 @@ impl Started {
     /// The step.
     pub(crate) fn step(&self) -> &str {
         &self.step.id
+    }
+
+    /// What this worker knows of the release as it started the step, for taking the
+    /// release's other ready steps on it (a release waited for but not read here is read
+    /// then).
+    pub(crate) fn prior(&self) -> Prior {
+        Prior {
+            current: self.current.clone(),
+            externals: self.externals.clone(),
+        }
     }
 }
 
@@ -343,6 +356,7 @@ pub(crate) async fn execute(
         attempt,
         cause,
         current,
+        externals: _,
     } = started;
     let mut recorder = Recorder::new(
         &ctx.writer,

@@ -22,6 +22,12 @@ pub enum WorkOrder {
         release: ReleaseId,
         /// The step.
         step: StepId,
+        /// The release's other steps that were ready with it (a wave: after the plan, an
+        /// approval, another release's step), for the worker that takes this one to take as
+        /// well, each under a free permit of its own (else it offers them one by one), so a
+        /// release's parallel steps run on one worker.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        with: Vec<StepId>,
     },
     /// Undo what the release applied in one environment.
     Rollback {

@@ -445,7 +445,7 @@ async fn handle(
         }
     };
     let span = match &order {
-        WorkOrder::Step { release, step } => tracing::info_span!(
+        WorkOrder::Step { release, step, .. } => tracing::info_span!(
             "promoter.step",
             service = "promoter",
             release = %release,
@@ -481,18 +481,28 @@ async fn run_order(
     permit: OwnedSemaphorePermit,
 ) {
     match order {
-        WorkOrder::Step { release, step } => match take_step(&ctx, &release, &step, None).await {
+        WorkOrder::Step {
+            release,
+            step,
+            with,
+        } => match take_step(&ctx, &release, &step, None).await {
             // Not waited for: a second delivery of the offer finds the step taken and skips it.
             Ok(Taken::Started(started)) => {
                 if let Err(error) = item.ack_unconfirmed().await {
                     debug!(%error, "work item ack failed; a duplicate offer will be skipped");
                 }
-                run_steps(&ctx, &view, *started, permit).await;
+                run_steps(&ctx, &view, &release, Some((*started, permit)), with).await;
             }
             Ok(Taken::Skipped(why)) => {
                 debug!(release = %release, step = %step, why, "work item skipped");
                 if let Err(error) = item.ack_unconfirmed().await {
                     debug!(%error, "work item ack failed");
+                }
+                // The steps ready with it may start all the same (its environment frozen,
+                // theirs not): each is taken under a permit of its own, this item's given back.
+                drop(permit);
+                if !with.is_empty() {
+                    run_steps(&ctx, &view, &release, None, with).await;
                 }
             }
             Err(error) => {
@@ -632,23 +642,43 @@ where
 /// waiting for this one are looked at while that step runs (nothing comes between a step's
 /// start and its body). A worker that dies before a step it kept is started leaves it to the
 /// next sweep, as it would an unoffered step; once started, it is a step like any other (its
-/// lease expires and a sweep re-offers it). Returns when every step started here has ended;
-/// dropping it stops them all.
+/// lease expires and a sweep re-offers it). `with`, the steps of `release` offered together
+/// with `first` (or with a step this worker skipped, when there is no `first`), are taken the
+/// same way as the other steps an outcome made ready. Returns when every step started here has
+/// ended; dropping it stops them all.
 async fn run_steps(
     ctx: &Arc<Ctx>,
     view: &ProjectionStore<PromoterView>,
-    first: Started,
-    permit: OwnedSemaphorePermit,
+    release: &ReleaseId,
+    first: Option<(Started, OwnedSemaphorePermit)>,
+    with: Vec<StepId>,
 ) {
-    let (spawner, mut spawned) = tokio::sync::mpsc::unbounded_channel();
-    let first = run_chain(
-        ctx.clone(),
-        view.clone(),
-        first,
-        tracing::Span::current(),
-        permit,
-        spawner,
-    );
+    let (spawner, mut spawned) = tokio::sync::mpsc::unbounded_channel::<Task>();
+    let prior = first.as_ref().map(|(started, _)| started.prior());
+    if !with.is_empty() {
+        let task = take_others(
+            ctx.clone(),
+            view.clone(),
+            release.clone(),
+            with,
+            prior,
+            spawner.clone(),
+        );
+        let _ = spawner.send(Box::pin(task));
+    }
+    let first = async move {
+        if let Some((started, permit)) = first {
+            run_chain(
+                ctx.clone(),
+                view.clone(),
+                started,
+                tracing::Span::current(),
+                permit,
+                spawner,
+            )
+            .await;
+        }
+    };
     let others = async move {
         let mut tasks = JoinSet::new();
         loop {
@@ -676,9 +706,12 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Tasks a chain of steps hands to [`run_steps`] to run beside it (taking the other steps
-/// an outcome made ready, and running each).
-type Spawner = tokio::sync::mpsc::UnboundedSender<futures::future::BoxFuture<'static, ()>>;
+/// What a chain of steps hands to [`run_steps`] to run beside it: taking the other steps an
+/// outcome made ready, and running each.
+type Task = futures::future::BoxFuture<'static, ()>;
+
+/// Where a chain sends its [`Task`]s.
+type Spawner = tokio::sync::mpsc::UnboundedSender<Task>;
 
 /// Runs `started`, then the next step of its release its outcome made ready, and so on, under
 /// `permit`; the other steps made ready are handed to `spawner` ([`take_others`]).
@@ -760,7 +793,7 @@ async fn chain(
             Some(Kept { steps, prior }) => {
                 let mut steps = steps.into_iter();
                 let first = steps.next().expect("kept steps are never empty");
-                let next = hand_over(&ctx, &release, first, prior.clone()).await;
+                let next = hand_over(&ctx, &release, first, Some(prior.clone())).await;
                 let others: Vec<StepId> = steps.collect();
                 if !others.is_empty() {
                     let task = take_others(
@@ -768,7 +801,7 @@ async fn chain(
                         view.clone(),
                         release.clone(),
                         others,
-                        prior,
+                        Some(prior),
                         spawner.clone(),
                     );
                     // Fails only once `run_steps` is gone, and then nothing runs any more.
@@ -787,22 +820,23 @@ async fn chain(
     drop(permit);
 }
 
-/// Takes `steps` of `release` (made ready by one outcome, after the first, which its chain
-/// took) one after the other, each under a permit of its own, and hands each one started to
-/// `spawner` to run as a chain of its own. A step for which no permit is free is offered to
-/// every worker, as is one that cannot be taken for an error.
+/// Takes `steps` of `release` (made ready by one outcome, or offered together, after the
+/// first, which its chain took) one after the other, each under a permit of its own, deciding
+/// on `prior` when given, and hands each one started to `spawner` to run as a chain of its
+/// own. A step for which no permit is free is offered to every worker, as is one that cannot
+/// be taken for an error.
 async fn take_others(
     ctx: Arc<Ctx>,
     view: ProjectionStore<PromoterView>,
     release: ReleaseId,
     steps: Vec<StepId>,
-    prior: Prior,
+    prior: Option<Prior>,
     spawner: Spawner,
 ) {
     for step in steps {
         let Ok(permit) = ctx.step_permits.clone().try_acquire_owned() else {
             debug!(release = %release, step = %step, "no permit free for another step; offering it");
-            offer_or_leave(&ctx, &release, &prior.current, step).await;
+            offer_or_leave(&ctx, &release, prior.as_ref().map(|p| &p.current), step).await;
             continue;
         };
         // Each take appends on this worker's copy, which the take before it moved on
@@ -877,19 +911,24 @@ fn may_go_on(
         .unwrap_or(true)
 }
 
-/// Takes `step`, a step of `release` an outcome made ready, on this worker, deciding on
-/// `prior`; offers it to every worker when it cannot be taken for an error (a step skipped is
-/// skipped as its work item would be).
+/// Takes `step`, a step of `release` an outcome made ready (or offered with another), on this
+/// worker, deciding on `prior` when given (else reading the release); offers it to every
+/// worker when it cannot be taken for an error (a step skipped is skipped as its work item
+/// would be).
 async fn hand_over(
     ctx: &Arc<Ctx>,
     release: &ReleaseId,
     step: StepId,
-    prior: Prior,
+    prior: Option<Prior>,
 ) -> Option<(Started, tracing::Span)> {
     let span = step_span(ctx, release, &step);
-    railyard_bus::follow_trace(&span, &prior.current.trace);
-    let current = prior.current.clone();
-    match take_step(ctx, release, &step, Some(prior))
+    let trace = match &prior {
+        Some(prior) => prior.current.trace.clone(),
+        None => ctx.releases.trace_of(release).await,
+    };
+    railyard_bus::follow_trace(&span, &trace);
+    let current = prior.as_ref().map(|p| p.current.clone());
+    match take_step(ctx, release, &step, prior)
         .instrument(span.clone())
         .await
     {
@@ -900,15 +939,24 @@ async fn hand_over(
         }
         Err(error) => {
             warn!(release = %release, step = %step, %error, "cannot take the next step; offering it to every worker");
-            offer_or_leave(ctx, release, &current, step).await;
+            offer_or_leave(ctx, release, current.as_ref(), step).await;
             None
         }
     }
 }
 
-/// Offers `step` to every worker; a failure leaves it to the next sweep.
-async fn offer_or_leave(ctx: &Ctx, release: &ReleaseId, current: &Current, step: StepId) {
-    if let Err(error) = offer_step(ctx, current, step, "").await {
+/// Offers `step` to every worker, as of `current` (this worker's copy of the release, read
+/// when not given); a failure leaves it to the next sweep.
+async fn offer_or_leave(ctx: &Ctx, release: &ReleaseId, current: Option<&Current>, step: StepId) {
+    let offered = match current {
+        Some(current) => offer_step(ctx, current, step, "").await,
+        None => match ctx.releases.load(release).await {
+            Ok(Some(current)) => offer_step(ctx, &current, step, "").await,
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        },
+    };
+    if let Err(error) = offered {
         warn!(release = %release, %error, "cannot offer the next step; the next sweep will");
     }
 }

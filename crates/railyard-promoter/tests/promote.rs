@@ -513,6 +513,7 @@ async fn a_worker_dying_in_the_step_it_took_over_leaves_it_to_another() -> anyho
         [railyard_promoter::work::WorkOrder::Step {
             release: id.clone(),
             step: first.clone(),
+            with: Vec::new(),
         }],
         "{offered:?}"
     );
@@ -689,8 +690,9 @@ version = "1.6.0"
     worker.shutdown().await
 }
 
-/// Every work order published on the work queue until it has been quiet for 200 ms, each
-/// once (an offer of the same state is published once per event that offers it).
+/// Every step offered on the work queue (alone, or with the steps ready with it) until it
+/// has been quiet for 200 ms, each once (an offer of the same state is published once per
+/// event that offers it).
 async fn drain_offers(
     offers: &mut async_nats::Subscriber,
 ) -> anyhow::Result<std::collections::BTreeSet<String>> {
@@ -700,7 +702,10 @@ async fn drain_offers(
         tokio::time::timeout(Duration::from_millis(200), offers.next()).await
     {
         match serde_json::from_slice(&message.payload)? {
-            railyard_promoter::work::WorkOrder::Step { step, .. } => offered.insert(step),
+            railyard_promoter::work::WorkOrder::Step { step, with, .. } => {
+                offered.insert(step);
+                offered.extend(with);
+            }
             other => panic!("only steps are offered here: {other:?}"),
         };
     }
@@ -857,4 +862,58 @@ async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Res
     }
     assert_eq!(seen, 0, "appends that conflicted");
     worker.shutdown().await
+}
+
+/// The plan makes both staging consumer deploys ready at once. The dispatcher offers them as
+/// one work item (the first, with the other), and the worker that takes it takes both: one
+/// offer on the queue for the wave, and both deploys started by the same worker of two.
+#[tokio::test]
+async fn a_wave_of_ready_steps_is_one_offer_that_one_worker_takes() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let client = async_nats::connect(h.nats.url()).await?;
+    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    let workers: Vec<Worker> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| {
+            let mut config = h.worker_config(id);
+            config.sweep_interval = Duration::from_secs(3600);
+            h.worker_with(config)
+        })
+        .collect();
+    let id = h.submit(RELEASE, &inventory()).await?;
+    let state = h
+        .drive_until(&id, Duration::from_millis(100), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    let mut orders = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), offers.next()).await
+    {
+        let order: railyard_promoter::work::WorkOrder = serde_json::from_slice(&message.payload)?;
+        orders.push(order);
+    }
+    orders.dedup();
+    let (billing, email) = (
+        deploy_step("staging", "billing-worker"),
+        deploy_step("staging", "email-worker"),
+    );
+    assert_eq!(
+        orders,
+        [railyard_promoter::work::WorkOrder::Step {
+            release: id.clone(),
+            step: billing.clone(),
+            with: vec![email.clone()],
+        }]
+    );
+    let by = started_by(&h.events(&id).await?);
+    assert_eq!(by[&billing], by[&email], "{by:?}");
+    for worker in workers {
+        worker.shutdown().await?;
+    }
+    Ok(())
 }

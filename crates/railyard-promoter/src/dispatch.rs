@@ -1,5 +1,6 @@
 //! The dispatcher: looks at a release after each of its events (and at every release in flight
-//! on each sweep) and does what [`decide::next`] says — offers ready steps on `RAILYARD_WORK`,
+//! on each sweep) and does what [`decide::next`] says — offers ready steps on `RAILYARD_WORK`
+//! (those of one release ready at once as one work item, for one worker to take them all),
 //! records `release.completed`, or offers the rollback of an environment. Offers carry message
 //! ids derived from the state they answer, so every worker may dispatch and each offer is stored
 //! once; sweeps also re-offer steps whose worker died (their lease is free) and lost work,

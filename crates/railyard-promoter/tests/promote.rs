@@ -917,3 +917,85 @@ async fn a_wave_of_ready_steps_is_one_offer_that_one_worker_takes() -> anyhow::R
     }
     Ok(())
 }
+
+/// A worker that skips the first step of a wave's work item (here it is not ready) still takes
+/// the steps offered with it. The dispatcher's own offer of the staging wave is lost (the work
+/// queue keeps nothing while the release is planned), and no sweep runs: the staging consumer
+/// deploys can only start from the item published by hand, led by a production step that
+/// waits for them.
+#[tokio::test]
+async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    let client = async_nats::connect(h.nats.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut work = js
+        .get_stream("RAILYARD_WORK")
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    let subjects = std::mem::replace(&mut work.subjects, vec!["railyard.work.nowhere".to_owned()]);
+    js.update_stream(&work).await?;
+    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    let mut config = h.worker_config("only");
+    config.sweep_interval = Duration::from_secs(3600);
+    let worker = h.worker_with(config);
+    let id = h.submit(RELEASE, &inventory()).await?;
+    tokio::time::timeout(Duration::from_secs(30), offers.next())
+        .await?
+        .expect("the dispatcher offers the staging wave");
+    // (And any repeat of it, once per event that offers it: lost as well.)
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), offers.next()).await {}
+    assert!(
+        h.state(&id)
+            .await?
+            .steps
+            .values()
+            .all(|s| matches!(s, railyard_core::release_state::StepStatus::Pending))
+    );
+
+    work.subjects = subjects;
+    js.update_stream(&work).await?;
+    let (billing, email) = (
+        deploy_step("staging", "billing-worker"),
+        deploy_step("staging", "email-worker"),
+    );
+    let order = railyard_promoter::work::WorkOrder::Step {
+        release: id.clone(),
+        step: deploy_step("production", "orders-api"),
+        with: vec![billing.clone(), email.clone()],
+    };
+    js.publish(order.subject(), order.payload()).await?.await?;
+    h.drive_until(
+        &id,
+        Duration::from_millis(100),
+        "both staging deploys started",
+        |s| {
+            [&billing, &email].iter().all(|step| {
+                !matches!(
+                    s.steps.get(step.as_str()),
+                    Some(railyard_core::release_state::StepStatus::Pending)
+                )
+            })
+        },
+    )
+    .await?;
+    let by = started_by(&h.events(&id).await?);
+    assert_eq!(by.get(&billing).map(String::as_str), Some("only"));
+    assert_eq!(by.get(&email).map(String::as_str), Some("only"));
+    assert!(!by.contains_key(&deploy_step("production", "orders-api")));
+    // Nothing but the hand-made item offered them since the lost one.
+    let mut since = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(100), offers.next()).await
+    {
+        let order: railyard_promoter::work::WorkOrder = serde_json::from_slice(&message.payload)?;
+        since.push(order);
+    }
+    assert_eq!(since, [order]);
+    worker.shutdown().await
+}

@@ -11,7 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use railyard_core::{AggregateId, Event, Status};
+use railyard_core::{AggregateId, Event, ReleaseState, Status};
+use railyard_promoter::PromoterConfig;
 
 fn started_order(events: &[railyard_core::Envelope]) -> Vec<String> {
     events
@@ -690,26 +691,82 @@ version = "1.6.0"
     worker.shutdown().await
 }
 
-/// Every step offered on the work queue (alone, or with the steps ready with it) until it
-/// has been quiet for 200 ms, each once (an offer of the same state is published once per
-/// event that offers it).
+/// Every step offered on the work queue (alone, or with the steps ready with it) until none
+/// was for 200 ms.
 async fn drain_offers(
     offers: &mut async_nats::Subscriber,
 ) -> anyhow::Result<std::collections::BTreeSet<String>> {
-    use futures::StreamExt;
     let mut offered = std::collections::BTreeSet::new();
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_millis(200), offers.next()).await
-    {
-        match serde_json::from_slice(&message.payload)? {
+    for order in orders_until_quiet(offers, Duration::from_millis(200)).await? {
+        match order {
             railyard_promoter::work::WorkOrder::Step { step, with, .. } => {
                 offered.insert(step);
                 offered.extend(with);
             }
             other => panic!("only steps are offered here: {other:?}"),
-        };
+        }
     }
     Ok(offered)
+}
+
+/// A harness whose deploys succeed at once, its inventory seeded.
+async fn instant_harness() -> anyhow::Result<Harness> {
+    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
+    h.seed(&inventory()).await?;
+    Ok(h)
+}
+
+/// Every work order published on the promoter's work subjects from now on (a plain
+/// subscription sees them whether or not the work queue keeps them), and its client.
+async fn watch_offers(h: &Harness) -> anyhow::Result<(async_nats::Client, async_nats::Subscriber)> {
+    let client = async_nats::connect(h.nats.url()).await?;
+    let offers = client.subscribe("railyard.work.promoter.>").await?;
+    client.flush().await?;
+    Ok((client, offers))
+}
+
+/// Workers with no sweep of their own for an hour, `configure`d: every offer is the
+/// dispatcher's or a step's.
+fn unswept(h: &Harness, ids: &[&str], configure: impl Fn(&mut PromoterConfig)) -> Vec<Worker> {
+    ids.iter()
+        .map(|id| {
+            let mut config = h.worker_config(id);
+            config.sweep_interval = Duration::from_secs(3600);
+            configure(&mut config);
+            h.worker_with(config)
+        })
+        .collect()
+}
+
+/// Drives the clock until release `id` has completed, every step succeeded and started once.
+async fn completes(h: &Harness, id: &railyard_core::ReleaseId) -> anyhow::Result<ReleaseState> {
+    let state = h
+        .drive_until(id, Duration::from_millis(100), "release completed", |s| {
+            s.status == Status::Completed
+        })
+        .await?;
+    assert!(all_succeeded(&state));
+    assert!(
+        count(&h.events(id).await?, "step.started")
+            .values()
+            .all(|n| *n == 1)
+    );
+    Ok(state)
+}
+
+/// The work orders published until none came for `quiet`, repeats of one after the other
+/// left out (an offer of the same state is published once per event that offers it).
+async fn orders_until_quiet(
+    offers: &mut async_nats::Subscriber,
+    quiet: Duration,
+) -> anyhow::Result<Vec<railyard_promoter::work::WorkOrder>> {
+    use futures::StreamExt;
+    let mut orders = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(quiet, offers.next()).await {
+        orders.push(serde_json::from_slice(&message.payload)?);
+    }
+    orders.dedup();
+    Ok(orders)
 }
 
 /// Which worker started each step.
@@ -729,29 +786,12 @@ fn started_by(events: &[railyard_core::Envelope]) -> std::collections::BTreeMap<
 /// parallel steps share one worker's copy of it.
 #[tokio::test]
 async fn the_worker_that_records_an_outcome_takes_every_step_it_made_ready() -> anyhow::Result<()> {
-    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
-    h.seed(&inventory()).await?;
-    let client = async_nats::connect(h.nats.url()).await?;
-    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
-    client.flush().await?;
-    // No sweeps: every offer is the dispatcher's or a step's.
-    let workers: Vec<Worker> = ["w1", "w2"]
-        .into_iter()
-        .map(|id| {
-            let mut config = h.worker_config(id);
-            config.sweep_interval = Duration::from_secs(3600);
-            h.worker_with(config)
-        })
-        .collect();
+    let h = instant_harness().await?;
+    let (_client, mut offers) = watch_offers(&h).await?;
+    let workers = unswept(&h, &["w1", "w2"], |_| {});
     let id = h.submit(RELEASE, &inventory()).await?;
-    let state = h
-        .drive_until(&id, Duration::from_millis(100), "release completed", |s| {
-            s.status == Status::Completed
-        })
-        .await?;
-    assert!(all_succeeded(&state));
+    let state = completes(&h, &id).await?;
     let events = h.events(&id).await?;
-    assert!(count(&events, "step.started").values().all(|n| *n == 1));
 
     // Only the steps ready from the start were offered: the staging consumer deploys.
     let plan = state.plan.as_ref().expect("planned");
@@ -790,24 +830,12 @@ async fn the_worker_that_records_an_outcome_takes_every_step_it_made_ready() -> 
 /// taking more never runs more steps at once than `max_concurrent_steps`.
 #[tokio::test]
 async fn a_step_made_ready_beyond_the_workers_permits_is_offered() -> anyhow::Result<()> {
-    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
-    h.seed(&inventory()).await?;
-    let client = async_nats::connect(h.nats.url()).await?;
-    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
-    client.flush().await?;
-    let mut config = h.worker_config("w1");
-    config.sweep_interval = Duration::from_secs(3600);
-    config.max_concurrent_steps = 1;
-    let worker = h.worker_with(config);
+    let h = instant_harness().await?;
+    let (_client, mut offers) = watch_offers(&h).await?;
+    let workers = unswept(&h, &["w1"], |config| config.max_concurrent_steps = 1);
     let id = h.submit(RELEASE, &inventory()).await?;
-    let state = h
-        .drive_until(&id, Duration::from_millis(100), "release completed", |s| {
-            s.status == Status::Completed
-        })
-        .await?;
-    assert!(all_succeeded(&state));
+    completes(&h, &id).await?;
     let events = h.events(&id).await?;
-    assert!(count(&events, "step.started").values().all(|n| *n == 1));
     // Steps never overlapped: each started after the one before it ended.
     let mut running = 0;
     for event in &events {
@@ -828,7 +856,10 @@ async fn a_step_made_ready_beyond_the_workers_permits_is_offered() -> anyhow::Re
         .filter(|step| offered.contains(step))
         .collect();
     assert_eq!(production.len(), 1, "{offered:?}");
-    worker.shutdown().await
+    for worker in workers {
+        worker.shutdown().await?;
+    }
+    Ok(())
 }
 
 /// One worker alone runs a release whose consumer deploys and verifies run side by side:
@@ -838,8 +869,7 @@ async fn a_step_made_ready_beyond_the_workers_permits_is_offered() -> anyhow::Re
 #[tokio::test]
 async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Result<()> {
     use futures::StreamExt;
-    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
-    h.seed(&inventory()).await?;
+    let h = instant_harness().await?;
     let worker = h.worker("w1");
     let client = async_nats::connect(h.nats.url()).await?;
     let mut conflicts = client
@@ -852,8 +882,7 @@ async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Res
     for n in 1..=3 {
         let release = RELEASE.replace("rel-1", &format!("rel-{n}"));
         let id = h.submit(&release, &inventory()).await?;
-        let state = h.wait_status(&id, Status::Completed).await?;
-        assert!(all_succeeded(&state));
+        completes(&h, &id).await?;
     }
     let mut seen = 0;
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), conflicts.next()).await
@@ -869,35 +898,12 @@ async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Res
 /// offer on the queue for the wave, and both deploys started by the same worker of two.
 #[tokio::test]
 async fn a_wave_of_ready_steps_is_one_offer_that_one_worker_takes() -> anyhow::Result<()> {
-    use futures::StreamExt;
-    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
-    h.seed(&inventory()).await?;
-    let client = async_nats::connect(h.nats.url()).await?;
-    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
-    client.flush().await?;
-    let workers: Vec<Worker> = ["w1", "w2"]
-        .into_iter()
-        .map(|id| {
-            let mut config = h.worker_config(id);
-            config.sweep_interval = Duration::from_secs(3600);
-            h.worker_with(config)
-        })
-        .collect();
+    let h = instant_harness().await?;
+    let (_client, mut offers) = watch_offers(&h).await?;
+    let workers = unswept(&h, &["w1", "w2"], |_| {});
     let id = h.submit(RELEASE, &inventory()).await?;
-    let state = h
-        .drive_until(&id, Duration::from_millis(100), "release completed", |s| {
-            s.status == Status::Completed
-        })
-        .await?;
-    assert!(all_succeeded(&state));
-    let mut orders = Vec::new();
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_millis(200), offers.next()).await
-    {
-        let order: railyard_promoter::work::WorkOrder = serde_json::from_slice(&message.payload)?;
-        orders.push(order);
-    }
-    orders.dedup();
+    completes(&h, &id).await?;
+    let orders = orders_until_quiet(&mut offers, Duration::from_millis(200)).await?;
     let (billing, email) = (
         deploy_step("staging", "billing-worker"),
         deploy_step("staging", "email-worker"),
@@ -926,9 +932,8 @@ async fn a_wave_of_ready_steps_is_one_offer_that_one_worker_takes() -> anyhow::R
 #[tokio::test]
 async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Result<()> {
     use futures::StreamExt;
-    let h = Harness::start(&estate(r#"{ kind = "command", run = ["true"] }"#, "")).await?;
-    h.seed(&inventory()).await?;
-    let client = async_nats::connect(h.nats.url()).await?;
+    let h = instant_harness().await?;
+    let (client, mut offers) = watch_offers(&h).await?;
     let js = async_nats::jetstream::new(client.clone());
     let mut work = js
         .get_stream("RAILYARD_WORK")
@@ -939,11 +944,7 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
         .clone();
     let subjects = std::mem::replace(&mut work.subjects, vec!["railyard.work.nowhere".to_owned()]);
     js.update_stream(&work).await?;
-    let mut offers = client.subscribe("railyard.work.promoter.>").await?;
-    client.flush().await?;
-    let mut config = h.worker_config("only");
-    config.sweep_interval = Duration::from_secs(3600);
-    let worker = h.worker_with(config);
+    let workers = unswept(&h, &["only"], |_| {});
     let id = h.submit(RELEASE, &inventory()).await?;
     tokio::time::timeout(Duration::from_secs(30), offers.next())
         .await?
@@ -989,13 +990,10 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
     assert_eq!(by.get(&email).map(String::as_str), Some("only"));
     assert!(!by.contains_key(&deploy_step("production", "orders-api")));
     // Nothing but the hand-made item offered them since the lost one.
-    let mut since = Vec::new();
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_millis(100), offers.next()).await
-    {
-        let order: railyard_promoter::work::WorkOrder = serde_json::from_slice(&message.payload)?;
-        since.push(order);
-    }
+    let since = orders_until_quiet(&mut offers, Duration::from_millis(100)).await?;
     assert_eq!(since, [order]);
-    worker.shutdown().await
+    for worker in workers {
+        worker.shutdown().await?;
+    }
+    Ok(())
 }

@@ -133,18 +133,23 @@ impl Drop for Worker {
 
 /// The messages each named connection sent to the server (`/connz`).
 async fn sent_by(http: &reqwest::Client, monitor: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-    let connz: Value = http
-        .get(format!("{monitor}/connz?limit=4096"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let connz = connz(http, monitor, "").await?;
     let mut out = BTreeMap::new();
     for c in connz["connections"].as_array().into_iter().flatten() {
         let name = c["name"].as_str().unwrap_or("").to_owned();
         *out.entry(name).or_default() += c["in_msgs"].as_u64().unwrap_or(0);
     }
     Ok(out)
+}
+
+/// The server's connections (`/connz`, with `query` added).
+async fn connz(http: &reqwest::Client, monitor: &str, query: &str) -> anyhow::Result<Value> {
+    Ok(http
+        .get(format!("{monitor}/connz?limit=4096{query}"))
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 /// The process-wide part of an inbox's NUID (`_INBOX.<12 characters>`): a process's
@@ -160,12 +165,7 @@ async fn inbox_owners(
     http: &reqwest::Client,
     monitor: &str,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let connz: Value = http
-        .get(format!("{monitor}/connz?limit=4096&subs=1"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let connz = connz(http, monitor, "&subs=1").await?;
     let mut out = BTreeMap::new();
     for c in connz["connections"].as_array().into_iter().flatten() {
         let name = c["name"].as_str().unwrap_or("(unnamed)").to_owned();

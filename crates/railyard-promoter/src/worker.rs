@@ -654,7 +654,25 @@ async fn run_steps(
     with: Vec<StepId>,
 ) {
     let (spawner, mut spawned) = tokio::sync::mpsc::unbounded_channel::<Task>();
-    let prior = first.as_ref().map(|(started, _)| started.prior());
+    let prior = match &first {
+        Some((started, _)) => Some(started.prior()),
+        // Read once for all of them (each take would read the release otherwise).
+        None if !with.is_empty() => match ctx.releases.load(release).await {
+            Ok(Some(current)) => Some(Prior {
+                current,
+                externals: Default::default(),
+            }),
+            Ok(None) => {
+                debug!(release = %release, "steps offered for a release with no events; nothing to take");
+                return;
+            }
+            Err(error) => {
+                debug!(release = %release, %error, "cannot read the release to take the steps offered with a skipped one; each take reads it");
+                None
+            }
+        },
+        None => None,
+    };
     if !with.is_empty() {
         let task = take_others(
             ctx.clone(),
@@ -833,7 +851,22 @@ async fn take_others(
     prior: Option<Prior>,
     spawner: Spawner,
 ) {
+    let mut seen = std::collections::BTreeSet::new();
     for step in steps {
+        // A step twice, or one not in the plan (`with` is read from the work queue), is
+        // neither taken nor offered: nothing is read or sent for it.
+        let planned = |prior: &Prior| {
+            prior
+                .current
+                .state
+                .plan
+                .as_ref()
+                .is_some_and(|plan| plan.step(&step).is_some())
+        };
+        if !seen.insert(step.clone()) || prior.as_ref().is_some_and(|p| !planned(p)) {
+            debug!(release = %release, step = %step, "not a step of the release to take (again)");
+            continue;
+        }
         let Ok(permit) = ctx.step_permits.clone().try_acquire_owned() else {
             debug!(release = %release, step = %step, "no permit free for another step; offering it");
             offer_or_leave(&ctx, &release, prior.as_ref().map(|p| &p.current), step).await;

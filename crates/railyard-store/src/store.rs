@@ -69,11 +69,11 @@ impl StoreConfig {
         self
     }
 
-    /// How often sled flushes in the background (default 500 ms; `None`: only on
-    /// [`ProjectionStore::flush`]). Whatever was committed since the last flush is lost on a
+    /// How often the store flushes in the background, on a thread of its own (default 500 ms;
+    /// `None`: only on [`ProjectionStore::flush`]). Whatever was committed since the last flush is lost on a
     /// crash, always as whole deliveries with their checkpoint, so the stream redelivers them.
-    /// As often, a thread of the store flushes and records the checkpoints it made durable
-    /// (when they moved), which is what lets a later open see that the log was cut short.
+    /// That thread flushes when a checkpoint moved and records the checkpoints it made durable,
+    /// which is what lets a later open see that the log was cut short.
     pub fn flush_every(mut self, every: Option<Duration>) -> StoreConfig {
         self.flush_every = every;
         self
@@ -97,10 +97,9 @@ impl StoreConfig {
             .path(&self.path)
             .temporary(self.temporary)
             .cache_capacity(self.cache_capacity)
-            .flush_every_ms(
-                self.flush_every
-                    .map(|every| u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1)),
-            )
+            // The store's marking thread flushes instead, as often: sled's flusher thread
+            // would keep what its flushes free from being freed (see `mark_periodically`).
+            .flush_every_ms(None)
     }
 }
 
@@ -178,6 +177,14 @@ fn mark_periodically(store: Weak<StoreInner>, stop: mpsc::Receiver<()>, every: D
         if let Err(error) = store.flush_and_mark(false) {
             warn!(path = %store.path.display(), %error, "flushing the store failed; trying again at the next interval");
         }
+        drop(store);
+        // What a flush replaces (sled's write buffers of 512 KiB, the old pages) is freed
+        // through crossbeam's epoch collector, and a thread's garbage reaches the collector
+        // only when its bag of 64 items fills up. This thread flushes twice a second, so its
+        // bag held up to 64 write buffers, and the process grew by up to 32 MiB between two
+        // collections; under a steady trickle of writes (the audit) that looked like a leak
+        // (ARCHITECTURE.md, "Chaos soak"). Hand the bag over after each flush.
+        crossbeam_epoch::pin().flush();
     }
 }
 

@@ -673,17 +673,7 @@ async fn run_steps(
         },
         None => None,
     };
-    if !with.is_empty() {
-        let task = take_others(
-            ctx.clone(),
-            view.clone(),
-            release.clone(),
-            with,
-            prior,
-            spawner.clone(),
-        );
-        let _ = spawner.send(Box::pin(task));
-    }
+    spawn_take_others(&spawner, ctx, view, release, with, prior);
     let first = async move {
         if let Some((started, permit)) = first {
             run_chain(
@@ -812,19 +802,14 @@ async fn chain(
                 let mut steps = steps.into_iter();
                 let first = steps.next().expect("kept steps are never empty");
                 let next = hand_over(&ctx, &release, first, Some(prior.clone())).await;
-                let others: Vec<StepId> = steps.collect();
-                if !others.is_empty() {
-                    let task = take_others(
-                        ctx.clone(),
-                        view.clone(),
-                        release.clone(),
-                        others,
-                        Some(prior),
-                        spawner.clone(),
-                    );
-                    // Fails only once `run_steps` is gone, and then nothing runs any more.
-                    let _ = spawner.send(Box::pin(task));
-                }
+                spawn_take_others(
+                    &spawner,
+                    &ctx,
+                    &view,
+                    &release,
+                    steps.collect(),
+                    Some(prior),
+                );
                 next
             }
             None => None,
@@ -836,6 +821,30 @@ async fn chain(
         }
     }
     drop(permit);
+}
+
+/// Hands [`take_others`] of `steps` (when there are any) to `spawner`.
+fn spawn_take_others(
+    spawner: &Spawner,
+    ctx: &Arc<Ctx>,
+    view: &ProjectionStore<PromoterView>,
+    release: &ReleaseId,
+    steps: Vec<StepId>,
+    prior: Option<Prior>,
+) {
+    if steps.is_empty() {
+        return;
+    }
+    let task = take_others(
+        ctx.clone(),
+        view.clone(),
+        release.clone(),
+        steps,
+        prior,
+        spawner.clone(),
+    );
+    // Fails only once `run_steps` is gone, and then nothing runs any more.
+    let _ = spawner.send(Box::pin(task));
 }
 
 /// Takes `steps` of `release` (made ready by one outcome, or offered together, after the

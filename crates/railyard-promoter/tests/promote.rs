@@ -385,15 +385,7 @@ async fn a_lost_offer_is_made_again_by_the_next_sweep() -> anyhow::Result<()> {
     let h = Harness::start(SOLO).await?;
     let client = async_nats::connect(h.nats.url()).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let mut work = js
-        .get_stream("RAILYARD_WORK")
-        .await?
-        .info()
-        .await?
-        .config
-        .clone();
-    let subjects = std::mem::replace(&mut work.subjects, vec!["railyard.work.nowhere".to_owned()]);
-    js.update_stream(&work).await?;
+    let lost_offers = lose_offers(&js).await?;
     // Every offer, as published (a plain subscription sees them whether or not a stream keeps
     // them).
     let mut offers = client.subscribe("railyard.work.promoter.>").await?;
@@ -445,8 +437,7 @@ async fn a_lost_offer_is_made_again_by_the_next_sweep() -> anyhow::Result<()> {
 
     // The queue keeps offers again; the sweep (every 10 s on the clock) finds no offer of the
     // release waiting and offers the step again, under a message id of its own.
-    work.subjects = subjects;
-    js.update_stream(&work).await?;
+    lost_offers.keep_again(&js).await?;
     h.drive_until(
         &id,
         Duration::from_secs(5),
@@ -784,6 +775,48 @@ async fn orders_until_quiet(
     Ok(orders)
 }
 
+/// How many messages `messages` receives until none comes for `quiet`.
+async fn count_until_quiet(messages: &mut async_nats::Subscriber, quiet: Duration) -> usize {
+    use futures::StreamExt;
+    let mut count = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(quiet, messages.next()).await {
+        count += 1;
+    }
+    count
+}
+
+/// Makes the work queue keep nothing the promoter offers (its stream's subjects point
+/// elsewhere), as when its leader is being elected, until [`LostOffers::keep_again`].
+async fn lose_offers(js: &async_nats::jetstream::Context) -> anyhow::Result<LostOffers> {
+    let mut config = js
+        .get_stream("RAILYARD_WORK")
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    let subjects = std::mem::replace(
+        &mut config.subjects,
+        vec!["railyard.work.nowhere".to_owned()],
+    );
+    js.update_stream(&config).await?;
+    Ok(LostOffers { config, subjects })
+}
+
+/// The work queue's configuration while it keeps nothing, and the subjects it had.
+struct LostOffers {
+    config: async_nats::jetstream::stream::Config,
+    subjects: Vec<String>,
+}
+
+impl LostOffers {
+    async fn keep_again(mut self, js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+        self.config.subjects = self.subjects;
+        js.update_stream(&self.config).await?;
+        Ok(())
+    }
+}
+
 /// Which worker started each step.
 fn started_by(events: &[railyard_core::Envelope]) -> std::collections::BTreeMap<String, String> {
     events
@@ -883,7 +916,6 @@ async fn a_step_made_ready_beyond_the_workers_permits_is_offered() -> anyhow::Re
 /// look at what won (a `STREAM.MSG.GET` on the events stream), counted here.
 #[tokio::test]
 async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Result<()> {
-    use futures::StreamExt;
     let h = instant_harness().await?;
     let worker = h.worker("w1");
     let client = async_nats::connect(h.nats.url()).await?;
@@ -899,11 +931,7 @@ async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Res
         let id = h.submit(&release, &inventory()).await?;
         completes(&h, &id).await?;
     }
-    let mut seen = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), conflicts.next()).await
-    {
-        seen += 1;
-    }
+    let seen = count_until_quiet(&mut conflicts, Duration::from_millis(200)).await;
     assert_eq!(seen, 0, "appends that conflicted");
     worker.shutdown().await
 }
@@ -952,15 +980,7 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
     let h = instant_harness().await?;
     let (client, mut offers) = watch_offers(&h).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let mut work = js
-        .get_stream("RAILYARD_WORK")
-        .await?
-        .info()
-        .await?
-        .config
-        .clone();
-    let subjects = std::mem::replace(&mut work.subjects, vec!["railyard.work.nowhere".to_owned()]);
-    js.update_stream(&work).await?;
+    let lost_offers = lose_offers(&js).await?;
     let workers = unswept(&h, &["only"], |_| {});
     let id = h.submit(RELEASE, &inventory()).await?;
     // The dispatcher's offer (the first sweep's too when it ran after the release was planned:
@@ -978,7 +998,7 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
             break;
         }
     }
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), offers.next()).await {}
+    count_until_quiet(&mut offers, Duration::from_millis(300)).await;
     assert!(
         h.state(&id)
             .await?
@@ -987,8 +1007,7 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
             .all(|s| matches!(s, railyard_core::release_state::StepStatus::Pending))
     );
 
-    work.subjects = subjects;
-    js.update_stream(&work).await?;
+    lost_offers.keep_again(&js).await?;
     let (billing, email) = (
         deploy_step("staging", "billing-worker"),
         deploy_step("staging", "email-worker"),
@@ -1028,10 +1047,7 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
     assert_eq!(by.get(&billing).map(String::as_str), Some("only"));
     assert_eq!(by.get(&email).map(String::as_str), Some("only"));
     assert!(!by.contains_key(&deploy_step("production", "orders-api")));
-    let mut read = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), reads.next()).await {
-        read += 1;
-    }
+    let read = count_until_quiet(&mut reads, Duration::from_millis(100)).await;
     assert!(read < 50, "{read} reads for an item of 1,003 steps");
     // Nothing but the hand-made item offered them since the lost one.
     let since = orders_until_quiet(&mut offers, Duration::from_millis(100)).await?;

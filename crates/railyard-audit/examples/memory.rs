@@ -1,6 +1,7 @@
 //! The audit store's memory as its history grows: applies the audit benchmarks' synthetic
-//! history to an audit store one delivery at a time, as the live projection does, with the
-//! store's background flush on, and prints the process's anonymous resident memory
+//! history to an audit store `RAILYARD_PROBE_BATCH` deliveries at a time (default 1, as the
+//! live projection does when events trickle in; a replay applies 256), with the store's
+//! background flush on, and prints the process's anonymous resident memory
 //! (`RssAnon`) and the store's size on disk every `RAILYARD_PROBE_EVERY` events (default
 //! 5,000) up to `RAILYARD_PROBE_EVENTS` (default 30,000). `RAILYARD_PROBE_CACHE_MB` sets
 //! sled's page cache (default 8 MiB, so the cache's own growth stays out of the figures).
@@ -61,6 +62,7 @@ async fn main() {
     let events = env_u64("RAILYARD_PROBE_EVENTS", 30_000);
     let every = env_u64("RAILYARD_PROBE_EVERY", 5_000).max(1);
     let cache = env_u64("RAILYARD_PROBE_CACHE_MB", 8) << 20;
+    let batch = env_u64("RAILYARD_PROBE_BATCH", 1).max(1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = ProjectionStore::open(
         StoreConfig::new(dir.path().join("audit")).cache_capacity(cache),
@@ -69,18 +71,26 @@ async fn main() {
     .await
     .expect("the audit store opens");
     println!(
-        "{events} events, one delivery per apply, sled page cache {}",
+        "{events} events, {batch} deliveries per apply, sled page cache {}",
         mib(cache as f64)
     );
     println!("start: RssAnon {}", mib(rss_anon_kib() as f64 * 1024.0));
     let started = Instant::now();
-    for i in 0..events {
-        let delivery: Vec<(u64, Vec<Envelope>)> = vec![(i + 1, vec![common::event(i)])];
-        store.apply_many(delivery).await.expect("the apply commits");
-        if (i + 1) % every == 0 {
+    let mut next = 0;
+    while next < events {
+        let deliveries: Vec<(u64, Vec<Envelope>)> = (next..(next + batch).min(events))
+            .map(|i| (i + 1, vec![common::event(i)]))
+            .collect();
+        let before = next;
+        next += deliveries.len() as u64;
+        store
+            .apply_many(deliveries)
+            .await
+            .expect("the batch commits");
+        if next / every > before / every || next == events {
             println!(
                 "{:>8} events {:>7.1} s  RssAnon {:>10}  on disk {:>10}",
-                i + 1,
+                next,
                 started.elapsed().as_secs_f64(),
                 mib(rss_anon_kib() as f64 * 1024.0),
                 mib(size_on_disk(dir.path()) as f64)

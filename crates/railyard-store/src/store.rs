@@ -167,6 +167,20 @@ impl StoreInner {
     }
 }
 
+/// Hands what this thread's sled calls replaced to crossbeam's epoch collector, which sled
+/// frees through: its write buffers (512 KiB each) and the old versions of the pages it
+/// rewrote. A thread's garbage reaches the collector only once its bag holds 64 items, so a
+/// thread that calls sled now and then (a blocking-pool thread, the marking thread flushing
+/// twice a second) kept up to 64 of them alive, each possibly a different write buffer.
+/// Under a steady trickle of writes (the audit) the process grew by tens of MiB and looked as
+/// if it leaked, and a replay of 100,000 audit events (256 per batch, 64 MiB cache) grew to
+/// 1.1 GiB of anonymous memory, 0.47 GiB with this (ARCHITECTURE.md, "Chaos soak"; `cargo
+/// run -p railyard-audit --example memory`). Called after each read, write and flush of a
+/// projection, and after each flush of the marking thread.
+fn hand_over_garbage() {
+    crossbeam_epoch::pin().flush();
+}
+
 /// The store's marking thread: every `every`, flush and record the checkpoints (when they
 /// moved), until the store is dropped.
 fn mark_periodically(store: Weak<StoreInner>, stop: mpsc::Receiver<()>, every: Duration) {
@@ -178,13 +192,7 @@ fn mark_periodically(store: Weak<StoreInner>, stop: mpsc::Receiver<()>, every: D
             warn!(path = %store.path.display(), %error, "flushing the store failed; trying again at the next interval");
         }
         drop(store);
-        // What a flush replaces (sled's write buffers of 512 KiB, the old pages) is freed
-        // through crossbeam's epoch collector, and a thread's garbage reaches the collector
-        // only when its bag of 64 items fills up. This thread flushes twice a second, so its
-        // bag held up to 64 write buffers, and the process grew by up to 32 MiB between two
-        // collections; under a steady trickle of writes (the audit) that looked like a leak
-        // (ARCHITECTURE.md, "Chaos soak"). Hand the bag over after each flush.
-        crossbeam_epoch::pin().flush();
+        hand_over_garbage();
     }
 }
 
@@ -616,13 +624,17 @@ impl<P: Projection> ProjectionStore<P> {
         F: FnOnce(&Inner<P>) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner))
-            .await
-            .map_err(|source| StoreError::Task {
-                projection: self.name().to_owned(),
-                operation,
-                source,
-            })?
+        tokio::task::spawn_blocking(move || {
+            let done = work(&inner);
+            hand_over_garbage();
+            done
+        })
+        .await
+        .map_err(|source| StoreError::Task {
+            projection: self.name().to_owned(),
+            operation,
+            source,
+        })?
     }
 
     /// Follows the checkpoint: the receiver sees every commit's new checkpoint (and 0 after a

@@ -51,6 +51,12 @@ struct Args {
     /// How much a service's resident memory may grow after the warm-up, in percent.
     #[arg(long, env = "SOAK_RSS_TOLERANCE", default_value_t = 20)]
     rss_tolerance: u64,
+    /// The audit's page cache in MiB (`audit serve --cache-mb`; the service's default is 512).
+    /// Small here so that the memory check sees what grows outside the cache: the audit's
+    /// store grows with every release (about 36 MB in 30 minutes), and a cache it fits in
+    /// fills with it, by design, up to the setting.
+    #[arg(long, env = "SOAK_AUDIT_CACHE_MB", default_value_t = 4)]
+    audit_cache_mb: u64,
     /// How many releases are kept in flight.
     #[arg(long, env = "SOAK_IN_FLIGHT", default_value_t = 4)]
     in_flight: usize,
@@ -722,12 +728,13 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         .prefix("railyard-soak-")
         .tempdir()?;
     println!(
-        "soak: {} of releases and kills (workers every {}, NATS nodes every {} for {}, the planner every {}), seed {seed}, {}",
+        "soak: {} of releases and kills (workers every {}, NATS nodes every {} for {}, the planner every {}), seed {seed}, audit page cache {} MiB, {}",
         humantime::format_duration(args.duration),
         humantime::format_duration(args.worker_kill_every),
         humantime::format_duration(args.nats_kill_every),
         humantime::format_duration(args.nats_down_for),
         humantime::format_duration(args.planner_kill_every),
+        args.audit_cache_mb,
         bin.display()
     );
     let setup = Instant::now();
@@ -788,7 +795,14 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     services.push(deployment.spawn(
         "audit",
         "audit",
-        &strings(&["audit", "serve", "--store", &store("audit")]),
+        &strings(&[
+            "audit",
+            "serve",
+            "--store",
+            &store("audit"),
+            "--cache-mb",
+            &args.audit_cache_mb.to_string(),
+        ]),
         &[],
     )?);
     services.push(deployment.spawn(

@@ -80,7 +80,7 @@ impl StoreConfig {
     }
 
     /// How long opening waits for the directory's lock while another handle on it (in this
-    /// process: one just dropped, whose background flusher has not let go yet) still holds it
+    /// process: one just dropped, whose background threads have not let go yet) still holds it
     /// (default 5 s); then the open fails, naming the lock.
     pub fn lock_wait(mut self, wait: Duration) -> StoreConfig {
         self.lock_wait = wait;

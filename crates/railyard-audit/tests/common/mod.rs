@@ -78,7 +78,7 @@ pub struct Service {
 }
 
 /// Runs `open` until it succeeds, for at most [`WAIT`]: sled releases its directory lock a
-/// moment after the last handle is dropped (its flusher thread and deferred frees end
+/// moment after the last handle is dropped (its background threads and deferred frees end
 /// asynchronously), and nothing signals when, so reopening a store in the same process polls.
 pub async fn reopen<T, F, Fut>(what: &str, mut open: F) -> anyhow::Result<T>
 where

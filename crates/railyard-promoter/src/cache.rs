@@ -204,27 +204,32 @@ impl Releases {
     }
 
     /// The other releases `state`'s plan still waits for ([`decide::still_waits_on`]): one
-    /// read each, none for a release this worker already saw final. A release it waits for no
-    /// more is left out ([`external_done`] counts an edge from it as not done).
+    /// read each, all at once (a hand-over waits for the slowest, not for their sum), none for
+    /// a release this worker already saw final. A release it waits for no more is left out
+    /// ([`external_done`] counts an edge from it as not done).
     pub(crate) async fn others(
         &self,
         state: &ReleaseState,
     ) -> Result<BTreeMap<ReleaseId, Other>, PromoterError> {
-        let mut out = BTreeMap::new();
-        for other in decide::still_waits_on(state) {
-            let known_final = self.finished.lock().is_ok_and(|f| f.contains(&other));
-            let what = if known_final {
-                Other::Settled
-            } else {
-                match self.load(&other).await? {
-                    None => Other::Unknown,
-                    Some(current) if current.state.status.is_final() => Other::Settled,
-                    Some(current) => Other::Live(Box::new(current.state)),
-                }
-            };
-            out.insert(other, what);
-        }
-        Ok(out)
+        let reads = decide::still_waits_on(state)
+            .into_iter()
+            .map(|other| async move {
+                let known_final = self.finished.lock().is_ok_and(|f| f.contains(&other));
+                let what = if known_final {
+                    Other::Settled
+                } else {
+                    match self.load(&other).await? {
+                        None => Other::Unknown,
+                        Some(current) if current.state.status.is_final() => Other::Settled,
+                        Some(current) => Other::Live(Box::new(current.state)),
+                    }
+                };
+                Ok::<_, PromoterError>((other, what))
+            });
+        Ok(futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .collect())
     }
 }
 

@@ -775,6 +775,22 @@ async fn orders_until_quiet(
     Ok(orders)
 }
 
+/// The requests made of the JetStream API `api` (`DIRECT.GET`, `STREAM.MSG.GET`) on the
+/// events stream, by anyone, from now on.
+async fn events_api(
+    client: &async_nats::Client,
+    api: &str,
+) -> anyhow::Result<async_nats::Subscriber> {
+    let requests = client
+        .subscribe(format!(
+            "$JS.API.{api}.{}",
+            railyard_bus::names::EVENTS_STREAM
+        ))
+        .await?;
+    client.flush().await?;
+    Ok(requests)
+}
+
 /// How many messages `messages` receives until none comes for `quiet`.
 async fn count_until_quiet(messages: &mut async_nats::Subscriber, quiet: Duration) -> usize {
     use futures::StreamExt;
@@ -919,13 +935,7 @@ async fn a_workers_parallel_steps_of_one_release_never_conflict() -> anyhow::Res
     let h = instant_harness().await?;
     let worker = h.worker("w1");
     let client = async_nats::connect(h.nats.url()).await?;
-    let mut conflicts = client
-        .subscribe(format!(
-            "$JS.API.STREAM.MSG.GET.{}",
-            railyard_bus::names::EVENTS_STREAM
-        ))
-        .await?;
-    client.flush().await?;
+    let mut conflicts = events_api(&client, "STREAM.MSG.GET").await?;
     for n in 1..=3 {
         let release = RELEASE.replace("rel-1", &format!("rel-{n}"));
         let id = h.submit(&release, &inventory()).await?;
@@ -1021,13 +1031,7 @@ async fn the_steps_offered_with_a_skipped_step_are_still_taken() -> anyhow::Resu
         step: deploy_step("production", "orders-api"),
         with,
     };
-    let mut reads = client
-        .subscribe(format!(
-            "$JS.API.DIRECT.GET.{}",
-            railyard_bus::names::EVENTS_STREAM
-        ))
-        .await?;
-    client.flush().await?;
+    let mut reads = events_api(&client, "DIRECT.GET").await?;
     js.publish(order.subject(), order.payload()).await?.await?;
     h.drive_until(
         &id,
